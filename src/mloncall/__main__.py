@@ -1,0 +1,3 @@
+from mloncall.cli import main
+
+main()
