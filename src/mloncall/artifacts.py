@@ -162,7 +162,9 @@ class ArtifactStore:
         try:
             if self.fs.exists(self._path(prefix)):
                 self.fs.rm(self._path(prefix), recursive=True)
-        except Exception:  # best effort: an orphan folder is harmless, a raised error here would hide the cause
+        except (
+            Exception
+        ):  # best effort: an orphan folder is harmless, a raised error here would hide the cause
             pass
 
     def _discard(self, path: str) -> None:

@@ -51,7 +51,9 @@ class Settings:
         if "://" not in artifacts and not Path(artifacts).is_absolute():
             artifacts = str(Path.cwd() / artifacts)
         sections = {k: v for k, v in data.items() if k not in _KEYS and isinstance(v, dict)}
-        return cls(home=home, db_url=str(db_url), artifacts=str(artifacts), sections=sections, config_file=path)
+        return cls(
+            home=home, db_url=str(db_url), artifacts=str(artifacts), sections=sections, config_file=path
+        )
 
     def section(self, name: str) -> dict[str, Any]:
         """A table of the toml file, empty if absent."""

@@ -38,7 +38,9 @@ class ModelRef:
             name, version = text.split(":", 1)
             version = version.lstrip("v")
             if not version.isdigit() or int(version) < 1:
-                raise InvalidInput(f"invalid model reference {text!r}: the version must be a positive integer")
+                raise InvalidInput(
+                    f"invalid model reference {text!r}: the version must be a positive integer"
+                )
             return cls(check_name(name, "model name"), version=int(version))
         return cls(check_name(text, "model name"))
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-import skops.io as sio
-from skl2onnx import to_onnx as _skl_to_onnx
-from skl2onnx.common.data_types import FloatTensorType
 
 from mloncall.errors import IntegrityError, InvalidInput
 
@@ -21,6 +17,9 @@ def to_onnx(estimator: Any, n_features: int) -> bytes:
 
     Outputs are `label` (one per row) and `probabilities` (a plain [n, n_classes] tensor, no zipmap).
     """
+    from skl2onnx import to_onnx as _skl_to_onnx  # heavy imports stay off the CLI's start-up path
+    from skl2onnx.common.data_types import FloatTensorType
+
     try:
         model = _skl_to_onnx(
             estimator,
@@ -39,8 +38,10 @@ def to_onnx(estimator: Any, n_features: int) -> bytes:
     return data
 
 
-def onnx_session(data: bytes, threads: int = 1) -> ort.InferenceSession:
+def onnx_session(data: bytes, threads: int = 1) -> Any:
     """An ONNX Runtime session from verified bytes; a file that is not ONNX raises IntegrityError."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -50,19 +51,23 @@ def onnx_session(data: bytes, threads: int = 1) -> ort.InferenceSession:
         raise IntegrityError(f"the ONNX model cannot be loaded: {str(exc).splitlines()[0]}") from None
 
 
-def onnx_predict(session: ort.InferenceSession, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def onnx_predict(session: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Labels and class probabilities for rows X."""
     labels, probs = session.run(["label", "probabilities"], {"input": np.ascontiguousarray(X, np.float32)})
     return np.asarray(labels), np.asarray(probs)
 
 
 def to_skops(estimator: Any) -> bytes:
+    import skops.io as sio
+
     data: bytes = sio.dumps(estimator)
     return data
 
 
 def from_skops(data: bytes) -> Any:
     """Load a scikit-learn object, trusting only scikit-learn, numpy and scipy types."""
+    import skops.io as sio
+
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:

@@ -49,7 +49,11 @@ def get_model_or_raise(*, session: Session, name: str) -> Model:
 
 def list_models(*, session: Session) -> Sequence[Model]:
     """Every model with its versions and aliases."""
-    stmt = sa.select(Model).options(selectinload(Model.versions), selectinload(Model.aliases)).order_by(Model.name)
+    stmt = (
+        sa.select(Model)
+        .options(selectinload(Model.versions), selectinload(Model.aliases))
+        .order_by(Model.name)
+    )
     return session.scalars(stmt).all()
 
 
@@ -66,7 +70,9 @@ def get_version_or_raise(*, session: Session, name: str, version: int) -> ModelV
 
 def get_alias(*, session: Session, name: str, alias: str) -> Alias | None:
     model = get_model_or_raise(session=session, name=name)
-    return session.scalars(sa.select(Alias).where(Alias.model_id == model.id, Alias.name == alias)).one_or_none()
+    return session.scalars(
+        sa.select(Alias).where(Alias.model_id == model.id, Alias.name == alias)
+    ).one_or_none()
 
 
 def aliases_of(*, session: Session, model_version: ModelVersion) -> list[str]:
@@ -201,16 +207,20 @@ def _insert_version(*, db: Database, prefix: str, written: dict[str, Any], new: 
                     created_by=new.created_by,
                 )
                 mv.files = [
-                    ArtifactFile(name=n, key=f.key, sha256=f.sha256, size=f.size) for n, f in sorted(written.items())
+                    ArtifactFile(name=n, key=f.key, sha256=f.sha256, size=f.size)
+                    for n, f in sorted(written.items())
                 ]
                 session.add(mv)
                 session.flush()
                 session.refresh(mv, ["model", "files"])
                 return mv
         except (SAIntegrityError, OperationalError) as exc:
+            reason = str(exc.orig)
+            if isinstance(exc, SAIntegrityError) and "unique" not in reason.lower():
+                raise InvalidInput(f"cannot register {new.name!r}: {reason.splitlines()[0]}") from None
             # Another registration took this number (or the model name) first, or SQLite was busy: retry.
             if attempt == attempts - 1:
-                raise Conflict(f"could not allocate a version number for {new.name!r}: {exc.orig}") from None
+                raise Conflict(f"could not allocate a version number for {new.name!r}: {reason}") from None
             time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -230,7 +240,13 @@ def set_alias(
     from_version = current.model_version.version if current is not None else None
     if current is None:
         session.add(
-            Alias(model_id=mv.model_id, name=alias, model_version_id=mv.id, updated_at=clock.now(), updated_by=actor)
+            Alias(
+                model_id=mv.model_id,
+                name=alias,
+                model_version_id=mv.id,
+                updated_at=clock.now(),
+                updated_by=actor,
+            )
         )
     else:
         current.model_version_id = mv.id
@@ -345,7 +361,9 @@ def verify(*, store: ArtifactStore, model_version: ModelVersion) -> VerifyReport
         recorded = {f.name: f.sha256 for f in model_version.files if f.name != MANIFEST_FILE}
         for fname, entry in listed.items():
             if recorded.get(fname) != entry["sha256"]:
-                checks.append(FileCheck(f"{MANIFEST_FILE}:{fname}", manifest.key, entry["sha256"], "mismatch", 0))
+                checks.append(
+                    FileCheck(f"{MANIFEST_FILE}:{fname}", manifest.key, entry["sha256"], "mismatch", 0)
+                )
     ref = f"{model_version.model.name}:{model_version.version}"
     return VerifyReport(ref=ref, files=checks, seconds=time.perf_counter() - start)
 
@@ -355,7 +373,8 @@ def _file(model_version: ModelVersion, name: str) -> ArtifactFile:
         if f.name == name:
             return f
     raise IntegrityError(
-        f"{model_version.model.name}:{model_version.version} has no recorded file {name!r}", details={"file": name}
+        f"{model_version.model.name}:{model_version.version} has no recorded file {name!r}",
+        details={"file": name},
     )
 
 

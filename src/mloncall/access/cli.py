@@ -1,0 +1,216 @@
+"""`mloncall tokens create|list|revoke` and `mloncall audit`.
+
+They work on the installation's database directly, so whoever runs mloncall on its machine can always issue
+an admin token. Every change is audited with the actor `cli:<user>`. Errors are raised as `MloncallError`
+for the root command to turn into a one-line message and an exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.orm import Session
+
+from mloncall import console
+from mloncall.access import service
+from mloncall.access.schemas import AuditRecordOut, TokenCreated, TokenOut
+from mloncall.context import Context
+from mloncall.errors import MloncallError, PermissionDenied
+
+app = typer.Typer(name="tokens", help="Issue, list and revoke API tokens.", no_args_is_help=True)
+#: Holds the top-level `audit` command.
+audit_app = typer.Typer()
+
+
+def register(root: typer.Typer) -> None:
+    """Mount `tokens` and `audit` on the root command."""
+    root.add_typer(app, name="tokens")
+    root.registered_commands.extend(audit_app.registered_commands)
+
+
+@contextmanager
+def _context() -> Iterator[Context]:
+    ctx = Context.from_settings()
+    try:
+        ctx.db.migrate()
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@contextmanager
+def audited_unit_of_work(
+    ctx: Context, *, action: str, target: str
+) -> Iterator[tuple[Session, dict[str, Any]]]:
+    """A unit of work audited with its success; a failure is audited in its own session, then raised."""
+    detail: dict[str, Any] = {}
+    try:
+        with ctx.db.session() as session:
+            yield session, detail
+            service.record(
+                session=session,
+                actor=console.actor(),
+                action=action,
+                target=target,
+                outcome="success",
+                detail=detail,
+            )
+    except MloncallError as exc:
+        outcome = "denied" if isinstance(exc, PermissionDenied) else f"error:{exc.code}"
+        try:
+            with ctx.db.session() as session:
+                service.record(
+                    session=session,
+                    actor=console.actor(),
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    detail={**detail, "error": exc.message[:500]},
+                )
+        except MloncallError:
+            pass  # the database itself failed: the original error says more than this one would
+        raise
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.command("create")
+def create(
+    principal: Annotated[str, typer.Argument(help="Who the token is for; created if new.")],
+    role: Annotated[
+        str | None, typer.Option(help="Role of a new principal: admin, operator or viewer (default viewer).")
+    ] = None,
+    expires_in: Annotated[
+        str | None, typer.Option("--expires-in", help="Lifetime such as 12h, 7d or 2w; default never.")
+    ] = None,
+    description: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a token; its secret is printed once and never stored."""
+    expiry = service.parse_duration(expires_in) if expires_in is not None else None
+    with (
+        _context() as ctx,
+        audited_unit_of_work(ctx, action="tokens.create", target=f"principal:{principal}") as unit,
+    ):
+        session, detail = unit
+        detail.update(role=role, expires_in=expires_in)
+        found, created = service.ensure_principal(session=session, name=principal, role=role)
+        token, secret = service.create_token(
+            session=session, principal_name=found.name, description=description, expires_in=expiry
+        )
+        detail.update(token_id=token.id, prefix=token.prefix, principal_created=created)
+        out = TokenCreated(token=TokenOut.from_token(token), secret=secret, principal_created=created)
+    if as_json:
+        console.print_json(out.model_dump(mode="json"))
+        return
+    if created:
+        console.out.print(f"Created principal [bold]{principal}[/] with role [bold]{out.token.role}[/].")
+    expires = f"expires {_when(out.token.expires_at)} UTC" if out.token.expires_at else "never expires"
+    console.out.print(f"Token {out.token.id} for [bold]{principal}[/] ({out.token.role}, {expires}):")
+    typer.echo(secret)
+    console.out.print("[yellow]Store it now: it is not shown again.[/]")
+
+
+@app.command("list")
+def list_(
+    principal: Annotated[str | None, typer.Option(help="Only this principal's tokens.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every token, newest first, never its secret."""
+    with _context() as ctx, ctx.db.session() as session:
+        tokens = [
+            TokenOut.from_token(t) for t in service.list_tokens(session=session, principal_name=principal)
+        ]
+    if as_json:
+        console.print_json([t.model_dump(mode="json") for t in tokens])
+        return
+    if not tokens:
+        console.out.print("no tokens yet: create one with `mloncall tokens create NAME`")
+        return
+    status = {"active": "[green]active[/]", "revoked": "[red]revoked[/]", "expired": "[yellow]expired[/]"}
+    rows = [
+        [
+            t.id,
+            t.principal,
+            t.role,
+            t.prefix + "…",
+            status[t.status],
+            _when(t.created_at),
+            _when(t.expires_at),
+            _when(t.last_used_at),
+            t.description,
+        ]
+        for t in tokens
+    ]
+    columns = [
+        "id",
+        "principal",
+        "role",
+        "prefix",
+        "status",
+        "created",
+        "expires",
+        "last used",
+        "description",
+    ]
+    console.out.print(console.table("tokens", columns, rows))
+
+
+@app.command("revoke")
+def revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID", help="The token id from `mloncall tokens list`.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+    with (
+        _context() as ctx,
+        audited_unit_of_work(ctx, action="tokens.revoke", target=f"token:{token_id}") as unit,
+    ):
+        session, detail = unit
+        token = service.revoke_token(session=session, token_id=token_id)
+        detail.update(principal=token.principal.name, prefix=token.prefix)
+        out = TokenOut.from_token(token)
+    if as_json:
+        console.print_json(out.model_dump(mode="json"))
+        return
+    console.out.print(
+        f"Token {out.id} ({out.prefix}…) of [bold]{out.principal}[/] revoked at {_when(out.revoked_at)} UTC."
+    )
+
+
+@audit_app.command("audit")
+def audit(
+    actor: Annotated[str | None, typer.Option(help="Only this actor (e.g. alice, cli:bob).")] = None,
+    action: Annotated[str | None, typer.Option(help="Only actions containing this text.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the audit log, newest first."""
+    with _context() as ctx, ctx.db.session() as session:
+        records = [
+            AuditRecordOut.from_record(r)
+            for r in service.list_audit(session=session, actor=actor, action=action, limit=limit)
+        ]
+    if as_json:
+        console.print_json([r.model_dump(mode="json") for r in records])
+        return
+    rows = [
+        [
+            f"{r.at:%Y-%m-%d %H:%M:%S}",
+            r.actor,
+            r.action,
+            r.target,
+            f"[green]{r.outcome}[/]" if r.outcome == "success" else f"[red]{r.outcome}[/]",
+        ]
+        for r in records
+    ]
+    console.out.print(console.table("audit log", ["at (UTC)", "actor", "action", "target", "outcome"], rows))

@@ -1,0 +1,129 @@
+"""Request and response shapes of the access routes and of `mloncall tokens` / `mloncall audit --json`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mloncall.access import service
+from mloncall.access.models import ApiToken, AuditRecord, Principal
+from mloncall.errors import InvalidInput
+
+Role = Literal["admin", "operator", "viewer"]
+
+
+class PrincipalOut(BaseModel):
+    name: str
+    role: str
+    disabled: bool
+    created_at: dt.datetime
+
+    @classmethod
+    def from_principal(cls, principal: Principal) -> PrincipalOut:
+        return cls(
+            name=principal.name,
+            role=principal.role,
+            disabled=principal.disabled,
+            created_at=principal.created_at,
+        )
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: str
+
+
+class TokenOut(BaseModel):
+    """A token as listed: never its secret."""
+
+    id: int
+    principal: str
+    role: str
+    prefix: str
+    description: str
+    status: service.TokenStatus
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    @classmethod
+    def from_token(cls, token: ApiToken) -> TokenOut:
+        return cls(
+            id=token.id,
+            principal=token.principal.name,
+            role=token.principal.role,
+            prefix=token.prefix,
+            description=token.description,
+            status=service.token_status(token),
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+            last_used_at=token.last_used_at,
+        )
+
+
+class TokenCreated(BaseModel):
+    """A new token with its secret: the only time the secret is shown."""
+
+    token: TokenOut
+    secret: str
+    principal_created: bool
+
+
+class TokenCreate(BaseModel):
+    """Issue a token for a principal, creating the principal (default role viewer) if it is new."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    principal: str = Field(min_length=1, max_length=128)
+    role: Role | None = None
+    description: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
+    expires_in: str | int | None = Field(
+        default=None, description="seconds, or a duration like 30m, 12h, 7d, 2w; none: never expires"
+    )
+
+    @field_validator("principal")
+    @classmethod
+    def _principal_name(cls, value: str) -> str:
+        try:
+            return service.check_principal_name(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            try:
+                service.parse_duration(str(value))
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    def expiry(self) -> dt.timedelta | None:
+        return None if self.expires_in is None else service.parse_duration(str(self.expires_in))
+
+
+class AuditRecordOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, entry: AuditRecord) -> AuditRecordOut:
+        return cls(
+            id=entry.id,
+            at=entry.at,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            outcome=entry.outcome,
+            detail=entry.detail,
+        )

@@ -1,0 +1,68 @@
+"""Access routes: who am I, the audit log, and issuing and revoking tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from mloncall.access import service
+from mloncall.access.models import Principal
+from mloncall.access.schemas import AuditRecordOut, TokenCreate, TokenCreated, TokenOut, WhoAmI
+from mloncall.api import MAX_DB_INT, CurrentPrincipal, DbSession, allow, audit_note
+
+router = APIRouter(prefix="/api/v1", tags=["access"])
+
+
+@router.get("/whoami", summary="The principal the token belongs to")
+def whoami(principal: CurrentPrincipal) -> WhoAmI:
+    return WhoAmI(name=principal.name, role=principal.role)
+
+
+@router.get("/audit", summary="The audit log, newest first (admin)")
+def list_audit(
+    session: DbSession,
+    actor: Annotated[str | None, Query(max_length=128, description="exactly this actor")] = None,
+    action: Annotated[str | None, Query(max_length=128, description="actions containing this text")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _: Principal = allow("audit.read"),
+) -> list[AuditRecordOut]:
+    records = service.list_audit(session=session, actor=actor, action=action, limit=limit)
+    return [AuditRecordOut.from_record(r) for r in records]
+
+
+@router.get("/tokens", summary="Every token, newest first, never its secret (admin)")
+def list_tokens(
+    session: DbSession,
+    principal: Annotated[str | None, Query(max_length=128, description="only this principal's")] = None,
+    _: Principal = allow("tokens.read"),
+) -> list[TokenOut]:
+    return [TokenOut.from_token(t) for t in service.list_tokens(session=session, principal_name=principal)]
+
+
+@router.post("/tokens", status_code=201, summary="Issue a token, creating the principal if new (admin)")
+def create_token(
+    body: TokenCreate, request: Request, session: DbSession, _: Principal = allow("tokens.create")
+) -> TokenCreated:
+    audit_note(request, principal=body.principal, role=body.role, expires_in=body.expires_in)
+    principal, created = service.ensure_principal(session=session, name=body.principal, role=body.role)
+    token, secret = service.create_token(
+        session=session, principal_name=principal.name, description=body.description, expires_in=body.expiry()
+    )
+    audit_note(request, token_id=token.id, prefix=token.prefix, principal_created=created)
+    return TokenCreated(token=TokenOut.from_token(token), secret=secret, principal_created=created)
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke a token (admin, or the token's own principal)")
+def revoke_token(
+    token_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)],
+    request: Request,
+    session: DbSession,
+    principal: CurrentPrincipal,
+) -> TokenOut:
+    token = service.get_token_or_raise(session=session, token_id=token_id)
+    if token.principal.name != principal.name:
+        service.require(principal, "tokens.delete")
+    token = service.revoke_token(session=session, token_id=token_id)
+    audit_note(request, principal=token.principal.name, prefix=token.prefix)
+    return TokenOut.from_token(token)

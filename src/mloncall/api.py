@@ -1,0 +1,417 @@
+"""The control-plane HTTP API: the domains' routers behind bearer-token auth, one unit of work per request,
+an audit record for every mutating request, and every error a JSON body with a stable code.
+
+What a domain's `views.py` uses from here:
+
+- `DbSession`: the request's unit of work, committed after the handler returns and rolled back if it raises;
+- `CurrentPrincipal` (or `allow("models.alias")` for a permission check) for the caller;
+- `CurrentContext` for the installation (artifact store, settings);
+- `audit_note(request, **detail)` to add detail to the request's audit record.
+
+A domain router carries its full path (`APIRouter(prefix="/api/v1/...")`): the route template names the
+action in the audit log. Handlers signal failure by raising a `MloncallError`, never by returning an error
+response, so the success record written inside the unit of work is never wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DataError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import mloncall
+from mloncall.access import service as access
+from mloncall.access.models import Principal
+from mloncall.context import Context
+from mloncall.errors import InvalidInput, MloncallError, StoreUnavailable, Unauthenticated
+
+logger = logging.getLogger("mloncall.api")
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
+#: Routers mounted when their module exists; the first two always do.
+ROUTER_MODULES = (
+    "mloncall.access.views",
+    "mloncall.registry.views",
+    "mloncall.data.views",
+    "mloncall.training.views",
+)
+_REQUIRED_ROUTERS = ROUTER_MODULES[:2]
+
+_STATUS_CODES = {
+    400: "invalid_input",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+# --- what one request leaves for its audit record --------------------------------------------------------
+
+
+@dataclass
+class _RequestAudit:
+    principal: str | None = None
+    claimed: bool = False  # the unit of work writes the success record in the same transaction as the change
+    written: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+
+
+def _request_audit(scope: Scope) -> _RequestAudit:
+    state = scope.setdefault("state", {})
+    entry = state.get("mloncall_audit")
+    if not isinstance(entry, _RequestAudit):
+        entry = state["mloncall_audit"] = _RequestAudit()
+    return entry
+
+
+def audit_note(request: Request, **detail: Any) -> None:
+    """Add detail (JSON-able values) to the audit record of this request."""
+    _request_audit(request.scope).detail.update(jsonable_encoder(detail))
+
+
+def _action(scope: Scope) -> str:
+    """`METHOD /route/{template}`, or the concrete path when no route matched."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) or scope.get("path", "")
+    return f"{scope.get('method', '')} {path}"
+
+
+def _outcome(status: int, code: str | None) -> str:
+    if status < 400:
+        return "success"
+    if status == 403 or code == "permission_denied":
+        return "denied"
+    return f"error:{code or _STATUS_CODES.get(status, f'http_{status}')}"
+
+
+def _token_owner(session: Session, headers: Headers) -> str | None:
+    scheme, _, secret = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    token = access.identify(session=session, secret=secret.strip())
+    return token.principal.name if token is not None else None
+
+
+def _write_failure_audit(ctx: Context, scope: Scope, status: int) -> None:
+    """Record a request the unit of work did not record, in its own session (the request's rolled back)."""
+    entry = _request_audit(scope)
+    detail = {**entry.detail, "status": status}
+    if entry.error:
+        detail["error"] = entry.error[:500]
+    try:
+        with ctx.db.session() as session:
+            actor = entry.principal or _token_owner(session, Headers(scope=scope)) or "anonymous"
+            access.record(
+                session=session,
+                actor=actor,
+                action=_action(scope),
+                target=scope.get("path", ""),
+                outcome=_outcome(status, entry.error_code),
+                detail=detail,
+            )
+    except Exception:  # a lost audit record must not turn the caller's answer into another error
+        logger.exception("could not write the audit record of %s", _action(scope))
+
+
+class AuditMiddleware:
+    """Writes the audit record of every mutating request that the unit of work did not record itself:
+    failures, denials, rejected bodies, unknown routes, and routes that use no unit of work.
+
+    The record is written before the response starts, so a client that sees the answer finds the record.
+    """
+
+    def __init__(self, app: ASGIApp, ctx: Context) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in MUTATING_METHODS:
+            await self.app(scope, receive, send)
+            return
+        entry = _request_audit(scope)
+
+        async def send_after_audit(message: Message) -> None:
+            if message["type"] == "http.response.start" and not entry.written:
+                entry.written = True
+                status = int(message["status"])
+                if not (entry.claimed and status < 400):
+                    await run_in_threadpool(_write_failure_audit, self.ctx, scope, status)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_audit)
+        except Exception:
+            if not entry.written:
+                entry.written = True
+                entry.error_code, entry.error = "internal", "internal error"
+                await run_in_threadpool(_write_failure_audit, self.ctx, scope, 500)
+            raise
+
+
+# --- request body limit ----------------------------------------------------------------------------------
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit with 413 when a route reads them: without reading a byte when
+    Content-Length says so, else as soon as the bytes read pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        too_large = declared.isdigit() and int(declared) > self.limit
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if too_large:
+                raise self._error()
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self._error()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _error(self) -> StarletteHTTPException:
+        # Raised from the body read, after routing: the handler makes it JSON and the audit names the route.
+        # (FastAPI lets an HTTPException from a body read through; any other error would become a 400.)
+        return StarletteHTTPException(
+            413, detail=f"request body is larger than the limit of {self.limit} bytes"
+        )
+
+
+# --- dependencies for the domains' views -----------------------------------------------------------------
+
+
+def get_context(request: Request) -> Context:
+    """The installation this app serves."""
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+CurrentContext = Annotated[Context, Depends(get_context)]
+
+#: A positive integer that fits the database's integer columns (a version, an id).
+MAX_DB_INT = 2**31 - 1
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work; a mutating request's success audit record commits with its change."""
+    ctx = get_context(request)
+    entry = _request_audit(request.scope)
+    mutating = request.method in MUTATING_METHODS
+    if mutating:
+        entry.claimed = True
+    with ctx.db.session() as session:
+        yield session
+        if mutating:
+            access.record(
+                session=session,
+                actor=entry.principal or "anonymous",
+                action=_action(request.scope),
+                target=request.url.path,
+                outcome="success",
+                detail=entry.detail,
+            )
+
+
+#: `scope="function"`: commit before the response is sent, so a failed commit is the caller's error too.
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
+
+_bearer = HTTPBearer(
+    auto_error=False, description="an API token from `mloncall init` or `mloncall tokens create`"
+)
+
+
+def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller named by the bearer token; 401 if it is missing, malformed, unknown, revoked or expired."""
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Unauthenticated("malformed Authorization header: expected 'Bearer <token>'")
+        raise Unauthenticated("missing bearer token: send the header 'Authorization: Bearer <token>'")
+    # Its own unit of work: the token's last use is recorded even when the request then fails.
+    with get_context(request).db.session() as session:
+        principal = access.authenticate(session=session, secret=credentials.credentials)
+    _request_audit(request.scope).principal = principal.name
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def refuse_nul_bytes(request: Request) -> None:
+    """400 for a NUL byte in the path or query: PostgreSQL cannot store one, so no backend accepts one."""
+    query = request.query_params.multi_items()
+    if "\x00" in request.url.path or any("\x00" in key + value for key, value in query):
+        raise InvalidInput("the request path or query contains a NUL byte")
+
+
+def allow(action: str) -> Any:
+    """A dependency returning the caller if their role may do action (`access.service.require`), else 403."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        access.require(principal, action)
+        return principal
+
+    return Depends(check)
+
+
+# --- errors: mapped once ---------------------------------------------------------------------------------
+
+
+def _error_response(request: Request, status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
+    entry = _request_audit(request.scope)
+    entry.error_code, entry.error = str(body.get("code")), str(body.get("error"))
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+async def _on_mloncall_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MloncallError)
+    if exc.http_status >= 500:
+        logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return _error_response(request, exc.http_status, exc.to_dict(), headers)
+
+
+def _validation_message(error: dict[str, Any], content_type: str) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in error.get("loc", ()))
+    msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return (
+            "body",
+            f"not valid JSON ({reason} at character {error['loc'][-1]})" if reason else "not valid JSON",
+        )
+    if loc == "body" and "json" not in content_type:
+        # FastAPI parses a body as JSON only when the request says it is JSON.
+        return loc, f"expected a JSON object sent with 'Content-Type: application/json', got {content_type!r}"
+    return loc, msg
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    details = []
+    for error in exc.errors():
+        loc, msg = _validation_message(dict(error), content_type)
+        details.append({"loc": loc, "msg": msg, "type": str(error.get("type", ""))})
+    message = "; ".join(f"{d['loc']}: {d['msg']}" for d in details) or "invalid request"
+    return _error_response(request, 400, {"error": message, "code": "invalid_input", "details": details})
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404 and "route" not in request.scope:
+        message = f"no such route: {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    body = {"error": message, "code": _STATUS_CODES.get(status, f"http_{status}")}
+    return _error_response(request, status, body, exc.headers)
+
+
+async def _on_db_integrity_error(request: Request, exc: Exception) -> Response:
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+    body = {
+        "error": f"the change conflicts with the stored state: {reason[0] if reason else exc}",
+        "code": "conflict",
+    }
+    return _error_response(request, 409, body)
+
+
+async def _on_db_data_error(request: Request, exc: Exception) -> Response:
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+    body = {
+        "error": f"a value the database cannot take: {reason[0] if reason else exc}",
+        "code": "invalid_input",
+    }
+    return _error_response(request, 400, body)
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_response(request, 500, {"error": "internal error", "code": "internal"})
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+
+
+def _domain_routers() -> Iterator[APIRouter]:
+    for name in ROUTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name and name not in _REQUIRED_ROUTERS:
+                continue  # that domain has no HTTP routes yet
+            raise
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            yield router
+
+
+def create_app(ctx: Context, *, max_body_bytes: int | None = None) -> FastAPI:
+    """The control-plane app over one installation; the body limit defaults to `[server] max_body_bytes`."""
+    limit = max_body_bytes or int(
+        ctx.settings.section("server").get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    )
+    app = FastAPI(
+        title="mloncall",
+        version=mloncall.__version__,
+        description="Control plane of mloncall: registry, data, training, access and audit.",
+    )
+    app.state.ctx = ctx
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limit)
+    app.add_middleware(AuditMiddleware, ctx=ctx)  # added last: the outermost of the two
+    app.add_exception_handler(MloncallError, _on_mloncall_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(SAIntegrityError, _on_db_integrity_error)
+    app.add_exception_handler(DataError, _on_db_data_error)  # e.g. an integer out of range, a NUL in a string
+    app.add_exception_handler(Exception, _on_unexpected_error)
+
+    @app.get("/healthz", tags=["health"], summary="Is the metadata database reachable? (no token needed)")
+    def healthz() -> JSONResponse:
+        try:
+            ctx.db.check()
+        except StoreUnavailable as exc:
+            return JSONResponse({"status": "unavailable", **exc.to_dict()}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    for router in _domain_routers():
+        app.include_router(router, dependencies=[Depends(refuse_nul_bytes), Depends(current_principal)])
+    return app

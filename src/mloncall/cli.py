@@ -1,0 +1,108 @@
+"""The `mloncall` command: every runbook step an oncall engineer takes from a terminal.
+
+Exit codes: 0 success; 1 a check ran and failed (gate, verify, acceptance); 2 bad input or usage; 3 not found;
+4 conflict with the current state; 5 integrity failure (artifact missing or altered); 6 not authenticated or
+not allowed; 7 a store is unreachable; 70 internal error (a bug: rerun with --debug and report it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from mloncall import console
+from mloncall.errors import INTERNAL_EXIT_CODE, MloncallError
+
+app = typer.Typer(
+    name="mloncall",
+    help="Runbooks that run: keep a production ML model healthy, from deployment to incident post-mortem.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks on errors.", envvar="MLONCALL_DEBUG"
+    ),
+) -> None:
+    _state["debug"] = debug
+
+
+# Each domain owns its commands; the root only mounts them. (module, attribute, name or None for top-level)
+_COMMANDS: list[tuple[str, str, str | None]] = [
+    ("mloncall.setup_cli", "app", None),
+    ("mloncall.training.cli", "app", None),
+    ("mloncall.registry.cli", "app", "models"),
+    ("mloncall.data.cli", "app", "datasets"),
+    ("mloncall.access.cli", "app", "tokens"),
+    ("mloncall.access.cli", "audit_app", None),
+    ("mloncall.demo", "app", None),
+]
+
+
+def _mount() -> None:
+    for module_name, attr, name in _COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        sub = getattr(module, attr, None)
+        if sub is None:
+            continue
+        if name is None:
+            for command in sub.registered_commands:
+                app.registered_commands.append(command)
+            for group in sub.registered_groups:
+                app.registered_groups.append(group)
+        else:
+            app.add_typer(sub, name=name)
+
+
+_mount()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command, turn project errors into one line and a meaningful exit code."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("MLONCALL_DEBUG", "") not in ("", "0", "false")
+    try:
+        command.main(args=args, prog_name="mloncall", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        console.err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except MloncallError as exc:
+        if debug:
+            traceback.print_exc()
+        console.err.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        else:
+            console.err.print(
+                f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                highlight=False,
+            )
+        sys.exit(INTERNAL_EXIT_CODE)

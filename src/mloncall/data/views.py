@@ -1,0 +1,70 @@
+"""Dataset routes: list and show versions with their profiles, upload a validated snapshot."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from mloncall.access.models import Principal
+from mloncall.api import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.data import service
+from mloncall.data.schemas import DatasetRead, DatasetVersionRead
+from mloncall.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
+
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+
+Version = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="version number")]
+
+
+@router.get("", summary="Every dataset with its versions")
+def list_datasets(session: DbSession, _: Principal = allow("datasets.read")) -> list[DatasetRead]:
+    return [DatasetRead.of(d) for d in service.list_datasets(session=session)]
+
+
+@router.get("/{name}", summary="A dataset with its versions")
+def show_dataset(name: str, session: DbSession, _: Principal = allow("datasets.read")) -> DatasetRead:
+    return DatasetRead.of(service.get_dataset_or_raise(session=session, name=name))
+
+
+@router.get("/{name}/versions/{version}", summary="A version with its schema and reference profile")
+def show_version(
+    name: str, version: Version, session: DbSession, _: Principal = allow("datasets.read")
+) -> DatasetVersionRead:
+    dv = service.get_version_or_raise(session=session, name=name, version=version)
+    return DatasetVersionRead.of(dv, with_profile=True)
+
+
+@router.post(
+    "/{name}",
+    status_code=201,
+    summary="Validate a file and register it as the dataset's next version (or return the identical one)",
+    response_model_by_alias=True,
+    openapi_extra=TABLE_BODY_DOC,
+)
+def upload(
+    name: str,
+    request: Request,
+    ctx: CurrentContext,
+    principal: Annotated[Principal, allow("datasets.register")],
+    body: RawBody,
+    target: Annotated[str, Query(min_length=1, max_length=128, description="The label column.")] = "species",
+) -> DatasetVersionRead:
+    with uploaded_table(request, body) as path:
+        raw = service.read_table(path)
+    schema = service.infer_schema(raw, target=target, source="request body")
+    frame = service.validate(raw, schema=schema, source="request body", range_margin=None)
+    dv = service.register(
+        db=ctx.db,
+        store=ctx.store,
+        name=name,
+        df=frame,
+        schema=schema,
+        source="uploaded over HTTP",
+        created_by=principal.name,
+    )
+    with ctx.db.session() as session:
+        dv = service.get_version_or_raise(session=session, name=name, version=dv.version)
+        out = DatasetVersionRead.of(dv)
+    audit_note(request, dataset=out.ref, content_hash=out.content_hash, rows=out.row_count)
+    return out

@@ -1,0 +1,327 @@
+"""`mloncall models ...`: what is live, is it intact, what did it train on, and moving aliases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.columns import Columns
+from sqlalchemy.orm import Session
+
+from mloncall import console
+from mloncall.access.cli import audited_unit_of_work
+from mloncall.artifacts import ArtifactStore
+from mloncall.context import Context
+from mloncall.errors import IntegrityError
+from mloncall.names import ModelRef
+from mloncall.registry import schemas
+from mloncall.registry import service as registry
+from mloncall.registry.models import ModelVersion
+
+app = typer.Typer(help="The model registry: versions, aliases, integrity.", no_args_is_help=True)
+alias_app = typer.Typer(
+    help="Point an alias (production, canary, previous, any name) at a version.", no_args_is_help=True
+)
+app.add_typer(alias_app, name="alias")
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
+
+
+def _context() -> Context:
+    ctx = Context.from_settings()
+    ctx.db.migrate()
+    return ctx
+
+
+def version_json(*, session: Session, store: ArtifactStore, model_version: ModelVersion) -> dict[str, Any]:
+    aliases = registry.aliases_of(session=session, model_version=model_version)
+    out = schemas.ModelVersionOut.from_version(model_version, aliases=aliases, artifact_root=store.root)
+    return out.model_dump(mode="json")
+
+
+@app.command("list")
+def list_models(json_out: bool = JSON) -> None:
+    """Every model with its newest version and its aliases."""
+    ctx = _context()
+    with ctx.db.session() as session:
+        models = registry.list_models(session=session)
+        if json_out:
+            console.print_json([schemas.ModelSummary.from_model(m).model_dump(mode="json") for m in models])
+            return
+        rows = []
+        for m in models:
+            latest = m.versions[-1] if m.versions else None
+            aliases = ", ".join(
+                f"{a.name}→v{a.model_version.version}" for a in sorted(m.aliases, key=lambda a: a.name)
+            )
+            acc = latest.metrics.get("accuracy") if latest else None
+            rows.append(
+                [
+                    m.name,
+                    len(m.versions),
+                    f"v{latest.version}" if latest else "-",
+                    f"{acc:.4f}" if isinstance(acc, float) else "-",
+                    aliases or "-",
+                    f"{m.created_at:%Y-%m-%d %H:%M}",
+                ]
+            )
+        if not rows:
+            console.out.print("no models yet: train one with `mloncall train NAME`")
+            return
+        console.out.print(
+            console.table("models", ["model", "versions", "latest", "accuracy", "aliases", "created"], rows)
+        )
+
+
+@app.command()
+def show(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
+    json_out: bool = JSON,
+) -> None:
+    """A model's versions (NAME), or everything about one version (NAME:VERSION, NAME@ALIAS)."""
+    ctx = _context()
+    parsed = ModelRef.parse(ref)
+    with ctx.db.session() as session:
+        if parsed.version is None and parsed.alias is None:
+            model = registry.get_model_or_raise(session=session, name=parsed.name)
+            if json_out:
+                console.print_json(
+                    {
+                        **schemas.ModelSummary.from_model(model).model_dump(mode="json"),
+                        "versions": [
+                            version_json(session=session, store=ctx.store, model_version=v)
+                            for v in model.versions
+                        ],
+                    }
+                )
+                return
+            print_versions(session, model.versions, title=f"{model.name}: versions")
+            return
+        mv = registry.resolve(session=session, ref=parsed)
+        print_version(session=session, store=ctx.store, model_version=mv, json_out=json_out)
+
+
+def print_versions(session: Session, versions: list[ModelVersion], title: str) -> None:
+    rows = []
+    for v in versions:
+        gate = (v.gate or {}).get("verdict", "-")
+        rows.append(
+            [
+                f"v{v.version}",
+                v.algorithm,
+                f"{v.metrics.get('accuracy', 0):.4f}",
+                gate,
+                ", ".join(registry.aliases_of(session=session, model_version=v)) or "-",
+                f"{v.lineage.get('dataset', {}).get('name', '-')}:{v.lineage.get('dataset', {}).get('version', '-')}",
+                f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+                v.created_by,
+            ]
+        )
+    console.out.print(
+        console.table(
+            title, ["version", "algorithm", "accuracy", "gate", "aliases", "dataset", "created", "by"], rows
+        )
+    )
+
+
+def print_version(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    model_version: ModelVersion,
+    json_out: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """One version in full: metrics, signature, lineage, gate, files."""
+    if json_out:
+        console.print_json(
+            {**version_json(session=session, store=store, model_version=model_version), **(extra or {})}
+        )
+        return
+    mv = model_version
+    aliases = registry.aliases_of(session=session, model_version=mv)
+    m = mv.metrics
+    console.out.print(
+        f"[bold]{mv.model.name}:{mv.version}[/]  {mv.algorithm}  accuracy [bold]{m.get('accuracy', 0):.4f}[/] "
+        f"on {m.get('n', '?')} held-out rows  aliases: {', '.join(aliases) or '-'}"
+    )
+    console.out.print(
+        f"created {mv.created_at:%Y-%m-%d %H:%M:%S} by {mv.created_by}   artifacts {store.url(mv.artifact_prefix)}"
+    )
+    if mv.description:
+        console.out.print(mv.description)
+    per_class = console.table(
+        "per class",
+        ["class", "precision", "recall", "f1", "support"],
+        [
+            [c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
+            for c, v in m.get("per_class", {}).items()
+        ],
+    )
+    cm = m.get("confusion_matrix", {})
+    labels = cm.get("labels", [])
+    confusion = console.table(
+        "confusion (rows: truth)",
+        ["", *labels],
+        [[lbl, *row] for lbl, row in zip(labels, cm.get("matrix", []), strict=False)],
+    )
+    console.out.print(Columns([per_class, confusion]))
+    sig = console.table(
+        "signature",
+        ["feature", "dtype", "min", "max", "median"],
+        [
+            [
+                f["name"],
+                f["dtype"],
+                f"{f['min']:g}",
+                f"{f['max']:g}",
+                f"{f.get('quantiles', {}).get('0.5', float('nan')):g}",
+            ]
+            for f in mv.signature.get("features", [])
+        ],
+    )
+    lineage = mv.lineage
+    ds = lineage.get("dataset", {})
+    lin = console.table(
+        "lineage",
+        ["", ""],
+        [
+            ["dataset", f"{ds.get('name')}:{ds.get('version')} ({ds.get('row_count')} rows)"],
+            ["content hash", str(ds.get("content_hash", ""))[:16] + "…"],
+            ["train / holdout", f"{lineage.get('train_rows')} / {lineage.get('holdout_rows')}"],
+            ["seed", lineage.get("seed")],
+            [
+                "code",
+                f"mloncall {lineage.get('code', {}).get('mloncall')} {lineage.get('code', {}).get('git_commit') or ''}",
+            ],
+            ["libraries", ", ".join(f"{k} {v}" for k, v in lineage.get("libraries", {}).items())],
+        ],
+    )
+    console.out.print(Columns([sig, lin]))
+    if mv.gate:
+        g = mv.gate
+        style = "green" if g["verdict"] == "pass" else "bold red"
+        console.out.print(
+            f"gate vs {g['champion']['ref']}: [{style}]{g['verdict'].upper()}[/]  challenger {g['challenger']['accuracy']:.4f} "
+            f"vs production {g['champion']['accuracy']:.4f} on {g['eval_rows']} rows: {g['reason']}"
+        )
+    files = console.table(
+        "files", ["file", "sha256", "bytes"], [[f.name, f.sha256[:16] + "…", f.size] for f in mv.files]
+    )
+    console.out.print(files)
+    if extra and "seconds" in extra:
+        console.out.print(f"done in {extra['seconds']:.2f}s")
+
+
+@app.command()
+def verify(
+    ref: str = typer.Argument(..., help="NAME, NAME:VERSION or NAME@ALIAS."),
+    json_out: bool = JSON,
+) -> None:
+    """Recompute every file's sha256 and name each file that is missing or altered (exit 5 if any)."""
+    ctx = _context()
+    with ctx.db.session() as session:
+        mv = registry.resolve(session=session, ref=ref)
+        report = registry.verify(store=ctx.store, model_version=mv)
+    if json_out:
+        console.print_json(schemas.VerifyReportOut.from_report(report).model_dump(mode="json"))
+    else:
+        rows = [
+            [f.name, f.status, f.expected[:16] + "…", (f.actual or "-")[:16], f.size] for f in report.files
+        ]
+        console.out.print(
+            console.table(
+                f"verify {report.ref}", ["file", "status", "recorded sha256", "actual", "bytes"], rows
+            )
+        )
+        mb = report.total_bytes / 1e6
+        console.out.print(
+            f"{console.outcome_text(report.check.outcome)}: {report.check.reason} "
+            f"({mb:.2f} MB in {report.seconds * 1000:.1f} ms)"
+        )
+    if not report.ok:
+        raise IntegrityError(f"{report.ref}: {report.check.reason}")
+
+
+@alias_app.command("set")
+def alias_set(
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = typer.Argument(..., help="Alias, e.g. production."),
+    version: int = typer.Argument(..., help="Version number."),
+    reason: str = typer.Option("", help="Why: kept in the alias history."),
+    json_out: bool = JSON,
+) -> None:
+    """Point ALIAS at VERSION (the move is recorded with who and why)."""
+    ctx = _context()
+    with audited_unit_of_work(ctx, action="models.alias.set", target=f"{name}@{alias}") as (session, detail):
+        event = registry.set_alias(
+            session=session, name=name, alias=alias, version=version, actor=console.actor(), reason=reason
+        )
+        detail.update({"from": event.from_version, "to": event.to_version, "reason": reason})
+        moved = {
+            "model": name,
+            "alias": alias,
+            "from_version": event.from_version,
+            "to_version": event.to_version,
+        }
+    if json_out:
+        console.print_json(moved)
+    else:
+        was = f"v{moved['from_version']}" if moved["from_version"] else "nothing"
+        console.out.print(f"{name}@{alias} → v{version} (was {was})")
+
+
+@alias_app.command("rm")
+def alias_rm(
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str = typer.Argument(..., help="Alias to remove."),
+    reason: str = typer.Option("", help="Why: kept in the alias history."),
+) -> None:
+    """Remove an alias (the move is recorded)."""
+    ctx = _context()
+    with audited_unit_of_work(ctx, action="models.alias.rm", target=f"{name}@{alias}") as (session, detail):
+        event = registry.remove_alias(
+            session=session, name=name, alias=alias, actor=console.actor(), reason=reason
+        )
+        detail.update({"from": event.from_version, "reason": reason})
+    console.out.print(f"{name}@{alias} removed (was v{event.from_version})")
+
+
+@alias_app.command("history")
+def alias_history(
+    name: str = typer.Argument(..., help="Model name."),
+    alias: str | None = typer.Argument(None, help="Only this alias."),
+    json_out: bool = JSON,
+) -> None:
+    """Every alias move of a model: when, who, from, to, why."""
+    ctx = _context()
+    with ctx.db.session() as session:
+        events = registry.alias_history(session=session, name=name, alias=alias)
+        data = [schemas.AliasEventOut.from_event(e, model_name=name).model_dump(mode="json") for e in events]
+    if json_out:
+        console.print_json(data)
+        return
+    rows = [
+        [d["at"][:19], d["alias"], d["from_version"] or "-", d["to_version"] or "-", d["actor"], d["reason"]]
+        for d in data
+    ]
+    console.out.print(
+        console.table(f"{name}: alias history", ["at", "alias", "from", "to", "by", "reason"], rows)
+    )
+
+
+@app.command()
+def delete(
+    ref: str = typer.Argument(..., help="NAME:VERSION to delete."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a version and its files (refused while an alias points at it)."""
+    parsed = ModelRef.parse(ref)
+    if parsed.version is None:
+        raise typer.BadParameter("give an explicit version: NAME:VERSION", param_hint="REF")
+    if not yes:
+        typer.confirm(f"delete {parsed} and its files?", abort=True)
+    ctx = _context()
+    with audited_unit_of_work(ctx, action="models.delete", target=str(parsed)) as (session, _detail):
+        registry.delete_version(session=session, store=ctx.store, name=parsed.name, version=parsed.version)
+    console.out.print(f"deleted {parsed}")

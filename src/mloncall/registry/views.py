@@ -1,0 +1,140 @@
+"""Registry routes: list and show models and versions, resolve aliases, verify artifacts, move aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from mloncall.access.models import Principal
+from mloncall.api import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.errors import IntegrityError, NotFound
+from mloncall.registry import service
+from mloncall.registry.schemas import (
+    AliasEventOut,
+    AliasSet,
+    ModelDetail,
+    ModelSummary,
+    ModelVersionOut,
+    VerifyReportOut,
+    VersionDeleted,
+)
+
+router = APIRouter(prefix="/api/v1/models", tags=["registry"])
+
+Version = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="version number")]
+
+
+@router.get("", summary="Every model with its latest version and aliases")
+def list_models(session: DbSession, _: Principal = allow("models.read")) -> list[ModelSummary]:
+    return [ModelSummary.from_model(m) for m in service.list_models(session=session)]
+
+
+@router.get("/{name}", summary="A model with all its versions")
+def show_model(name: str, session: DbSession, _: Principal = allow("models.read")) -> ModelDetail:
+    return ModelDetail.from_model(service.get_model_or_raise(session=session, name=name))
+
+
+@router.get("/{name}/versions/{version}", summary="Everything recorded about one version")
+def show_version(
+    name: str, version: Version, session: DbSession, ctx: CurrentContext, _: Principal = allow("models.read")
+) -> ModelVersionOut:
+    mv = service.get_version_or_raise(session=session, name=name, version=version)
+    return ModelVersionOut.from_version(
+        mv, aliases=service.aliases_of(session=session, model_version=mv), artifact_root=ctx.store.root
+    )
+
+
+@router.get("/{name}/aliases/{alias}", summary="The version an alias points at")
+def resolve_alias(
+    name: str, alias: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("models.read")
+) -> ModelVersionOut:
+    current = service.get_alias(session=session, name=name, alias=alias)
+    if current is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    mv = current.model_version
+    return ModelVersionOut.from_version(
+        mv, aliases=service.aliases_of(session=session, model_version=mv), artifact_root=ctx.store.root
+    )
+
+
+@router.get("/{name}/alias-history", summary="Every alias move of a model, oldest first")
+def alias_history(
+    name: str,
+    session: DbSession,
+    alias: Annotated[str | None, Query(description="only this alias")] = None,
+    _: Principal = allow("models.history"),
+) -> list[AliasEventOut]:
+    events = service.alias_history(session=session, name=name, alias=alias)
+    return [AliasEventOut.from_event(e, model_name=name) for e in events]
+
+
+@router.post(
+    "/{name}/versions/{version}/verify",
+    summary="Recompute every file's checksum; 409 integrity_error naming each missing or altered file",
+)
+def verify_version(
+    name: str,
+    version: Version,
+    session: DbSession,
+    ctx: CurrentContext,
+    _: Principal = allow("models.verify"),
+) -> VerifyReportOut:
+    mv = service.get_version_or_raise(session=session, name=name, version=version)
+    report = VerifyReportOut.from_report(service.verify(store=ctx.store, model_version=mv))
+    if not report.ok:
+        raise IntegrityError(
+            f"{report.ref} failed verification: {report.reason}", details=report.model_dump(mode="json")
+        )
+    return report
+
+
+@router.put("/{name}/aliases/{alias}", summary="Point an alias at a version (operator)")
+def set_alias(
+    name: str,
+    alias: str,
+    body: AliasSet,
+    request: Request,
+    session: DbSession,
+    principal: Principal = allow("models.alias"),
+) -> AliasEventOut:
+    audit_note(request, version=body.version, reason=body.reason)
+    event = service.set_alias(
+        session=session,
+        name=name,
+        alias=alias,
+        version=body.version,
+        actor=principal.name,
+        reason=body.reason,
+    )
+    audit_note(request, from_version=event.from_version)
+    return AliasEventOut.from_event(event, model_name=name)
+
+
+@router.delete("/{name}/aliases/{alias}", summary="Remove an alias (operator)")
+def remove_alias(
+    name: str,
+    alias: str,
+    request: Request,
+    session: DbSession,
+    reason: Annotated[str, Query(max_length=2000)] = "",
+    principal: Principal = allow("models.unalias"),
+) -> AliasEventOut:
+    audit_note(request, reason=reason)
+    event = service.remove_alias(session=session, name=name, alias=alias, actor=principal.name, reason=reason)
+    audit_note(request, from_version=event.from_version)
+    return AliasEventOut.from_event(event, model_name=name)
+
+
+@router.delete(
+    "/{name}/versions/{version}", summary="Delete a version and its files (admin; 409 while aliased)"
+)
+def delete_version(
+    name: str,
+    version: Version,
+    session: DbSession,
+    ctx: CurrentContext,
+    _: Principal = allow("models.delete"),
+) -> VersionDeleted:
+    service.delete_version(session=session, store=ctx.store, name=name, version=version)
+    return VersionDeleted(name=name, version=version)

@@ -1,0 +1,117 @@
+"""`mloncall train` and `mloncall retrain` (runbook 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mloncall import console
+from mloncall.context import Context
+from mloncall.errors import CheckFailed
+from mloncall.registry.cli import print_version
+from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN, DEFAULT_TARGET
+
+if TYPE_CHECKING:
+    from mloncall.training.service import TrainingRun
+
+
+app = typer.Typer()
+
+
+@app.command()
+def train(
+    name: str = typer.Argument(..., help="Model name, e.g. iris-classifier."),
+    data: Path | None = typer.Option(None, "--data", help="CSV or Parquet file; default: the Iris data set."),
+    target: str = typer.Option(DEFAULT_TARGET, help="The label column."),
+    algorithm: str = typer.Option(
+        "logistic_regression", help="logistic_regression or random_forest.", case_sensitive=False
+    ),
+    seed: int = typer.Option(42, help="Random seed (split and model)."),
+    test_size: float = typer.Option(0.3, help="Share of rows held out for evaluation."),
+    dataset: str | None = typer.Option(
+        None, "--dataset-name", help="Register the data under this dataset name."
+    ),
+    description: str = typer.Option("", help="Free text stored with the version."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
+) -> None:
+    """Train a classifier, validate its data, and register it as the model's next version."""
+    from mloncall.training import service
+
+    ctx = Context.from_settings()
+    ctx.init()
+    with console.progress(f"training {name}", enabled=not json_out) as step:
+        run = service.train(
+            ctx=ctx,
+            name=name,
+            data=data,
+            dataset_name=dataset,
+            target=target,
+            algorithm=algorithm.lower(),
+            seed=seed,
+            test_size=test_size,
+            created_by=console.actor(),
+            description=description,
+            progress=step,
+        )
+    _report(ctx, run, json_out)
+
+
+@app.command()
+def retrain(
+    name: str = typer.Argument(..., help="Model whose production version is the champion."),
+    data: Path = typer.Option(..., "--data", help="New rows (CSV or Parquet) with the champion's columns."),
+    seed: int | None = typer.Option(None, help="Random seed; default: the champion's."),
+    recall_margin: float = typer.Option(
+        DEFAULT_RECALL_MARGIN, help="Largest allowed drop of any class's recall vs production."
+    ),
+    reference_margin: float = typer.Option(
+        DEFAULT_REFERENCE_MARGIN,
+        help="Largest allowed accuracy gap vs production on production's own held-out rows (catches bad labels).",
+    ),
+    range_margin: float = typer.Option(
+        0.25, help="New values may exceed the training range by this share of it before they are rejected."
+    ),
+    description: str = typer.Option("", help="Free text stored with the version."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new version and the gate as JSON."),
+) -> None:
+    """Validate new data, retrain on it plus the champion's data, and gate the challenger against production.
+
+    The challenger is registered either way, with its verdict; the command exits 1 if the gate fails.
+    """
+    from mloncall.training import service
+
+    ctx = Context.from_settings()
+    ctx.init()
+    with console.progress(f"retraining {name}", enabled=not json_out) as step:
+        run = service.retrain(
+            ctx=ctx,
+            name=name,
+            data=data,
+            seed=seed,
+            recall_margin=recall_margin,
+            reference_margin=reference_margin,
+            range_margin=range_margin,
+            created_by=console.actor(),
+            description=description,
+            progress=step,
+        )
+    _report(ctx, run, json_out)
+    if run.gate and run.gate["verdict"] != "pass":
+        raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
+
+
+def _report(ctx: Context, run: TrainingRun, json_out: bool) -> None:
+    mv = run.model_version
+    with ctx.db.session() as session:
+        from mloncall.registry import service as registry
+
+        mv = registry.get_version_or_raise(session=session, name=mv.model.name, version=mv.version)
+        print_version(
+            session=session,
+            store=ctx.store,
+            model_version=mv,
+            json_out=json_out,
+            extra={"seconds": run.seconds},
+        )

@@ -1,0 +1,537 @@
+"""Training, evaluation and the retraining gate (runbook 2).
+
+`train` fits a classifier on a validated, registered dataset and registers it; `retrain` validates new
+rows against the champion's schema, trains on the union, scores challenger and champion on the same rows
+that neither has seen, and records the gate verdict with the version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import mloncall
+from mloncall import clock
+from mloncall.context import Context
+from mloncall.data import iris
+from mloncall.data import service as data_service
+from mloncall.data.models import DatasetVersion
+from mloncall.errors import InvalidInput, NotFound
+from mloncall.names import check_name
+from mloncall.registry import service as registry
+from mloncall.registry.models import ModelVersion
+from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN
+
+ALGORITHMS = ("logistic_regression", "random_forest")
+HOLDOUT_FILE = "holdout.parquet"
+LOG_FILE = "training.log"
+ROW_COLUMN = "__row__"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainingRun:
+    """What one training produced."""
+
+    model_version: ModelVersion
+    dataset_version: DatasetVersion
+    metrics: dict[str, Any]
+    seconds: float
+    log: str
+    gate: dict[str, Any] | None = None
+
+
+@dataclass
+class _Log:
+    """The training log, archived with the version for reproducibility."""
+
+    progress: Progress | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def __call__(self, message: str) -> None:
+        self.lines.append(f"{clock.now().isoformat(timespec='milliseconds')} {message}")
+        if self.progress is not None:
+            self.progress(message)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def build_estimator(algorithm: str, seed: int) -> Any:
+    """An unfitted classifier for the algorithm name."""
+    if algorithm == "logistic_regression":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    if algorithm == "random_forest":
+        return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+    raise InvalidInput(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+
+
+def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: truth)."""
+    y_true = np.asarray(y_true).astype(str)
+    y_pred = np.asarray(y_pred).astype(str)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "n": len(y_true),
+        "per_class": {
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": {
+            "labels": classes,
+            "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        },
+    }
+
+
+def signature_of(train: pd.DataFrame, schema: dict[str, Any]) -> dict[str, Any]:
+    """The input signature: feature names and dtypes, training min/max and quantiles, class labels."""
+    features = []
+    probs = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
+    for feat in schema["features"]:
+        col = train[feat["name"]].to_numpy(np.float64)
+        qs = np.quantile(col, probs)
+        features.append(
+            {
+                "name": feat["name"],
+                "dtype": "float64",
+                "min": float(col.min()),
+                "max": float(col.max()),
+                "quantiles": {f"{p:g}": float(q) for p, q in zip(probs, qs, strict=True)},
+            }
+        )
+    return {
+        "features": features,
+        "classes": list(schema["target"]["classes"]),
+        "target": schema["target"]["name"],
+    }
+
+
+def _code_version() -> dict[str, Any]:
+    commit = None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(mloncall.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        commit = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"mloncall": mloncall.__version__, "git_commit": commit}
+
+
+def _libraries() -> dict[str, str]:
+    libs = {"python": platform.python_version()}
+    for lib in ("scikit-learn", "numpy", "pandas", "onnx", "onnxruntime", "skl2onnx", "skops"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            libs[lib] = metadata.version(lib)
+    return libs
+
+
+def _split(
+    frame: pd.DataFrame, target: str, test_size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified train/holdout split; falls back to a plain split when a class is too small to stratify."""
+    counts = frame[target].value_counts()
+    n_test = int(np.ceil(test_size * len(frame)))
+    stratify = frame[target] if counts.min() >= 2 and n_test >= len(counts) else None
+    if len(frame) < 2:
+        return frame, frame.iloc[0:0]
+    train, hold = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
+    return train, hold
+
+
+def _fit(
+    *,
+    log: _Log,
+    train: pd.DataFrame,
+    schema: dict[str, Any],
+    algorithm: str,
+    seed: int,
+) -> Any:
+    features = [f["name"] for f in schema["features"]]
+    target = schema["target"]["name"]
+    if train[target].nunique() < 2:
+        raise InvalidInput(f"cannot train: the training rows hold a single class ({train[target].iloc[0]!r})")
+    estimator = build_estimator(algorithm, seed)
+    start = time.perf_counter()
+    estimator.fit(train[features].to_numpy(np.float64), train[target].to_numpy(str))
+    log(f"fit {algorithm} on {len(train)} rows in {time.perf_counter() - start:.3f}s (seed {seed})")
+    return estimator
+
+
+def _holdout_bytes(hold: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    hold.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _register(
+    *,
+    ctx: Context,
+    log: _Log,
+    name: str,
+    estimator: Any,
+    train: pd.DataFrame,
+    hold: pd.DataFrame,
+    dataset_version: DatasetVersion,
+    dataset_name: str,
+    algorithm: str,
+    seed: int,
+    test_size: float,
+    metrics: dict[str, Any],
+    created_by: str,
+    description: str,
+    gate: dict[str, Any] | None,
+    started: float,
+) -> TrainingRun:
+    schema = dataset_version.schema
+    features = [f["name"] for f in schema["features"]]
+    log(
+        f"holdout accuracy {metrics['accuracy']:.4f} on {metrics['n']} rows; recall "
+        + ", ".join(f"{c}={m['recall']:.3f}" for c, m in metrics["per_class"].items())
+    )
+    lineage = {
+        "dataset": {
+            "name": dataset_name,
+            "version": dataset_version.version,
+            "content_hash": dataset_version.content_hash,
+            "row_count": dataset_version.row_count,
+        },
+        "train_rows": len(train),
+        "holdout_rows": len(hold),
+        "seed": seed,
+        "code": _code_version(),
+    }
+    libraries = _libraries()
+    lineage["libraries"] = libraries
+    log(f"libraries: {', '.join(f'{k} {v}' for k, v in libraries.items())}")
+    new = registry.NewVersion(
+        name=name,
+        algorithm=algorithm,
+        feature_names=features,
+        class_labels=list(schema["target"]["classes"]),
+        signature=signature_of(train, schema),
+        metrics=metrics,
+        params={"algorithm": algorithm, "seed": seed, "test_size": test_size, **_estimator_params(estimator)},
+        lineage=lineage,
+        created_by=created_by,
+        description=description,
+        gate=gate,
+        dataset_version_id=dataset_version.id,
+    )
+    log("ONNX conversion checked against scikit-learn on the holdout rows; registering")
+    new.extra_files = {HOLDOUT_FILE: _holdout_bytes(hold), LOG_FILE: log.text().encode()}
+    X_val = hold[features].to_numpy(np.float64) if len(hold) else train[features].to_numpy(np.float64)
+    mv = registry.register_version(db=ctx.db, store=ctx.store, estimator=estimator, X_val=X_val, new=new)
+    return TrainingRun(
+        model_version=mv,
+        dataset_version=dataset_version,
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+        log=log.text(),
+        gate=gate,
+    )
+
+
+def _estimator_params(estimator: Any) -> dict[str, Any]:
+    params = estimator.get_params(deep=True)
+    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | type(None))}
+
+
+def train(
+    *,
+    ctx: Context,
+    name: str,
+    data: Path | None = None,
+    dataset: str | None = None,
+    dataset_name: str | None = None,
+    target: str = iris.TARGET,
+    algorithm: str = "logistic_regression",
+    seed: int = 42,
+    test_size: float = 0.3,
+    created_by: str,
+    description: str = "",
+    progress: Progress | None = None,
+) -> TrainingRun:
+    """Train a classifier on a CSV/Parquet file, a registered dataset (`name[:version]`) or, given neither,
+    the bundled Iris data, and register it as the model's next version."""
+    started = time.perf_counter()
+    check_name(name, "model name")
+    build_estimator(algorithm, seed)
+    if not 0 < test_size < 1:
+        raise InvalidInput(f"test size must be between 0 and 1, got {test_size}")
+    log = _Log(progress)
+    if dataset is not None:
+        if data is not None:
+            raise InvalidInput("give either a data file or a registered dataset, not both")
+        with ctx.db.session() as session:
+            registered = data_service.resolve(session=session, ref=dataset)
+            _ = registered.dataset.name
+        raw = data_service.read(store=ctx.store, dataset_version=registered)
+        source = f"dataset {data_service.ref_of(registered)}"
+        dataset_name = dataset_name or registered.dataset.name
+    elif data is None:
+        raw = iris.iris_frame()
+        source = "scikit-learn bundled Iris"
+        dataset_name = dataset_name or "iris"
+    else:
+        raw = data_service.read_table(data)
+        source = str(data)
+        dataset_name = dataset_name or name
+    log(f"read {len(raw)} rows from {source}")
+    schema = data_service.infer_schema(raw, target=target)
+    frame = data_service.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
+    log(
+        f"validated {len(frame)} rows: {len(schema['features'])} features, classes {schema['target']['classes']}"
+    )
+    dv = data_service.register(
+        db=ctx.db,
+        store=ctx.store,
+        name=dataset_name,
+        df=frame,
+        schema=schema,
+        source=source,
+        created_by=created_by,
+    )
+    log(f"dataset {dataset_name}:{dv.version} content hash {dv.content_hash}")
+    frame = frame.assign(**{ROW_COLUMN: np.arange(len(frame))})
+    train_rows, hold = _split(frame, target, test_size, seed)
+    log(f"split {len(train_rows)} train / {len(hold)} holdout rows (stratified, seed {seed})")
+    estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
+    features = [f["name"] for f in schema["features"]]
+    eval_rows = hold if len(hold) else train_rows
+    metrics = evaluate(
+        eval_rows[target].to_numpy(str),
+        estimator.predict(eval_rows[features].to_numpy(np.float64)),
+        list(schema["target"]["classes"]),
+    )
+    return _register(
+        ctx=ctx,
+        log=log,
+        name=name,
+        estimator=estimator,
+        train=train_rows,
+        hold=hold,
+        dataset_version=dv,
+        dataset_name=dataset_name,
+        algorithm=algorithm,
+        seed=seed,
+        test_size=test_size,
+        metrics=metrics,
+        created_by=created_by,
+        description=description,
+        gate=None,
+        started=started,
+    )
+
+
+def gate_verdict(
+    *,
+    challenger: dict[str, Any],
+    champion: dict[str, Any],
+    champion_ref: str,
+    recall_margin: float,
+    reference: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Pass only if accuracy is at least the champion's and no class's recall drops by more than the margin.
+
+    `reference` (optional) holds both accuracies on the champion's own held-out rows, whose labels were
+    trusted before: new rows with wrong labels also poison their own holdout, so only these rows reveal
+    them. There the challenger may trail by at most `reference["margin"]`.
+    """
+    reasons = []
+    if (
+        reference is not None
+        and reference["challenger"] + reference["margin"] + 1e-12 < reference["champion"]
+    ):
+        reasons.append(
+            f"on {champion_ref}'s own {reference['n']} held-out rows accuracy {reference['challenger']:.4f} "
+            f"trails {reference['champion']:.4f} by more than {reference['margin']:.3f} (are the new labels right?)"
+        )
+    if challenger["accuracy"] + 1e-12 < champion["accuracy"]:
+        reasons.append(f"accuracy {challenger['accuracy']:.4f} < production's {champion['accuracy']:.4f}")
+    drops = {}
+    for cls, cm in champion["per_class"].items():
+        drop = cm["recall"] - challenger["per_class"].get(cls, {"recall": 0.0})["recall"]
+        drops[cls] = drop
+        if drop > recall_margin + 1e-12:
+            reasons.append(f"recall of {cls!r} drops by {drop:.3f} (> margin {recall_margin:.3f})")
+    verdict = "fail" if reasons else "pass"
+    if not reasons:
+        reasons.append(
+            f"accuracy {challenger['accuracy']:.4f} >= production's {champion['accuracy']:.4f} and no class's "
+            f"recall drops by more than {recall_margin:.3f}"
+        )
+    return {
+        "verdict": verdict,
+        "reason": "; ".join(reasons),
+        "champion": {
+            "ref": champion_ref,
+            "accuracy": champion["accuracy"],
+            "per_class": champion["per_class"],
+        },
+        "challenger": {"accuracy": challenger["accuracy"], "per_class": challenger["per_class"]},
+        "recall_margin": recall_margin,
+        "recall_drops": drops,
+        "eval_rows": challenger["n"],
+        "reference": reference,
+    }
+
+
+def retrain(
+    *,
+    ctx: Context,
+    name: str,
+    data: Path,
+    seed: int | None = None,
+    recall_margin: float = DEFAULT_RECALL_MARGIN,
+    reference_margin: float = DEFAULT_REFERENCE_MARGIN,
+    range_margin: float | None = 0.25,
+    created_by: str,
+    description: str = "",
+    source_label: str | None = None,
+    progress: Progress | None = None,
+) -> TrainingRun:
+    """Retrain on the champion's data plus new rows and register the challenger with its gate verdict."""
+    label = source_label or str(data)
+    started = time.perf_counter()
+    for label, margin in (("recall", recall_margin), ("reference", reference_margin)):
+        if not 0 <= margin <= 1:
+            raise InvalidInput(f"{label} margin must be between 0 and 1, got {margin}")
+    log = _Log(progress)
+    with ctx.db.session() as session:
+        registry.get_model_or_raise(session=session, name=name)
+        try:
+            champion = registry.resolve(session=session, ref=f"{name}@production")
+        except NotFound:
+            raise NotFound(
+                f"model {name!r} has no production version to compare with: set the alias first "
+                f"(mloncall models alias set {name} production VERSION)"
+            ) from None
+        champion_ref = f"{name}:{champion.version}"
+        if champion.dataset_version_id is None:
+            raise InvalidInput(f"{champion_ref} has no recorded training dataset, so it cannot be retrained")
+        base_dv = session.get(DatasetVersion, champion.dataset_version_id)
+        assert base_dv is not None
+        # Loaded now: both are used after this unit of work ends.
+        _ = (base_dv.dataset.name, champion.files, champion.model.name)
+    algorithm = champion.algorithm
+    seed = int(champion.params.get("seed", 42)) if seed is None else seed
+    test_size = float(champion.params.get("test_size", 0.3))
+    log(f"champion {champion_ref} ({algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
+
+    schema = base_dv.schema
+    raw = data_service.read_table(data)
+    log(f"read {len(raw)} new rows from {label}")
+    check_schema = {**schema, "features": champion.signature.get("features", schema["features"])}
+    new_rows = data_service.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
+    log(f"validated {len(new_rows)} new rows against {champion_ref}'s schema (range margin {range_margin})")
+    base = data_service.read(store=ctx.store, dataset_version=base_dv)
+    union = pd.concat([base, new_rows[list(base.columns)]], ignore_index=True)
+    union_schema = data_service.infer_schema(union, target=schema["target"]["name"])
+    union_schema["target"]["classes"] = list(schema["target"]["classes"])
+    dv = data_service.register(
+        db=ctx.db,
+        store=ctx.store,
+        name=base_dv.dataset.name,
+        df=union,
+        schema=union_schema,
+        source=f"{base_dv.dataset.name}:{base_dv.version} + {label}",
+        created_by=created_by,
+        parents=[base_dv.id],
+    )
+    log(
+        f"dataset {base_dv.dataset.name}:{dv.version} = {len(base)} + {len(new_rows)} rows, hash {dv.content_hash}"
+    )
+
+    # Neither model may have seen the evaluation rows: the champion's own holdout plus a holdout of the new rows.
+    champion_hold = pd.read_parquet(
+        io.BytesIO(registry.read_file(store=ctx.store, model_version=champion, name=HOLDOUT_FILE))
+    )
+    target = schema["target"]["name"]
+    union = union.assign(**{ROW_COLUMN: np.arange(len(union))})
+    fresh = union.iloc[len(base) :]
+    _, fresh_hold = _split(fresh, target, test_size, seed)
+    hold_idx = set(champion_hold[ROW_COLUMN].astype(int).tolist()) | set(fresh_hold[ROW_COLUMN].tolist())
+    is_hold = union[ROW_COLUMN].isin(hold_idx)
+    hold = union[is_hold]
+    train_rows = union[~is_hold]
+    log(f"evaluation rows: {len(champion_hold)} from {champion_ref}'s holdout + {len(fresh_hold)} new")
+    estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
+
+    features = [f["name"] for f in schema["features"]]
+    classes = list(schema["target"]["classes"])
+    X_hold = hold[features].to_numpy(np.float64)
+    y_hold = hold[target].to_numpy(str)
+    challenger_metrics = evaluate(y_hold, estimator.predict(X_hold), classes)
+    champion_session = registry.load_onnx(store=ctx.store, model_version=champion)
+    from mloncall.registry.formats import onnx_predict
+
+    champion_pred = onnx_predict(champion_session, X_hold)[0]
+    champion_metrics = evaluate(y_hold, champion_pred, classes)
+    on_reference = hold[ROW_COLUMN].isin(set(champion_hold[ROW_COLUMN].astype(int).tolist())).to_numpy()
+    reference = None
+    if on_reference.any():
+        challenger_pred = estimator.predict(X_hold)
+        reference = {
+            "n": int(on_reference.sum()),
+            "challenger": float(np.mean(challenger_pred[on_reference].astype(str) == y_hold[on_reference])),
+            "champion": float(np.mean(champion_pred[on_reference].astype(str) == y_hold[on_reference])),
+            "margin": reference_margin,
+        }
+    gate = gate_verdict(
+        challenger=challenger_metrics,
+        champion=champion_metrics,
+        champion_ref=champion_ref,
+        recall_margin=recall_margin,
+        reference=reference,
+    )
+    log(f"gate {gate['verdict'].upper()}: {gate['reason']}")
+    return _register(
+        ctx=ctx,
+        log=log,
+        name=name,
+        estimator=estimator,
+        train=train_rows,
+        hold=hold,
+        dataset_version=dv,
+        dataset_name=base_dv.dataset.name,
+        algorithm=algorithm,
+        seed=seed,
+        test_size=test_size,
+        metrics=challenger_metrics,
+        created_by=created_by,
+        description=description or f"retrained from {champion_ref} with {label}",
+        gate=gate,
+        started=started,
+    )

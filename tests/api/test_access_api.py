@@ -1,0 +1,198 @@
+"""Auth, tokens, audit and error mapping over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mloncall import clock
+from mloncall.access import service as access
+from mloncall.api import create_app
+from mloncall.artifacts import ArtifactStore
+from mloncall.config import Settings
+from mloncall.context import Context
+from mloncall.db import Database
+from tests.api.conftest import Api
+
+
+def test_health_and_openapi_need_no_token_and_everything_else_does(api: Api) -> None:
+    assert api.request("GET", "/healthz", role=None).json() == {"status": "ok"}
+    schema = api.request("GET", "/openapi.json", role=None).json()
+    assert "/api/v1/models/{name}/aliases/{alias}" in schema["paths"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert api.request("GET", "/docs", role=None).status_code == 200
+
+    for path in schema["paths"]:
+        if not path.startswith("/api/"):
+            continue
+        concrete = path.replace("{name}", "iris").replace("{version}", "1").replace("{alias}", "production")
+        concrete = concrete.replace("{token_id}", "1")
+        for method in schema["paths"][path]:
+            response = api.request(method.upper(), concrete, role=None)
+            assert response.status_code == 401, (method, path, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert response.json()["code"] == "unauthenticated"
+
+
+def test_unknown_revoked_expired_and_malformed_tokens_are_refused_with_distinct_messages(
+    api: Api, frozen_clock: clock.FrozenClock
+) -> None:
+    with api.ctx.db.session() as session:
+        revoked, revoked_secret = access.create_token(session=session, principal_name="viewer-user")
+        access.revoke_token(session=session, token_id=revoked.id)
+        _, expiring_secret = access.create_token(
+            session=session, principal_name="viewer-user", expires_in=dt.timedelta(hours=1)
+        )
+    assert api.request(
+        "GET", "/api/v1/whoami", headers={"Authorization": f"Bearer {expiring_secret}"}
+    ).is_success
+    frozen_clock.advance(hours=2)
+
+    cases = {
+        None: "missing bearer token",
+        "Basic dXNlcjpwYXNz": "malformed Authorization header",
+        "Bearer mlo_not-a-token": "unknown token",
+        f"Bearer {revoked_secret}": "was revoked at 2026-01-01T00:00:00+00:00",
+        f"Bearer {expiring_secret}": "expired at 2026-01-01T01:00:00+00:00",
+    }
+    for header, message in cases.items():
+        headers = {"Authorization": header} if header else {}
+        response = api.client.get("/api/v1/whoami", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert message in response.json()["error"], (header, response.json())
+
+
+def test_whoami_names_the_principal_and_role(api: Api) -> None:
+    for role in ("admin", "operator", "viewer"):
+        me = api.request("GET", "/api/v1/whoami", role=role).json()
+        assert me["role"] == role
+        assert me["name"] == ("admin" if role == "admin" else f"{role}-user")
+
+
+def test_admin_issues_a_token_creating_the_principal_and_the_token_works(api: Api) -> None:
+    response = api.request(
+        "POST", "/api/v1/tokens", json={"principal": "alice", "role": "operator", "expires_in": "7d"}
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["principal_created"] is True and created["secret"].startswith("mlo_")
+    assert created["token"]["prefix"] == created["secret"][:12]
+    assert created["token"]["status"] == "active" and created["token"]["expires_at"] is not None
+
+    alice = {"Authorization": f"Bearer {created['secret']}"}
+    assert api.client.get("/api/v1/whoami", headers=alice).json() == {"name": "alice", "role": "operator"}
+
+    second = api.request("POST", "/api/v1/tokens", json={"principal": "alice", "description": "ci"})
+    assert second.status_code == 201 and second.json()["principal_created"] is False
+    clash = api.request("POST", "/api/v1/tokens", json={"principal": "alice", "role": "admin"})
+    assert clash.status_code == 409 and "already exists with role 'operator'" in clash.json()["error"]
+
+    listed = api.request("GET", "/api/v1/tokens?principal=alice").json()
+    assert [t["description"] for t in listed] == ["ci", ""]
+    assert created["secret"] not in api.request("GET", "/api/v1/tokens").text
+
+    entries = api.audit(action="/api/v1/tokens")
+    assert [(e["actor"], e["outcome"]) for e in entries] == [
+        ("admin", "error:conflict"),
+        ("admin", "success"),
+        ("admin", "success"),
+    ]
+    assert created["secret"] not in str(entries), "the secret never reaches the audit log"
+    assert entries[-1]["detail"]["principal_created"] is True
+
+
+def test_non_admins_cannot_issue_tokens_or_read_the_audit_log(api: Api) -> None:
+    for role in ("operator", "viewer"):
+        response = api.request(
+            "POST", "/api/v1/tokens", role=role, json={"principal": "mallory", "role": "admin"}
+        )
+        assert response.status_code == 403 and f"'{role}'" in response.json()["error"]
+        assert api.request("GET", "/api/v1/audit", role=role).status_code == 403
+        assert api.request("GET", "/api/v1/tokens", role=role).status_code == 403
+    with api.ctx.db.session() as session:
+        assert access.get_principal(session=session, name="mallory") is None
+    assert [(e["actor"], e["outcome"]) for e in api.audit()] == [
+        ("viewer-user", "denied"),
+        ("operator-user", "denied"),
+    ]
+
+
+def test_revoking_a_token_admin_or_its_owner(api: Api) -> None:
+    with api.ctx.db.session() as session:
+        spare, spare_secret = access.create_token(session=session, principal_name="viewer-user")
+        other, _ = access.create_token(session=session, principal_name="operator-user")
+    denied = api.request("DELETE", f"/api/v1/tokens/{other.id}", role="viewer")
+    assert denied.status_code == 403
+
+    own = api.client.delete(f"/api/v1/tokens/{spare.id}", headers={"Authorization": f"Bearer {spare_secret}"})
+    assert own.status_code == 200 and own.json()["status"] == "revoked"
+    after = api.client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {spare_secret}"})
+    assert after.status_code == 401 and "revoked" in after.json()["error"]
+
+    assert api.request("DELETE", f"/api/v1/tokens/{other.id}").json()["status"] == "revoked"
+    missing = api.request("DELETE", "/api/v1/tokens/9999")
+    assert missing.status_code == 404 and missing.json() == {
+        "error": "token 9999 does not exist",
+        "code": "not_found",
+    }
+    assert [(e["actor"], e["outcome"]) for e in reversed(api.audit())] == [
+        ("viewer-user", "denied"),
+        ("viewer-user", "success"),
+        ("admin", "success"),
+        ("admin", "error:not_found"),
+    ]
+
+
+def test_audit_route_filters_and_validates(api: Api) -> None:
+    for _ in range(3):
+        api.request("POST", "/api/v1/tokens", role="viewer", json={"principal": "x"})
+    api.request("POST", "/api/v1/tokens", json={"principal": "bob"})
+    entries = api.request("GET", "/api/v1/audit?actor=viewer-user&limit=2").json()
+    assert len(entries) == 2 and {e["outcome"] for e in entries} == {"denied"}
+    assert entries[0]["id"] > entries[1]["id"], "newest first"
+    mine = api.request("GET", "/api/v1/audit?action=POST%20/api/v1/tokens&actor=admin").json()
+    assert [e["detail"]["principal"] for e in mine] == ["bob"]
+    for bad in ("limit=0", "limit=5000", "limit=ten"):
+        response = api.request("GET", f"/api/v1/audit?{bad}")
+        assert response.status_code == 400 and response.json()["code"] == "invalid_input"
+        assert response.json()["details"][0]["loc"] == "query.limit"
+
+
+def test_unexpected_errors_are_500_json_logged_and_audited(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = api.client.app
+    assert hasattr(app, "post")
+
+    @app.post("/api/v1/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    with caplog.at_level(logging.ERROR, logger="mloncall.api"):
+        response = api.request("POST", "/api/v1/boom")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error", "code": "internal"}
+    assert "secret internals" not in response.text
+    assert any("secret internals" in str(r.exc_info) for r in caplog.records)
+    [entry] = api.audit()
+    assert (entry["action"], entry["outcome"]) == ("POST /api/v1/boom", "error:internal")
+
+
+def test_health_is_503_json_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    ctx = Context(
+        settings=Settings.load(env={"MLONCALL_HOME": str(tmp_path)}),
+        db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"),
+        store=ArtifactStore(str(tmp_path / "artifacts")),
+    )
+    with TestClient(create_app(ctx)) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["code"] == "store_unavailable" and response.json()["status"] == "unavailable"
+        refused = client.get("/api/v1/whoami", headers={"Authorization": "Bearer mlo_x"})
+        assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"
+    ctx.close()
