@@ -125,5 +125,7 @@ def test_cli_changes_are_audited_including_refusals(cli_env: dict[str, str]) -> 
     records = json.loads(_ok("audit", "--json", env=cli_env))
     mine = [(r["action"], r["target"], r["outcome"]) for r in records if r["action"].startswith("models.")]
     assert ("models.alias.set", "iris-classifier@production", "success") in mine
-    assert any(a == "models.alias.set" and t == "iris-classifier@canary" and o != "success" for a, t, o in mine)
+    assert any(
+        a == "models.alias.set" and t == "iris-classifier@canary" and o != "success" for a, t, o in mine
+    )
     assert all(r["actor"].startswith("cli:") for r in records if r["action"].startswith("models."))
