@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -51,8 +52,12 @@ ROUTER_MODULES = (
     "mloncall.registry.views",
     "mloncall.data.views",
     "mloncall.training.views",
+    "mloncall.rollout.views",
+    "mloncall.alerts.views",
 )
-_REQUIRED_ROUTERS = ROUTER_MODULES[:2]
+_REQUIRED_ROUTERS = ROUTER_MODULES[:5]
+#: Background jobs the server runs (each `Scheduler(ctx)` with start() -> bool and stop()).
+BACKGROUND_JOBS = ("mloncall.rollout.scheduler", "mloncall.alerts.scheduler")
 
 _STATUS_CODES = {
     400: "invalid_input",
@@ -384,16 +389,44 @@ def _domain_routers() -> Iterator[APIRouter]:
             yield router
 
 
-def create_app(ctx: Context, *, max_body_bytes: int | None = None) -> FastAPI:
-    """The control-plane app over one installation; the body limit defaults to `[server] max_body_bytes`."""
+@asynccontextmanager
+async def _background(app: FastAPI) -> AsyncIterator[None]:
+    """Start the background jobs (rollout analysis, alert evaluation) when the app asks for them."""
+    started = []
+    if app.state.background:
+        for name in BACKGROUND_JOBS:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name == name:
+                    continue
+                raise
+            job = module.Scheduler(app.state.ctx)
+            if job.start():
+                started.append(job)
+    try:
+        yield
+    finally:
+        for job in started:
+            job.stop()
+
+
+def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: bool = False) -> FastAPI:
+    """The control-plane app over one installation; the body limit defaults to `[server] max_body_bytes`.
+
+    With `background`, its lifespan also runs the rollout and alert schedulers (one process per installation
+    holds each job's lock, so several workers do not duplicate them).
+    """
     limit = max_body_bytes or int(
         ctx.settings.section("server").get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
     )
     app = FastAPI(
         title="mloncall",
         version=mloncall.__version__,
-        description="Control plane of mloncall: registry, data, training, access and audit.",
+        description="Control plane of mloncall: registry, data, training, rollouts, alerts, access and audit.",
+        lifespan=_background,
     )
+    app.state.background = background
     app.state.ctx = ctx
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limit)
     app.add_middleware(AuditMiddleware, ctx=ctx)  # added last: the outermost of the two

@@ -47,6 +47,7 @@ _COMMANDS: list[tuple[str, str, str | None]] = [
     ("mloncall.data.cli", "app", "datasets"),
     ("mloncall.access.cli", "app", "tokens"),
     ("mloncall.access.cli", "audit_app", None),
+    ("mloncall.rollout.cli", "app", None),
     ("mloncall.demo", "app", None),
 ]
 

@@ -10,11 +10,18 @@ from mloncall.context import Context
 
 
 def app_factory() -> Any:
-    """Build the ASGI app in each worker from the environment (uvicorn calls this with factory=True)."""
-    ctx = Context.from_settings()
-    from mloncall.api import create_app
+    """Build the ASGI app in each worker from the environment (uvicorn calls this with factory=True).
 
-    return create_app(ctx)
+    The inference routes (/v2, /predict, /metrics) are a lean ASGI app; every other path falls through to
+    the control-plane FastAPI app, whose lifespan runs the background jobs.
+    """
+    from mloncall.api import create_app
+    from mloncall.db import import_all_models
+    from mloncall.serving.app import create_inference_app
+
+    import_all_models()
+    ctx = Context.from_settings()
+    return create_inference_app(ctx, fallback=create_app(ctx, background=True), owns_context=True)
 
 
 def run(*, host: str, port: int, workers: int) -> None:
@@ -29,6 +36,14 @@ def run(*, host: str, port: int, workers: int) -> None:
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     ctx.close()
+    try:
+        _serve(uvicorn, host=host, port=port, workers=workers)
+    finally:
+        if workers > 1:
+            shutil.rmtree(ctx.settings.home / "prometheus", ignore_errors=True)
+
+
+def _serve(uvicorn: Any, *, host: str, port: int, workers: int) -> None:
     uvicorn.run(
         "mloncall.server:app_factory",
         factory=True,

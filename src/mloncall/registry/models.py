@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+import mloncall.data.models  # noqa: F401  (model_versions references dataset_versions)
 from mloncall.db import Base
 
 

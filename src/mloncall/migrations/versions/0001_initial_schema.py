@@ -1,8 +1,8 @@
-"""initial schema: registry, datasets, access
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 04:46:24.208809
+Create Date: 2026-11-26 05:30:21.293330
 """
 
 from __future__ import annotations
@@ -125,6 +125,60 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_model_alias_events_model_id"), ["model_id"], unique=False)
 
     op.create_table(
+        "rollouts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("model_name", sa.String(length=64), nullable=False),
+        sa.Column("active_model", sa.String(length=64), nullable=True),
+        sa.Column("strategy", sa.String(length=16), nullable=False),
+        sa.Column("from_version", sa.Integer(), nullable=True),
+        sa.Column("to_version", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("steps", sa.JSON(), nullable=False),
+        sa.Column("step_index", sa.Integer(), nullable=False),
+        sa.Column("step_duration_s", sa.Float(), nullable=False),
+        sa.Column("min_requests", sa.Integer(), nullable=False),
+        sa.Column("thresholds", sa.JSON(), nullable=False),
+        sa.Column("prechecks", sa.JSON(), nullable=False),
+        sa.Column("analyses", sa.JSON(), nullable=False),
+        sa.Column("acceptance", sa.JSON(), nullable=True),
+        sa.Column("step_started_at", mloncall.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", mloncall.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.String(length=128), nullable=False),
+        sa.Column("updated_at", mloncall.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", mloncall.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["model_name"], ["models.name"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("active_model"),
+    )
+    with op.batch_alter_table("rollouts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_rollouts_model_name"), ["model_name"], unique=False)
+
+    op.create_table(
+        "routing",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("model_name", sa.String(length=64), nullable=False),
+        sa.Column("stable_version", sa.Integer(), nullable=False),
+        sa.Column("canary_version", sa.Integer(), nullable=True),
+        sa.Column("canary_weight", sa.Float(), nullable=False),
+        sa.Column("sticky_key", sa.String(length=128), nullable=True),
+        sa.Column("out_of_range_policy", sa.String(length=16), nullable=False),
+        sa.Column("max_rows", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("updated_at", mloncall.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_by", sa.String(length=128), nullable=False),
+        sa.CheckConstraint(
+            "out_of_range_policy IN ('flag', 'reject')", name="ck_routing_out_of_range_policy"
+        ),
+        sa.CheckConstraint("canary_weight >= 0 AND canary_weight <= 1", name="ck_routing_canary_weight"),
+        sa.CheckConstraint("max_rows > 0", name="ck_routing_max_rows"),
+        sa.CheckConstraint("stable_version > 0", name="ck_routing_stable_version"),
+        sa.ForeignKeyConstraint(["model_name"], ["models.name"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("model_name"),
+    )
+    op.create_table(
         "model_versions",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("model_id", sa.Integer(), nullable=False),
@@ -148,6 +202,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_model_versions_model_id"), ["model_id"], unique=False)
+
+    op.create_table(
+        "rollout_events",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("rollout_id", sa.Integer(), nullable=False),
+        sa.Column("at", mloncall.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=False),
+        sa.Column("from_state", sa.String(length=16), nullable=True),
+        sa.Column("to_state", sa.String(length=16), nullable=False),
+        sa.Column("step_index", sa.Integer(), nullable=False),
+        sa.Column("weight", sa.Float(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("evidence", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["rollout_id"], ["rollouts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("rollout_events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_rollout_events_rollout_id"), ["rollout_id"], unique=False)
 
     op.create_table(
         "model_aliases",
@@ -195,10 +267,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_model_aliases_model_id"))
 
     op.drop_table("model_aliases")
+    with op.batch_alter_table("rollout_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_rollout_events_rollout_id"))
+
+    op.drop_table("rollout_events")
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_model_versions_model_id"))
 
     op.drop_table("model_versions")
+    op.drop_table("routing")
+    with op.batch_alter_table("rollouts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_rollouts_model_name"))
+
+    op.drop_table("rollouts")
     with op.batch_alter_table("model_alias_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_model_alias_events_model_id"))
 

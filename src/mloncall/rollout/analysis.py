@@ -1,0 +1,385 @@
+"""Canary analysis: compare the canary with the stable version over a window of live serving data.
+
+Each metric becomes a `Check` with the project's ordered outcome and its evidence; the worst one wins.
+Default thresholds (each can be overridden per deploy with `--threshold NAME=VALUE`):
+
+| threshold | default | the canary fails when |
+| --- | --- | --- |
+| max_error_rate | 0.01 | its error rate exceeds the stable's by more than this |
+| max_latency_ratio, latency_slack_ms | 2.0, 5.0 | its p99 latency > ratio x stable p99 + slack |
+| max_disagreement | 0.15 | on more than this share of its requests the stable version predicts another class |
+| max_class_shift, class_shift_p | 0.1, 0.001 | the Jensen-Shannon distance of predicted-class mixes exceeds 0.1 *and* a chi-square test gives p < 0.001 (a real shift, not noise) |
+| max_accuracy_drop, min_labels | 0.05, 20 | on at least 20 labelled requests, its accuracy trails the stable's on *the same requests* (the stable's shadow scores) by more than 0.05 |
+| accuracy_p | 0.01 | (without shadow scores, e.g. acceptance after promotion) the drop is also significant: one-sided two-proportion z-test p < 0.01 |
+
+Fewer than `min_requests` canary requests in the window make the analysis inconclusive: nothing is judged
+on too little traffic. A metric without data (no feedback labels yet, no shadow scores) is skipped and
+listed as such; it never passes silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mloncall.errors import InvalidInput
+from mloncall.outcome import Check, Outcome, worst
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_error_rate: float = 0.01
+    max_latency_ratio: float = 2.0
+    latency_slack_ms: float = 5.0
+    max_disagreement: float = 0.15
+    max_class_shift: float = 0.1
+    class_shift_p: float = 0.001
+    max_accuracy_drop: float = 0.05
+    accuracy_p: float = 0.01
+    min_labels: int = 20
+
+    @classmethod
+    def from_overrides(cls, overrides: dict[str, Any] | None) -> Thresholds:
+        """Defaults with overrides applied; unknown names and bad values are refused with the reason."""
+        known = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in (overrides or {}).items():
+            if key not in known:
+                raise InvalidInput(f"unknown threshold {key!r}: known are {', '.join(sorted(known))}")
+            try:
+                value = int(raw) if key == "min_labels" else float(raw)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"threshold {key} must be a number, got {raw!r}") from None
+            if not math.isfinite(value) or value < 0:
+                raise InvalidInput(f"threshold {key} must be a finite number >= 0, got {raw!r}")
+            values[key] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Analysis:
+    """The verdict on one window, the checks behind it, and the metrics that had no data."""
+
+    outcome: Outcome
+    checks: list[Check]
+    skipped: list[str]
+    counts: dict[str, int]
+    since: dt.datetime
+    until: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.label,
+            "checks": [c.to_dict() for c in self.checks],
+            "skipped": self.skipped,
+            "counts": self.counts,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+        }
+
+    @property
+    def reason(self) -> str:
+        bad = [c for c in self.checks if c.outcome is self.outcome and c.outcome is not Outcome.SUCCESSFUL]
+        if bad:
+            return "; ".join(f"{c.name}: {c.reason}" for c in bad)
+        return "all checks passed: " + ", ".join(c.name for c in self.checks)
+
+
+def window(table: pa.Table | None, since: dt.datetime, until: dt.datetime) -> pa.Table | None:
+    """Rows with since <= ts < until."""
+    if table is None or table.num_rows == 0:
+        return None
+    ts = table.column("ts")
+    lo = pa.scalar(since, type=ts.type)
+    hi = pa.scalar(until, type=ts.type)
+    return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
+def _version_rows(table: pa.Table | None, version: int) -> pa.Table | None:
+    """Routed traffic of one version (explicit `/versions/{v}` calls, e.g. smoke tests, do not count)."""
+    if table is None:
+        return None
+    mask = pc.equal(table.column("version"), version)
+    if "route" in table.column_names:
+        mask = pc.and_(mask, pc.is_in(table.column("route"), pa.array(["stable", "canary"])))
+    return table.filter(mask)
+
+
+def _n(table: pa.Table | None) -> int:
+    return 0 if table is None else table.num_rows
+
+
+def _errors(table: pa.Table | None) -> int:
+    """Server-side failures (status >= 500); a 4xx is the client's input, not the version's fault."""
+    if table is None:
+        return 0
+    if "status" in table.column_names:
+        return int(pc.sum(pc.greater_equal(table.column("status"), 500)).as_py() or 0)
+    if "error" in table.column_names:
+        return int(pc.sum(pc.is_valid(table.column("error"))).as_py() or 0)
+    return 0
+
+
+def _p99(table: pa.Table | None) -> float | None:
+    if table is None or table.num_rows == 0:
+        return None
+    lat = table.column("latency_ms").to_numpy(zero_copy_only=False)
+    lat = lat[np.isfinite(lat)]
+    return float(np.percentile(lat, 99)) if lat.size else None
+
+
+def class_counts(table: pa.Table | None, classes: list[str]) -> np.ndarray:
+    """Predicted-class counts in the given class order (rows without a label are errors, not counted)."""
+    if table is None or table.num_rows == 0:
+        return np.zeros(len(classes), dtype=np.int64)
+    labels = table.column("label").drop_null().to_numpy(zero_copy_only=False).astype(str)
+    return np.array([(labels == c).sum() for c in classes], dtype=np.int64)
+
+
+def js_distance(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, 0..1) between two count vectors."""
+    from scipy.spatial.distance import jensenshannon
+
+    if p_counts.sum() == 0 or q_counts.sum() == 0:
+        return 0.0
+    return float(jensenshannon(p_counts / p_counts.sum(), q_counts / q_counts.sum(), base=2))
+
+
+def class_shift_p(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
+    """Chi-square test p-value that both samples come from the same class mix (1.0 when untestable)."""
+    from scipy.stats import chi2_contingency
+
+    table = np.vstack([p_counts, q_counts])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    return float(chi2_contingency(table).pvalue)
+
+
+def _accuracy(rows: pa.Table | None, truth: dict[str, str]) -> tuple[float | None, int]:
+    if rows is None or rows.num_rows == 0 or not truth:
+        return None, 0
+    ids = rows.column("id").to_pylist()
+    labels = rows.column("label").to_pylist()
+    pairs = [(lbl, truth[i]) for i, lbl in zip(ids, labels, strict=True) if i in truth]
+    if not pairs:
+        return None, 0
+    return float(np.mean([a == b for a, b in pairs])), len(pairs)
+
+
+def _paired_accuracy(rows: pa.Table | None, truth: dict[str, str]) -> tuple[float, float, int] | None:
+    """Candidate and baseline accuracy on the very same labelled requests (the baseline's shadow scores)."""
+    if rows is None or rows.num_rows == 0 or not truth or "shadow_label" not in rows.column_names:
+        return None
+    ids = rows.column("id").to_pylist()
+    labels = rows.column("label").to_pylist()
+    shadows = rows.column("shadow_label").to_pylist()
+    triples = [
+        (lbl, sh, truth[i])
+        for i, lbl, sh in zip(ids, labels, shadows, strict=True)
+        if sh is not None and i in truth
+    ]
+    if not triples:
+        return None
+    cand = float(np.mean([lbl == y for lbl, _, y in triples]))
+    base = float(np.mean([sh == y for _, sh, y in triples]))
+    return cand, base, len(triples)
+
+
+def _drop_p_value(a_c: float, n_c: int, a_b: float, n_b: int) -> float:
+    """One-sided two-proportion z-test p-value that the candidate's accuracy is lower than the baseline's."""
+    from scipy.stats import norm
+
+    pooled = (a_c * n_c + a_b * n_b) / (n_c + n_b)
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_c + 1 / n_b))
+    return float(norm.sf((a_b - a_c) / se))
+
+
+def feedback_truth(feedback: pa.Table | None) -> dict[str, str]:
+    """prediction id -> true label; the newest label wins if one was sent twice."""
+    if feedback is None or feedback.num_rows == 0:
+        return {}
+    return dict(
+        zip(feedback.column("prediction_id").to_pylist(), feedback.column("label").to_pylist(), strict=True)
+    )
+
+
+def compare(
+    *,
+    candidate: pa.Table | None,
+    baseline: pa.Table | None,
+    candidate_name: str,
+    baseline_name: str,
+    classes: list[str],
+    truth: dict[str, str],
+    thresholds: Thresholds,
+    disagreement: bool = True,
+) -> tuple[list[Check], list[str]]:
+    """Judge the candidate's rows against the baseline's: error rate, p99 latency, disagreement, class mix,
+    accuracy. Returns the checks and the names of metrics skipped for lack of data."""
+    t = thresholds
+    checks: list[Check] = []
+    skipped: list[str] = []
+    n_c, n_b = _n(candidate), _n(baseline)
+
+    e_c = _errors(candidate) / n_c if n_c else 0.0
+    e_b = _errors(baseline) / n_b if n_b else 0.0
+    bad = e_c > e_b + t.max_error_rate
+    checks.append(
+        Check(
+            "error rate",
+            Outcome.FAILED if bad else Outcome.SUCCESSFUL,
+            f"{candidate_name} {e_c:.2%} vs {baseline_name} {e_b:.2%} (allowed +{t.max_error_rate:.2%})",
+            {"candidate": e_c, "baseline": e_b, "threshold": t.max_error_rate, "n": n_c},
+        )
+    )
+
+    p_c, p_b = _p99(candidate), _p99(baseline)
+    if p_c is None or p_b is None:
+        skipped.append("p99 latency: no baseline requests in the window")
+    else:
+        limit = t.max_latency_ratio * p_b + t.latency_slack_ms
+        checks.append(
+            Check(
+                "p99 latency",
+                Outcome.FAILED if p_c > limit else Outcome.SUCCESSFUL,
+                f"{candidate_name} {p_c:.2f} ms vs {baseline_name} {p_b:.2f} ms (limit {limit:.2f} ms)",
+                {"candidate_ms": p_c, "baseline_ms": p_b, "limit_ms": limit},
+            )
+        )
+
+    if disagreement:
+        shadow = None
+        if candidate is not None and "shadow_label" in candidate.column_names:
+            shadow = candidate.filter(pc.is_valid(candidate.column("shadow_label")))
+        if shadow is None or shadow.num_rows == 0:
+            skipped.append(f"disagreement: {baseline_name} scored none of {candidate_name}'s requests")
+        else:
+            differs = pc.not_equal(shadow.column("label"), shadow.column("shadow_label"))
+            rate = float(pc.mean(pc.cast(differs, pa.float64())).as_py() or 0.0)
+            checks.append(
+                Check(
+                    "disagreement",
+                    Outcome.FAILED if rate > t.max_disagreement else Outcome.SUCCESSFUL,
+                    f"{baseline_name} predicts another class on {rate:.1%} of {candidate_name}'s requests "
+                    f"(limit {t.max_disagreement:.0%})",
+                    {"rate": rate, "n": shadow.num_rows, "threshold": t.max_disagreement},
+                )
+            )
+
+    cc, bc = class_counts(candidate, classes), class_counts(baseline, classes)
+    if cc.sum() == 0 or bc.sum() == 0:
+        skipped.append("class mix: no predictions on one side")
+    else:
+        dist, p = js_distance(cc, bc), class_shift_p(cc, bc)
+        shifted = dist > t.max_class_shift and p < t.class_shift_p
+        checks.append(
+            Check(
+                "class mix",
+                Outcome.FAILED if shifted else Outcome.SUCCESSFUL,
+                f"Jensen-Shannon distance {dist:.3f} (limit {t.max_class_shift}), chi-square p={p:.2g}",
+                {
+                    "js_distance": dist,
+                    "p_value": p,
+                    "candidate": dict(zip(classes, cc.tolist(), strict=True)),
+                    "baseline": dict(zip(classes, bc.tolist(), strict=True)),
+                },
+            )
+        )
+
+    paired = _paired_accuracy(candidate, truth) if disagreement else None
+    if paired is not None and paired[2] >= t.min_labels:
+        a_c, a_b, n = paired
+        drop = a_b - a_c
+        checks.append(
+            Check(
+                "accuracy",
+                Outcome.FAILED if drop > t.max_accuracy_drop else Outcome.SUCCESSFUL,
+                f"on the same {n} labelled requests {candidate_name} {a_c:.3f} vs {baseline_name} {a_b:.3f} "
+                f"(allowed drop {t.max_accuracy_drop})",
+                {
+                    "candidate": a_c,
+                    "baseline": a_b,
+                    "labels": n,
+                    "paired": True,
+                    "threshold": t.max_accuracy_drop,
+                },
+            )
+        )
+        return checks, skipped
+    a_c, n_lc = _accuracy(candidate, truth)
+    a_b, n_lb = _accuracy(baseline, truth)
+    if a_c is None or a_b is None or n_lc < t.min_labels or n_lb < t.min_labels:
+        skipped.append(f"accuracy: {n_lc} and {n_lb} feedback labels (need {t.min_labels} each)")
+    else:
+        drop = a_b - a_c
+        p = _drop_p_value(a_c, n_lc, a_b, n_lb)
+        failed = drop > t.max_accuracy_drop and p < t.accuracy_p
+        checks.append(
+            Check(
+                "accuracy",
+                Outcome.FAILED if failed else Outcome.SUCCESSFUL,
+                f"{candidate_name} {a_c:.3f} on {n_lc} labels vs {baseline_name} {a_b:.3f} on {n_lb} "
+                f"(allowed drop {t.max_accuracy_drop}, one-sided p={p:.2g})",
+                {
+                    "candidate": a_c,
+                    "baseline": a_b,
+                    "labels": [n_lc, n_lb],
+                    "p_value": p,
+                    "paired": False,
+                    "threshold": t.max_accuracy_drop,
+                },
+            )
+        )
+    return checks, skipped
+
+
+def analyse_canary(
+    *,
+    predictions: pa.Table | None,
+    feedback: pa.Table | None,
+    stable: int,
+    canary: int,
+    classes: list[str],
+    step_since: dt.datetime,
+    rollout_since: dt.datetime,
+    until: dt.datetime,
+    min_requests: int,
+    thresholds: Thresholds,
+) -> Analysis:
+    """The canary's requests in this step against the stable version's since the rollout began."""
+    step = window(predictions, step_since, until)
+    canary_rows = _version_rows(step, canary)
+    stable_rows = _version_rows(window(predictions, rollout_since, until), stable)
+    counts = {"canary": _n(canary_rows), "stable": _n(stable_rows)}
+    if counts["canary"] < min_requests:
+        traffic = Check(
+            "traffic",
+            Outcome.INCONCLUSIVE,
+            f"{counts['canary']} canary requests in the window, {min_requests} needed to judge",
+            {"canary": counts["canary"], "min_requests": min_requests},
+        )
+        return Analysis(Outcome.INCONCLUSIVE, [traffic], [], counts, step_since, until)
+    traffic = Check(
+        "traffic", Outcome.SUCCESSFUL, f"{counts['canary']} canary requests (>= {min_requests})", counts
+    )
+    checks, skipped = compare(
+        candidate=canary_rows,
+        baseline=stable_rows,
+        candidate_name=f"v{canary}",
+        baseline_name=f"v{stable}",
+        classes=classes,
+        truth=feedback_truth(feedback),
+        thresholds=thresholds,
+    )
+    checks.insert(0, traffic)
+    return Analysis(worst(c.outcome for c in checks), checks, skipped, counts, step_since, until)

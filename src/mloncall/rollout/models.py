@@ -1,0 +1,85 @@
+"""Rollout tables: each deployment as a small state machine, and every transition it went through."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mloncall.db import Base
+
+#: States a rollout can be in; `running` and `paused` are active, the others final.
+ACTIVE_STATES = ("running", "paused")
+FINAL_STATES = ("promoted", "aborted", "rolled_back")
+
+
+class Rollout(Base):
+    """One deployment of a version: direct, canary (stepwise, analysed) or a rollback."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(
+        sa.String(64), sa.ForeignKey("models.name", ondelete="CASCADE"), index=True
+    )
+    #: Equal to model_name while the rollout is active, NULL after: the unique constraint allows one active
+    #: rollout per model on every backend (NULLs never collide), so a second deploy is a clean 409.
+    active_model: Mapped[str | None] = mapped_column(sa.String(64), unique=True, nullable=True)
+    strategy: Mapped[str] = mapped_column(sa.String(16))
+    from_version: Mapped[int | None]
+    to_version: Mapped[int]
+    state: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    step_index: Mapped[int] = mapped_column(default=0)
+    step_duration_s: Mapped[float] = mapped_column(sa.Float, default=30.0)
+    min_requests: Mapped[int] = mapped_column(default=50)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prechecks: Mapped[list[Any]] = mapped_column(default=list)
+    analyses: Mapped[list[Any]] = mapped_column(default=list)
+    acceptance: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True, default=None)
+    step_started_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(128))
+    updated_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, default=None)
+    #: Optimistic lock: the server's scheduler and a CLI may both advance a rollout; only one wins a step.
+    revision: Mapped[int] = mapped_column(default=1)
+
+    events: Mapped[list[RolloutEvent]] = relationship(
+        back_populates="rollout", order_by="RolloutEvent.id", cascade="all, delete-orphan"
+    )
+
+    __mapper_args__ = {"version_id_col": revision}
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def weight(self) -> float:
+        """The canary's current share of traffic, 0..1."""
+        if self.strategy != "canary" or not self.active or not self.steps:
+            return 0.0
+        return float(self.steps[min(self.step_index, len(self.steps) - 1)]) / 100.0
+
+
+class RolloutEvent(Base):
+    """One transition: when, who, from which state to which, at what weight, why, and the evidence."""
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(sa.ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    from_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(sa.String(16))
+    step_index: Mapped[int]
+    weight: Mapped[float] = mapped_column(sa.Float)
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    rollout: Mapped[Rollout] = relationship(back_populates="events")

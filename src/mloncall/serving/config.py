@@ -1,0 +1,56 @@
+"""Serving settings: the `[serving]` table of `mloncall.toml`; `MLONCALL_SERVING_<KEY>` overrides a key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mloncall.config import Settings
+from mloncall.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Limits and timings of the inference app."""
+
+    #: Larger request bodies get 413.
+    max_body_bytes: int = 1 << 20
+    #: Routing rows override this per model.
+    default_max_rows: int = 1000
+    #: How often each worker polls the routing table; a change is applied within about this plus a model load.
+    refresh_seconds: float = 0.3
+    #: The prediction log is written at least this often ...
+    log_flush_seconds: float = 1.0
+    #: ... or as soon as this many rows are buffered.
+    log_flush_rows: int = 20_000
+    #: A version that failed to load (altered file, ...) is tried again after this long.
+    retry_failed_seconds: float = 10.0
+    #: Versions asked for explicitly (`/versions/{v}`) kept loaded besides stable and canary.
+    explicit_cache_size: int = 4
+    #: ONNX Runtime intra-op threads per predictor (1 suits many small requests over several workers).
+    onnx_threads: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ServingConfig:
+        env = os.environ if env is None else env
+        table = settings.section("serving")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"MLONCALL_SERVING_{f.name.upper()}", table.get(f.name))
+            if raw is None:
+                continue
+            kind = int if f.type in ("int", int) else float
+            try:
+                value = kind(raw)
+            except (TypeError, ValueError):
+                what = "whole number" if kind is int else "number"
+                raise InvalidInput(f"serving setting {f.name}={raw!r} must be a {what}") from None
+            if value <= 0:
+                raise InvalidInput(f"serving setting {f.name}={raw!r} must be positive")
+            values[f.name] = value
+        unknown = set(table) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InvalidInput(f"[serving] has unknown key(s): {', '.join(sorted(unknown))}")
+        return cls(**values)

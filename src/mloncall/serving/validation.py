@@ -1,0 +1,381 @@
+"""Input validation against a version's signature, without pandas: OIP tensors and `/predict` instances.
+
+Every rejection is a `RequestError` whose message names the row and the field, and whose `reason` feeds the
+`mloncall_validation_failures_total` metric. Values outside the training range are not errors here: they are
+returned as a mask, and the model's out-of-range policy decides between flagging and rejecting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mloncall.errors import IntegrityError
+
+_NUMBER_TYPES = frozenset({float, int})
+_DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+OUT_OF_RANGE = "out_of_range"
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class RequestError(Exception):
+    """A request that cannot be answered: `status` and `{"error": message}`.
+
+    `reason` is set when the input failed validation (it labels `mloncall_validation_failures_total`).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        reason: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+        self.headers = headers
+
+
+def bad(message: str, reason: str = "bad_request") -> RequestError:
+    return RequestError(400, message, reason)
+
+
+class FeatureSchema:
+    """A version's signature compiled for validation: feature order, training ranges, classes."""
+
+    __slots__ = ("class_set", "classes", "features", "has_range", "index", "maxs", "mins", "width")
+
+    def __init__(
+        self, features: Sequence[str], classes: Sequence[str], mins: Sequence[float], maxs: Sequence[float]
+    ) -> None:
+        self.features = tuple(features)
+        self.width = len(self.features)
+        self.index = {f: i for i, f in enumerate(self.features)}
+        self.classes = tuple(classes)
+        self.class_set = frozenset(self.classes)
+        self.mins = np.asarray(mins, dtype=np.float64)
+        self.maxs = np.asarray(maxs, dtype=np.float64)
+        self.has_range = bool(np.isfinite(self.mins).any() or np.isfinite(self.maxs).any())
+
+    @classmethod
+    def from_signature(cls, signature: dict[str, Any], *, where: str) -> FeatureSchema:
+        """Compile a signature dict; IntegrityError names what is wrong with it."""
+        feats = signature.get("features")
+        classes = signature.get("classes")
+        if not isinstance(feats, list) or not feats:
+            raise IntegrityError(f"{where}: the signature lists no features")
+        if not isinstance(classes, list) or not classes:
+            raise IntegrityError(f"{where}: the signature lists no classes")
+        names: list[str] = []
+        mins: list[float] = []
+        maxs: list[float] = []
+        for i, f in enumerate(feats):
+            name = f.get("name") if isinstance(f, dict) else None
+            if not isinstance(name, str) or not name:
+                raise IntegrityError(f"{where}: signature feature {i} has no name")
+            names.append(name)
+            mins.append(_bound(f.get("min"), -math.inf))
+            maxs.append(_bound(f.get("max"), math.inf))
+        if len(set(names)) != len(names):
+            raise IntegrityError(f"{where}: the signature repeats a feature name")
+        return cls(names, [str(c) for c in classes], mins, maxs)
+
+    def midpoints(self) -> np.ndarray:
+        """One plausible row (middle of each training range, 0 where unknown): the load-time probe."""
+        mid = np.where(np.isfinite(self.mins) & np.isfinite(self.maxs), (self.mins + self.maxs) / 2, 0.0)
+        return np.asarray(mid, dtype=np.float64)
+
+    def compatible_with(self, other: FeatureSchema) -> np.ndarray | None:
+        """Column positions reordering this schema's rows into `other`'s order; None if the sets differ."""
+        if set(self.features) != set(other.features):
+            return None
+        return np.asarray([self.index[f] for f in other.features], dtype=np.intp)
+
+
+def _bound(value: Any, default: float) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return default
+
+
+def kind_of(value: Any) -> str:
+    """How a JSON value reads in an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list (nested value)"
+    if isinstance(value, dict):
+        return "an object (nested value)"
+    return type(value).__name__
+
+
+def _check_numbers(values: list[Any], where: Callable[[int], str]) -> None:
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        return
+    for i, v in enumerate(values):
+        if type(v) not in _NUMBER_TYPES:
+            raise bad(f"{where(i)}: expected a number, got {kind_of(v)}", "wrong_type")
+
+
+def _naming(prefix: str, names: Sequence[str]) -> Callable[[int], str]:
+    """Names position i of a row in an error message."""
+    return lambda i: f"{prefix}{names[i]}"
+
+
+def _to_float64(values: Any, where: str) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64)
+    except (OverflowError, ValueError):
+        raise bad(f"{where}: a value is too large for a 64-bit float", "not_finite") from None
+
+
+def check_finite(X: np.ndarray, where: Callable[[int, int], str]) -> None:
+    """Refuse NaN, infinity and values the model's 32-bit floats cannot hold, naming the row and feature."""
+    ok = np.abs(X) <= _F32_MAX  # False for NaN too
+    if ok.all():
+        return
+    r, c = (int(i) for i in np.argwhere(~ok)[0])
+    value = X[r, c]
+    what = "is not a finite number" if not np.isfinite(value) else "is too large for 32-bit floats"
+    raise bad(f"{where(r, c)}: value {value} {what}", "not_finite")
+
+
+def _check_rows(n: int, max_rows: int, where: str) -> None:
+    if n == 0:
+        raise bad(f"{where}: no rows to score", "wrong_shape")
+    if n > max_rows:
+        raise bad(f"{where}: {n} rows, more than the limit of {max_rows} rows per request", "too_many_rows")
+
+
+# --- /predict instances ----------------------------------------------------------------------------------
+
+
+def rows_from_instances(instances: Any, schema: FeatureSchema, max_rows: int) -> np.ndarray:
+    """`[{feature: value, ...}, ...]` as float64 rows in signature order."""
+    if type(instances) is not list:
+        raise bad(f"'instances' must be a list of objects, got {kind_of(instances)}", "wrong_shape")
+    _check_rows(len(instances), max_rows, "'instances'")
+    features = schema.features
+    width = schema.width
+    rows: list[list[Any]] = []
+    for i, inst in enumerate(instances):
+        if type(inst) is not dict:
+            raise bad(
+                f"instances[{i}]: expected an object of feature values, got {kind_of(inst)}", "wrong_shape"
+            )
+        try:
+            row = [inst[f] for f in features]
+        except KeyError:
+            missing = [f for f in features if f not in inst]
+            raise bad(f"instances[{i}]: missing feature '{missing[0]}'", "missing_feature") from None
+        if len(inst) != width:
+            unknown = sorted(k for k in inst if k not in schema.index)
+            raise bad(
+                f"instances[{i}]: unknown feature '{unknown[0]}' (expected {', '.join(features)})",
+                "unknown_feature",
+            )
+        _check_numbers(row, _naming(f"instances[{i}].", features))
+        rows.append(row)
+    X = _to_float64(rows, "'instances'")
+    check_finite(X, lambda r, c: f"instances[{r}].{features[c]}")
+    return X
+
+
+# --- Open Inference Protocol tensors -------------------------------------------------------------------
+
+
+class _Binary:
+    """The raw tensor bytes after the JSON header (binary tensor extension), consumed input by input."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.offset = 0
+
+    def take(self, size: int, where: str) -> memoryview:
+        if self.offset + size > len(self.data):
+            raise bad(
+                f"{where}: binary_data_size {size} runs past the end of the request body", "wrong_shape"
+            )
+        chunk = self.data[self.offset : self.offset + size]
+        self.offset += size
+        return chunk
+
+
+def rows_from_oip(
+    inputs: Any, schema: FeatureSchema, max_rows: int, binary: memoryview | None = None
+) -> np.ndarray:
+    """OIP `inputs` as float64 rows in signature order.
+
+    Either one FP32/FP64 tensor of shape [n, n_features] (any name that is not a feature name), or one
+    tensor per feature, named after it, of shape [n] or [n, 1]. Data is row-major, flat or nested, or raw
+    little-endian bytes after the JSON header when the input has `parameters.binary_data_size`.
+    """
+    if type(inputs) is not list or not inputs:
+        raise bad("'inputs' must be a non-empty list of tensors", "wrong_shape")
+    for i, t in enumerate(inputs):
+        if type(t) is not dict:
+            raise bad(f"inputs[{i}]: expected a tensor object, got {kind_of(t)}", "wrong_shape")
+        if type(t.get("name")) is not str:
+            raise bad(f"inputs[{i}]: 'name' must be a string", "wrong_shape")
+    blob = _Binary(binary) if binary is not None else None
+    names = [t["name"] for t in inputs]
+    if all(n in schema.index for n in names):
+        X = _per_feature(inputs, schema, max_rows, blob)
+    elif len(inputs) == 1:
+        X = _matrix(inputs[0], schema, max_rows, blob)
+    else:
+        unknown = [n for n in names if n not in schema.index]
+        raise bad(
+            f"unknown input '{unknown[0]}': send one tensor [n, {schema.width}] or one tensor per feature "
+            f"({', '.join(schema.features)})",
+            "unknown_feature",
+        )
+    if blob is not None and blob.offset != len(blob.data):
+        raise bad("the request body holds more binary data than the inputs declare", "wrong_shape")
+    return X
+
+
+def _header(t: dict[str, Any], where: str) -> tuple[list[int], np.dtype[Any]]:
+    datatype = t.get("datatype")
+    dtype = _DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise bad(f"{where}: datatype {datatype!r} is not supported; send FP32 or FP64", "wrong_datatype")
+    shape = t.get("shape")
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}", "wrong_shape")
+    return shape, dtype
+
+
+def _values(t: dict[str, Any], count: int, dtype: np.dtype[Any], where: str, blob: _Binary | None) -> Any:
+    """The tensor's values: a flat float64 array from bytes, else the JSON `data` list (flat or nested)."""
+    params = t.get("parameters")
+    size = params.get("binary_data_size") if type(params) is dict else None
+    if size is not None:
+        if blob is None:
+            raise bad(f"{where}: binary_data_size given but the request has no binary part", "wrong_shape")
+        if type(size) is not int or size != count * dtype.itemsize:
+            raise bad(
+                f"{where}: binary_data_size {size!r} does not match the shape "
+                f"({count} x {dtype.itemsize} bytes)",
+                "wrong_shape",
+            )
+        return np.frombuffer(blob.take(size, where), dtype=dtype).astype(np.float64)
+    if "data" not in t:
+        raise bad(f"{where}: no 'data'", "wrong_shape")
+    data = t["data"]
+    if type(data) is not list:
+        raise bad(f"{where}: 'data' must be a list, got {kind_of(data)}", "wrong_shape")
+    return data
+
+
+def _matrix(t: dict[str, Any], schema: FeatureSchema, max_rows: int, blob: _Binary | None) -> np.ndarray:
+    name = t["name"]
+    where = f"input '{name}'"
+    shape, dtype = _header(t, where)
+    width = schema.width
+    if len(shape) != 2 or shape[1] != width:
+        raise bad(
+            f"{where}: shape {shape} should be [n, {width}] ({', '.join(schema.features)})", "wrong_shape"
+        )
+    n = shape[0]
+    _check_rows(n, max_rows, where)
+    features = schema.features
+    data = _values(t, n * width, dtype, where, blob)
+    if isinstance(data, np.ndarray):
+        X = data.reshape(n, width)
+    elif data and type(data[0]) is list:
+        if len(data) != n:
+            raise bad(f"{where}: 'data' has {len(data)} rows, the shape says {n}", "wrong_shape")
+        for r, row in enumerate(data):
+            if type(row) is not list or len(row) != width:
+                got = f"{len(row)} values" if type(row) is list else kind_of(row)
+                raise bad(f"{where} row {r}: expected {width} values, got {got}", "wrong_shape")
+            _check_numbers(row, _naming(f"{where} row {r}, feature ", tuple(f"'{f}'" for f in features)))
+        X = _to_float64(data, where)
+    else:
+        if len(data) != n * width:
+            raise bad(
+                f"{where}: 'data' has {len(data)} values, shape {shape} needs {n * width}", "wrong_shape"
+            )
+        _check_numbers(data, lambda i: f"{where} row {i // width}, feature '{features[i % width]}'")
+        X = _to_float64(data, where).reshape(n, width)
+    check_finite(X, lambda r, c: f"{where} row {r}, feature '{features[c]}'")
+    return X
+
+
+def _per_feature(
+    inputs: list[dict[str, Any]], schema: FeatureSchema, max_rows: int, blob: _Binary | None
+) -> np.ndarray:
+    seen: set[str] = set()
+    n: int | None = None
+    columns: dict[str, np.ndarray] = {}
+    for t in inputs:
+        name = t["name"]
+        where = f"input '{name}'"
+        if name in seen:
+            raise bad(f"{where} is given twice", "wrong_shape")
+        seen.add(name)
+        shape, dtype = _header(t, where)
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise bad(f"{where}: shape {shape} should be [n] or [n, 1]", "wrong_shape")
+        if n is None:
+            n = shape[0]
+            _check_rows(n, max_rows, where)
+        elif shape[0] != n:
+            raise bad(f"{where}: {shape[0]} rows, other inputs have {n}", "wrong_shape")
+        data = _values(t, n, dtype, where, blob)
+        if not isinstance(data, np.ndarray):
+            if data and type(data[0]) is list:
+                if any(type(v) is not list or len(v) != 1 for v in data):
+                    raise bad(f"{where}: nested 'data' must hold one value per row", "wrong_shape")
+                data = [v[0] for v in data]
+            if len(data) != n:
+                raise bad(f"{where}: 'data' has {len(data)} values, shape {shape} needs {n}", "wrong_shape")
+            _check_numbers(data, _naming(f"{where} row ", tuple(str(r) for r in range(n))))
+            data = _to_float64(data, where)
+        columns[name] = data
+    missing = [f for f in schema.features if f not in seen]
+    if missing:
+        raise bad(f"missing input for feature '{missing[0]}'", "missing_feature")
+    X = np.column_stack([columns[f] for f in schema.features])
+    check_finite(X, lambda r, c: f"input '{schema.features[c]}' row {r}")
+    return X
+
+
+# --- training range ------------------------------------------------------------------------------------
+
+
+def out_of_range(X: np.ndarray, schema: FeatureSchema) -> np.ndarray | None:
+    """A [n, n_features] mask of values outside the training range, or None when every value is inside."""
+    if not schema.has_range:
+        return None
+    mask = (schema.mins > X) | (schema.maxs < X)
+    return mask if mask.any() else None
+
+
+def range_flags(mask: np.ndarray, schema: FeatureSchema) -> list[list[str]]:
+    """Per row, `out_of_range:<feature>` for each feature outside its training range."""
+    features = schema.features
+    return [[f"{OUT_OF_RANGE}:{features[j]}" for j in np.flatnonzero(row)] for row in mask]
+
+
+def range_error(
+    X: np.ndarray, mask: np.ndarray, schema: FeatureSchema, row_name: Callable[[int], str]
+) -> RequestError:
+    """The rejection of the first out-of-range value: its row, feature, value and the training range."""
+    r, c = (int(i) for i in np.argwhere(mask)[0])
+    f = schema.features[c]
+    return bad(
+        f"{row_name(r)}, feature '{f}': value {X[r, c]:g} is outside the training range "
+        f"[{schema.mins[c]:g}, {schema.maxs[c]:g}] and this model rejects out-of-range input",
+        OUT_OF_RANGE,
+    )
