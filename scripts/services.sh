@@ -12,4 +12,6 @@ fi
 if command -v pg_isready >/dev/null 2>&1; then
   pg_up && echo "services: PostgreSQL ready" || echo "services: PostgreSQL NOT reachable (its tests will skip, or fail on CI)"
 fi
+# Prometheus and Alertmanager for the interop test (Debian packages, installed once).
+bash "$(dirname "$0")/prometheus.sh" || echo "services: could not install Prometheus/Alertmanager"
 exit 0

@@ -48,6 +48,8 @@ _COMMANDS: list[tuple[str, str, str | None]] = [
     ("mloncall.access.cli", "app", "tokens"),
     ("mloncall.access.cli", "audit_app", None),
     ("mloncall.rollout.cli", "app", None),
+    ("mloncall.alerts.cli", "app", "alerts"),
+    ("mloncall.alerts.cli", "monitor_app", "monitor"),
     ("mloncall.demo", "app", None),
 ]
 

@@ -23,7 +23,7 @@ from sqlalchemy.types import TypeDecorator
 from mloncall.errors import InvalidInput, StoreUnavailable
 
 #: The domains whose `models.py` define tables; Alembic and `create_all` see all of them.
-DOMAINS = ("access", "data", "registry", "serving", "rollout")
+DOMAINS = ("access", "data", "registry", "serving", "rollout", "alerts")
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

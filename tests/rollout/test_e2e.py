@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mloncall.data import iris
+from mloncall.simulate import LocalServer, Traffic
 from tests.helpers import new_samples_csv, run_cli, write_csv
-from tests.rollout.conftest import LiveServer, Traffic, ok
+from tests.rollout.conftest import ok
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def _wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-unty
 
 
 def test_canary_is_promoted_accepted_and_rollback_works(
-    served: tuple[LiveServer, Traffic], cli_env: dict[str, str], tmp_path: Path
+    served: tuple[LocalServer, Traffic], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     _server, traffic = served
     ok("models", "alias", "set", "iris-classifier", "production", "1", env=cli_env)
@@ -65,7 +66,7 @@ def test_canary_is_promoted_accepted_and_rollback_works(
 
 
 def test_bad_canary_is_aborted_by_analysis_without_dropping_traffic(
-    served: tuple[LiveServer, Traffic], cli_env: dict[str, str], tmp_path: Path
+    served: tuple[LocalServer, Traffic], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     _server, traffic = served
     bad = iris.iris_frame()
@@ -89,7 +90,7 @@ def test_bad_canary_is_aborted_by_analysis_without_dropping_traffic(
 
 
 def test_rollout_bad_input_and_conflicts(
-    served: tuple[LiveServer, Traffic], cli_env: dict[str, str], tmp_path: Path
+    served: tuple[LocalServer, Traffic], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     ok("train", "iris-classifier", "--seed", "3", env=cli_env)
     for args, code, message in [
@@ -114,7 +115,7 @@ def test_rollout_bad_input_and_conflicts(
 
 
 def test_altered_artifact_stops_the_deploy(
-    served: tuple[LiveServer, Traffic], cli_env: dict[str, str]
+    served: tuple[LocalServer, Traffic], cli_env: dict[str, str]
 ) -> None:
     ok("train", "iris-classifier", "--seed", "4", env=cli_env)
     shown = json.loads(ok("models", "show", "iris-classifier:2", "--json", env=cli_env))
@@ -132,7 +133,7 @@ def test_altered_artifact_stops_the_deploy(
 
 
 def test_rollout_survives_a_server_restart(
-    served: tuple[LiveServer, Traffic], cli_env: dict[str, str]
+    served: tuple[LocalServer, Traffic], cli_env: dict[str, str]
 ) -> None:
     server, _traffic = served
     ok("train", "iris-classifier", "--seed", "5", env=cli_env)

@@ -480,3 +480,19 @@ def test_a_model_failure_is_a_logged_500(
     assert (row["status"], row["version"], row["route"], row["label"]) == (500, 1, "stable", None)
     samples = metric_samples(client)["mloncall_requests_total"]
     assert [s.labels["status"] for s in samples] == ["500"]
+
+
+def test_refused_requests_are_kept_in_the_rejections_log(
+    app: InferenceApp, client: TestClient, sctx: Context
+) -> None:
+    """Runbook 6 needs to see bad client data: each refusal is logged with its reason and field."""
+    missing = {k: v for k, v in ROW.items() if k != "petal_width"}
+    assert client.post("/predict", json={"model": "iris", "instances": [missing]}).status_code == 400
+    unknown = {**ROW, "colour": 1.0}
+    assert client.post("/predict", json={"model": "iris", "instances": [unknown]}).status_code == 400
+    assert client.post("/predict", json={"model": "iris", "instances": [ROW]}).status_code == 200
+    app.prediction_log.flush()
+    table = read_log(sctx.store, "rejections", "iris")
+    assert table is not None
+    rows = sorted(zip(table.column("reason").to_pylist(), table.column("field").to_pylist(), strict=True))
+    assert rows == [("missing_feature", "petal_width"), ("unknown_feature", "colour")]

@@ -316,11 +316,12 @@ def compare(
             )
         )
         return checks, skipped
-    a_c, n_lc = _accuracy(candidate, truth)
-    a_b, n_lb = _accuracy(baseline, truth)
-    if a_c is None or a_b is None or n_lc < t.min_labels or n_lb < t.min_labels:
+    acc_c, n_lc = _accuracy(candidate, truth)
+    acc_b, n_lb = _accuracy(baseline, truth)
+    if acc_c is None or acc_b is None or n_lc < t.min_labels or n_lb < t.min_labels:
         skipped.append(f"accuracy: {n_lc} and {n_lb} feedback labels (need {t.min_labels} each)")
     else:
+        a_c, a_b = acc_c, acc_b
         drop = a_b - a_c
         p = _drop_p_value(a_c, n_lc, a_b, n_lb)
         failed = drop > t.max_accuracy_drop and p < t.accuracy_p

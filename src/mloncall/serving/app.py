@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -62,6 +63,11 @@ _MAX_ID = 128
 
 def _error(status: int, message: str, reason: str | None = None) -> RequestError:
     return RequestError(status, message, reason)
+
+
+#: Validation reasons that say something about the data a client sends (runbook 6), kept in the rejections log.
+_DATA_REASONS = frozenset({"missing_feature", "unknown_feature", "out_of_range", "not_finite", "wrong_type"})
+_QUOTED = re.compile(r"'([^']{1,128})'")
 
 
 class _Labels:
@@ -516,6 +522,14 @@ class InferenceApp:
     ) -> None:
         """Count a failed inference request; once routed to a version, log it too (its error rate)."""
         self.metrics.failed(labels.model or _UNKNOWN, labels.version, labels.route, status, reason)
+        if reason in _DATA_REASONS and labels.model:
+            named = _QUOTED.search(error)
+            self.prediction_log.record_rejection(
+                ts=clock.now().timestamp(),
+                model=labels.model,
+                reason=reason,
+                field=named.group(1) if named else None,
+            )
         if labels.version:
             self.prediction_log.record_error(
                 ts=clock.now().timestamp(),

@@ -38,6 +38,9 @@ log = logging.getLogger("mloncall.serving.logger")
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+#: Requests refused by input validation (missing or unknown feature, out of range under "reject", ...):
+#: ts, model, reason, field. The data-quality monitors read them (runbook 6).
+REJECTIONS = "rejections"
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _TS = pa.timestamp("us", tz="UTC")
 _PARTITION = re.compile(r"date=\d{4}-\d{2}-\d{2}/hour=\d{2}")
@@ -113,6 +116,7 @@ class PredictionLog:
         self._flush_lock = threading.Lock()
         self._groups: dict[_GroupKey, _Rows] = {}
         self._feedback: list[FeedbackBatch] = []
+        self._rejections: list[tuple[float, str, str, str | None]] = []
         self._unwritten: list[tuple[str, pa.Table]] = []
         self._rows = 0
         self._seq = 0
@@ -220,6 +224,11 @@ class PredictionLog:
         with self._lock:
             self._feedback.append(batch)
 
+    def record_rejection(self, *, ts: float, model: str, reason: str, field: str | None) -> None:
+        """A request for `model` that validation refused, with the reason and the field it named."""
+        with self._lock:
+            self._rejections.append((ts, model, reason, field))
+
     @property
     def pending_rows(self) -> int:
         """Prediction rows served but not yet written."""
@@ -266,6 +275,7 @@ class PredictionLog:
             with self._lock:
                 groups, self._groups = self._groups, {}
                 feedback, self._feedback = self._feedback, []
+                rejections, self._rejections = self._rejections, []
                 self._rows = 0
             tables: dict[str, list[pa.Table]] = {}
             for (model, hour, features), rows in groups.items():
@@ -279,6 +289,10 @@ class PredictionLog:
                 for prefix, parts in tables.items()
             ]
             todo += [(prefix, feedback_table(batches)) for prefix, batches in fgroups.items()]
+            rgroups: dict[str, list[tuple[float, str, str, str | None]]] = {}
+            for r in rejections:
+                rgroups.setdefault(f"{REJECTIONS}/model={r[1]}/{partition(int(r[0] // 3600))}", []).append(r)
+            todo += [(prefix, rejection_table(rows)) for prefix, rows in rgroups.items()]
             self._unwritten = []
             written = 0
             for i, (prefix, table) in enumerate(todo):
@@ -299,6 +313,19 @@ class PredictionLog:
         pq.write_table(table, buf, compression="zstd")
         self.store.put_bytes(f"{prefix}/{self.writer_id}-{self._seq:08d}.parquet", buf.getvalue())
         self.files_written += 1
+
+
+def rejection_table(rows: list[tuple[float, str, str, str | None]]) -> pa.Table:
+    """The Arrow table of refused requests."""
+    ts = np.asarray([r[0] for r in rows], dtype=np.float64)
+    return pa.table(
+        {
+            "ts": pa.array(np.round(ts * 1e6).astype(np.int64), pa.int64()).cast(_TS),
+            "model": pa.array([r[1] for r in rows], pa.string()),
+            "reason": pa.array([r[2] for r in rows], pa.string()),
+            "field": pa.array([r[3] for r in rows], pa.string()),
+        }
+    )
 
 
 def prediction_table(model: str, features: tuple[str, ...], rows: _Rows) -> pa.Table:

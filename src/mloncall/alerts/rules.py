@@ -1,0 +1,709 @@
+"""Alert rules in YAML: parse and validate a whole file, or refuse it with the line and reason of every error.
+
+A rules file is either a list of rules or a mapping:
+
+```yaml
+group_by: [model, runbook]     # optional: labels that put alerts into one group (default model, runbook)
+hold_time: 10m                 # optional: a resolved alert that fires again within this re-opens (default 10m)
+rules:
+  - name: feature-drift        # unique in the file
+    model: "*"                 # a model name, or "*" for every served model
+    monitor: drift             # a monitor kind (mloncall.monitoring.service.MONITOR_KINDS)
+    params: {drift_share: 0.5} # passed to the monitor; checked by its validate_params
+    window: 1h                 # the window of logs the monitor judges
+    for: 15m                   # pending -> firing only once the condition held this long; 0 fires at once
+    severity: warning          # critical | warning | info
+    runbook: monitoring        # the runbook the alert belongs to
+    labels: {team: ml}         # optional, added to the alert's labels
+    annotations:               # optional; {{ $value }}, {{ $labels.NAME }}, {{ $evidence.NAME }} are filled in
+      summary: "Inputs of {{ $labels.model }} drifted"
+```
+
+Durations are Prometheus-style: `0`, `90s`, `15m`, `1h30m`, `2d`, `1w`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import importlib.resources
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import yaml
+
+from mloncall.errors import InvalidInput
+from mloncall.names import check_name
+
+SEVERITIES = ("critical", "warning", "info")
+RUNBOOKS = (
+    "deployment",
+    "retraining",
+    "monitoring",
+    "pipeline",
+    "scaling",
+    "data-quality",
+    "access",
+    "incident",
+)
+#: The monitor kinds the monitoring domain announces; used only when it is not installed.
+KNOWN_MONITOR_KINDS = (
+    "drift",
+    "missing_features",
+    "out_of_range",
+    "validation_failures",
+    "volume",
+    "accuracy",
+    "error_rate",
+    "latency",
+)
+DEFAULT_GROUP_BY = ("model", "runbook")
+DEFAULT_HOLD_TIME = dt.timedelta(minutes=10)
+#: Labels mloncall sets on every alert of a rule; a rule's own labels may not override them.
+RESERVED_LABELS = ("alertname", "rule", "model", "severity", "runbook", "monitor")
+DEFAULT_RULES_FILE = "default_rules.yaml"
+
+_RULE_KEYS = {
+    "name",
+    "model",
+    "monitor",
+    "params",
+    "window",
+    "for",
+    "severity",
+    "labels",
+    "annotations",
+    "runbook",
+}
+_REQUIRED_KEYS = ("name", "model", "monitor", "window", "for", "severity", "runbook")
+_TOP_KEYS = {"rules", "group_by", "hold_time"}
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "y": 365 * 86400,
+}
+_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_TEMPLATE_VAR = re.compile(r"^\$(value|rule|model|labels\.[A-Za-z_][A-Za-z0-9_]*|evidence\.[A-Za-z0-9_.-]+)$")
+
+
+# --- durations -------------------------------------------------------------------------------------------
+
+
+def parse_duration(value: Any, *, allow_zero: bool = True) -> dt.timedelta:
+    """A Prometheus-style duration (`0`, `30s`, `15m`, `1h30m`, `7d`) as a timedelta; InvalidInput otherwise."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"bad duration {value!r}: use a number with a unit, e.g. 15m")
+    if (isinstance(value, int) and value == 0) or (isinstance(value, str) and value.strip() == "0"):
+        seconds = 0.0
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += int(match.group(1)) * _UNIT[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or pos == 0:
+            raise InvalidInput(
+                f"bad duration {value!r}: use a number with a unit (ms, s, m, h, d, w), e.g. 15m or 1h30m"
+            )
+    else:
+        raise InvalidInput(
+            f"bad duration {value!r}: use a number with a unit (ms, s, m, h, d, w), e.g. 15m or 1h30m"
+        )
+    if seconds == 0 and not allow_zero:
+        raise InvalidInput(f"bad duration {value!r}: it must be longer than 0")
+    return dt.timedelta(seconds=seconds)
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    """`1h30m`, `15m`, `0s`: the shortest Prometheus-style spelling (whole seconds)."""
+    seconds = int(delta.total_seconds())
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
+
+
+# --- the monitors the rules refer to ---------------------------------------------------------------------
+
+
+class MonitorCatalog(Protocol):
+    """What rule validation needs to know about the monitors."""
+
+    kinds: Sequence[str]
+
+    def validate_params(self, kind: str, params: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Catalog:
+    """Monitor kinds and their parameter check (the monitoring domain's, or a fake in tests)."""
+
+    kinds: Sequence[str]
+    validate: Callable[[str, dict[str, Any]], None] | None = None
+
+    def validate_params(self, kind: str, params: dict[str, Any]) -> None:
+        if self.validate is not None:
+            self.validate(kind, params)
+
+
+def default_catalog() -> Catalog:
+    """The monitoring domain's kinds and `validate_params`, imported when first needed."""
+    try:
+        monitoring = importlib.import_module("mloncall.monitoring.service")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("mloncall.monitoring", "mloncall.monitoring.service"):
+            raise
+        # Without the monitoring domain nothing can be evaluated anyway; still check the kind.
+        return Catalog(kinds=KNOWN_MONITOR_KINDS)
+    return Catalog(kinds=tuple(monitoring.MONITOR_KINDS), validate=monitoring.validate_params)
+
+
+# --- rules -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validated alert rule."""
+
+    name: str
+    model: str
+    monitor: str
+    params: dict[str, Any]
+    window: dt.timedelta
+    for_: dt.timedelta
+    severity: str
+    runbook: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    line: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "monitor": self.monitor,
+            "params": self.params,
+            "window": format_duration(self.window),
+            "for": format_duration(self.for_),
+            "severity": self.severity,
+            "runbook": self.runbook,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "line": self.line,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rule:
+        return cls(
+            name=data["name"],
+            model=data["model"],
+            monitor=data["monitor"],
+            params=dict(data.get("params") or {}),
+            window=parse_duration(data["window"]),
+            for_=parse_duration(data["for"]),
+            severity=data["severity"],
+            runbook=data["runbook"],
+            labels=dict(data.get("labels") or {}),
+            annotations=dict(data.get("annotations") or {}),
+            line=int(data.get("line", 0)),
+        )
+
+    def alert_labels(self, model: str) -> dict[str, str]:
+        """The labels of this rule's alert on one model: the rule's own plus the reserved ones."""
+        return {
+            **self.labels,
+            "alertname": self.name,
+            "rule": self.name,
+            "model": model,
+            "severity": self.severity,
+            "runbook": self.runbook,
+            "monitor": self.monitor,
+        }
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    """A validated rules file: its rules and its grouping and flapping policy."""
+
+    rules: tuple[Rule, ...]
+    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
+    hold_time: dt.timedelta = DEFAULT_HOLD_TIME
+    sha256: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group_by": list(self.group_by),
+            "hold_time": format_duration(self.hold_time),
+            "rules": [r.to_dict() for r in self.rules],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], sha256: str = "") -> RuleFile:
+        return cls(
+            rules=tuple(Rule.from_dict(r) for r in data.get("rules", [])),
+            group_by=tuple(data.get("group_by") or DEFAULT_GROUP_BY),
+            hold_time=parse_duration(data.get("hold_time", "10m")),
+            sha256=sha256,
+        )
+
+
+@dataclass(frozen=True)
+class RuleError:
+    line: int
+    rule: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "file"
+        return f"{where}: {f'rule {self.rule!r}: ' if self.rule else ''}{self.message}"
+
+
+def sha256_of(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def default_rules_text() -> str:
+    """The rules that ship with mloncall (package data)."""
+    return (importlib.resources.files("mloncall.alerts") / DEFAULT_RULES_FILE).read_text(encoding="utf-8")
+
+
+def parse_rules(text: str, *, origin: str = "<rules>", catalog: MonitorCatalog | None = None) -> RuleFile:
+    """Validate a whole rules file; InvalidInput lists every error with its line, and nothing is half-taken."""
+    parser = _Parser(catalog or default_catalog())
+    rule_file = parser.parse(text)
+    if parser.errors:
+        errors = sorted(parser.errors, key=lambda e: e.line)
+        shown = "\n".join(f"  {e}" for e in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise InvalidInput(
+            f"rules file {origin} refused ({len(errors)} error{'s' if len(errors) != 1 else ''}; "
+            f"the active rules are unchanged):\n{shown}{more}",
+            details=[{"line": e.line, "rule": e.rule, "error": e.message} for e in errors],
+        )
+    assert rule_file is not None
+    return rule_file
+
+
+class _Parser:
+    def __init__(self, catalog: MonitorCatalog) -> None:
+        self.catalog = catalog
+        self.errors: list[RuleError] = []
+        self._loader: yaml.SafeLoader | None = None
+
+    def error(self, node: yaml.Node | None, message: str, rule: str | None = None) -> None:
+        line = node.start_mark.line + 1 if node is not None else 0
+        self.errors.append(RuleError(line=line, rule=rule, message=message))
+
+    def value(self, node: yaml.Node) -> Any:
+        assert self._loader is not None
+        return self._loader.construct_object(node, deep=True)
+
+    def parse(self, text: str) -> RuleFile | None:
+        loader = yaml.SafeLoader(text)
+        self._loader = loader
+        try:
+            try:
+                root = loader.get_single_node()
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or exc.context_mark
+                line = mark.line + 1 if mark is not None else 0
+                reason = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+                self.errors.append(RuleError(line=line, rule=None, message=f"YAML syntax error: {reason}"))
+                return None
+            except yaml.YAMLError as exc:
+                self.errors.append(RuleError(line=0, rule=None, message=f"YAML error: {exc}"))
+                return None
+            try:
+                return self._file(root)
+            except yaml.YAMLError as exc:  # e.g. a bad tag met while constructing a value
+                mark = getattr(exc, "problem_mark", None)
+                line = mark.line + 1 if mark is not None else 0
+                self.errors.append(RuleError(line=line, rule=None, message=f"YAML error: {exc}"))
+                return None
+        finally:
+            loader.dispose()
+
+    def _file(self, root: yaml.Node | None) -> RuleFile | None:
+        if root is None:
+            self.errors.append(RuleError(0, None, "the file is empty: it must hold a list of rules"))
+            return None
+        group_by: tuple[str, ...] = DEFAULT_GROUP_BY
+        hold_time = DEFAULT_HOLD_TIME
+        rules_node: yaml.Node | None = root
+        if isinstance(root, yaml.MappingNode):
+            rules_node = None
+            for key_node, value_node in self._pairs(root, None):
+                key = key_node.value
+                if key == "rules":
+                    rules_node = value_node
+                elif key == "group_by":
+                    group_by = self._group_by(value_node) or group_by
+                elif key == "hold_time":
+                    try:
+                        hold_time = parse_duration(self.value(value_node))
+                    except InvalidInput as exc:
+                        self.error(value_node, f"hold_time: {exc.message}")
+                else:
+                    self.error(key_node, f"unknown key {key!r}: use {', '.join(sorted(_TOP_KEYS))}")
+            if rules_node is None:
+                self.error(root, "missing 'rules': the list of rules")
+                return None
+        if not isinstance(rules_node, yaml.SequenceNode):
+            self.error(rules_node, "expected a list of rules (or a mapping with 'rules:')")
+            return None
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for item in rules_node.value:
+            rule = self._rule(item)
+            if rule is None:
+                continue
+            if rule.name in seen:
+                self.error(item, f"duplicate rule name (first defined on line {seen[rule.name]})", rule.name)
+                continue
+            seen[rule.name] = rule.line
+            rules.append(rule)
+        return RuleFile(rules=tuple(rules), group_by=group_by, hold_time=hold_time)
+
+    def _pairs(self, node: yaml.MappingNode, rule: str | None) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
+        pairs: list[tuple[yaml.ScalarNode, yaml.Node]] = []
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.error(key_node, "keys must be plain strings", rule)
+                continue
+            key = str(key_node.value)
+            if key in seen:
+                self.error(key_node, f"key {key!r} given twice (first on line {seen[key]})", rule)
+                continue
+            seen[key] = key_node.start_mark.line + 1
+            pairs.append((key_node, value_node))
+        return pairs
+
+    def _group_by(self, node: yaml.Node) -> tuple[str, ...] | None:
+        value = self.value(node)
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) and _LABEL_NAME.match(v) for v in value)
+        ):
+            self.error(node, "group_by must be a non-empty list of label names, e.g. [model, runbook]")
+            return None
+        return tuple(value)
+
+    def _rule(self, node: yaml.Node) -> Rule | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "each rule must be a mapping with name, model, monitor, window, for, ...")
+            return None
+        before = len(self.errors)
+        pairs = self._pairs(node, None)
+        fields = {k.value: (k, v) for k, v in pairs}
+        name_entry = fields.get("name")
+        name: str | None = None
+        if name_entry is not None:
+            raw = self.value(name_entry[1])
+            if isinstance(raw, str) and _RULE_NAME.match(raw):
+                name = raw
+            else:
+                self.error(
+                    name_entry[1],
+                    f"bad rule name {raw!r}: use 1-128 letters, digits, '_', '.', ':' or '-'",
+                )
+        for key, (key_node, _) in fields.items():
+            if key not in _RULE_KEYS:
+                self.error(key_node, f"unknown key {key!r}: use {', '.join(sorted(_RULE_KEYS))}", name)
+        missing = [k for k in _REQUIRED_KEYS if k not in fields]
+        if missing:
+            self.error(node, f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}", name)
+
+        def get(key: str) -> tuple[yaml.Node | None, Any]:
+            entry = fields.get(key)
+            return (entry[1], self.value(entry[1])) if entry is not None else (None, None)
+
+        model_node, model = get("model")
+        if model_node is not None and model != "*":
+            try:
+                check_name(model, "model name")
+            except InvalidInput as exc:
+                self.error(model_node, f"model: {exc.message} (or '*' for every served model)", name)
+        monitor_node, monitor = get("monitor")
+        monitor_ok = False
+        if monitor_node is not None:
+            if monitor in self.catalog.kinds:
+                monitor_ok = True
+            else:
+                self.error(
+                    monitor_node,
+                    f"unknown monitor {monitor!r}: use one of {', '.join(self.catalog.kinds)}",
+                    name,
+                )
+        params_node, params = get("params")
+        if params_node is None or params is None:
+            params = {}
+        elif not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            self.error(params_node, "params must be a mapping of parameter names to values", name)
+            params = None
+        if monitor_ok and params is not None:
+            try:
+                self.catalog.validate_params(str(monitor), dict(params))
+            except InvalidInput as exc:
+                self.error(self._param_node(params_node, exc) or params_node or node, exc.message, name)
+        durations: dict[str, dt.timedelta] = {}
+        for key in ("window", "for"):
+            d_node, raw = get(key)
+            if d_node is None:
+                continue
+            try:
+                durations[key] = parse_duration(raw, allow_zero=key == "for")
+            except InvalidInput as exc:
+                self.error(d_node, f"{key}: {exc.message}", name)
+        severity_node, severity = get("severity")
+        if severity_node is not None and severity not in SEVERITIES:
+            self.error(severity_node, f"bad severity {severity!r}: use one of {', '.join(SEVERITIES)}", name)
+        runbook_node, runbook = get("runbook")
+        if runbook_node is not None and runbook not in RUNBOOKS:
+            self.error(runbook_node, f"unknown runbook {runbook!r}: use one of {', '.join(RUNBOOKS)}", name)
+        labels = self._labels(get("labels"), name)
+        annotations = self._annotations(get("annotations"), name)
+        if len(self.errors) > before or name is None:
+            return None
+        return Rule(
+            name=name,
+            model=str(model),
+            monitor=str(monitor),
+            params=dict(params or {}),
+            window=durations["window"],
+            for_=durations["for"],
+            severity=str(severity),
+            runbook=str(runbook),
+            labels=labels,
+            annotations=annotations,
+            line=node.start_mark.line + 1,
+        )
+
+    def _param_node(self, params_node: yaml.Node | None, error: InvalidInput) -> yaml.Node | None:
+        """The key node of the (first) parameter an error names, for a precise line."""
+        if not isinstance(params_node, yaml.MappingNode):
+            return None
+        keys = {str(k.value): k for k, _ in params_node.value if isinstance(k, yaml.ScalarNode)}
+        details = error.details if isinstance(error.details, dict) else {}
+        for problem in details.get("problems") or []:
+            name = str(problem.get("param", "")).split(".")[0] if isinstance(problem, dict) else ""
+            if name in keys:
+                return keys[name]
+        message = error.message.split("(known", 1)[0]
+        for name, node in keys.items():
+            if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message):
+                return node
+        return None
+
+    def _labels(self, entry: tuple[yaml.Node | None, Any], rule: str | None) -> dict[str, str]:
+        node, value = entry
+        if node is None or value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(node, "labels must be a mapping of label names to strings", rule)
+            return {}
+        labels: dict[str, str] = {}
+        for key, raw in value.items():
+            if not isinstance(key, str) or not _LABEL_NAME.match(key):
+                self.error(node, f"bad label name {key!r}: use letters, digits and '_'", rule)
+            elif key in RESERVED_LABELS:
+                self.error(node, f"label {key!r} is set by mloncall and cannot be overridden", rule)
+            elif isinstance(raw, bool) or not isinstance(raw, str | int | float):
+                self.error(node, f"label {key!r} must be a string, got {raw!r}", rule)
+            else:
+                labels[key] = str(raw)
+        return labels
+
+    def _annotations(self, entry: tuple[yaml.Node | None, Any], rule: str | None) -> dict[str, str]:
+        node, value = entry
+        if node is None or value is None:
+            return {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            self.error(node, "annotations must be a mapping of names to strings", rule)
+            return {}
+        for key, text in value.items():
+            for expr in _TEMPLATE.findall(text):
+                if not _TEMPLATE_VAR.match(expr):
+                    self.error(
+                        node,
+                        f"annotation {key!r}: unknown template {{{{ {expr} }}}}: use $value, $rule, $model, "
+                        "$labels.NAME or $evidence.NAME",
+                        rule,
+                    )
+        return dict(value)
+
+
+# --- annotations -----------------------------------------------------------------------------------------
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "n/a"
+    return str(value)
+
+
+def render(template: str, *, labels: dict[str, Any], value: Any, evidence: dict[str, Any]) -> str:
+    """Fill `{{ $value }}`, `{{ $rule }}`, `{{ $model }}`, `{{ $labels.X }}`, `{{ $evidence.X }}`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        expr = match.group(1)
+        if expr == "$value":
+            return _format_value(value)
+        if expr == "$rule":
+            return str(labels.get("rule", ""))
+        if expr == "$model":
+            return str(labels.get("model", ""))
+        if expr.startswith("$labels."):
+            return str(labels.get(expr.removeprefix("$labels."), ""))
+        if expr.startswith("$evidence."):
+            current: Any = evidence
+            for part in expr.removeprefix("$evidence.").split("."):
+                current = current.get(part) if isinstance(current, dict) else None
+            return _format_value(current)
+        return match.group(0)
+
+    return _TEMPLATE.sub(substitute, template)
+
+
+# --- Prometheus rules for mloncall's own /metrics ---------------------------------------------------------
+
+
+def prometheus_rules(
+    *,
+    job: str = "mloncall",
+    max_error_rate: float = 0.01,
+    max_p99_seconds: float = 0.25,
+    max_validation_failure_rate: float = 0.05,
+    max_out_of_range_rate: float = 0.05,
+    min_volume_ratio: float = 0.5,
+) -> str:
+    """A Prometheus alerting rules file over the serving metrics, for teams that run their own Prometheus
+    (route its alerts back with Alertmanager's webhook to `/api/v1/alerts/alertmanager`)."""
+
+    def rule(
+        alert: str, expr: str, for_: str, severity: str, runbook: str, summary: str, description: str
+    ) -> dict[str, Any]:
+        return {
+            "alert": alert,
+            "expr": expr,
+            "for": for_,
+            "labels": {"severity": severity, "runbook": runbook, "source": "mloncall-prometheus"},
+            "annotations": {"summary": summary, "description": description},
+        }
+
+    requests = "sum by (model) (rate(mloncall_requests_total[{w}]))"
+    doc = {
+        "groups": [
+            {
+                "name": "mloncall-serving",
+                "rules": [
+                    rule(
+                        "MloncallDown",
+                        f'up{{job="{job}"}} == 0',
+                        "2m",
+                        "critical",
+                        "scaling",
+                        "mloncall at {{ $labels.instance }} cannot be scraped",
+                        "Prometheus has not scraped job " + job + " at {{ $labels.instance }} for 2 minutes.",
+                    ),
+                    rule(
+                        "MloncallHighErrorRate",
+                        'sum by (model) (rate(mloncall_requests_total{status=~"5.."}[5m]))\n  / '
+                        + requests.format(w="5m")
+                        + f"\n  > {max_error_rate:g}",
+                        "5m",
+                        "critical",
+                        "deployment",
+                        "{{ $labels.model }} answers with server errors",
+                        "{{ $value | humanizePercentage }} of the requests to {{ $labels.model }} failed with 5xx "
+                        f"over 5 minutes (maximum {max_error_rate:.2%}).",
+                    ),
+                    rule(
+                        "MloncallHighLatencyP99",
+                        "histogram_quantile(0.99,\n  sum by (model, le) (rate(mloncall_request_latency_seconds_bucket[5m])))"
+                        f"\n  > {max_p99_seconds:g}",
+                        "10m",
+                        "warning",
+                        "scaling",
+                        "p99 latency of {{ $labels.model }} is high",
+                        "p99 latency is {{ $value | humanizeDuration }} over 5 minutes "
+                        f"(maximum {max_p99_seconds * 1000:g} ms).",
+                    ),
+                    rule(
+                        "MloncallValidationFailures",
+                        "sum by (model) (rate(mloncall_validation_failures_total[10m]))\n  / "
+                        + requests.format(w="10m")
+                        + f"\n  > {max_validation_failure_rate:g}",
+                        "10m",
+                        "warning",
+                        "data-quality",
+                        "Requests to {{ $labels.model }} fail input validation",
+                        "{{ $value | humanizePercentage }} of the requests were refused by input validation "
+                        f"(maximum {max_validation_failure_rate:.0%}): check the upstream data.",
+                    ),
+                    rule(
+                        "MloncallOutOfRangeInputs",
+                        "sum by (model) (rate(mloncall_out_of_range_total[15m]))\n"
+                        "  / sum by (model) (rate(mloncall_predictions_total[15m]))"
+                        f"\n  > {max_out_of_range_rate:g}",
+                        "10m",
+                        "warning",
+                        "data-quality",
+                        "{{ $labels.model }} receives values outside the training range",
+                        "{{ $value | humanizePercentage }} out-of-range values per predicted row over 15 minutes "
+                        f"(maximum {max_out_of_range_rate:.0%}).",
+                    ),
+                    rule(
+                        "MloncallVolumeDrop",
+                        requests.format(w="30m")
+                        + f"\n  < {min_volume_ratio:g} * "
+                        + requests.format(w="30m").replace("[30m]", "[30m] offset 1d"),
+                        "15m",
+                        "warning",
+                        "pipeline",
+                        "Requests to {{ $labels.model }} dropped",
+                        f"Request rate is below {min_volume_ratio:.0%} of the same time yesterday: "
+                        "is a source gone quiet?",
+                    ),
+                ],
+            }
+        ]
+    }
+    header = (
+        "# Prometheus alerting rules for mloncall's /metrics, written by `mloncall monitor prometheus-rules`.\n"
+        "# Load with `rule_files:` in prometheus.yml; check with `promtool check rules FILE`.\n"
+    )
+    return header + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120, allow_unicode=True)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (PromQL expressions) as `|` blocks, as people write them."""
+
+
+def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_block)

@@ -1,0 +1,274 @@
+"""Alert routes: list, show, acknowledge, resolve, close and silence alerts; the active rules; and the inbound
+Alertmanager (webhook version 4) and PagerDuty (Events API v2) receivers.
+
+Alertmanager sends the bearer token with `http_config: {authorization: {credentials: <token>}}` in its
+`webhook_configs`; a PagerDuty-style sender sends it as `Authorization: Bearer <token>`. Both need a role that
+may `alerts.write` (operator). Notifications queued by a request are sent after its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from mloncall.access.models import Principal
+from mloncall.alerts import inbound, notify, service
+from mloncall.alerts.rules import parse_duration
+from mloncall.alerts.schemas import (
+    AckIn,
+    AlertDetail,
+    AlertmanagerPayload,
+    AlertOut,
+    CloseIn,
+    GroupOut,
+    PagerDutyEvent,
+    ResolveIn,
+    RuleSetOut,
+    SilenceIn,
+    SilenceOut,
+    TransitionOut,
+)
+from mloncall.api import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.context import Context
+
+log = logging.getLogger("mloncall.alerts")
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+AlertId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="alert id")]
+SilenceId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="silence id")]
+
+
+def _send_later(tasks: BackgroundTasks, ctx: Context) -> None:
+    def run() -> None:
+        try:
+            notify.send_pending(ctx)
+        except Exception:  # the answer is sent already; the scheduler's next pass retries
+            log.exception("sending alert notifications failed")
+
+    tasks.add_task(run)
+
+
+def _transition(t: service.Transition | None) -> TransitionOut | None:
+    if t is None:
+        return None
+    return TransitionOut(
+        alert_id=t.alert_id,
+        kind=t.kind,
+        from_state=t.from_state,
+        to_state=t.to_state,
+        reason=t.reason,
+        notify=t.notify,
+        silenced_by=t.silenced_by,
+    )
+
+
+class AlertChange(BaseModel):
+    alert: AlertOut
+    transition: TransitionOut | None
+
+
+class RulesIn(BaseModel):
+    yaml: str = Field(min_length=1, max_length=1_000_000, description="the rules file's text")
+    origin: str = Field(default="api", max_length=512)
+
+
+class RulesLoaded(BaseModel):
+    changed: bool
+    rules: RuleSetOut
+
+
+@router.get("", summary="Alerts, newest first")
+def list_alerts(
+    session: DbSession,
+    state: Annotated[
+        str | None, Query(description="pending, firing, resolved, inactive, closed or open")
+    ] = None,
+    model: Annotated[str | None, Query(max_length=128)] = None,
+    rule: Annotated[str | None, Query(max_length=255)] = None,
+    source: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    _: Principal = allow("alerts.read"),
+) -> list[AlertOut]:
+    alerts = service.list_alerts(
+        session=session, state=state, model=model, rule=rule, source=source, limit=limit
+    )
+    silences = service.active_silences(session=session)
+    return [
+        AlertOut.from_alert(
+            a, silenced_by=_silence_id(service.silenced_by(session=session, alert=a, silences=silences))
+        )
+        for a in alerts
+    ]
+
+
+def _silence_id(silence: Any) -> int | None:
+    return silence.id if silence is not None else None
+
+
+@router.get("/groups", summary="Alert groups (by model and runbook, or Alertmanager's groupKey)")
+def list_groups(
+    session: DbSession,
+    all_groups: Annotated[bool, Query(alias="all", description="also groups without an open alert")] = False,
+    _: Principal = allow("alerts.read"),
+) -> list[GroupOut]:
+    return [
+        GroupOut.from_group(g, alerts)
+        for g, alerts in service.list_groups(session=session, include_quiet=all_groups)
+    ]
+
+
+@router.get("/rules", summary="The active rule set")
+def show_rules(session: DbSession, _: Principal = allow("alerts.read")) -> RuleSetOut:
+    return RuleSetOut.from_active(service.active_rules(session=session))
+
+
+@router.put(
+    "/rules", summary="Load a rules file (refused whole, with lines and reasons, if anything is wrong)"
+)
+def load_rules(
+    body: RulesIn, request: Request, session: DbSession, principal: Principal = allow("alerts.rules.update")
+) -> RulesLoaded:
+    active, changed = service.load_rules(
+        session=session, text=body.yaml, origin=body.origin, actor=principal.name
+    )
+    audit_note(request, version=active.version, sha256=active.sha256, changed=changed)
+    return RulesLoaded(changed=changed, rules=RuleSetOut.from_active(active))
+
+
+@router.get("/silences", summary="Silences, newest first")
+def list_silences(
+    session: DbSession,
+    all_silences: Annotated[bool, Query(alias="all", description="also expired silences")] = False,
+    _: Principal = allow("alerts.read"),
+) -> list[SilenceOut]:
+    return [
+        SilenceOut.from_silence(s)
+        for s in service.list_silences(session=session, include_expired=all_silences)
+    ]
+
+
+@router.post("/silences", status_code=201, summary="Silence the notifications of matching alerts for a while")
+def create_silence(
+    body: SilenceIn, request: Request, session: DbSession, principal: Principal = allow("alerts.silence")
+) -> SilenceOut:
+    audit_note(request, matchers=body.matchers, duration=body.duration)
+    silence = service.create_silence(
+        session=session,
+        matchers=body.matchers,
+        duration=parse_duration(body.duration, allow_zero=False),
+        comment=body.comment,
+        actor=principal.name,
+        starts_at=body.starts_at,
+    )
+    audit_note(request, silence_id=silence.id)
+    return SilenceOut.from_silence(silence)
+
+
+@router.post("/silences/{silence_id}/expire", summary="End a silence now")
+def expire_silence(
+    silence_id: SilenceId, session: DbSession, principal: Principal = allow("alerts.silence")
+) -> SilenceOut:
+    return SilenceOut.from_silence(
+        service.expire_silence(session=session, silence_id=silence_id, actor=principal.name)
+    )
+
+
+@router.post("/alertmanager", summary="Alertmanager webhook receiver (payload version 4)")
+def alertmanager_webhook(
+    payload: AlertmanagerPayload,
+    request: Request,
+    session: DbSession,
+    ctx: CurrentContext,
+    tasks: BackgroundTasks,
+    principal: Principal = allow("alerts.write"),
+) -> dict[str, Any]:
+    audit_note(request, group_key=payload.groupKey, status=payload.status, alerts=len(payload.alerts))
+    result = inbound.receive_alertmanager(
+        session=session, payload=payload, actor=f"alertmanager:{principal.name}"
+    )
+    if any(a.transition is not None and a.transition.notify for a in result.alerts):
+        _send_later(tasks, ctx)
+    return result.to_dict()
+
+
+@router.post(
+    "/pagerduty", status_code=202, summary="PagerDuty Events API v2 receiver (trigger, acknowledge, resolve)"
+)
+def pagerduty_event(
+    event: PagerDutyEvent,
+    request: Request,
+    session: DbSession,
+    ctx: CurrentContext,
+    tasks: BackgroundTasks,
+    principal: Principal = allow("alerts.write"),
+) -> dict[str, Any]:
+    audit_note(request, event_action=event.event_action, dedup_key=event.dedup_key)
+    result = inbound.receive_pagerduty(session=session, event=event, actor=f"pagerduty:{principal.name}")
+    if result.transition is not None and result.transition.notify:
+        _send_later(tasks, ctx)
+    return result.to_dict()
+
+
+@router.get("/{alert_id}", summary="An alert with its evidence, history and notifications")
+def show_alert(alert_id: AlertId, session: DbSession, _: Principal = allow("alerts.read")) -> AlertDetail:
+    alert = service.get_alert_or_raise(session=session, alert_id=alert_id)
+    return AlertDetail.from_alert_detail(
+        alert, silenced_by=_silence_id(service.silenced_by(session=session, alert=alert))
+    )
+
+
+@router.post("/{alert_id}/ack", summary="Acknowledge an alert (operator)")
+def acknowledge(
+    alert_id: AlertId,
+    session: DbSession,
+    body: AckIn | None = None,
+    principal: Principal = allow("alerts.ack"),
+) -> AlertChange:
+    alert, t = service.acknowledge(
+        session=session, alert_id=alert_id, actor=principal.name, reason=body.reason if body else ""
+    )
+    return AlertChange(alert=AlertOut.from_alert(alert), transition=_transition(t))
+
+
+@router.post("/{alert_id}/resolve", summary="Resolve an alert by hand, with a note (operator)")
+def resolve(
+    alert_id: AlertId,
+    body: ResolveIn,
+    request: Request,
+    session: DbSession,
+    ctx: CurrentContext,
+    tasks: BackgroundTasks,
+    principal: Principal = allow("alerts.resolve"),
+) -> AlertChange:
+    audit_note(request, note=body.note)
+    alert, t = service.resolve(session=session, alert_id=alert_id, note=body.note, actor=principal.name)
+    if t.notify:
+        _send_later(tasks, ctx)
+    return AlertChange(alert=AlertOut.from_alert(alert), transition=_transition(t))
+
+
+@router.post("/{alert_id}/close", summary="Close an investigated alert with root cause and action (operator)")
+def close(
+    alert_id: AlertId,
+    body: CloseIn,
+    request: Request,
+    session: DbSession,
+    ctx: CurrentContext,
+    tasks: BackgroundTasks,
+    principal: Principal = allow("alerts.resolve"),
+) -> AlertOut:
+    audit_note(request, root_cause=body.root_cause, action=body.action)
+    alert = service.close(
+        session=session,
+        alert_id=alert_id,
+        root_cause=body.root_cause,
+        action=body.action,
+        note=body.note,
+        actor=principal.name,
+    )
+    _send_later(tasks, ctx)
+    return AlertOut.from_alert(alert)

@@ -1,0 +1,312 @@
+"""Performance monitors: accuracy and per-class recall from late feedback labels, error rate, latency.
+
+Accuracy is bucketed by the time the prediction was made, not the time its label arrived: feedback is
+joined to predictions by id (the newest label wins when one was sent twice). Labels arrive late, so a
+window is only judged once at least `min_label_coverage` of its predictions have a label and at least
+`min_labels` labels arrived; until then it is inconclusive, "waiting for labels". It is compared with the
+accuracy recorded for the version at training (holdout) minus a tolerance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mloncall.monitoring.logs import LogWindow, error_mask, float_column, from_us, to_us, ts_us
+from mloncall.monitoring.reference import VersionInfo
+from mloncall.monitoring.schemas import AccuracyParams, ErrorRateParams, LatencyParams
+from mloncall.monitoring.verdict import Part, by_version, version_label
+from mloncall.outcome import Outcome
+
+PERCENTILES = (50, 95, 99)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (defined for n = 0 as [0, 1])."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _arrow(result: Any) -> pa.Table:
+    """A DuckDB relation as an Arrow table (the method's name changed between DuckDB 1.x and 2.x)."""
+    fetch = getattr(result, "to_arrow_table", None) or result.arrow
+    table: pa.Table = fetch()
+    return table
+
+
+def _labelled(predictions: pa.Table, feedback: pa.Table | None) -> pa.Table:
+    """version, ts (us), predicted, truth for every served prediction (truth null while unlabelled)."""
+    served = predictions.filter(pa.array(~error_mask(predictions)))
+    left = pa.table(
+        {
+            "id": served.column("id"),
+            "version": served.column("version")
+            if "version" in served.column_names
+            else pa.nulls(served.num_rows, pa.int32()),
+            "ts_us": pa.array(ts_us(served)),
+            "predicted": served.column("label")
+            if "label" in served.column_names
+            else pa.nulls(served.num_rows, pa.string()),
+        }
+    )
+    con = duckdb.connect()
+    try:
+        con.register("p", left)
+        if (
+            feedback is None
+            or feedback.num_rows == 0
+            or not {"prediction_id", "label"} <= set(feedback.column_names)
+        ):
+            return _arrow(con.sql("SELECT version, ts_us, predicted, NULL::VARCHAR AS truth FROM p"))
+        fb = pa.table(
+            {
+                "prediction_id": feedback.column("prediction_id"),
+                "label": feedback.column("label"),
+                "ts_us": pa.array(ts_us(feedback)),
+            }
+        )
+        con.register("f", fb)
+        return _arrow(
+            con.sql(
+                """
+            SELECT p.version, p.ts_us, p.predicted, f.truth
+            FROM p LEFT JOIN (
+                SELECT prediction_id, arg_max(label, ts_us) AS truth
+                FROM f WHERE label IS NOT NULL GROUP BY prediction_id
+            ) AS f ON p.id = f.prediction_id
+            """
+            )
+        )
+    finally:
+        con.close()
+
+
+def accuracy(
+    *,
+    predictions: LogWindow,
+    feedback: LogWindow,
+    versions: dict[int, VersionInfo],
+    params: AccuracyParams,
+) -> list[Part]:
+    """Per version: accuracy and per-class recall of the predictions made in the window, judged once enough
+    labels arrived, against the version's recorded accuracy minus `tolerance`."""
+    if predictions.table is None or predictions.rows == 0:
+        return []
+    joined = _labelled(predictions.table, feedback.table)
+    since_us, until_us = to_us(predictions.since), to_us(predictions.until)
+    bucket_us = max((until_us - since_us) // params.buckets, 1)
+    parts: list[Part] = []
+    for version, rows in by_version(joined):
+        info = versions.get(version) if version is not None else None
+        parts.append(_judge_accuracy(version, rows, info, params, since_us, bucket_us))
+    return parts
+
+
+def _judge_accuracy(
+    version: int | None,
+    rows: pa.Table,
+    info: VersionInfo | None,
+    params: AccuracyParams,
+    since_us: int,
+    bucket_us: int,
+) -> Part:
+    label = version_label(version)
+    n = rows.num_rows
+    truth = rows.column("truth")
+    has_label = np.asarray(pc.is_valid(truth).to_numpy(zero_copy_only=False), dtype=bool)
+    same = pc.fill_null(pc.equal(rows.column("predicted"), truth), False)
+    correct_mask = np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+    labelled = int(np.count_nonzero(has_label))
+    correct = int(np.count_nonzero(correct_mask))
+    coverage = labelled / n if n else 0.0
+    acc = correct / labelled if labelled else None
+    baseline = params.baseline if params.baseline is not None else (info.accuracy if info else None)
+    low, high = wilson_interval(correct, labelled)
+    evidence: dict[str, Any] = {
+        "predictions": n,
+        "labelled": labelled,
+        "label_coverage": coverage,
+        "accuracy": acc,
+        "accuracy_ci95": [low, high] if labelled else None,
+        "baseline_accuracy": baseline,
+        "tolerance": params.tolerance,
+        "min_accuracy": (baseline - params.tolerance) if baseline is not None else None,
+        "min_labels": params.min_labels,
+        "min_label_coverage": params.min_label_coverage,
+    }
+    recall: dict[str, Any] = {}
+    if labelled:
+        support = _counts(truth.filter(pa.array(has_label)))
+        hits = _counts(truth.filter(pa.array(correct_mask)))
+        for c in sorted(support):
+            s = support[c]
+            recall[c] = {
+                "recall": hits.get(c, 0) / s,
+                "support": s,
+                "baseline": info.recall.get(c) if info else None,
+            }
+    evidence["per_class"] = recall
+    b = np.minimum(
+        (np.asarray(rows.column("ts_us").to_numpy(zero_copy_only=False)) - since_us) // bucket_us,
+        params.buckets - 1,
+    )
+    evidence["buckets"] = [
+        {
+            "start": from_us(since_us + i * bucket_us).isoformat(),
+            "predictions": int(np.count_nonzero(b == i)),
+            "labelled": int(np.count_nonzero(has_label & (b == i))),
+            "accuracy": (
+                int(np.count_nonzero(correct_mask & (b == i))) / k
+                if (k := int(np.count_nonzero(has_label & (b == i))))
+                else None
+            ),
+        }
+        for i in range(params.buckets)
+    ]
+    if labelled < params.min_labels or coverage < params.min_label_coverage:
+        return Part(
+            label, Outcome.INCONCLUSIVE,
+            f"waiting for labels: {labelled} of {n} predictions labelled ({coverage:.0%}); need at least "
+            f"{params.min_labels} labels and {params.min_label_coverage:.0%} coverage", evidence,
+        )  # fmt: skip
+    assert acc is not None
+    if baseline is None:
+        return Part(
+            label, Outcome.INCONCLUSIVE,
+            f"accuracy {acc:.3f} on {labelled} labels, but the version records no accuracy to compare with "
+            "(set params.baseline)", evidence,
+        )  # fmt: skip
+    floor = baseline - params.tolerance
+    failures = []
+    if acc < floor:
+        failures.append(
+            f"accuracy {acc:.3f} < {floor:.3f} (recorded {baseline:.3f} - {params.tolerance:g}) on {labelled} labels"
+        )
+    if params.recall_tolerance is not None:
+        for c, row in recall.items():
+            base = row["baseline"]
+            if (
+                base is not None
+                and row["support"] >= params.min_class_labels
+                and row["recall"] < base - params.recall_tolerance
+            ):
+                failures.append(
+                    f"recall of {c} {row['recall']:.3f} < {base - params.recall_tolerance:.3f} ({row['support']} labels)"
+                )
+    if failures:
+        return Part(label, Outcome.FAILED, "; ".join(failures), evidence)
+    return Part(
+        label, Outcome.SUCCESSFUL,
+        f"accuracy {acc:.3f} >= {floor:.3f} (recorded {baseline:.3f} - {params.tolerance:g}) on {labelled} labels",
+        evidence,
+    )  # fmt: skip
+
+
+def _counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    if len(values) == 0:
+        return {}
+    counts = pc.value_counts(values)
+    return {
+        str(v): int(c) for v, c in zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True)
+    }
+
+
+def error_rate(*, predictions: LogWindow, params: ErrorRateParams) -> list[Part]:
+    """Per version, the share of logged requests that failed (a non-null `error`)."""
+    parts: list[Part] = []
+    has_column = predictions.has("error")
+    for version, rows in by_version(predictions.table):
+        n = rows.num_rows
+        errors = int(np.count_nonzero(error_mask(rows)))
+        rate = errors / n if n else 0.0
+        evidence = {
+            "rows": n, "errors": errors, "error_rate": rate, "max_error_rate": params.max_error_rate,
+            "min_rows": params.min_rows, "error_column": "present" if has_column else "absent",
+        }  # fmt: skip
+        label = version_label(version)
+        if n < params.min_rows:
+            parts.append(
+                Part(
+                    label,
+                    Outcome.INCONCLUSIVE,
+                    f"insufficient data: {n} rows, at least {params.min_rows} needed",
+                    evidence,
+                )
+            )
+        elif rate > params.max_error_rate:
+            parts.append(
+                Part(
+                    label,
+                    Outcome.FAILED,
+                    f"error rate {rate:.2%} > {params.max_error_rate:.2%} ({errors} of {n})",
+                    evidence,
+                )
+            )
+        else:
+            parts.append(
+                Part(
+                    label,
+                    Outcome.SUCCESSFUL,
+                    f"error rate {rate:.2%} <= {params.max_error_rate:.2%} ({errors} of {n})",
+                    evidence,
+                )
+            )
+    return parts
+
+
+def latency(*, predictions: LogWindow, params: LatencyParams) -> list[Part]:
+    """Per version, p50/p95/p99 of `latency_ms` (per logged row) against the configured limits."""
+    limits = {50: params.max_p50_ms, 95: params.max_p95_ms, 99: params.max_p99_ms}
+    parts: list[Part] = []
+    for version, rows in by_version(predictions.table):
+        lat = float_column(rows, "latency_ms")
+        lat = lat[np.isfinite(lat)]
+        label = version_label(version)
+        evidence: dict[str, Any] = {
+            "rows": int(lat.size),
+            "limits_ms": {f"p{q}": v for q, v in limits.items() if v is not None},
+            "min_rows": params.min_rows,
+        }
+        if lat.size < params.min_rows:
+            parts.append(
+                Part(
+                    label,
+                    Outcome.INCONCLUSIVE,
+                    f"insufficient data: {lat.size} latencies, at least {params.min_rows} needed",
+                    evidence,
+                )
+            )
+            continue
+        values = np.percentile(lat, PERCENTILES)
+        observed = {f"p{q}": float(v) for q, v in zip(PERCENTILES, values, strict=True)}
+        evidence.update({f"{k}_ms": v for k, v in observed.items()})
+        over = [
+            f"p{q} {observed[f'p{q}']:.1f} ms > {limit:g} ms"
+            for q, limit in limits.items()
+            if limit is not None and observed[f"p{q}"] > limit
+        ]
+        summary = ", ".join(f"{k} {v:.1f} ms" for k, v in observed.items())
+        if over:
+            parts.append(Part(label, Outcome.FAILED, "latency over the limit: " + ", ".join(over), evidence))
+        else:
+            parts.append(Part(label, Outcome.SUCCESSFUL, f"latency within limits: {summary}", evidence))
+    return parts
+
+
+def window_of(
+    *, until: dt.datetime, window: dt.timedelta, offset: dt.timedelta
+) -> tuple[dt.datetime, dt.datetime]:
+    """[since, until) of a window that ends `offset` before `until` (to wait for labels)."""
+    end = until - offset
+    return end - window, end

@@ -1,0 +1,407 @@
+"""The monitoring interface: run one monitor over a model's recent logs, validate rule parameters, and build
+the drift report `investigate` draws.
+
+`run_monitor` returns the project's `Check`: SUCCESSFUL, INCONCLUSIVE (too little data, labels not in yet,
+no reference), ERROR (the check could not run, e.g. the reference data is unreadable) or FAILED, the
+condition an alert fires on. Its evidence always holds the model, kind, window, effective parameters, the
+values and thresholds behind the verdict, sample sizes, and the log files read or skipped. The versions
+compared are those that served in the window (each row's `version`); each is judged against its own
+reference and the worst judged one wins, named in the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mloncall import clock
+from mloncall.context import Context
+from mloncall.errors import InvalidInput
+from mloncall.monitoring import logs, performance, quality
+from mloncall.monitoring.drift import DriftReport, SortedSample, VersionDrift, version_drift
+from mloncall.monitoring.logs import LogWindow, error_mask, float_column, read_window, string_counts
+from mloncall.monitoring.reference import VersionInfo, reference_for, versions_of
+from mloncall.monitoring.schemas import (
+    MONITOR_KINDS,
+    AccuracyParams,
+    DriftParams,
+    ErrorRateParams,
+    LatencyParams,
+    MissingFeaturesParams,
+    OutOfRangeParams,
+    ValidationFailuresParams,
+    VolumeParams,
+    evidence_params,
+    parse_params,
+)
+from mloncall.monitoring.verdict import Part, by_version, combine, version_label
+from mloncall.outcome import Check, Outcome
+
+__all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "validate_params"]
+
+_EMPTY = "no requests logged in the window"
+
+
+def validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The effective parameters of a monitor (defaults filled in); InvalidInput names an unknown kind or every
+    bad parameter. The alert rules loader calls this when it loads rules."""
+    return parse_params(kind, params).model_dump()
+
+
+def run_monitor(
+    *,
+    ctx: Context,
+    kind: str,
+    model: str,
+    window: dt.timedelta,
+    params: dict[str, Any],
+    now: dt.datetime | None = None,
+) -> Check:
+    """Evaluate one monitor of a model over [now - window, now). InvalidInput for an unknown kind, bad
+    parameters or window; NotFound for an unknown model."""
+    parsed = parse_params(kind, params)
+    until = _until(now)
+    since = until - _check_window(window)
+    versions = versions_of(ctx=ctx, model=model)
+    check = _RUNNERS[kind](ctx, model, since, until, parsed, versions)
+    check.evidence = _json_safe(
+        {
+            "model": model,
+            "kind": kind,
+            "value": _headline(kind, check.evidence),
+            "window_s": window.total_seconds(),
+            "since": check.evidence.pop("since", since.isoformat()),
+            "until": check.evidence.pop("until", until.isoformat()),
+            "params": evidence_params(parsed),
+            **check.evidence,
+        }
+    )
+    return check
+
+
+def drift_report(
+    *,
+    ctx: Context,
+    model: str,
+    window: dt.timedelta,
+    now: dt.datetime | None = None,
+    params: dict[str, Any] | None = None,
+) -> DriftReport:
+    """Per version served in [now - window, now): per-feature PSI, KS, Wasserstein and verdict, the predicted
+    class mix against the training class balance, and reference vs current histograms on the same bins."""
+    parsed = parse_params("drift", params)
+    assert isinstance(parsed, DriftParams)
+    until = _until(now)
+    since = until - _check_window(window)
+    versions = versions_of(ctx=ctx, model=model)
+    return _drift(ctx, model, since, until, parsed, versions)
+
+
+# --- plumbing ----------------------------------------------------------------------------------------------
+
+
+def _until(now: dt.datetime | None) -> dt.datetime:
+    when = now if now is not None else clock.now()
+    if when.tzinfo is None:
+        raise InvalidInput("now must be a timezone-aware datetime")
+    return when.astimezone(dt.UTC)
+
+
+def _check_window(window: Any) -> dt.timedelta:
+    if not isinstance(window, dt.timedelta) or window <= dt.timedelta(0):
+        raise InvalidInput(f"the monitor window must be a positive duration, got {window!r}")
+    return window
+
+
+def _json_safe(value: Any) -> Any:
+    """Evidence as plain JSON values: numpy scalars unwrapped, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+#: The headline number of each kind (what an alert shows as its value), in the deciding part's evidence.
+HEADLINE = {
+    "drift": "drifted_share",
+    "missing_features": "rate",
+    "out_of_range": "rate",
+    "validation_failures": "rate",
+    "volume": "ratio",
+    "accuracy": "accuracy",
+    "error_rate": "error_rate",
+    "latency": "p99_ms",
+}
+
+
+def _headline(kind: str, evidence: dict[str, Any]) -> float | None:
+    """The headline number of the part (or version) that decided the outcome; None when it has none."""
+    deciding = evidence.get("deciding") or []
+    parts: dict[str, Any] = dict(evidence.get("parts") or {})
+    for v in evidence.get("versions") or []:
+        parts[version_label(v.get("version"))] = v
+    for label in deciding:
+        value = (parts.get(label) or {}).get(HEADLINE[kind])
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _logs_evidence(*windows: LogWindow | logs.RowCount) -> dict[str, Any]:
+    files: dict[str, int] = {}
+    skipped: list[dict[str, str]] = []
+    for w in windows:
+        kind = w.kind if isinstance(w, LogWindow) else "predictions"
+        files[kind] = files.get(kind, 0) + w.files_read
+        for s in w.skipped:
+            entry = {"kind": kind, **s}
+            if entry not in skipped:  # one file can straddle two windows a monitor reads
+                skipped.append(entry)
+    return {"files_read": files, "skipped_files": skipped}
+
+
+def _predictions(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    columns: list[str],
+    *,
+    features: bool = False,
+) -> LogWindow:
+    return read_window(
+        ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until,
+        columns=columns, prefixes=("f_",) if features else (),
+    )  # fmt: skip
+
+
+def _rejections(ctx: Context, model: str, since: dt.datetime, until: dt.datetime) -> LogWindow:
+    return read_window(
+        ctx.store, kind=logs.REJECTIONS, model=model, since=since, until=until, columns=["reason", "field"]
+    )
+
+
+# --- runners -----------------------------------------------------------------------------------------------
+
+
+def _run_drift(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: DriftParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    report = _drift(ctx, model, since, until, params, versions)
+    evidence = report.to_dict(histograms=False)
+    for key in ("model", "outcome", "reason", "params"):
+        evidence.pop(key, None)
+    return Check("drift", report.outcome, report.reason, evidence)
+
+
+def _drift(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: DriftParams,
+    versions: dict[int, VersionInfo],
+) -> DriftReport:
+    window = _predictions(ctx, model, since, until, ["version", "label", "error"], features=True)
+    table = window.table
+    if table is not None and window.has("error"):
+        table = table.filter(pa.array(~error_mask(table)))
+    results: list[VersionDrift] = []
+    for version, rows in by_version(table):
+        results.append(_version_drift(ctx, version, rows, versions, params))
+    parts = [Part(version_label(v.version), v.outcome, v.reason) for v in results]
+    summary = combine("drift", parts, {}, empty_reason=f"{_EMPTY} (0 rows)")
+    return DriftReport(
+        model=model,
+        since=since,
+        until=until,
+        outcome=summary.outcome,
+        reason=summary.reason,
+        versions=results,
+        rows=0 if table is None else table.num_rows,
+        logs=_logs_evidence(window),
+        params=evidence_params(params),
+        deciding=list(summary.evidence.get("deciding", [])),
+    )
+
+
+def _version_drift(
+    ctx: Context, version: int | None, rows: pa.Table, versions: dict[int, VersionInfo], params: DriftParams
+) -> VersionDrift:
+    settings = params.settings()
+    n = rows.num_rows
+    info = versions.get(version) if version is not None else None
+    if info is None:
+        what = (
+            f"version {version} is not in the registry"
+            if version is not None
+            else "rows logged without a version"
+        )
+        return VersionDrift(version, Outcome.INCONCLUSIVE, f"{what}: no reference to compare with", 0, n, 0)
+    ref = reference_for(ctx=ctx, info=info)
+    if ref.error is not None:
+        outcome = Outcome.INCONCLUSIVE if ref.missing else Outcome.ERROR
+        return VersionDrift(version, outcome, ref.error, 0, n, 0, reference=ref.name or None)
+    features = [f for f in info.features if params.features is None or f in params.features]
+    empty = SortedSample(np.empty(0))
+    result = version_drift(
+        version=version,
+        reference={f: ref.features.get(f, empty) for f in features},
+        reference_rows=ref.rows,
+        reference_classes=ref.class_counts,
+        current={f: float_column(rows, f"f_{f}") for f in features if f"f_{f}" in rows.column_names},
+        predicted=string_counts(rows.filter(pc.is_valid(rows.column("label"))), "label")
+        if "label" in rows.column_names
+        else None,
+        n_rows=n,
+        settings=settings,
+        reference_name=ref.name,
+    )
+    if params.features is not None and not features:
+        result.outcome = Outcome.INCONCLUSIVE
+        result.reason = (
+            f"none of the monitored features ({', '.join(params.features)}) is in version {version}'s signature "
+            f"({', '.join(info.features)})"
+        )
+    return result
+
+
+def _run_missing(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: MissingFeaturesParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    preds = _predictions(ctx, model, since, until, ["version", "error"], features=True)
+    rejected = _rejections(ctx, model, since, until)
+    parts = quality.missing_features(predictions=preds, rejections=rejected, versions=versions, params=params)
+    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(preds, rejected)}
+    return combine("missing_features", parts, evidence, empty_reason=_EMPTY)
+
+
+def _run_out_of_range(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: OutOfRangeParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    preds = _predictions(ctx, model, since, until, ["version", "flags", "error"], features=True)
+    rejected = _rejections(ctx, model, since, until)
+    parts = quality.out_of_range(predictions=preds, rejections=rejected, versions=versions, params=params)
+    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(preds, rejected)}
+    return combine("out_of_range", parts, evidence, empty_reason=_EMPTY)
+
+
+def _run_validation(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: ValidationFailuresParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    served = logs.count_rows(ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until)
+    rejected = _rejections(ctx, model, since, until)
+    parts = quality.validation_failures(served=served, rejections=rejected, params=params)
+    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(served, rejected)}
+    return combine("validation_failures", parts, evidence, empty_reason=_EMPTY)
+
+
+def _run_volume(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: VolumeParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    current = logs.count_rows(ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until)
+    history = logs.count_rows(
+        ctx.store, kind=logs.PREDICTIONS, model=model, since=since - params.lookback, until=since
+    )
+    parts = quality.volume(current=current, history=history, since=since, until=until, params=params)
+    return combine("volume", parts, _logs_evidence(current, history), empty_reason=_EMPTY)
+
+
+def _run_accuracy(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: AccuracyParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    start, end = performance.window_of(until=until, window=until - since, offset=params.offset)
+    preds = _predictions(ctx, model, start, end, ["id", "version", "label", "error"])
+    # labels for these predictions may have arrived at any time since they were made, up to now
+    feedback = read_window(
+        ctx.store, kind=logs.FEEDBACK, model=model, since=start, until=until + dt.timedelta(microseconds=1),
+        columns=["prediction_id", "label"],
+    )  # fmt: skip
+    parts = performance.accuracy(predictions=preds, feedback=feedback, versions=versions, params=params)
+    evidence = {
+        "since": start.isoformat(),
+        "until": end.isoformat(),
+        "feedback_rows": feedback.rows,
+        **_logs_evidence(preds, feedback),
+    }
+    return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
+
+
+def _run_error_rate(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: ErrorRateParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    preds = _predictions(ctx, model, since, until, ["version", "error"])
+    parts = performance.error_rate(predictions=preds, params=params)
+    return combine("error_rate", parts, _logs_evidence(preds), empty_reason=_EMPTY)
+
+
+def _run_latency(
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    params: LatencyParams,
+    versions: dict[int, VersionInfo],
+) -> Check:
+    preds = _predictions(ctx, model, since, until, ["version", "latency_ms"])
+    parts = performance.latency(predictions=preds, params=params)
+    return combine("latency", parts, _logs_evidence(preds), empty_reason=_EMPTY)
+
+
+_RUNNERS: dict[str, Callable[..., Check]] = {
+    "drift": _run_drift,
+    "missing_features": _run_missing,
+    "out_of_range": _run_out_of_range,
+    "validation_failures": _run_validation,
+    "volume": _run_volume,
+    "accuracy": _run_accuracy,
+    "error_rate": _run_error_rate,
+    "latency": _run_latency,
+}
+assert tuple(_RUNNERS) == MONITOR_KINDS
