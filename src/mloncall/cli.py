@@ -50,6 +50,7 @@ _COMMANDS: list[tuple[str, str, str | None]] = [
     ("mloncall.rollout.cli", "app", None),
     ("mloncall.alerts.cli", "app", "alerts"),
     ("mloncall.alerts.cli", "monitor_app", "monitor"),
+    ("mloncall.monitoring.cli", "app", None),
     ("mloncall.demo", "app", None),
 ]
 

@@ -1,93 +1,171 @@
-"""`mloncall demo`: the oncall story on the embedded defaults, told by running it.
+"""`mloncall demo`: an oncall story told by running it, on the embedded defaults.
 
-This first part covers the registry and runbook 2 (retraining with a gate); serving, canary rollout and
-alerting join it as they land.
+Against a real `mloncall server` on localhost with steady client traffic (and feedback labels):
+1. train iris-classifier v1 and deploy it;
+2. runbook 2: new samples arrive, retrain, the gate passes, canary rollout through every step, promoted,
+   runbook-1 acceptance checked from live traffic;
+3. a bad v3 (trained on corrupted labels) goes out as a canary: analysis catches it and aborts, traffic
+   never stops;
+4. runbook 3: drift is injected into the traffic, the drift alert goes pending then firing, `investigate`
+   assesses it and the alert is closed with its root cause;
+5. a summary with where the report and logs are and what to try next.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
 
-from mloncall import console
+from mloncall import clock, console
+from mloncall.config import Settings
 from mloncall.context import Context
-from mloncall.registry import service as registry
+from mloncall.errors import Conflict
 
 app = typer.Typer()
 
 MODEL = "iris-classifier"
+ACTOR = "demo"
+MARKER = ".mloncall-demo"
+
+
+@dataclass
+class Pace:
+    """How long the story waits at each point; `--fast` shortens everything for the test suite."""
+
+    step_duration: float
+    min_requests: int
+    steps: list[int]
+    alert_for: str
+    alert_window: str
+    acceptance_timeout: float
+
+    @classmethod
+    def of(cls, fast: bool) -> Pace:
+        if fast:
+            return cls(3.0, 30, [50, 100], "3s", "20s", 30.0)
+        return cls(10.0, 60, [10, 50, 100], "10s", "30s", 60.0)
+
+
+@dataclass
+class Story:
+    """What happened, stage by stage, for the live view and the summary."""
+
+    stages: list[tuple[str, str, str]] = field(default_factory=list)  # (title, status, detail)
+    note: str = ""
+
+    def begin(self, title: str) -> int:
+        self.stages.append((title, "running", ""))
+        return len(self.stages) - 1
+
+    def end(self, index: int, status: str, detail: str) -> None:
+        self.stages[index] = (self.stages[index][0], status, detail)
+
+
+def _view(story: Story, traffic: Any) -> Group:
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(width=3)
+    t.add_column()
+    icons = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "caught": "[green]✓[/]", "failed": "[red]✗[/]"}
+    for title, status, detail in story.stages:
+        t.add_row(
+            icons.get(status, status), f"[bold]{title}[/]" + (f"\n  [dim]{detail}[/]" if detail else "")
+        )
+    parts: list[Any] = [t]
+    if traffic is not None:
+        mix = ", ".join(f"v{v} {share:.0%}" for v, share in traffic.mix().items()) or "-"
+        parts.append(
+            Panel(
+                f"requests {traffic.sent}   failed {len(traffic.failures)}   serving now: {mix}"
+                + (f"\n{story.note}" if story.note else ""),
+                title="live traffic",
+                title_align="left",
+            )
+        )
+    return Group(*parts)
+
+
+@contextmanager
+def _live(story: Story, get_traffic: Callable[[], Any], enabled: bool) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    with Live(
+        _view(story, get_traffic()), console=console.out, refresh_per_second=4, transient=False
+    ) as live:
+        yield lambda: live.update(_view(story, get_traffic()))
+
+
+def _prepare_home(settings: Settings, reset: bool) -> None:
+    """Start from a clean installation: a previous demo's home is wiped, anyone else's is left alone."""
+    home = settings.home
+    if home.exists() and any(home.iterdir()):
+        if (home / MARKER).exists() or reset:
+            shutil.rmtree(home)
+        else:
+            raise Conflict(
+                f"{home} already holds an installation: run the demo with a fresh MLONCALL_HOME, "
+                "or pass --reset to wipe it"
+            )
+    home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("created by `mloncall demo`; the next demo run wipes this folder\n")
 
 
 @app.command()
 def demo(
-    fast: bool = typer.Option(False, "--fast", help="Shorter waits (used by the test suite)."),
-    seed: int = typer.Option(42, help="Seed for the training split and the simulated traffic."),
+    fast: bool = typer.Option(False, "--fast", help="Short steps and waits (used by the test suite)."),
+    reset: bool = typer.Option(
+        False, "--reset", help="Wipe MLONCALL_HOME first even if the demo did not create it."
+    ),
+    seed: int = typer.Option(42, help="Seed for training and the simulated traffic."),
 ) -> None:
-    """Play an oncall story end to end against a fresh installation: train, gate a retrain, promote."""
-    from mloncall.data import iris
-    from mloncall.training import service as training
+    """Play the oncall story end to end against a live local server (about 2 minutes; --fast: under 1)."""
+    from mloncall.demo_story import play
 
-    ctx = Context.from_settings()
+    settings = Settings.load()
+    if not settings.db_url.startswith("sqlite") or "://" in settings.artifacts:
+        raise Conflict("the demo runs on the embedded defaults: unset MLONCALL_DB_URL and MLONCALL_ARTIFACTS")
+    _prepare_home(settings, reset)
+    ctx = Context.from_settings(settings)
     ctx.init()
-    actor = "demo"
-    console.out.rule("[bold]mloncall demo")
-    console.out.print(f"home {ctx.settings.home}   artifacts {ctx.settings.artifacts}")
+    story = Story()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mloncall-demo-") as tmp:
+        holder: dict[str, Any] = {}
+        with _live(story, lambda: holder.get("traffic"), enabled=True) as refresh:
+            summary = play(ctx=ctx, story=story, pace=Pace.of(fast), seed=seed, workdir=Path(tmp),
+                           holder=holder, refresh=refresh)  # fmt: skip
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    _print_summary(ctx, summary)
 
-    console.out.rule("1. train iris-classifier and make it production")
-    v1 = training.train(
-        ctx=ctx, name=MODEL, seed=seed, created_by=actor, description="first production model"
-    )
-    with ctx.db.session() as s:
-        registry.set_alias(
-            session=s,
-            name=MODEL,
-            alias="production",
-            version=v1.model_version.version,
-            actor=actor,
-            reason="demo",
-        )
-    console.out.print(
-        f"{MODEL}:{v1.model_version.version} accuracy {v1.metrics['accuracy']:.4f} "
-        f"on {v1.metrics['n']} held-out rows, dataset hash {v1.dataset_version.content_hash[:12]}…"
-    )
 
-    console.out.rule("2. runbook 2: new samples arrive, retrain, gate against production")
-    with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "new-samples.csv"
-        iris.iris_like_samples(90, seed=seed + 1).to_csv(csv, index=False)
-        v2 = training.retrain(ctx=ctx, name=MODEL, data=csv, created_by=actor)
-    gate = v2.gate or {}
-    console.out.print(
-        f"{MODEL}:{v2.model_version.version} gate [bold]{gate.get('verdict', '?').upper()}[/]: {gate.get('reason')}"
-    )
-    with ctx.db.session() as s:
-        if gate.get("verdict") == "pass":
-            registry.set_alias(
-                session=s, name=MODEL, alias="previous", version=v1.model_version.version, actor=actor
-            )
-            registry.set_alias(
-                session=s,
-                name=MODEL,
-                alias="production",
-                version=v2.model_version.version,
-                actor=actor,
-                reason="retrained, gate passed",
-            )
-        mv = registry.resolve(session=s, ref=f"{MODEL}@production")
-        report = registry.verify(store=ctx.store, model_version=mv)
-        console.out.print(
-            f"production is {MODEL}:{mv.version}; integrity {console.outcome_text(report.check.outcome)}: "
-            f"{report.check.reason}"
-        )
-        from mloncall.registry.cli import print_versions
-
-        print_versions(
-            s, registry.get_model_or_raise(session=s, name=MODEL).versions, title=f"{MODEL}: versions"
-        )
-    console.out.rule("next")
-    console.out.print(
-        "try: mloncall models show iris-classifier@production | mloncall models verify iris-classifier | "
-        "mloncall datasets list | mloncall server"
-    )
+def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
+    console.out.rule("[bold]what happened")
+    for line in summary.get("lines", []):
+        console.out.print(f"• {line}")
+    console.out.print(f"\ndone in {summary['seconds']} s at {clock.now():%H:%M:%S} UTC")
+    console.out.rule("[bold]where things are")
+    console.out.print(f"installation   {ctx.settings.home}")
+    for label, path in summary.get("paths", {}).items():
+        console.out.print(f"{label:<14} {path}")
+    console.out.rule("[bold]try next")
+    env = f"MLONCALL_HOME={ctx.settings.home}"
+    for cmd in (
+        "mloncall models list",
+        f"mloncall models show {MODEL}@production",
+        f"mloncall rollout history {MODEL}",
+        "mloncall alerts list --state all",
+        "mloncall server          # then open http://127.0.0.1:8000/docs",
+    ):
+        console.out.print(f"  {env} {cmd}")

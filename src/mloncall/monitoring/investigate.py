@@ -1,0 +1,364 @@
+"""Runbook 3 as one command: review an alert, investigate inputs and outputs, tell drift from degradation
+from bad input data from a false alarm, and recommend the action.
+
+| drift | accuracy | data quality | assessment | recommended action |
+| --- | --- | --- | --- | --- |
+| any | any | failing | bad input data | fix upstream data (runbooks 4 and 6) |
+| a few features | dropped | ok | drift and degradation | fix upstream data: a few inputs moving at once is a changed source, not a changed world |
+| most features | dropped | ok | drift and degradation | retrain on recent labelled data: the population moved |
+| no | dropped | ok | degradation without drift | rollback if a deploy preceded it, else retrain (the relation changed) |
+| yes | stable or unknown | ok | drift without degradation | check the upstream source of the drifted features; retrain if accuracy drops |
+| no | stable or unknown | ok | likely false alarm | silence the alert and tune the rule |
+
+Everything is judged on the version in production (the routed stable version): an aborted canary's rows in
+the same window are shown but do not decide. A recent deploy means a rollout promoted within
+`RECENT_DEPLOY` before the window ended; it is blamed only for a degradation without drift, or for service
+problems (error rate, latency), since drifting inputs explain a drop the deploy did not cause.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from mloncall import clock
+from mloncall.context import Context
+from mloncall.outcome import Check, Outcome
+
+RECENT_DEPLOY = dt.timedelta(hours=24)
+DEFAULT_WINDOW = dt.timedelta(hours=1)
+QUALITY_KINDS = ("missing_features", "out_of_range", "validation_failures", "volume")
+SERVICE_KINDS = ("error_rate", "latency")
+
+
+@dataclass
+class Recommendation:
+    action: str
+    why: str
+    command: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"action": self.action, "why": self.why, "command": self.command}
+
+
+@dataclass
+class Investigation:
+    """Everything `investigate` found, in the order the runbook asks for it."""
+
+    alert: dict[str, Any]
+    model: str
+    since: dt.datetime
+    until: dt.datetime
+    drift: Any  # monitoring.drift.DriftReport
+    quality: list[Check]
+    accuracy: Check
+    service: list[Check]
+    canary: dict[str, Any] | None
+    recent_deploy: dict[str, Any] | None
+    assessment: str
+    recommendation: Recommendation
+    findings: list[str] = field(default_factory=list)
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert": self.alert,
+            "model": self.model,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "drift": self.drift.to_dict(histograms=False),
+            "quality": [c.to_dict() for c in self.quality],
+            "accuracy": self.accuracy.to_dict(),
+            "service": [c.to_dict() for c in self.service],
+            "canary": self.canary,
+            "recent_deploy": self.recent_deploy,
+            "assessment": self.assessment,
+            "recommendation": self.recommendation.to_dict(),
+            "findings": self.findings,
+            "report": self.report,
+        }
+
+
+def _window_of(alert: Any, window: dt.timedelta | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The alert's own evaluation window when it recorded one, else `window` (default 1 h) before now."""
+    evidence = (alert.last_check or {}).get("evidence", {}) if alert is not None else {}
+    if window is None and evidence.get("since") and evidence.get("until"):
+        try:
+            since = dt.datetime.fromisoformat(evidence["since"])
+            until = dt.datetime.fromisoformat(evidence["until"])
+            if until > since:
+                return since, max(until, now) if alert.state in ("pending", "firing") else until
+        except (TypeError, ValueError):
+            pass
+    span = window or DEFAULT_WINDOW
+    return now - span, now
+
+
+def _alert_dict(alert: Any) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "rule": alert.rule,
+        "model": alert.model,
+        "state": alert.state,
+        "severity": alert.severity,
+        "runbook": alert.runbook,
+        "value": alert.value,
+        "fired_at": alert.fired_at.isoformat() if alert.fired_at else None,
+        "summary": (alert.annotations or {}).get("summary"),
+        "reason": (alert.last_check or {}).get("reason"),
+    }
+
+
+def _recent_rollouts(
+    ctx: Context, model: str, until: dt.datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The newest promoted rollout within RECENT_DEPLOY, and the newest canary's disagreement evidence."""
+    from mloncall.rollout.models import Rollout
+
+    with ctx.db.session() as s:
+        rows = s.scalars(
+            sa.select(Rollout).where(Rollout.model_name == model).order_by(Rollout.id.desc()).limit(20)
+        ).all()
+        recent = next(
+            (
+                r
+                for r in rows
+                if r.state in ("promoted", "rolled_back")
+                and r.finished_at is not None
+                and until - RECENT_DEPLOY <= r.finished_at <= until
+                and r.strategy != "rollback"
+            ),
+            None,
+        )
+        canary = next((r for r in rows if r.strategy == "canary" and r.analyses), None)
+        deploy = (
+            {
+                "rollout": recent.id,
+                "from_version": recent.from_version,
+                "to_version": recent.to_version,
+                "at": recent.finished_at.isoformat() if recent.finished_at else None,
+            }
+            if recent
+            else None
+        )
+        canary_info = None
+        if canary is not None:
+            last = canary.analyses[-1]
+            disagreement = next((c for c in last.get("checks", []) if c["name"] == "disagreement"), None)
+            canary_info = {
+                "rollout": canary.id,
+                "versions": [canary.from_version, canary.to_version],
+                "state": canary.state,
+                "disagreement": disagreement,
+            }
+    return deploy, canary_info
+
+
+def assess(
+    *,
+    drift: Outcome,
+    accuracy: Outcome,
+    quality: list[Check],
+    service: list[Check],
+    recent_deploy: bool,
+    drifted_share: float = 0.0,
+) -> tuple[str, str]:
+    """(assessment, action) from the monitors' outcomes, following the table in the module docstring."""
+    bad_data = [c for c in quality if c.outcome is Outcome.FAILED and c.name != "volume"]
+    service_bad = any(c.outcome is Outcome.FAILED for c in service)
+    drifted = drift is Outcome.FAILED
+    degraded = accuracy is Outcome.FAILED
+    if bad_data:
+        return "bad input data", "fix upstream data"
+    if service_bad and recent_deploy:
+        return "service degradation after a deploy", "rollback"
+    if drifted and degraded:
+        return "drift and degradation", "fix upstream data" if drifted_share <= 0.5 else "retrain"
+    if degraded:
+        return "degradation without drift", "rollback" if recent_deploy else "retrain"
+    if drifted:
+        return "drift without degradation", "check upstream data"
+    if service_bad:
+        return "service degradation", "scale or investigate the server"
+    if any(c.outcome is Outcome.FAILED for c in quality):
+        return "traffic dropped", "check upstream data"
+    return "likely false alarm", "silence as false alarm"
+
+
+def focus_on(check: Check, version: int | None) -> Check:
+    """The check as judged for one version (its `parts` evidence), or unchanged if it has no such part."""
+    parts = check.evidence.get("parts") or {}
+    part = parts.get(f"v{version}") if version is not None else None
+    if not part:
+        return check
+    return Check(check.name, Outcome.parse(part["outcome"]), f"v{version}: {part['reason']}", check.evidence)
+
+
+def investigate(
+    *,
+    ctx: Context,
+    alert_id: int | None = None,
+    model: str | None = None,
+    window: dt.timedelta | None = None,
+    now: dt.datetime | None = None,
+) -> Investigation:
+    """Gather the evidence for an alert (or a model with no alert) and assess it."""
+    from mloncall.alerts import service as alerts
+    from mloncall.monitoring import service as monitoring
+
+    now = now or clock.now()
+    alert = None
+    if alert_id is not None:
+        with ctx.db.session() as s:
+            alert = alerts.get_alert_or_raise(session=s, alert_id=alert_id)
+            s.expunge(alert)
+        model = model or alert.model
+    if not model:
+        from mloncall.errors import InvalidInput
+
+        raise InvalidInput("name a model: this alert carries no model label")
+    since, until = _window_of(alert, window, now)
+    span = until - since
+    evidence = (alert.last_check or {}).get("evidence", {}) if alert is not None else {}
+    rule_params = evidence.get("params") if evidence.get("kind") == "drift" else None
+    production = _production_version(ctx, model)
+
+    def run(kind: str) -> Check:
+        check = monitoring.run_monitor(ctx=ctx, kind=kind, model=model, window=span, params={}, now=until)
+        return focus_on(check, production)
+
+    drift = monitoring.drift_report(ctx=ctx, model=model, window=span, now=until, params=rule_params)
+    quality = [run(k) for k in QUALITY_KINDS]
+    accuracy = run("accuracy")
+    service = [run(k) for k in SERVICE_KINDS]
+    deploy, canary = _recent_rollouts(ctx, model, until)
+    judged = next((v for v in drift.versions if v.version == production), None)
+    drift_outcome = judged.outcome if judged is not None else drift.outcome
+    n_features = max(len(judged.features), 1) if judged is not None else 1
+    share = len(drifted_features(drift, production)) / n_features
+    assessment, action = assess(
+        drift=drift_outcome,
+        accuracy=accuracy.outcome,
+        quality=quality,
+        service=service,
+        recent_deploy=deploy is not None,
+        drifted_share=share,
+    )
+    findings = _findings(drift, quality, accuracy, service, deploy)
+    if judged is not None:
+        findings[0] = f"inputs of production v{production}: {judged.reason}"
+    recommendation = _recommend(action, model, drift, quality, accuracy, deploy, alert, production)
+    return Investigation(
+        alert=_alert_dict(alert) if alert is not None else {},
+        model=model,
+        since=since,
+        until=until,
+        drift=drift,
+        quality=quality,
+        accuracy=accuracy,
+        service=service,
+        canary=canary,
+        recent_deploy=deploy,
+        assessment=assessment,
+        recommendation=recommendation,
+        findings=findings,
+    )
+
+
+def _production_version(ctx: Context, model: str) -> int | None:
+    """The version the routing serves as stable (what users get), or None if the model is not served."""
+    from mloncall.errors import NotFound
+    from mloncall.serving import service as routing
+
+    with ctx.db.session() as s:
+        try:
+            return routing.effective(session=s, name=model).stable_version
+        except NotFound:
+            return None
+
+
+def drifted_features(drift: Any, version: int | None = None) -> list[str]:
+    """Features that drifted, for one version or for any."""
+    names: list[str] = []
+    for v in drift.versions:
+        if version is not None and v.version != version:
+            continue
+        for f in v.features:
+            if f.drifted and f.feature not in names:
+                names.append(f.feature)
+    return names
+
+
+def _findings(
+    drift: Any, quality: list[Check], accuracy: Check, service: list[Check], deploy: Any
+) -> list[str]:
+    out = [f"inputs: {drift.reason}"]
+    moved = drifted_features(drift)
+    if moved:
+        out.append(f"drifted features: {', '.join(moved)}")
+    out.append(f"accuracy: {accuracy.reason}")
+    out.extend(f"{c.name}: {c.reason}" for c in quality if c.outcome is not Outcome.SUCCESSFUL)
+    out.extend(f"{c.name}: {c.reason}" for c in service if c.outcome is Outcome.FAILED)
+    if deploy:
+        out.append(f"recent deploy: v{deploy['from_version']} → v{deploy['to_version']} at {deploy['at']}")
+    return out
+
+
+def _recommend(
+    action: str,
+    model: str,
+    drift: Any,
+    quality: list[Check],
+    accuracy: Check,
+    deploy: Any,
+    alert: Any,
+    production: int | None = None,
+) -> Recommendation:
+    moved = drifted_features(drift, production)
+    ref = f"alert {alert.id}" if alert is not None else model
+    close = (
+        f"mloncall investigate {alert.id} --root-cause '...' --action '{action}'" if alert is not None else ""
+    )
+    if action == "rollback":
+        return Recommendation(
+            action,
+            f"v{deploy['to_version']} went live before the problem; v{deploy['from_version']} was healthy",
+            f"mloncall rollback {model} --reason '{ref}'",
+        )
+    if action == "fix upstream data":
+        bad = ", ".join(c.name for c in quality if c.outcome is Outcome.FAILED and c.name != "volume")
+        return Recommendation(
+            action,
+            f"the inputs themselves are wrong ({bad}); the model is not the cause"
+            if bad
+            else f"only {', '.join(moved)} moved and accuracy fell with it: a changed upstream source (units, "
+            "calibration, a broken transform) rather than a changed world; retraining would learn the bug",
+            "check the upstream source and pipeline, then " + (close or "re-run the monitors"),
+        )
+    if action == "retrain":
+        return Recommendation(
+            action,
+            "accuracy dropped on current data; a model trained on it should recover",
+            f"mloncall retrain {model} --data RECENT_LABELLED.csv",
+        )
+    if action == "check upstream data":
+        waiting = accuracy.outcome is Outcome.INCONCLUSIVE
+        return Recommendation(
+            action,
+            f"{', '.join(moved) or 'inputs'} moved away from the training data while accuracy "
+            + ("cannot be judged yet (waiting for labels)" if waiting else "holds")
+            + ": a changed upstream source (units, encoding, a new population) is the usual cause",
+            f"check the upstream source of {', '.join(moved) or 'the inputs'}; retrain if accuracy drops; {close}".strip(
+                "; "
+            ),
+        )
+    if action == "silence as false alarm":
+        return Recommendation(
+            action,
+            "no drift, no accuracy drop, no bad data in the window",
+            f"mloncall alerts silence -m model={model} --duration 2h --comment '{ref}: false alarm'",
+        )
+    return Recommendation(action, "service checks fail without a recent deploy", "see the scaling runbook")
