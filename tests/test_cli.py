@@ -129,3 +129,14 @@ def test_cli_changes_are_audited_including_refusals(cli_env: dict[str, str]) -> 
         a == "models.alias.set" and t == "iris-classifier@canary" and o != "success" for a, t, o in mine
     )
     assert all(r["actor"].startswith("cli:") for r in records if r["action"].startswith("models."))
+
+
+def test_usage_errors_exit_2_with_the_reason(cli_env: dict[str, str]) -> None:
+    for args, message in [
+        (["deploy"], "Missing argument"),
+        (["train", "m", "--seed", "abc"], "--seed"),
+        (["nope"], "No such command"),
+    ]:
+        res = run_cli(*args, env=cli_env)
+        assert res.returncode == 2 and message in res.stderr, (args, res.returncode, res.stderr)
+    assert run_cli("models", env=cli_env).returncode == 2  # a group without a command shows its help

@@ -8,6 +8,7 @@ not allowed; 7 a store is unreachable; 70 internal error (a bug: rerun with --de
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -28,6 +29,16 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+
+# Typer may bring its own copy of click; catch usage errors, exits and aborts from whichever raised them.
+_typer_click = (
+    importlib.import_module("typer._click.exceptions") if importlib.util.find_spec("typer._click") else None
+)
+_USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
+    {click.ClickException, getattr(_typer_click, "ClickException", click.ClickException)}
+)
+_EXITS: tuple[type[BaseException], ...] = tuple({click.exceptions.Exit, typer.Exit})
+_ABORTS: tuple[type[BaseException], ...] = tuple({click.exceptions.Abort, typer.Abort})
 
 
 @app.callback()
@@ -80,27 +91,39 @@ _mount()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn project errors into one line and a meaningful exit code."""
+    code = run(argv)
+    # Leave without running native libraries' exit-time destructors: pyarrow's Parquet thread pool can abort
+    # the process at interpreter exit after all work is done (apache/arrow#34314), turning a success into
+    # SIGABRT. Everything the command wrote is flushed first; the database work is already committed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command and return its exit code (no process exit), for `main` and for callers in-process."""
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("MLONCALL_DEBUG", "") not in ("", "0", "false")
     try:
         command.main(args=args, prog_name="mloncall", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except _EXITS as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except _ABORTS:
         console.err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
+        return 130
+    except _USAGE_ERRORS as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # the help was already shown: nothing to add
+            exc.show()  # type: ignore[attr-defined]
+        return 2
     except MloncallError as exc:
         if debug:
             traceback.print_exc()
         console.err.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         console.err.print("interrupted")
-        sys.exit(130)
+        return 130
     except Exception as exc:
         if debug:
             traceback.print_exc()
@@ -109,4 +132,5 @@ def main(argv: list[str] | None = None) -> None:
                 f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                 highlight=False,
             )
-        sys.exit(INTERNAL_EXIT_CODE)
+        return INTERNAL_EXIT_CODE
+    return 0

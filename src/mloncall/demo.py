@@ -146,6 +146,7 @@ def demo(
         with _live(story, lambda: holder.get("traffic"), enabled=True) as refresh:
             summary = play(ctx=ctx, story=story, pace=Pace.of(fast), seed=seed, workdir=Path(tmp),
                            holder=holder, refresh=refresh)  # fmt: skip
+    console.out.print()
     summary["seconds"] = round(time.monotonic() - started, 1)
     _print_summary(ctx, summary)
 
@@ -154,6 +155,10 @@ def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
     console.out.rule("[bold]what happened")
     for line in summary.get("lines", []):
         console.out.print(f"• {line}")
+    if summary.get("acceptance"):
+        from mloncall.rollout.cli import print_acceptance
+
+        print_acceptance(summary["acceptance"])
     console.out.print(f"\ndone in {summary['seconds']} s at {clock.now():%H:%M:%S} UTC")
     console.out.rule("[bold]where things are")
     console.out.print(f"installation   {ctx.settings.home}")

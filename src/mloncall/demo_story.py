@@ -7,9 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mloncall import clock
 from mloncall.context import Context
-from mloncall.outcome import Outcome
 
 if TYPE_CHECKING:
     from mloncall.demo import Pace, Story
@@ -62,7 +60,6 @@ def play(
 ) -> dict[str, Any]:
     """Run every stage; returns the lines and paths of the summary."""
     from mloncall.data import iris
-    from mloncall.rollout import service as rollouts
     from mloncall.rollout.models import Rollout
     from mloncall.simulate import LocalServer, Traffic
     from mloncall.training import service as training
@@ -104,20 +101,11 @@ def play(
         state = _drive(ctx, rid, timeout=pace.step_duration * (len(pace.steps) + 4) + 30, refresh=refresh)
         acceptance: dict[str, Any] = {}
         if state == "promoted":
-            deadline = time.monotonic() + pace.acceptance_timeout
-            while True:
-                with ctx.db.session() as s:
-                    r = s.get(Rollout, rid)
-                    assert r is not None
-                    checks, _verdict = rollouts.check_acceptance(
-                        session=s, store=ctx.store, rollout=r, now=clock.now()
-                    )
-                    acceptance = dict(r.acceptance or {})
-                traffic_check = next(c for c in checks if c.name == "traffic on new version")
-                if traffic_check.outcome is not Outcome.INCONCLUSIVE or time.monotonic() > deadline:
-                    break
-                refresh()
-                time.sleep(1.0)
+            from mloncall.rollout.scheduler import acceptance_when_ready
+
+            acceptance = acceptance_when_ready(
+                ctx, rid, timeout=pace.acceptance_timeout, on_wait=lambda _m: refresh()
+            )
         story.note = ""
         detail = f"gate {gate.get('verdict')}, rollout {state}, acceptance {acceptance.get('outcome', '-')}"
         story.end(i, "done" if acceptance.get("outcome") == "successful" else "failed", detail)
@@ -178,10 +166,11 @@ def play(
         )
         lines.extend(drift.get("lines", []))
         paths.update(drift.get("paths", {}))
+        refresh()
     finally:
         traffic.stop()
         server.stop()
     lines.append(f"client traffic: {traffic.sent} requests, {len(traffic.failures)} failed")
     paths["prediction log"] = ctx.store.url(f"predictions/model={MODEL}")
     paths["rollout history"] = f"mloncall rollout history {MODEL}"
-    return {"lines": lines, "paths": paths}
+    return {"lines": lines, "paths": paths, "acceptance": holder.get("acceptance")}

@@ -9,17 +9,14 @@ lifecycle is driven by the stored state and the clock, and each notification is 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
-import threading
 import time
-from pathlib import Path
-from typing import IO, Any
 
 from mloncall.alerts import notify, service
 from mloncall.alerts.rules import parse_duration
 from mloncall.context import Context
 from mloncall.errors import InvalidInput
+from mloncall.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.alerts")
 
@@ -56,48 +53,17 @@ def run_once(
     return evaluation, sent
 
 
-class Scheduler:
-    """A daemon thread calling `run_once` every `interval` seconds while it holds the installation's lock."""
+class Scheduler(LockedLoop):
+    """Evaluates the rules and sends notifications every `interval` seconds, in one process per installation."""
+
+    name = "alerts"
+    lock_file = LOCK_FILE
 
     def __init__(
         self, ctx: Context, interval: float | None = None, *, monitor: service.MonitorFn | None = None
     ) -> None:
-        self.ctx = ctx
-        self.interval = interval if interval is not None else configured_interval(ctx)
+        super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
         self.monitor = monitor
-        self.passes = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock_file: IO[Any] | None = None
 
-    def start(self) -> bool:
-        """Start if no other process of this installation evaluates alerts; True if started."""
-        path = Path(self.ctx.settings.home) / LOCK_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = path.open("a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        self._lock_file = fh
-        self._thread = threading.Thread(target=self._loop, name="mloncall-alerts", daemon=True)
-        self._thread.start()
-        return True
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                run_once(self.ctx, monitor=self.monitor, sleep=self._stop.wait)
-            except Exception:  # the next pass retries; one failure must not end the loop
-                log.exception("alert evaluation pass failed")
-            self.passes += 1
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+    def run_pass(self) -> None:
+        run_once(self.ctx, monitor=self.monitor, sleep=self.wait)

@@ -150,23 +150,11 @@ def _follow(ctx: Context, rollout_id: int, timeout_s: float, quiet: bool) -> dic
 def _acceptance_after(
     ctx: Context, rollout_id: int, deadline: float, live: Live | None, quiet: bool
 ) -> dict[str, Any]:
-    from mloncall.rollout import service
-    from mloncall.rollout.models import Rollout
+    from mloncall.rollout.scheduler import acceptance_when_ready
 
-    while True:
-        with ctx.db.session() as session:
-            r = session.get(Rollout, rollout_id)
-            assert r is not None
-            checks, _verdict = service.check_acceptance(
-                session=session, store=ctx.store, rollout=r, now=clock.now()
-            )
-            acceptance = dict(r.acceptance or {})
-        traffic = next(c for c in checks if c.name == "traffic on new version")
-        if traffic.outcome is not Outcome.INCONCLUSIVE or time.monotonic() > deadline:
-            break
-        if live:
-            live.update(f"waiting for traffic on the new version: {traffic.reason}")
-        time.sleep(1.0)
+    acceptance = acceptance_when_ready(
+        ctx, rollout_id, timeout=max(0.0, deadline - time.monotonic()), on_wait=live.update if live else None
+    )
     if not quiet:
         print_acceptance(acceptance)
     return acceptance

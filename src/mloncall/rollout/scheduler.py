@@ -8,16 +8,17 @@ workers do not all analyse the same logs.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import threading
-from pathlib import Path
-from typing import IO, Any
+import time
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.orm.exc import StaleDataError
 
 from mloncall import clock
 from mloncall.context import Context
+from mloncall.jobs import LockedLoop
+from mloncall.outcome import Outcome
 from mloncall.rollout import service
 from mloncall.rollout.models import Rollout
 
@@ -53,43 +54,37 @@ def run_due(ctx: Context) -> dict[int, str]:
     return taken
 
 
-class Scheduler:
-    """A daemon thread calling `run_due` every `interval` seconds while it holds the installation's lock."""
+class Scheduler(LockedLoop):
+    """Looks at every running rollout every `interval` seconds, in one process per installation."""
+
+    name = "rollouts"
+    lock_file = "scheduler.lock"
 
     def __init__(self, ctx: Context, interval: float = 1.0) -> None:
-        self.ctx = ctx
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock_file: IO[Any] | None = None
+        super().__init__(ctx, interval)
 
-    def start(self) -> bool:
-        """Start if no other process of this installation runs the scheduler; True if started."""
-        path = Path(self.ctx.settings.home) / "scheduler.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = path.open("a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        self._lock_file = fh
-        self._thread = threading.Thread(target=self._loop, name="mloncall-scheduler", daemon=True)
-        self._thread.start()
-        return True
+    def run_pass(self) -> None:
+        run_due(self.ctx)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                run_due(self.ctx)
-            except Exception:
-                log.exception("scheduler pass failed")
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+def acceptance_when_ready(
+    ctx: Context, rollout_id: int, *, timeout: float, on_wait: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Check a promoted rollout's acceptance, waiting (up to `timeout` s) for traffic on the new version.
+
+    The verdict is kept with the rollout; returns it as stored.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with ctx.db.session() as session:
+            r = session.get(Rollout, rollout_id)
+            if r is None:
+                return {}
+            checks, _ = service.check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
+            acceptance = dict(r.acceptance or {})
+        traffic = next((c for c in checks if c.name == "traffic on new version"), None)
+        if traffic is None or traffic.outcome is not Outcome.INCONCLUSIVE or time.monotonic() > deadline:
+            return acceptance
+        if on_wait is not None:
+            on_wait(f"waiting for traffic on the new version: {traffic.reason}")
+        time.sleep(1.0)

@@ -1,0 +1,71 @@
+"""Background jobs: a daemon thread doing one pass every `interval` seconds while it holds a file lock.
+
+The lock (under the installation's home) makes one process per installation run each job, so several
+server workers do not duplicate the work; every pass is idempotent, so a second runner would be harmless.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from mloncall.context import Context
+
+log = logging.getLogger("mloncall.jobs")
+
+
+class LockedLoop:
+    """Subclasses set `name` and `lock_file` and implement `run_pass`."""
+
+    name = "job"
+    lock_file = "job.lock"
+
+    def __init__(self, ctx: Context, interval: float) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self.passes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock: IO[Any] | None = None
+
+    def run_pass(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> bool:
+        """Start unless another process of this installation runs the job; True if started."""
+        path = Path(self.ctx.settings.home) / self.lock_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = path.open("a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._lock = fh
+        self._thread = threading.Thread(target=self._loop, name=f"mloncall-{self.name}", daemon=True)
+        self._thread.start()
+        return True
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep that ends early when the job stops (True then)."""
+        return self._stop.wait(seconds)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_pass()
+            except Exception:  # the next pass retries; one failure must not end the loop
+                log.exception("%s pass failed", self.name)
+            self.passes += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
