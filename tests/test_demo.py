@@ -48,6 +48,12 @@ def test_demo_plays_every_runbook_stage(cli_env: dict[str, str]) -> None:
         kinds = [e.to_state for e in alerts.history(session=s, alert_id=drift_alert.id)]
         assert kinds[:2] == ["pending", "firing"] and kinds[-1] == "closed"
 
+    # The investigation wrote its HTML report with the reference-vs-current histograms embedded.
+    reports = [k for k in ctx.store.list("reports/investigations/iris-classifier") if k.endswith(".html")]
+    assert len(reports) == 1
+    html = ctx.store.get_bytes(reports[0]).decode()
+    assert html.count("data:image/png;base64,") >= 4 and "petal_length" in html
+
     # Traffic never stopped: not one request failed on the server side during the whole story.
     log = read_log(ctx.store, "predictions", "iris-classifier")
     assert log is not None and log.num_rows > 500

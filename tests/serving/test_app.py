@@ -496,3 +496,27 @@ def test_refused_requests_are_kept_in_the_rejections_log(
     assert table is not None
     rows = sorted(zip(table.column("reason").to_pylist(), table.column("field").to_pylist(), strict=True))
     assert rows == [("missing_feature", "petal_width"), ("unknown_feature", "colour")]
+
+
+def test_metrics_count_log_files_the_monitors_skipped(
+    app: InferenceApp, client: TestClient, sctx: Context
+) -> None:
+    """A truncated Parquet log is skipped by the monitors, reported, and counted on /metrics."""
+    import datetime as dt
+
+    from mloncall.monitoring.service import run_monitor
+
+    assert client.post("/predict", json={"model": "iris", "instances": [ROW]}).status_code == 200
+    app.prediction_log.flush()
+    key = next(k for k in sctx.store.list("predictions/model=iris") if k.endswith(".parquet"))
+    sctx.store.put_bytes(key.replace(".parquet", "-broken.parquet"), sctx.store.get_bytes(key)[:50])
+    check = run_monitor(ctx=sctx, kind="error_rate", model="iris", window=dt.timedelta(hours=1), params={})
+    assert check.evidence["skipped_files"], check.evidence
+    text = client.get("/metrics").text
+    skipped = [
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "mloncall_monitor_log_files_skipped_total"
+    ]
+    assert skipped and sum(skipped) >= 1

@@ -115,4 +115,7 @@ class ServingMetrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
-        return generate_latest(self.registry)
+        # The monitors (alert evaluation runs in this process) count the log files they had to skip.
+        from mloncall.monitoring.logs import METRICS as MONITOR_METRICS
+
+        return generate_latest(self.registry) + generate_latest(MONITOR_METRICS)
