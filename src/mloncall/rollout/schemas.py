@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mloncall.outcome import Check
-from mloncall.rollout.models import Rollout, RolloutEvent
+from mloncall.rollout.models import Rollout
 
 
 class RolloutEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     at: dt.datetime
     actor: str
     from_state: str | None
@@ -20,19 +22,6 @@ class RolloutEventOut(BaseModel):
     weight: float
     reason: str
     evidence: dict[str, Any]
-
-    @classmethod
-    def of(cls, e: RolloutEvent) -> RolloutEventOut:
-        return cls(
-            at=e.at,
-            actor=e.actor,
-            from_state=e.from_state,
-            to_state=e.to_state,
-            step_index=e.step_index,
-            weight=e.weight,
-            reason=e.reason,
-            evidence=e.evidence,
-        )
 
 
 class RolloutOut(BaseModel):
@@ -79,7 +68,7 @@ class RolloutOut(BaseModel):
             created_at=r.created_at,
             created_by=r.created_by,
             finished_at=r.finished_at,
-            events=[RolloutEventOut.of(e) for e in r.events] if with_events else [],
+            events=[RolloutEventOut.model_validate(e) for e in r.events] if with_events else [],
         )
 
 
