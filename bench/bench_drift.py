@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from mloncall.config import Settings
-from mloncall.context import Context
+from mloncall.core.config import Settings
 from mloncall.data import iris
 from mloncall.monitoring import service
 from mloncall.monitoring.drift import DriftSettings, FeatureDrift, SortedSample, drift_features
 from mloncall.serving.logger import FeedbackBatch, PredictionLog
+from mloncall.stores.context import Context
 from mloncall.training import service as training
 
 N_REF = 150_000

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mloncall.config import Settings
-from mloncall.context import Context
+from mloncall.core.config import Settings
 from mloncall.registry import service as registry
+from mloncall.stores.context import Context
 from mloncall.training import service as training
 
 

@@ -58,9 +58,9 @@ import numpy as np
 import orjson
 import uvloop
 
-from mloncall.artifacts import ArtifactStore
-from mloncall.config import Settings
+from mloncall.core.config import Settings
 from mloncall.serving.logger import PREDICTIONS, read_log
+from mloncall.stores.artifacts import ArtifactStore
 
 ROOT = Path(__file__).resolve().parent
 MLFLOW_ENV = ROOT / ".envs" / "mlflow"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mloncall import clock
-from mloncall.config import Settings
-from mloncall.context import Context
+from mloncall.core import clock
+from mloncall.core.config import Settings
+from mloncall.stores.context import Context
 
 PG_URL = os.environ.get("MLONCALL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from mloncall.context import Context
 from mloncall.data import iris
+from mloncall.stores.context import Context
 from mloncall.training import service as training
 from mloncall.training.service import TrainingRun
 

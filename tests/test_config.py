@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from mloncall.config import Settings
-from mloncall.errors import InvalidInput
+from mloncall.core.config import Settings
+from mloncall.core.errors import InvalidInput
 
 
 def test_defaults_live_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     s = Settings.load(env={})
     assert s.home == tmp_path / ".mloncall"
-    assert s.db_url == f"sqlite:///{tmp_path / '.mloncall' / 'mloncall.db'}"
+    assert s.db_url == f"sqlite:///{tmp_path / '.mloncall' / 'mloncall.stores.db'}"
     assert s.artifacts == str(tmp_path / ".mloncall" / "artifacts")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-from mloncall.config import Settings
-from mloncall.context import Context
+from mloncall.core.config import Settings
+from mloncall.stores.context import Context
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mloncall.outcome import Check, Outcome, overall, worst
+from mloncall.core.outcome import Check, Outcome, overall, worst
 
 
 def test_outcomes_are_ordered_best_to_worst() -> None:

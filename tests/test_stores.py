@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from mloncall.context import Context
-from mloncall.errors import IntegrityError, InvalidInput, NotFound
+from mloncall.core.errors import IntegrityError, InvalidInput, NotFound
+from mloncall.stores.context import Context
 
 
 def test_migrations_create_every_table(any_ctx: Context) -> None:
@@ -47,9 +47,8 @@ def test_migrations_match_the_models(any_ctx: Context) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from mloncall.db import Base, import_all_models
+    from mloncall.migrations.tables import metadata
 
-    import_all_models()
     with any_ctx.db.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []

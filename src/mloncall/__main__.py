@@ -1,3 +1,3 @@
-from mloncall.cli import main
+from mloncall.cli.main import main
 
 main()

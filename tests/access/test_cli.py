@@ -8,11 +8,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mloncall import console
 from mloncall.access import cli as access_cli
 from mloncall.access import service as access
-from mloncall.context import Context
-from mloncall.errors import InvalidInput, NotFound
+from mloncall.core import console
+from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.stores.context import Context
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_human_create_prints_the_secret_once_with_a_warning(root: typer.Typer) -
 def test_bad_input_is_refused_before_anything_is_written(root: typer.Typer) -> None:
     runner = CliRunner()
     bad_duration = runner.invoke(root, ["tokens", "create", "carol", "--expires-in", "soon"])
-    assert isinstance(bad_duration.exception, InvalidInput) and "invalid duration" in str(
+    assert isinstance(bad_duration.exception, InvalidInput) and "bad token lifetime 'soon'" in str(
         bad_duration.exception
     )
     bad_role = runner.invoke(root, ["tokens", "create", "carol", "--role", "root"])

@@ -19,11 +19,11 @@ from mloncall.access import service as access
 from mloncall.alerts import models as alert_models
 from mloncall.alerts import service
 from mloncall.alerts.rules import KNOWN_MONITOR_KINDS, Catalog
-from mloncall.api import create_app, current_principal, refuse_nul_bytes
-from mloncall.context import Context
-from mloncall.db import Base
-from mloncall.errors import InvalidInput
-from mloncall.outcome import Check, Outcome
+from mloncall.api.app import create_app, current_principal, refuse_nul_bytes
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Check, Outcome
+from mloncall.stores.context import Context
+from mloncall.stores.db import Base
 
 ALERT_TABLES = [
     alert_models.RuleSet.__table__,

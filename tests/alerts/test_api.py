@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mloncall import clock
 from mloncall.access import service as access
 from mloncall.alerts import service
 from mloncall.alerts.models import Alert, AlertEvent, AlertGroup, Notification
 from mloncall.alerts.rules import Catalog
-from mloncall.context import Context
-from mloncall.outcome import Outcome
+from mloncall.core import clock
+from mloncall.core.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.alerts.conftest import AlertsApi, FakeMonitor, load
 
 AM = "/api/v1/alerts/alertmanager"

@@ -14,12 +14,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mloncall import clock, console
 from mloncall.alerts import service
 from mloncall.alerts.cli import app, monitor_app
-from mloncall.context import Context
-from mloncall.errors import MloncallError
-from mloncall.outcome import Outcome
+from mloncall.core import clock, console
+from mloncall.core.errors import MloncallError
+from mloncall.core.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.alerts.conftest import FakeMonitor, create_alert_tables
 from tests.conftest import unavailable
 

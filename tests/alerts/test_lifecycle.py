@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from mloncall import clock
 from mloncall.alerts import service
 from mloncall.alerts.models import Alert, Notification
 from mloncall.alerts.rules import Catalog
-from mloncall.context import Context
-from mloncall.errors import Conflict, InvalidInput, NotFound
-from mloncall.outcome import Outcome
+from mloncall.core import clock
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
+from mloncall.core.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.alerts.conftest import FakeMonitor, load
 
 FAILED, OK, UNSURE = Outcome.FAILED, Outcome.SUCCESSFUL, Outcome.INCONCLUSIVE

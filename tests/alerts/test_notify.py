@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from mloncall import clock
 from mloncall.alerts import notify, service
 from mloncall.alerts.models import DeliveryAttempt, Notification
 from mloncall.alerts.notify import Channel, channels_from_settings, parse_channel
 from mloncall.alerts.rules import Catalog
-from mloncall.config import Settings
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
-from mloncall.outcome import Outcome
+from mloncall.core import clock
+from mloncall.core.config import Settings
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.alerts.conftest import FakeMonitor, Mailbox, Receiver, load
 
 RULES = textwrap.dedent(

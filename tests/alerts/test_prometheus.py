@@ -23,7 +23,7 @@ import pytest
 
 from mloncall.alerts import rules, service
 from mloncall.alerts.models import Alert
-from mloncall.context import Context
+from mloncall.stores.context import Context
 from tests.alerts.conftest import build_app, make_tokens
 from tests.conftest import free_port, unavailable
 

@@ -10,9 +10,10 @@ import textwrap
 import pytest
 
 from mloncall.alerts import rules, service
-from mloncall.alerts.rules import Catalog, parse_duration, parse_rules, render
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
+from mloncall.alerts.rules import Catalog, parse_rules, render
+from mloncall.core.durations import format_duration, parse_duration
+from mloncall.core.errors import InvalidInput
+from mloncall.stores.context import Context
 from tests.alerts.conftest import load
 from tests.conftest import unavailable
 
@@ -191,18 +192,19 @@ def test_the_default_rules_pass_the_real_monitors_validation() -> None:
 
 
 def test_durations() -> None:
-    assert parse_duration("0") == dt.timedelta(0)
-    assert parse_duration(0) == dt.timedelta(0)
+    assert parse_duration("0", allow_zero=True) == dt.timedelta(0)
+    assert parse_duration(0, allow_zero=True) == dt.timedelta(0)
+    assert parse_duration(15) == dt.timedelta(seconds=15)  # a number, not text, is seconds
     assert parse_duration("90s") == dt.timedelta(seconds=90)
     assert parse_duration("1h30m") == dt.timedelta(minutes=90)
     assert parse_duration("2w") == dt.timedelta(days=14)
-    for bad in ("", "15", 15, "1.5h", "m", "-5m", "5 m", True, None, "1h 30m"):
+    for bad in ("", "15", "1.5h", "2W", "m", "-5m", "5 m", True, None, "1h 30m"):
         with pytest.raises(InvalidInput):
             parse_duration(bad)
     with pytest.raises(InvalidInput):
-        parse_duration("0", allow_zero=False)
-    assert rules.format_duration(dt.timedelta(minutes=90)) == "1h30m"
-    assert rules.format_duration(dt.timedelta(0)) == "0s"
+        parse_duration("0")
+    assert format_duration(dt.timedelta(minutes=90)) == "1h30m"
+    assert format_duration(dt.timedelta(0)) == "0s"
 
 
 def test_annotation_templates() -> None:

@@ -12,9 +12,9 @@ import pytest
 from mloncall.alerts import scheduler, service
 from mloncall.alerts.notify import Channel
 from mloncall.alerts.rules import Catalog
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
-from mloncall.outcome import Check, Outcome
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Check, Outcome
+from mloncall.stores.context import Context
 from tests.alerts.conftest import FakeMonitor, Receiver, load
 from tests.conftest import unavailable
 

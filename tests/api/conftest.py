@@ -13,9 +13,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mloncall.access import service as access
-from mloncall.api import create_app
-from mloncall.context import Context
+from mloncall.api.app import create_app
 from mloncall.registry import service as registry
+from mloncall.stores.context import Context
 
 #: Small, so the 413 tests need no big buffers.
 MAX_BODY_BYTES = 64 * 1024

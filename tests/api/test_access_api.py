@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from mloncall import clock
 from mloncall.access import service as access
-from mloncall.api import create_app
-from mloncall.artifacts import ArtifactStore
-from mloncall.config import Settings
-from mloncall.context import Context
-from mloncall.db import Database
+from mloncall.api.app import create_app
+from mloncall.core import clock
+from mloncall.core.config import Settings
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.context import Context
+from mloncall.stores.db import Database
 from tests.api.conftest import Api
 
 
@@ -173,7 +173,7 @@ def test_unexpected_errors_are_500_json_logged_and_audited(
     def boom() -> None:
         raise RuntimeError("secret internals")
 
-    with caplog.at_level(logging.ERROR, logger="mloncall.api"):
+    with caplog.at_level(logging.ERROR, logger="mloncall.api.app"):
         response = api.request("POST", "/api/v1/boom")
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "code": "internal"}

@@ -82,7 +82,7 @@ def test_deploy_bad_input_is_4xx(api: Api) -> None:
         ({"version": 9}, 404, "no version 9"),
         ({"version": 1, "strategy": "blue"}, 400, "strategy"),
         ({"version": 1, "steps": [50, 20]}, 400, "100"),
-        ({"version": 1, "step_duration": "soon"}, 400, "invalid duration"),
+        ({"version": 1, "step_duration": "soon"}, 400, "bad step duration"),
         ({"version": 1, "thresholds": {"max_fun": 1}}, 400, "unknown threshold"),
         ({"version": 2}, 400, "no production version"),  # a canary needs something to compare with
         ({}, 400, "version"),

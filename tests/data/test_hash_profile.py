@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mloncall.core.errors import InvalidInput
 from mloncall.data import iris
 from mloncall.data import service as data
-from mloncall.errors import InvalidInput
 from tests.data.samples import GOOD_ROWS, csv_text
 
 Write = Callable[[str, "str | bytes"], Path]

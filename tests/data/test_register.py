@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall.context import Context
+from mloncall.core.errors import IntegrityError, InvalidInput, NotFound
 from mloncall.data import iris
 from mloncall.data import service as data
 from mloncall.data.models import Dataset, DatasetVersion
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
 from mloncall.data.service import DataValidationError
-from mloncall.errors import IntegrityError, InvalidInput, NotFound
+from mloncall.stores.context import Context
 from tests.data.samples import GOOD_ROWS, csv_text
 
 Write = Callable[[str, "str | bytes"], Path]

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mloncall.context import Context
 from mloncall.data import iris
 from mloncall.serving.logger import FeedbackBatch, PredictionLog, partition
+from mloncall.stores.context import Context
 from tests.conftest import make_context
 from tests.helpers import train_iris, write_csv
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from mloncall.context import Context
+from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.core.outcome import Outcome
 from mloncall.data import iris
-from mloncall.errors import InvalidInput, NotFound
 from mloncall.monitoring import service
-from mloncall.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.helpers import train_iris
 from tests.monitoring.conftest import NOW, ts_spread, write_corrupt, write_predictions
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from mloncall.alerts import service as alerts
-from mloncall.context import Context
-from mloncall.monitoring.investigate import assess, focus_on
-from mloncall.outcome import Check, Outcome
+from mloncall.core.outcome import Check, Outcome
+from mloncall.runbooks.investigate import assess, focus_on
+from mloncall.stores.context import Context
 from tests.alerts.conftest import FakeMonitor
 from tests.helpers import run_cli
 
@@ -102,7 +102,7 @@ def _firing_alert(ctx: Context) -> int:
 
 
 def test_investigate_cli_reports_and_closes_the_alert(cli_env: dict[str, str], tmp_path: Path) -> None:
-    from mloncall.config import Settings
+    from mloncall.core.config import Settings
 
     ctx = Context.from_settings(Settings.load())
     ctx.init()

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from mloncall.context import Context
+from mloncall.core.outcome import Outcome
 from mloncall.data import iris
 from mloncall.monitoring import service
-from mloncall.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.helpers import train_iris
 from tests.monitoring.conftest import (
     NOW,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mloncall.context import Context
+from mloncall.core.outcome import Outcome
 from mloncall.data import iris
 from mloncall.monitoring import service
-from mloncall.outcome import Outcome
+from mloncall.stores.context import Context
 from tests.helpers import train_iris
 from tests.monitoring.conftest import NOW, ts_spread, write_corrupt, write_predictions
 

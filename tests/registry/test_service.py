@@ -10,12 +10,12 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from mloncall.context import Context
-from mloncall.db import Database
-from mloncall.errors import Conflict, IntegrityError, InvalidInput, NotFound, StoreUnavailable
+from mloncall.core.errors import Conflict, IntegrityError, InvalidInput, NotFound, StoreUnavailable
 from mloncall.registry import formats
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
+from mloncall.stores.context import Context
+from mloncall.stores.db import Database
 from tests.helpers import train_iris
 
 

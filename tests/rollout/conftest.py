@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mloncall.simulate import LocalServer, Traffic
+from mloncall.demo.traffic import LocalServer, Traffic
 from tests.helpers import run_cli
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mloncall.errors import InvalidInput
-from mloncall.outcome import Outcome
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Outcome
 from mloncall.rollout.analysis import Thresholds, analyse_canary, class_shift_p, js_distance
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

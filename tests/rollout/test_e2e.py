@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mloncall.data import iris
-from mloncall.simulate import LocalServer, Traffic
+from mloncall.demo.traffic import LocalServer, Traffic
 from tests.helpers import new_samples_csv, run_cli, write_csv
 from tests.rollout.conftest import ok
 
@@ -99,7 +99,7 @@ def test_rollout_bad_input_and_conflicts(
         (["rollback", "iris-classifier"], 4, "no 'previous' version"),
         (["deploy", "iris-classifier:9"], 3, "no version 9"),
         (["deploy", "iris-classifier:2", "--steps", "50,25,100"], 2, "larger than the one before"),
-        (["deploy", "iris-classifier:2", "--step-duration", "soon"], 2, "invalid duration"),
+        (["deploy", "iris-classifier:2", "--step-duration", "soon"], 2, "bad step duration"),
         (["deploy", "iris-classifier:2", "--threshold", "max_fun=1"], 2, "unknown threshold"),
         (["deploy", "iris-classifier:1"], 4, "already production"),
     ]:

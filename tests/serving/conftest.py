@@ -18,13 +18,13 @@ import uvicorn
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from mloncall.context import Context
-from mloncall.db import Base
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.registry.service import NewVersion
 from mloncall.serving import models as serving_models
 from mloncall.serving.config import ServingConfig
+from mloncall.stores.context import Context
+from mloncall.stores.db import Base
 from tests.conftest import free_port
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

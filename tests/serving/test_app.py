@@ -15,11 +15,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mloncall.context import Context
 from mloncall.registry.models import ModelVersion
 from mloncall.serving import service as routing
 from mloncall.serving.app import InferenceApp, create_inference_app
 from mloncall.serving.logger import read_log
+from mloncall.stores.context import Context
 from tests.serving.conftest import FEATURES, ROW, alter_onnx, fast_config, register_iris
 
 VALUES = [ROW[f] for f in FEATURES]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mloncall.config import Settings
-from mloncall.errors import InvalidInput
+from mloncall.core.config import Settings
+from mloncall.core.errors import InvalidInput
 from mloncall.serving.config import ServingConfig
 
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from mloncall.context import Context
 from mloncall.registry.models import ModelVersion
 from mloncall.serving import service as routing
 from mloncall.serving.metrics import ServingMetrics
 from mloncall.serving.router import CANARY, STABLE, ModelRoute, Router, bucket, choose
+from mloncall.stores.context import Context
 from tests.serving.conftest import alter_onnx, fast_config
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mloncall.context import Context
-from mloncall.errors import Conflict, InvalidInput, NotFound
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.registry.models import ModelVersion
 from mloncall.serving import service as routing
+from mloncall.stores.context import Context
 from tests.serving.conftest import register_iris
 
 

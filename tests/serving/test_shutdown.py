@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from mloncall.context import Context
 from mloncall.registry.models import ModelVersion
 from mloncall.serving.logger import read_log
+from mloncall.stores.context import Context
 from tests.serving.conftest import FEATURES, ROW, start_uvicorn
 
 BODY = {

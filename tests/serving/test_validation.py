@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mloncall.errors import IntegrityError
+from mloncall.core.errors import IntegrityError
 from mloncall.serving.protocol import infer_response, requested_outputs, split_infer_body
 from mloncall.serving.validation import (
     FeatureSchema,

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mloncall.context import Context
+from mloncall.core.errors import NotFound
 from mloncall.data import iris
 from mloncall.data.models import DatasetVersion
 from mloncall.data.service import DataValidationError
-from mloncall.errors import NotFound
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
+from mloncall.stores.context import Context
 from mloncall.training import service as training
 from tests.helpers import new_samples_csv, train_iris, write_csv
 

@@ -8,18 +8,16 @@ for the root command to turn into a one-line message and an exit code.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
-from mloncall import console
 from mloncall.access import service
 from mloncall.access.schemas import AuditRecordOut, TokenCreated, TokenOut
-from mloncall.context import Context
-from mloncall.errors import MloncallError, PermissionDenied
+from mloncall.cli.support import audited_unit_of_work
+from mloncall.cli.support import installation as _context
+from mloncall.core import console
+from mloncall.core.durations import parse_duration
 
 app = typer.Typer(name="tokens", help="Issue, list and revoke API tokens.", no_args_is_help=True)
 #: Holds the top-level `audit` command.
@@ -30,50 +28,6 @@ def register(root: typer.Typer) -> None:
     """Mount `tokens` and `audit` on the root command."""
     root.add_typer(app, name="tokens")
     root.registered_commands.extend(audit_app.registered_commands)
-
-
-@contextmanager
-def _context() -> Iterator[Context]:
-    ctx = Context.from_settings()
-    try:
-        ctx.db.migrate()
-        yield ctx
-    finally:
-        ctx.close()
-
-
-@contextmanager
-def audited_unit_of_work(
-    ctx: Context, *, action: str, target: str
-) -> Iterator[tuple[Session, dict[str, Any]]]:
-    """A unit of work audited with its success; a failure is audited in its own session, then raised."""
-    detail: dict[str, Any] = {}
-    try:
-        with ctx.db.session() as session:
-            yield session, detail
-            service.record(
-                session=session,
-                actor=console.actor(),
-                action=action,
-                target=target,
-                outcome="success",
-                detail=detail,
-            )
-    except MloncallError as exc:
-        outcome = "denied" if isinstance(exc, PermissionDenied) else f"error:{exc.code}"
-        try:
-            with ctx.db.session() as session:
-                service.record(
-                    session=session,
-                    actor=console.actor(),
-                    action=action,
-                    target=target,
-                    outcome=outcome,
-                    detail={**detail, "error": exc.message[:500]},
-                )
-        except MloncallError:
-            pass  # the database itself failed: the original error says more than this one would
-        raise
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -96,7 +50,7 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Issue a token; its secret is printed once and never stored."""
-    expiry = service.parse_duration(expires_in) if expires_in is not None else None
+    expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
     with (
         _context() as ctx,
         audited_unit_of_work(ctx, action="tokens.create", target=f"principal:{principal}") as unit,

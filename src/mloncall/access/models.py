@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mloncall.db import Base
+from mloncall.stores.db import Base
 
 
 class Principal(Base):

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mloncall.access import service
 from mloncall.access.models import ApiToken, AuditRecord, Principal
-from mloncall.errors import InvalidInput
+from mloncall.core.durations import parse_duration
+from mloncall.core.errors import InvalidInput
 
 Role = Literal["admin", "operator", "viewer"]
 
@@ -98,13 +99,13 @@ class TokenCreate(BaseModel):
     def _duration(cls, value: str | int | None) -> str | int | None:
         if value is not None:
             try:
-                service.parse_duration(str(value))
+                parse_duration(value, what="token lifetime")
             except InvalidInput as exc:
                 raise ValueError(exc.message) from None
         return value
 
     def expiry(self) -> dt.timedelta | None:
-        return None if self.expires_in is None else service.parse_duration(str(self.expires_in))
+        return None if self.expires_in is None else parse_duration(self.expires_in)
 
 
 class AuditRecordOut(BaseModel):

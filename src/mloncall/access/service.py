@@ -12,9 +12,9 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall import clock
 from mloncall.access.models import ApiToken, AuditRecord, Principal
-from mloncall.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from mloncall.core import clock
+from mloncall.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
 # --- roles and permissions -------------------------------------------------------------------------------
 
@@ -260,18 +260,6 @@ def bootstrap_admin(*, session: Session) -> str | None:
         detail={"token_id": token.id, "prefix": token.prefix},
     )
     return secret
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`90`, `45s`, `30m`, `12h`, `7d` or `2w` as a positive timedelta; InvalidInput otherwise."""
-    match = _DURATION.match(str(text).lower())
-    if match is None or int(match.group(1)) <= 0:
-        raise InvalidInput(f"invalid duration {text!r}: use a positive number with s, m, h, d or w (e.g. 7d)")
-    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 # --- audit -----------------------------------------------------------------------------------------------

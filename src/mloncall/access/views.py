@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from mloncall.access import service
 from mloncall.access.models import Principal
 from mloncall.access.schemas import AuditRecordOut, TokenCreate, TokenCreated, TokenOut, WhoAmI
-from mloncall.api import MAX_DB_INT, CurrentPrincipal, DbSession, allow, audit_note
+from mloncall.api.deps import MAX_DB_INT, CurrentPrincipal, DbSession, allow, audit_note
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 

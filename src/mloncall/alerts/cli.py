@@ -15,14 +15,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mloncall import clock, console
-from mloncall.access.cli import audited_unit_of_work
 from mloncall.alerts import notify, rules, service
 from mloncall.alerts.models import Alert
 from mloncall.alerts.schemas import AlertDetail, AlertOut, GroupOut, RuleSetOut, SilenceOut
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
-from mloncall.outcome import Outcome
+from mloncall.cli.support import audited_unit_of_work
+from mloncall.core import clock, console
+from mloncall.core.durations import format_duration, parse_duration
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Outcome
+from mloncall.stores.context import Context
 
 app = typer.Typer(
     help="Alerts: list, show, acknowledge, resolve, silence; the alert rules.", no_args_is_help=True
@@ -61,7 +62,7 @@ def _ago(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
     seconds = int((clock.now() - value).total_seconds())
-    return f"{rules.format_duration(dt.timedelta(seconds=max(seconds, 0)))} ago"
+    return f"{format_duration(dt.timedelta(seconds=max(seconds, 0)))} ago"
 
 
 def _state(alert: AlertOut) -> str:
@@ -315,7 +316,7 @@ def silence(
     as_json: JsonOption = False,
 ) -> None:
     """Mute notifications of matching alerts for a while; they still change state and keep their history."""
-    length = rules.parse_duration(duration, allow_zero=False)
+    length = parse_duration(duration, what="silence length")
     with (
         _context() as ctx,
         audited_unit_of_work(ctx, action="alerts.silence", target="silences") as unit,

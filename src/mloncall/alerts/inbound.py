@@ -24,7 +24,7 @@ from mloncall.alerts.models import OPEN_STATES, Alert
 from mloncall.alerts.rules import RUNBOOKS
 from mloncall.alerts.schemas import AlertmanagerPayload, PagerDutyEvent
 from mloncall.alerts.service import ALERT_SEVERITIES, Transition, jsonable
-from mloncall.errors import NotFound
+from mloncall.core.errors import NotFound
 
 _ZERO_TIME_YEAR = 1  # Alertmanager's "0001-01-01T00:00:00Z": no end yet
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mloncall.db import Base
+from mloncall.stores.db import Base
 
 #: pending: the condition holds but not yet for `for:`; firing; resolved; inactive: a pending alert whose
 #: condition cleared before it fired (nobody was told); closed: investigated, with root cause and action.

@@ -53,12 +53,12 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall import clock
 from mloncall.alerts.models import Alert, DeliveryAttempt, Notification
 from mloncall.alerts.service import ALERT_SEVERITIES, NOTIFY_EVENTS, jsonable
-from mloncall.config import Settings
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
+from mloncall.core import clock
+from mloncall.core.config import Settings
+from mloncall.core.errors import InvalidInput
+from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts.notify")
 

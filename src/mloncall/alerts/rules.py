@@ -35,8 +35,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from mloncall.errors import InvalidInput
-from mloncall.names import check_name
+from mloncall.core.durations import format_duration, parse_duration
+from mloncall.core.errors import InvalidInput
+from mloncall.core.names import check_name
 
 SEVERITIES = ("critical", "warning", "info")
 RUNBOOKS = (
@@ -82,61 +83,8 @@ _REQUIRED_KEYS = ("name", "model", "monitor", "window", "for", "severity", "runb
 _TOP_KEYS = {"rules", "group_by", "hold_time"}
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_UNIT = {
-    "ms": 0.001,
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 7 * 86400,
-    "y": 365 * 86400,
-}
 _TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _TEMPLATE_VAR = re.compile(r"^\$(value|rule|model|labels\.[A-Za-z_][A-Za-z0-9_]*|evidence\.[A-Za-z0-9_.-]+)$")
-
-
-# --- durations -------------------------------------------------------------------------------------------
-
-
-def parse_duration(value: Any, *, allow_zero: bool = True) -> dt.timedelta:
-    """A Prometheus-style duration (`0`, `30s`, `15m`, `1h30m`, `7d`) as a timedelta; InvalidInput otherwise."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"bad duration {value!r}: use a number with a unit, e.g. 15m")
-    if (isinstance(value, int) and value == 0) or (isinstance(value, str) and value.strip() == "0"):
-        seconds = 0.0
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        pos, seconds = 0, 0.0
-        for match in _DURATION_PART.finditer(text):
-            if match.start() != pos:
-                break
-            seconds += int(match.group(1)) * _UNIT[match.group(2)]
-            pos = match.end()
-        if pos != len(text) or pos == 0:
-            raise InvalidInput(
-                f"bad duration {value!r}: use a number with a unit (ms, s, m, h, d, w), e.g. 15m or 1h30m"
-            )
-    else:
-        raise InvalidInput(
-            f"bad duration {value!r}: use a number with a unit (ms, s, m, h, d, w), e.g. 15m or 1h30m"
-        )
-    if seconds == 0 and not allow_zero:
-        raise InvalidInput(f"bad duration {value!r}: it must be longer than 0")
-    return dt.timedelta(seconds=seconds)
-
-
-def format_duration(delta: dt.timedelta) -> str:
-    """`1h30m`, `15m`, `0s`: the shortest Prometheus-style spelling (whole seconds)."""
-    seconds = int(delta.total_seconds())
-    if seconds == 0:
-        return "0s"
-    parts = []
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts)
 
 
 # --- the monitors the rules refer to ---------------------------------------------------------------------
@@ -215,8 +163,8 @@ class Rule:
             model=data["model"],
             monitor=data["monitor"],
             params=dict(data.get("params") or {}),
-            window=parse_duration(data["window"]),
-            for_=parse_duration(data["for"]),
+            window=parse_duration(data["window"], allow_zero=True),
+            for_=parse_duration(data["for"], allow_zero=True),
             severity=data["severity"],
             runbook=data["runbook"],
             labels=dict(data.get("labels") or {}),
@@ -469,6 +417,8 @@ class _Parser:
             if d_node is None:
                 continue
             try:
+                if not isinstance(raw, str) and raw != 0:
+                    raise InvalidInput(f"bad duration {raw!r}: write it with a unit, e.g. 15m")
                 durations[key] = parse_duration(raw, allow_zero=key == "for")
             except InvalidInput as exc:
                 self.error(d_node, f"{key}: {exc.message}", name)

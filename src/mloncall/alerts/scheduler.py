@@ -13,10 +13,10 @@ import logging
 import time
 
 from mloncall.alerts import notify, service
-from mloncall.alerts.rules import parse_duration
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
-from mloncall.jobs import LockedLoop
+from mloncall.core.durations import parse_duration
+from mloncall.core.errors import InvalidInput
+from mloncall.stores.context import Context
+from mloncall.stores.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.alerts")
 
@@ -32,7 +32,7 @@ def configured_interval(ctx: Context) -> float:
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         seconds = float(raw)
     else:
-        seconds = parse_duration(raw, allow_zero=False).total_seconds()
+        seconds = parse_duration(raw, what="[alerts] evaluation_interval").total_seconds()
     if seconds <= 0:
         raise InvalidInput("[alerts] evaluation_interval must be longer than 0")
     return seconds

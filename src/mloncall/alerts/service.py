@@ -29,7 +29,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from mloncall import clock
 from mloncall.alerts import rules as rules_mod
 from mloncall.alerts.models import (
     ALERT_STATES,
@@ -42,9 +41,11 @@ from mloncall.alerts.models import (
     Silence,
 )
 from mloncall.alerts.rules import Rule, RuleFile
-from mloncall.context import Context
-from mloncall.errors import Conflict, InvalidInput, MloncallError, NotFound
-from mloncall.outcome import Check, Outcome
+from mloncall.core import clock
+from mloncall.core.durations import format_duration, parse_duration
+from mloncall.core.errors import Conflict, InvalidInput, MloncallError, NotFound
+from mloncall.core.outcome import Check, Outcome
+from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts")
 
@@ -586,7 +587,7 @@ def apply_check(
                 )  # fmt: skip
             return _record(
                 session, new, kind="pending", from_state=None, actor=actor, at=at, evidence=evidence,
-                reason=f"condition true, firing if it holds for {rules_mod.format_duration(rule.for_)}: {reason}",
+                reason=f"condition true, firing if it holds for {format_duration(rule.for_)}: {reason}",
             )  # fmt: skip
         before = alert.state
         if alert.state == "inactive" or (alert.state == "resolved" and alert.fired_at is None):
@@ -602,7 +603,7 @@ def apply_check(
                 )  # fmt: skip
             return _record(
                 session, alert, kind="pending", from_state=before, actor=actor, at=at, evidence=evidence,
-                reason=f"condition true again, firing if it holds for {rules_mod.format_duration(rule.for_)}: {reason}",
+                reason=f"condition true again, firing if it holds for {format_duration(rule.for_)}: {reason}",
             )  # fmt: skip
         if alert.state == "resolved":
             return _reopen(
@@ -622,8 +623,8 @@ def apply_check(
                 alert.fired_at = at
                 return _record(
                     session, alert, kind="firing", from_state="pending", actor=actor, at=at, evidence=evidence,
-                    reason=f"condition held for {rules_mod.format_duration(held)} "
-                    f"(for: {rules_mod.format_duration(rule.for_)}): {reason}",
+                    reason=f"condition held for {format_duration(held)} "
+                    f"(for: {format_duration(rule.for_)}): {reason}",
                     notify="firing",
                 )  # fmt: skip
         return None
@@ -632,8 +633,8 @@ def apply_check(
             alert.state = "inactive"
             return _record(
                 session, alert, kind="inactive", from_state="pending", actor=actor, at=at, evidence=evidence,
-                reason=f"condition cleared after {rules_mod.format_duration(at - alert.active_since)}, before "
-                f"for: {rules_mod.format_duration(rule.for_)}; nobody was told: {reason}",
+                reason=f"condition cleared after {format_duration(at - alert.active_since)}, before "
+                f"for: {format_duration(rule.for_)}; nobody was told: {reason}",
             )  # fmt: skip
         if alert.state == "firing":
             alert.state = "resolved"
@@ -657,7 +658,7 @@ def _reopen(
     observe: Callable[[Alert], None] | None = None,
 ) -> Transition:
     assert alert.resolved_at is not None
-    since = rules_mod.format_duration(at - alert.resolved_at)
+    since = format_duration(at - alert.resolved_at)
     if observe is not None:
         observe(alert)
     alert.state = "firing"
@@ -670,7 +671,7 @@ def _reopen(
     return _record(
         session, alert, kind="reopened", from_state="resolved", actor=actor, at=at, evidence=evidence,
         reason=f"fired again {since} after it resolved, within the hold time of "
-        f"{rules_mod.format_duration(policy.hold_time)} (re-open #{alert.reopen_count}): {reason}",
+        f"{format_duration(policy.hold_time)} (re-open #{alert.reopen_count}): {reason}",
         notify="reopened",
     )  # fmt: skip
 
@@ -1246,5 +1247,5 @@ def policy_in_force(*, session: Session) -> Policy:
     spec = row.spec
     return Policy(
         group_by=tuple(spec.get("group_by") or rules_mod.DEFAULT_GROUP_BY),
-        hold_time=rules_mod.parse_duration(spec.get("hold_time", "10m")),
+        hold_time=parse_duration(spec.get("hold_time", "10m")),
     )

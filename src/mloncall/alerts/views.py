@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from mloncall.access.models import Principal
 from mloncall.alerts import inbound, notify, service
-from mloncall.alerts.rules import parse_duration
 from mloncall.alerts.schemas import (
     AckIn,
     AlertDetail,
@@ -31,8 +30,9 @@ from mloncall.alerts.schemas import (
     SilenceOut,
     TransitionOut,
 )
-from mloncall.api import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
-from mloncall.context import Context
+from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.core.durations import parse_duration
+from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts")
 
@@ -159,7 +159,7 @@ def create_silence(
     silence = service.create_silence(
         session=session,
         matchers=body.matchers,
-        duration=parse_duration(body.duration, allow_zero=False),
+        duration=parse_duration(body.duration, what="silence length"),
         comment=body.comment,
         actor=principal.name,
         starts_at=body.starts_at,

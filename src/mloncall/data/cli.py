@@ -6,9 +6,9 @@ from typing import Any
 
 import typer
 
-from mloncall import console
-from mloncall.context import Context
+from mloncall.core import console
 from mloncall.data.schemas import DatasetVersionRead
+from mloncall.stores.context import Context
 
 app = typer.Typer(
     help="Dataset versions: content-hashed snapshots with schema and reference profile.", no_args_is_help=True

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mloncall.errors import InvalidInput
+from mloncall.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from mloncall.data.models import Dataset, DatasetVersion

@@ -32,13 +32,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from mloncall import clock
-from mloncall.artifacts import ArtifactStore
+from mloncall.core import clock
+from mloncall.core.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from mloncall.core.names import check_name
 from mloncall.data.models import Dataset, DatasetVersion
 from mloncall.data.schemas import DatasetSchema, FeatureSpec
-from mloncall.db import Database
-from mloncall.errors import Conflict, IntegrityError, InvalidInput, NotFound
-from mloncall.names import check_name
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.db import Database
 
 #: At most this many failures are kept (all are counted); the message shows the first SUMMARY_FAILURES.
 MAX_FAILURES = 1000

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from mloncall.access.models import Principal
-from mloncall.api import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
 from mloncall.data import service
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
-from mloncall.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 

@@ -1,23 +1,5 @@
-"""Alembic migrations, run programmatically by `mloncall init` and at server start."""
+"""Alembic migrations, run by `Database.migrate()` (from `mloncall init` and at server start).
 
-from __future__ import annotations
-
-from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import Engine
-
-HERE = Path(__file__).parent
-
-
-def alembic_config(engine: Engine) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(HERE))
-    cfg.attributes["engine"] = engine
-    return cfg
-
-
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision`."""
-    command.upgrade(alembic_config(engine), revision)
+This package sits outside the floors: Alembic loads `env.py` by path, and `tables` imports every domain's
+tables so that autogenerate and the schema test see the whole metadata. No floor imports it.
+"""

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from alembic import context
 
-from mloncall.db import Base, import_all_models
+from mloncall.migrations.tables import metadata
 
-import_all_models()
 config = context.config
 engine = config.attributes["engine"]
 
 with engine.begin() as connection:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

@@ -51,7 +51,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from mloncall.outcome import Outcome
+from mloncall.core.outcome import Outcome
 
 SMALL_REFERENCE = 1000
 CATEGORICAL_UNIQUE = 5

@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Counter
 
-from mloncall.artifacts import ArtifactStore
-from mloncall.errors import StoreUnavailable
+from mloncall.core.errors import StoreUnavailable
+from mloncall.stores.artifacts import ArtifactStore
 
 log = logging.getLogger("mloncall.monitoring.logs")
 

@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mloncall.core.outcome import Outcome
 from mloncall.monitoring.logs import LogWindow, error_mask, float_column, from_us, to_us, ts_us
 from mloncall.monitoring.reference import VersionInfo
 from mloncall.monitoring.schemas import AccuracyParams, ErrorRateParams, LatencyParams
 from mloncall.monitoring.verdict import Part, by_version, version_label
-from mloncall.outcome import Outcome
 
 PERCENTILES = (50, 95, 99)
 

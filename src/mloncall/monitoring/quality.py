@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mloncall.core.outcome import Outcome
 from mloncall.monitoring.logs import LogWindow, RowCount, error_mask, float_column, string_counts, to_us
 from mloncall.monitoring.reference import VersionInfo
 from mloncall.monitoring.schemas import (
@@ -24,7 +25,6 @@ from mloncall.monitoring.schemas import (
     VolumeParams,
 )
 from mloncall.monitoring.verdict import Part, by_version, version_label
-from mloncall.outcome import Outcome
 
 OUT_OF_RANGE_FLAG = "out_of_range:"
 MISSING_REASON = "missing_feature"

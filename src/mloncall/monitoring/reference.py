@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from mloncall.context import Context
+from mloncall.core.errors import MloncallError
 from mloncall.data import service as data_service
 from mloncall.data.models import DatasetVersion
-from mloncall.errors import MloncallError
 from mloncall.monitoring.drift import SortedSample
 from mloncall.registry import service as registry
+from mloncall.stores.context import Context
 
 _CACHE_SIZE = 32
 

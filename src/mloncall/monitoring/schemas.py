@@ -9,12 +9,12 @@ Durations accept seconds, ISO 8601 (`PT1H`) or the short form rules files use (`
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from mloncall.errors import InvalidInput
+from mloncall.core.durations import Duration
+from mloncall.core.errors import InvalidInput
 from mloncall.monitoring import drift
 
 MONITOR_KINDS = (
@@ -28,22 +28,6 @@ MONITOR_KINDS = (
     "latency",
 )
 
-_DURATION = re.compile(
-    r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
-)
-
-
-def parse_duration(value: Any) -> Any:
-    """`90s`, `15m`, `24h`, `7d`, `1h30m` as a timedelta; other values are left to pydantic (seconds, ISO)."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not true/false")
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m and any(m.groups()):
-            d, h, mins, s = (float(g) if g else 0.0 for g in m.groups())
-            return dt.timedelta(days=d, hours=h, minutes=mins, seconds=s)
-    return value
-
 
 def _not_bool(value: Any) -> Any:
     if isinstance(value, bool):
@@ -53,7 +37,6 @@ def _not_bool(value: Any) -> Any:
 
 Number = Annotated[float, BeforeValidator(_not_bool)]
 Count = Annotated[int, BeforeValidator(_not_bool)]
-Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 Rate = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.0, le=1.0)]
 Probability = Annotated[float, BeforeValidator(_not_bool), Field(gt=0.0, lt=1.0)]
 

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mloncall import clock
-from mloncall.context import Context
-from mloncall.errors import InvalidInput
+from mloncall.core import clock
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Check, Outcome
 from mloncall.monitoring import logs, performance, quality
 from mloncall.monitoring.drift import DriftReport, SortedSample, VersionDrift, version_drift
 from mloncall.monitoring.logs import LogWindow, error_mask, float_column, read_window, string_counts
@@ -41,7 +41,7 @@ from mloncall.monitoring.schemas import (
     parse_params,
 )
 from mloncall.monitoring.verdict import Part, by_version, combine, version_label
-from mloncall.outcome import Check, Outcome
+from mloncall.stores.context import Context
 
 __all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "validate_params"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mloncall.outcome import Check, Outcome, worst
+from mloncall.core.outcome import Check, Outcome, worst
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from mloncall.errors import IntegrityError, InvalidInput
+from mloncall.core.errors import IntegrityError, InvalidInput
 
 #: skops may load only types from these packages; anything else in a file is refused.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.")

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import mloncall.data.models  # noqa: F401  (model_versions references dataset_versions)
-from mloncall.db import Base
+from mloncall.stores.db import Base
 
 
 class Model(Base):

@@ -16,14 +16,14 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, selectinload
 
-from mloncall import clock
-from mloncall.artifacts import ArtifactStore
-from mloncall.db import Database, on_commit
-from mloncall.errors import Conflict, IntegrityError, InvalidInput, NotFound
-from mloncall.names import ModelRef, check_name
-from mloncall.outcome import Check, Outcome
+from mloncall.core import clock
+from mloncall.core.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from mloncall.core.names import ModelRef, check_name
+from mloncall.core.outcome import Check, Outcome
 from mloncall.registry import formats
 from mloncall.registry.models import Alias, AliasEvent, ArtifactFile, Model, ModelVersion
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.db import Database, on_commit
 
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from mloncall.access.models import Principal
-from mloncall.api import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
-from mloncall.errors import IntegrityError, NotFound
+from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.core.errors import IntegrityError, NotFound
 from mloncall.registry import service
 from mloncall.registry.schemas import (
     AliasEventOut,

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mloncall.errors import InvalidInput
-from mloncall.outcome import Check, Outcome, worst
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Check, Outcome, worst
 
 
 @dataclass(frozen=True)

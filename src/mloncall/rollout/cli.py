@@ -9,11 +9,12 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from mloncall import clock, console
-from mloncall.access.cli import audited_unit_of_work
-from mloncall.context import Context
-from mloncall.errors import CheckFailed, InvalidInput
-from mloncall.outcome import Outcome
+from mloncall.cli.support import audited_unit_of_work
+from mloncall.core import clock, console
+from mloncall.core.errors import CheckFailed, InvalidInput
+from mloncall.core.outcome import Outcome
+from mloncall.rollout.render import outcome_label, print_acceptance
+from mloncall.stores.context import Context
 
 app = typer.Typer()
 rollout_app = typer.Typer(
@@ -69,7 +70,7 @@ def deploy(
     spec = service.DeploySpec(
         strategy=strategy,
         steps=service.parse_steps(steps),
-        step_duration_s=service.parse_duration(step_duration),
+        step_duration_s=service.step_seconds(step_duration),
         min_requests=min_requests,
         thresholds=_thresholds(threshold),
     )
@@ -92,7 +93,7 @@ def deploy(
         if json_out:
             console.print_json(out.model_dump(mode="json"))
         return
-    final = _follow(ctx, out.id, service.parse_duration(timeout), json_out)
+    final = _follow(ctx, out.id, service.step_seconds(timeout, what="timeout"), json_out)
     if json_out:
         console.print_json(final)
     if final["rollout"]["state"] != "promoted":
@@ -160,18 +161,8 @@ def _acceptance_after(
     return acceptance
 
 
-def print_acceptance(acceptance: dict[str, Any]) -> None:
-    rows = [[c["name"], _outcome(c["outcome"]), c["reason"]] for c in acceptance.get("checks", [])]
-    console.out.print(console.table("runbook 1 acceptance", ["criterion", "result", "evidence"], rows))
-    console.out.print(f"acceptance: {_outcome(acceptance.get('outcome', 'inconclusive'))}")
-
-
-def _outcome(label: str) -> str:
-    return console.outcome_text(Outcome.parse(label))
-
-
 def _print_prechecks(prechecks: list[dict[str, Any]]) -> None:
-    rows = [[c["name"], _outcome(c["outcome"]), c["reason"]] for c in prechecks]
+    rows = [[c["name"], outcome_label(c["outcome"]), c["reason"]] for c in prechecks]
     console.out.print(console.table("pre-checks", ["check", "result", "reason"], rows))
 
 
@@ -276,7 +267,7 @@ def status(name: str = typer.Argument(..., help="Model name."), json_out: bool =
     console.out.print(_status_table(out, analysis["counts"] if analysis else None))
     console.out.print(f"state {out.state}: {out.reason}")
     if analysis:
-        rows = [[c["name"], _outcome(c["outcome"]), c["reason"]] for c in analysis["checks"]]
+        rows = [[c["name"], outcome_label(c["outcome"]), c["reason"]] for c in analysis["checks"]]
         console.out.print(console.table("current step", ["check", "result", "evidence"], rows))
     if out.acceptance:
         print_acceptance(out.acceptance)

@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy.orm.exc import StaleDataError
 
-from mloncall import clock
-from mloncall.context import Context
-from mloncall.jobs import LockedLoop
-from mloncall.outcome import Outcome
+from mloncall.core import clock
+from mloncall.core.outcome import Outcome
 from mloncall.rollout import service
 from mloncall.rollout.models import Rollout
+from mloncall.stores.context import Context
+from mloncall.stores.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.rollout")
 

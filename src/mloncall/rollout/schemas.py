@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mloncall.outcome import Check
+from mloncall.core.outcome import Check
 from mloncall.rollout.models import Rollout
 
 

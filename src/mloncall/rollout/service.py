@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +26,17 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall import clock
-from mloncall.artifacts import ArtifactStore
-from mloncall.errors import Conflict, InvalidInput
-from mloncall.names import ModelRef
-from mloncall.outcome import Check, Outcome, worst
+from mloncall.core import clock
+from mloncall.core.durations import parse_seconds
+from mloncall.core.errors import Conflict, InvalidInput
+from mloncall.core.names import ModelRef
+from mloncall.core.outcome import Check, Outcome, worst
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.rollout.analysis import Analysis, Thresholds, analyse_canary, compare, window
 from mloncall.rollout.models import ACTIVE_STATES, Rollout, RolloutEvent
 from mloncall.serving import service as routing
+from mloncall.stores.artifacts import ArtifactStore
 
 DEFAULT_STEPS = (10, 25, 50, 100)
 DEFAULT_STEP_SECONDS = 30.0
@@ -50,21 +50,13 @@ HOLDOUT_FILE = "holdout.parquet"
 #: flush prediction logs every ~2 s, so the step's last requests may not be readable yet.
 JUDGE_GRACE_S = 5.0
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+#: The longest step or wait a rollout takes.
+MAX_DURATION = dt.timedelta(days=7)
 
 
-def parse_duration(text: str | float) -> float:
-    """Seconds from `30s`, `2m`, `500ms`, `1h` or a bare number of seconds."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        m = _DURATION.match(text)
-        if not m:
-            raise InvalidInput(f"invalid duration {text!r}: use e.g. 30s, 2m, 500ms or 1h")
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-    if not 0 < seconds <= 7 * 86400:
-        raise InvalidInput(f"duration must be between 0 and 7 days, got {text!r}")
-    return seconds
+def step_seconds(value: str | float, what: str = "step duration") -> float:
+    """A step duration or wait in seconds, in the project's duration grammar, at most a week."""
+    return parse_seconds(value, maximum=MAX_DURATION, what=what)
 
 
 def parse_steps(steps: Sequence[int] | str | None) -> list[int]:
@@ -100,7 +92,7 @@ class DeploySpec:
         if self.strategy not in ("canary", "direct"):
             raise InvalidInput(f"unknown strategy {self.strategy!r}: use canary or direct")
         self.steps = parse_steps(self.steps)
-        self.step_duration_s = parse_duration(self.step_duration_s)
+        self.step_duration_s = step_seconds(self.step_duration_s)
         if not 1 <= self.min_requests <= 10_000_000:
             raise InvalidInput(f"min requests must be between 1 and 10,000,000, got {self.min_requests}")
         if not 0 <= self.smoke_tolerance <= 1:

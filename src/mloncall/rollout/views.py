@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 
-from mloncall import clock
 from mloncall.access.models import Principal
-from mloncall.api import CurrentContext, DbSession, allow, audit_note
-from mloncall.errors import CheckFailed
+from mloncall.api.deps import CurrentContext, DbSession, allow, audit_note
+from mloncall.core import clock
+from mloncall.core.errors import CheckFailed
 from mloncall.rollout import service
 from mloncall.rollout.schemas import AcceptanceOut, DeployRequest, ReasonRequest, RolloutOut
 from mloncall.serving import service as routing
@@ -33,7 +33,7 @@ def deploy(
         spec=service.DeploySpec(
             strategy=spec.strategy,
             steps=spec.steps or list(service.DEFAULT_STEPS),
-            step_duration_s=service.parse_duration(spec.step_duration),
+            step_duration_s=service.step_seconds(spec.step_duration),
             min_requests=spec.min_requests,
             thresholds=dict(spec.thresholds),
         ),

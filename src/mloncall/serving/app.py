@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mloncall import __version__, clock
-from mloncall.context import Context
-from mloncall.db import import_all_models
-from mloncall.errors import MloncallError, NotFound
+from mloncall import __version__
+from mloncall.core import clock
+from mloncall.core.errors import MloncallError, NotFound
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.logger import FeedbackBatch, PredictionLog
 from mloncall.serving.metrics import ServingMetrics
@@ -44,6 +43,7 @@ from mloncall.serving.validation import (
     rows_from_instances,
     rows_from_oip,
 )
+from mloncall.stores.context import Context
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -726,6 +726,5 @@ def create_inference_app(
 
 def app_from_env() -> InferenceApp:
     """uvicorn factory: settings from the environment (MLONCALL_HOME, MLONCALL_DB_URL, ...), per worker."""
-    import_all_models()  # the registry's tables reference other domains' tables
     ctx = Context.from_settings()
     return create_inference_app(ctx, owns_context=True)

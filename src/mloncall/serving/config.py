@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mloncall.config import Settings
-from mloncall.errors import InvalidInput
+from mloncall.core.config import Settings
+from mloncall.core.errors import InvalidInput
 
 
 @dataclass(frozen=True)

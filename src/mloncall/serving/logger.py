@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mloncall.artifacts import ArtifactStore
+from mloncall.stores.artifacts import ArtifactStore
 
 log = logging.getLogger("mloncall.serving.logger")
 

@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mloncall.db import Base
+from mloncall.stores.db import Base
 
 OUT_OF_RANGE_POLICIES = ("flag", "reject")
 DEFAULT_MAX_ROWS = 1000

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from mloncall.artifacts import ArtifactStore
-from mloncall.db import Database
-from mloncall.errors import IntegrityError
+from mloncall.core.errors import IntegrityError
 from mloncall.registry import service as registry
 from mloncall.serving.validation import FeatureSchema
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.db import Database
 
 _OUTPUTS = ["label", "probabilities"]
 

@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from mloncall.artifacts import ArtifactStore
-from mloncall.db import Database
-from mloncall.errors import MloncallError, NotFound
+from mloncall.core.errors import MloncallError, NotFound
 from mloncall.registry.models import Alias, Model, ModelVersion
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.metrics import ServingMetrics
 from mloncall.serving.models import Routing
 from mloncall.serving.predictor import Predictor, load_predictor
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.db import Database
 
 log = logging.getLogger("mloncall.serving.router")
 

@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall import clock
-from mloncall.errors import Conflict, InvalidInput, NotFound
+from mloncall.core import clock
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.registry import service as registry
 from mloncall.serving.models import DEFAULT_MAX_ROWS, OUT_OF_RANGE_POLICIES, Routing
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mloncall.errors import IntegrityError
+from mloncall.core.errors import IntegrityError
 
 _NUMBER_TYPES = frozenset({float, int})
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mloncall import console
-from mloncall.context import Context
-from mloncall.errors import CheckFailed
-from mloncall.registry.cli import print_version
+from mloncall.core import console
+from mloncall.core.errors import CheckFailed
+from mloncall.registry.render import print_version
+from mloncall.stores.context import Context
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN, DEFAULT_TARGET
 
 if TYPE_CHECKING:

@@ -28,15 +28,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import mloncall
-from mloncall import clock
-from mloncall.context import Context
+from mloncall.core import clock
+from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.core.names import check_name
 from mloncall.data import iris
 from mloncall.data import service as data_service
 from mloncall.data.models import DatasetVersion
-from mloncall.errors import InvalidInput, NotFound
-from mloncall.names import check_name
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
+from mloncall.stores.context import Context
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN
 
 ALGORITHMS = ("logistic_regression", "random_forest")

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from mloncall.access.models import Principal
-from mloncall.api import CurrentContext, allow, audit_note
+from mloncall.api.deps import CurrentContext, allow, audit_note
+from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
 from mloncall.registry import service as registry
 from mloncall.registry.schemas import ModelVersionOut
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN, DEFAULT_TARGET
-from mloncall.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
 
 router = APIRouter(prefix="/api/v1/models", tags=["training"])
 

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from mloncall.context import Context
+from mloncall.stores.context import Context
 
-log = logging.getLogger("mloncall.jobs")
+log = logging.getLogger("mloncall.stores.jobs")
 
 
 class LockedLoop:

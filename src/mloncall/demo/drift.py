@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mloncall.context import Context
+from mloncall.stores.context import Context
 
 if TYPE_CHECKING:
-    from mloncall.demo import Pace, Story
-    from mloncall.simulate import Traffic
+    from mloncall.demo.cli import Pace, Story
+    from mloncall.demo.traffic import Traffic
 
 MODEL = "iris-classifier"
 ACTOR = "demo"
@@ -51,8 +51,8 @@ def drift_stage(
     """Load the rule, shift a feature in the traffic, wait for pending then firing, investigate, close."""
     from mloncall.alerts import notify
     from mloncall.alerts import service as alerts
-    from mloncall.monitoring import investigate as inv_service
-    from mloncall.monitoring import report
+    from mloncall.runbooks import investigate as inv_service
+    from mloncall.runbooks import report
 
     i = story.begin("4. runbook 3: inputs drift → alert pending → firing → investigate → close")
     refresh()

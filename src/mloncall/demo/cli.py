@@ -28,10 +28,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from mloncall import clock, console
-from mloncall.config import Settings
-from mloncall.context import Context
-from mloncall.errors import Conflict
+from mloncall.core import clock, console
+from mloncall.core.config import Settings
+from mloncall.core.errors import Conflict
+from mloncall.stores.context import Context
 
 app = typer.Typer()
 
@@ -131,7 +131,7 @@ def demo(
     seed: int = typer.Option(42, help="Seed for training and the simulated traffic."),
 ) -> None:
     """Play the oncall story end to end against a live local server (about 2 minutes; --fast: under 1)."""
-    from mloncall.demo_story import play
+    from mloncall.demo.story import play
 
     settings = Settings.load()
     if not settings.db_url.startswith("sqlite") or "://" in settings.artifacts:
@@ -156,7 +156,7 @@ def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
     for line in summary.get("lines", []):
         console.out.print(f"• {line}")
     if summary.get("acceptance"):
-        from mloncall.rollout.cli import print_acceptance
+        from mloncall.rollout.render import print_acceptance
 
         print_acceptance(summary["acceptance"])
     console.out.print(f"\ndone in {summary['seconds']} s at {clock.now():%H:%M:%S} UTC")

@@ -16,8 +16,17 @@ import traceback
 import click
 import typer
 
-from mloncall import console
-from mloncall.errors import INTERNAL_EXIT_CODE, MloncallError
+from mloncall.access import cli as access_cli
+from mloncall.alerts import cli as alerts_cli
+from mloncall.cli import setup as setup_cli
+from mloncall.core import console
+from mloncall.core.errors import INTERNAL_EXIT_CODE, MloncallError
+from mloncall.data import cli as data_cli
+from mloncall.demo import cli as demo_cli
+from mloncall.registry import cli as registry_cli
+from mloncall.rollout import cli as rollout_cli
+from mloncall.runbooks import cli as runbooks_cli
+from mloncall.training import cli as training_cli
 
 app = typer.Typer(
     name="mloncall",
@@ -50,43 +59,27 @@ def _root(
     _state["debug"] = debug
 
 
-# Each domain owns its commands; the root only mounts them. (module, attribute, name or None for top-level)
-_COMMANDS: list[tuple[str, str, str | None]] = [
-    ("mloncall.setup_cli", "app", None),
-    ("mloncall.training.cli", "app", None),
-    ("mloncall.registry.cli", "app", "models"),
-    ("mloncall.data.cli", "app", "datasets"),
-    ("mloncall.access.cli", "app", "tokens"),
-    ("mloncall.access.cli", "audit_app", None),
-    ("mloncall.rollout.cli", "app", None),
-    ("mloncall.alerts.cli", "app", "alerts"),
-    ("mloncall.alerts.cli", "monitor_app", "monitor"),
-    ("mloncall.monitoring.cli", "app", None),
-    ("mloncall.demo", "app", None),
-]
+def _mount(sub: typer.Typer, name: str | None = None) -> None:
+    """Mount a domain's commands: as a group under `name`, or each at the top level."""
+    if name is not None:
+        app.add_typer(sub, name=name)
+        return
+    app.registered_commands.extend(sub.registered_commands)
+    app.registered_groups.extend(sub.registered_groups)
 
 
-def _mount() -> None:
-    for module_name, attr, name in _COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        sub = getattr(module, attr, None)
-        if sub is None:
-            continue
-        if name is None:
-            for command in sub.registered_commands:
-                app.registered_commands.append(command)
-            for group in sub.registered_groups:
-                app.registered_groups.append(group)
-        else:
-            app.add_typer(sub, name=name)
-
-
-_mount()
+# Each domain owns its commands; the root only mounts them, in the order `--help` lists them.
+_mount(setup_cli.app)
+_mount(training_cli.app)
+_mount(registry_cli.app, "models")
+_mount(data_cli.app, "datasets")
+_mount(access_cli.app, "tokens")
+_mount(access_cli.audit_app)
+_mount(rollout_cli.app)
+_mount(alerts_cli.app, "alerts")
+_mount(alerts_cli.monitor_app, "monitor")
+_mount(runbooks_cli.app)
+_mount(demo_cli.app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mloncall.context import Context
+from mloncall.stores.context import Context
 
 if TYPE_CHECKING:
-    from mloncall.demo import Pace, Story
+    from mloncall.demo.cli import Pace, Story
 
 MODEL = "iris-classifier"
 ACTOR = "demo"
@@ -60,8 +60,8 @@ def play(
 ) -> dict[str, Any]:
     """Run every stage; returns the lines and paths of the summary."""
     from mloncall.data import iris
+    from mloncall.demo.traffic import LocalServer, Traffic
     from mloncall.rollout.models import Rollout
-    from mloncall.simulate import LocalServer, Traffic
     from mloncall.training import service as training
 
     lines: list[str] = []
@@ -159,7 +159,7 @@ def play(
         }
 
         # 4. Runbook 3: drift in the inputs, alert pending → firing, investigate, close with the root cause.
-        from mloncall.demo_drift import drift_stage
+        from mloncall.demo.drift import drift_stage
 
         drift = drift_stage(
             ctx=ctx, story=story, pace=pace, traffic=traffic, refresh=refresh, workdir=workdir

@@ -24,9 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mloncall import clock
-from mloncall.context import Context
-from mloncall.outcome import Check, Outcome
+from mloncall.core import clock
+from mloncall.core.outcome import Check, Outcome
+from mloncall.stores.context import Context
 
 RECENT_DEPLOY = dt.timedelta(hours=24)
 DEFAULT_WINDOW = dt.timedelta(hours=1)
@@ -217,7 +217,7 @@ def investigate(
             s.expunge(alert)
         model = model or alert.model
     if not model:
-        from mloncall.errors import InvalidInput
+        from mloncall.core.errors import InvalidInput
 
         raise InvalidInput("name a model: this alert carries no model label")
     since, until = _window_of(alert, window, now)
@@ -270,7 +270,7 @@ def investigate(
 
 def _production_version(ctx: Context, model: str) -> int | None:
     """The version the routing serves as stable (what users get), or None if the model is not served."""
-    from mloncall.errors import NotFound
+    from mloncall.core.errors import NotFound
     from mloncall.serving import service as routing
 
     with ctx.db.session() as s:

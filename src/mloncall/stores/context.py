@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mloncall.artifacts import ArtifactStore
-from mloncall.config import Settings
-from mloncall.db import Database
+from mloncall.core.config import Settings
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.db import Database
 
 
 @dataclass

@@ -7,7 +7,6 @@ commit; the caller (a view, a CLI command, a job) owns the unit of work through 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +19,10 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from mloncall.errors import InvalidInput, StoreUnavailable
+from mloncall.core.errors import InvalidInput, StoreUnavailable
 
-#: The domains whose `models.py` define tables; Alembic and `create_all` see all of them.
-DOMAINS = ("access", "data", "registry", "serving", "rollout", "alerts")
+#: Alembic's script folder. Alembic loads its env.py by path, so no store imports the domains' tables.
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -49,12 +48,6 @@ class Base(DeclarativeBase):
     """Base of every table."""
 
     type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: sa.JSON, list[Any]: sa.JSON}
-
-
-def import_all_models() -> None:
-    """Import every domain's tables so the metadata is complete."""
-    for domain in DOMAINS:
-        importlib.import_module(f"mloncall.{domain}.models")
 
 
 def safe_url(url: str) -> str:
@@ -135,10 +128,14 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
-        from mloncall.migrations import upgrade
+        from alembic import command
+        from alembic.config import Config
 
         self.check()
-        upgrade(self.engine)
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["engine"] = self.engine
+        command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()

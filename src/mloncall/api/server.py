@@ -6,7 +6,7 @@ import os
 import shutil
 from typing import Any
 
-from mloncall.context import Context
+from mloncall.stores.context import Context
 
 
 def app_factory() -> Any:
@@ -15,11 +15,9 @@ def app_factory() -> Any:
     The inference routes (/v2, /predict, /metrics) are a lean ASGI app; every other path falls through to
     the control-plane FastAPI app, whose lifespan runs the background jobs.
     """
-    from mloncall.api import create_app
-    from mloncall.db import import_all_models
+    from mloncall.api.app import create_app
     from mloncall.serving.app import create_inference_app
 
-    import_all_models()
     ctx = Context.from_settings()
     return create_inference_app(ctx, fallback=create_app(ctx, background=True), owns_context=True)
 
@@ -45,7 +43,7 @@ def run(*, host: str, port: int, workers: int) -> None:
 
 def _serve(uvicorn: Any, *, host: str, port: int, workers: int) -> None:
     uvicorn.run(
-        "mloncall.server:app_factory",
+        "mloncall.api.server:app_factory",
         factory=True,
         host=host,
         port=port,

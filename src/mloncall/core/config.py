@@ -3,7 +3,7 @@
 | setting   | environment          | toml key    | default                         |
 |-----------|----------------------|-------------|---------------------------------|
 | home      | MLONCALL_HOME        | home        | ./.mloncall                     |
-| database  | MLONCALL_DB_URL      | db_url      | sqlite:///<home>/mloncall.db    |
+| database  | MLONCALL_DB_URL      | db_url      | sqlite:///<home>/mloncall.stores.db    |
 | artifacts | MLONCALL_ARTIFACTS   | artifacts   | <home>/artifacts                |
 
 The toml file is `$MLONCALL_CONFIG` if set, else `./mloncall.toml` if it exists. Other tables in the file
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mloncall.errors import InvalidInput
+from mloncall.core.errors import InvalidInput
 
 _KEYS = {"home", "db_url", "artifacts"}
 
@@ -46,7 +46,9 @@ class Settings:
             data = _read_toml(path)
         home = Path(env.get("MLONCALL_HOME") or data.get("home") or ".mloncall").expanduser()
         home = home if home.is_absolute() else Path.cwd() / home
-        db_url = env.get("MLONCALL_DB_URL") or data.get("db_url") or f"sqlite:///{home / 'mloncall.db'}"
+        db_url = (
+            env.get("MLONCALL_DB_URL") or data.get("db_url") or f"sqlite:///{home / 'mloncall.stores.db'}"
+        )
         artifacts = env.get("MLONCALL_ARTIFACTS") or data.get("artifacts") or str(home / "artifacts")
         if "://" not in artifacts and not Path(artifacts).is_absolute():
             artifacts = str(Path.cwd() / artifacts)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from mloncall import console
-from mloncall.context import Context
+from mloncall.core import console
+from mloncall.stores.context import Context
 
 app = typer.Typer()
 
@@ -31,10 +31,10 @@ def investigate(
     """
     from mloncall.alerts import notify
     from mloncall.alerts import service as alerts
-    from mloncall.errors import InvalidInput
-    from mloncall.monitoring import investigate as inv_service
-    from mloncall.monitoring import report
-    from mloncall.rollout.service import parse_duration
+    from mloncall.core.durations import parse_duration
+    from mloncall.core.errors import InvalidInput
+    from mloncall.runbooks import investigate as inv_service
+    from mloncall.runbooks import report
 
     if alert is None and model is None:
         raise InvalidInput("name an alert id, or --model NAME")
@@ -44,9 +44,8 @@ def investigate(
         raise InvalidInput("--root-cause and --action close an alert: name its id")
     ctx = Context.from_settings()
     ctx.db.migrate()
-    import datetime as dt
 
-    span = dt.timedelta(seconds=parse_duration(window)) if window else None
+    span = parse_duration(window, what="window") if window else None
     with console.progress("investigating", enabled=not json_out):
         found = inv_service.investigate(ctx=ctx, alert_id=alert, model=model, window=span)
         found.report = report.write(store=ctx.store, inv=found)
@@ -76,7 +75,7 @@ def investigate(
 
 
 def _print(found: object) -> None:
-    from mloncall.monitoring.investigate import Investigation
+    from mloncall.runbooks.investigate import Investigation
 
     assert isinstance(found, Investigation)
     a = found.alert

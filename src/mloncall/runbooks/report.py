@@ -9,8 +9,8 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
-from mloncall.artifacts import ArtifactStore
-from mloncall.monitoring.investigate import Investigation
+from mloncall.runbooks.investigate import Investigation
+from mloncall.stores.artifacts import ArtifactStore
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mloncall investigation: {{ inv.model }}</title>

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mloncall.outcome import Outcome
+from mloncall.core.outcome import Outcome
 
 out = Console(soft_wrap=False)
 err = Console(stderr=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from mloncall.errors import InvalidInput, MloncallError
+from mloncall.core.errors import InvalidInput, MloncallError
 
 _SUFFIX = {
     "text/csv": ".csv",

@@ -1,32 +1,21 @@
-"""The control-plane HTTP API: the domains' routers behind bearer-token auth, one unit of work per request,
+"""The control-plane HTTP app: every domain's router behind bearer-token auth, one unit of work per request,
 an audit record for every mutating request, and every error a JSON body with a stable code.
 
-What a domain's `views.py` uses from here:
-
-- `DbSession`: the request's unit of work, committed after the handler returns and rolled back if it raises;
-- `CurrentPrincipal` (or `allow("models.alias")` for a permission check) for the caller;
-- `CurrentContext` for the installation (artifact store, settings);
-- `audit_note(request, **detail)` to add detail to the request's audit record.
-
-A domain router carries its full path (`APIRouter(prefix="/api/v1/...")`): the route template names the
-action in the audit log. Handlers signal failure by raising a `MloncallError`, never by returning an error
-response, so the success record written inside the unit of work is never wrong.
+What views need (the session, the caller, `allow`, the audit note) lives in `mloncall.api.deps`; this module
+adds the middleware, maps errors once and mounts each domain's router by name.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DataError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
@@ -38,26 +27,42 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mloncall
 from mloncall.access import service as access
-from mloncall.access.models import Principal
-from mloncall.context import Context
-from mloncall.errors import InvalidInput, MloncallError, StoreUnavailable, Unauthenticated
+from mloncall.access import views as access_views
+from mloncall.alerts import scheduler as alert_scheduler
+from mloncall.alerts import views as alert_views
+from mloncall.api.deps import MUTATING_METHODS, _action, _request_audit, current_principal, refuse_nul_bytes
+from mloncall.core.errors import MloncallError, StoreUnavailable
+from mloncall.data import views as data_views
+from mloncall.registry import views as registry_views
+from mloncall.rollout import scheduler as rollout_scheduler
+from mloncall.rollout import views as rollout_views
+from mloncall.stores.context import Context
+from mloncall.training import views as training_views
 
 logger = logging.getLogger("mloncall.api")
 
-MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
-#: Routers mounted when their module exists; the first two always do.
-ROUTER_MODULES = (
-    "mloncall.access.views",
-    "mloncall.registry.views",
-    "mloncall.data.views",
-    "mloncall.training.views",
-    "mloncall.rollout.views",
-    "mloncall.alerts.views",
+#: Every domain's routes, in the order the OpenAPI document lists them.
+ROUTERS = (
+    access_views.router,
+    registry_views.router,
+    data_views.router,
+    training_views.router,
+    rollout_views.router,
+    alert_views.router,
 )
-_REQUIRED_ROUTERS = ROUTER_MODULES[:5]
-#: Background jobs the server runs (each `Scheduler(ctx)` with start() -> bool and stop()).
-BACKGROUND_JOBS = ("mloncall.rollout.scheduler", "mloncall.alerts.scheduler")
+
+
+class BackgroundJob(Protocol):
+    """A job the server runs: `start()` answers whether this process took the job's lock."""
+
+    def start(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+#: Background jobs the server runs, each built from the installation's context.
+BACKGROUND_JOBS = (rollout_scheduler.Scheduler, alert_scheduler.Scheduler)
 
 _STATUS_CODES = {
     400: "invalid_input",
@@ -69,39 +74,6 @@ _STATUS_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
-
-
-# --- what one request leaves for its audit record --------------------------------------------------------
-
-
-@dataclass
-class _RequestAudit:
-    principal: str | None = None
-    claimed: bool = False  # the unit of work writes the success record in the same transaction as the change
-    written: bool = False
-    detail: dict[str, Any] = field(default_factory=dict)
-    error_code: str | None = None
-    error: str | None = None
-
-
-def _request_audit(scope: Scope) -> _RequestAudit:
-    state = scope.setdefault("state", {})
-    entry = state.get("mloncall_audit")
-    if not isinstance(entry, _RequestAudit):
-        entry = state["mloncall_audit"] = _RequestAudit()
-    return entry
-
-
-def audit_note(request: Request, **detail: Any) -> None:
-    """Add detail (JSON-able values) to the audit record of this request."""
-    _request_audit(request.scope).detail.update(jsonable_encoder(detail))
-
-
-def _action(scope: Scope) -> str:
-    """`METHOD /route/{template}`, or the concrete path when no route matched."""
-    route = scope.get("route")
-    path = getattr(route, "path", None) or scope.get("path", "")
-    return f"{scope.get('method', '')} {path}"
 
 
 def _outcome(status: int, code: str | None) -> str:
@@ -216,84 +188,6 @@ class BodyLimitMiddleware:
         )
 
 
-# --- dependencies for the domains' views -----------------------------------------------------------------
-
-
-def get_context(request: Request) -> Context:
-    """The installation this app serves."""
-    ctx: Context = request.app.state.ctx
-    return ctx
-
-
-CurrentContext = Annotated[Context, Depends(get_context)]
-
-#: A positive integer that fits the database's integer columns (a version, an id).
-MAX_DB_INT = 2**31 - 1
-
-
-def db_session(request: Request) -> Iterator[Session]:
-    """The request's unit of work; a mutating request's success audit record commits with its change."""
-    ctx = get_context(request)
-    entry = _request_audit(request.scope)
-    mutating = request.method in MUTATING_METHODS
-    if mutating:
-        entry.claimed = True
-    with ctx.db.session() as session:
-        yield session
-        if mutating:
-            access.record(
-                session=session,
-                actor=entry.principal or "anonymous",
-                action=_action(request.scope),
-                target=request.url.path,
-                outcome="success",
-                detail=entry.detail,
-            )
-
-
-#: `scope="function"`: commit before the response is sent, so a failed commit is the caller's error too.
-DbSession = Annotated[Session, Depends(db_session, scope="function")]
-
-_bearer = HTTPBearer(
-    auto_error=False, description="an API token from `mloncall init` or `mloncall tokens create`"
-)
-
-
-def current_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    """The caller named by the bearer token; 401 if it is missing, malformed, unknown, revoked or expired."""
-    if credentials is None:
-        if request.headers.get("authorization"):
-            raise Unauthenticated("malformed Authorization header: expected 'Bearer <token>'")
-        raise Unauthenticated("missing bearer token: send the header 'Authorization: Bearer <token>'")
-    # Its own unit of work: the token's last use is recorded even when the request then fails.
-    with get_context(request).db.session() as session:
-        principal = access.authenticate(session=session, secret=credentials.credentials)
-    _request_audit(request.scope).principal = principal.name
-    return principal
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-
-
-def refuse_nul_bytes(request: Request) -> None:
-    """400 for a NUL byte in the path or query: PostgreSQL cannot store one, so no backend accepts one."""
-    query = request.query_params.multi_items()
-    if "\x00" in request.url.path or any("\x00" in key + value for key, value in query):
-        raise InvalidInput("the request path or query contains a NUL byte")
-
-
-def allow(action: str) -> Any:
-    """A dependency returning the caller if their role may do action (`access.service.require`), else 403."""
-
-    def check(principal: CurrentPrincipal) -> Principal:
-        access.require(principal, action)
-        return principal
-
-    return Depends(check)
-
-
 # --- errors: mapped once ---------------------------------------------------------------------------------
 
 
@@ -376,32 +270,13 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-def _domain_routers() -> Iterator[APIRouter]:
-    for name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name and name not in _REQUIRED_ROUTERS:
-                continue  # that domain has no HTTP routes yet
-            raise
-        router = getattr(module, "router", None)
-        if isinstance(router, APIRouter):
-            yield router
-
-
 @asynccontextmanager
 async def _background(app: FastAPI) -> AsyncIterator[None]:
     """Start the background jobs (rollout analysis, alert evaluation) when the app asks for them."""
-    started = []
+    started: list[BackgroundJob] = []
     if app.state.background:
-        for name in BACKGROUND_JOBS:
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name == name:
-                    continue
-                raise
-            job = module.Scheduler(app.state.ctx)
+        for make_job in BACKGROUND_JOBS:
+            job: BackgroundJob = make_job(app.state.ctx)
             if job.start():
                 started.append(job)
     try:
@@ -445,6 +320,6 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
             return JSONResponse({"status": "unavailable", **exc.to_dict()}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    for router in _domain_routers():
+    for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(refuse_nul_bytes), Depends(current_principal)])
     return app

@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from mloncall.errors import IntegrityError, InvalidInput, NotFound, StoreUnavailable
+from mloncall.core.errors import IntegrityError, InvalidInput, NotFound, StoreUnavailable
 
 _KEY = re.compile(r"^[A-Za-z0-9._@=+-]+(/[A-Za-z0-9._@=+-]+)*$")
 _CHUNK = 1 << 20

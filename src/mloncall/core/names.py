@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mloncall.errors import InvalidInput
+from mloncall.core.errors import InvalidInput
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from mloncall import console
-from mloncall.context import Context
-from mloncall.db import safe_url
+from mloncall.core import console
+from mloncall.stores.context import Context
+from mloncall.stores.db import safe_url
 
 app = typer.Typer()
 
@@ -48,6 +48,6 @@ def server(
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
 ) -> None:
     """Run the control-plane API (and the inference server) until stopped with Ctrl-C or SIGTERM."""
-    from mloncall.server import run
+    from mloncall.api.server import run
 
     run(host=host, port=port, workers=workers)

@@ -1,0 +1,140 @@
+"""What a domain's `views.py` needs from the HTTP layer, and nothing else: it imports no view.
+
+- `DbSession`: the request's unit of work, committed after the handler returns and rolled back if it raises;
+- `CurrentPrincipal` (or `allow("models.alias")` for a permission check) for the caller;
+- `CurrentContext` for the installation (artifact store, settings);
+- `audit_note(request, **detail)` to add detail to the request's audit record.
+
+A domain router carries its full path (`APIRouter(prefix="/api/v1/...")`): the route template names the
+action in the audit log. Handlers signal failure by raising a `MloncallError`, never by returning an error
+response, so the success record written inside the unit of work is never wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.types import Scope
+
+from mloncall.access import service as access
+from mloncall.access.models import Principal
+from mloncall.core.errors import InvalidInput, Unauthenticated
+from mloncall.stores.context import Context
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# --- what one request leaves for its audit record --------------------------------------------------------
+
+
+@dataclass
+class _RequestAudit:
+    principal: str | None = None
+    claimed: bool = False  # the unit of work writes the success record in the same transaction as the change
+    written: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+
+
+def _request_audit(scope: Scope) -> _RequestAudit:
+    state = scope.setdefault("state", {})
+    entry = state.get("mloncall_audit")
+    if not isinstance(entry, _RequestAudit):
+        entry = state["mloncall_audit"] = _RequestAudit()
+    return entry
+
+
+def audit_note(request: Request, **detail: Any) -> None:
+    """Add detail (JSON-able values) to the audit record of this request."""
+    _request_audit(request.scope).detail.update(jsonable_encoder(detail))
+
+
+def _action(scope: Scope) -> str:
+    """`METHOD /route/{template}`, or the concrete path when no route matched."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) or scope.get("path", "")
+    return f"{scope.get('method', '')} {path}"
+
+
+# --- dependencies for the domains' views -----------------------------------------------------------------
+
+
+def get_context(request: Request) -> Context:
+    """The installation this app serves."""
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+CurrentContext = Annotated[Context, Depends(get_context)]
+
+#: A positive integer that fits the database's integer columns (a version, an id).
+MAX_DB_INT = 2**31 - 1
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    """The request's unit of work; a mutating request's success audit record commits with its change."""
+    ctx = get_context(request)
+    entry = _request_audit(request.scope)
+    mutating = request.method in MUTATING_METHODS
+    if mutating:
+        entry.claimed = True
+    with ctx.db.session() as session:
+        yield session
+        if mutating:
+            access.record(
+                session=session,
+                actor=entry.principal or "anonymous",
+                action=_action(request.scope),
+                target=request.url.path,
+                outcome="success",
+                detail=entry.detail,
+            )
+
+
+#: `scope="function"`: commit before the response is sent, so a failed commit is the caller's error too.
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
+
+_bearer = HTTPBearer(
+    auto_error=False, description="an API token from `mloncall init` or `mloncall tokens create`"
+)
+
+
+def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller named by the bearer token; 401 if it is missing, malformed, unknown, revoked or expired."""
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Unauthenticated("malformed Authorization header: expected 'Bearer <token>'")
+        raise Unauthenticated("missing bearer token: send the header 'Authorization: Bearer <token>'")
+    # Its own unit of work: the token's last use is recorded even when the request then fails.
+    with get_context(request).db.session() as session:
+        principal = access.authenticate(session=session, secret=credentials.credentials)
+    _request_audit(request.scope).principal = principal.name
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def refuse_nul_bytes(request: Request) -> None:
+    """400 for a NUL byte in the path or query: PostgreSQL cannot store one, so no backend accepts one."""
+    query = request.query_params.multi_items()
+    if "\x00" in request.url.path or any("\x00" in key + value for key, value in query):
+        raise InvalidInput("the request path or query contains a NUL byte")
+
+
+def allow(action: str) -> Any:
+    """A dependency returning the caller if their role may do action (`access.service.require`), else 403."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        access.require(principal, action)
+        return principal
+
+    return Depends(check)

@@ -1,0 +1,70 @@
+"""What every command needs to act on the installation: open it, and do one audited unit of work.
+
+Domain CLIs import this module and `mloncall.core.console`, never each other: a table two commands print
+lives in the domain's `render.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from mloncall.access import service as access
+from mloncall.core import console
+from mloncall.core.errors import MloncallError, PermissionDenied
+from mloncall.stores.context import Context
+
+
+@contextmanager
+def installation() -> Iterator[Context]:
+    """The installation named by the settings, its schema brought up to date; closed afterwards."""
+    ctx = Context.from_settings()
+    try:
+        ctx.db.migrate()
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def open_installation() -> Context:
+    """The installation for a command that keeps it open until the process ends (long-running commands)."""
+    ctx = Context.from_settings()
+    ctx.db.migrate()
+    return ctx
+
+
+@contextmanager
+def audited_unit_of_work(
+    ctx: Context, *, action: str, target: str
+) -> Iterator[tuple[Session, dict[str, Any]]]:
+    """A unit of work audited with its success; a failure is audited in its own session, then raised."""
+    detail: dict[str, Any] = {}
+    try:
+        with ctx.db.session() as session:
+            yield session, detail
+            access.record(
+                session=session,
+                actor=console.actor(),
+                action=action,
+                target=target,
+                outcome="success",
+                detail=detail,
+            )
+    except MloncallError as exc:
+        outcome = "denied" if isinstance(exc, PermissionDenied) else f"error:{exc.code}"
+        try:
+            with ctx.db.session() as session:
+                access.record(
+                    session=session,
+                    actor=console.actor(),
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    detail={**detail, "error": exc.message[:500]},
+                )
+        except MloncallError:
+            pass  # the database itself failed: the original error says more than this one would
+        raise

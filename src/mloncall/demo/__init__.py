@@ -1,0 +1,1 @@
+"""`mloncall demo`: the oncall story played end to end against a live server, with client traffic."""

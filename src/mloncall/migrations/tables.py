@@ -1,0 +1,15 @@
+"""Every domain's tables, imported by name, so `Base.metadata` holds the whole schema."""
+
+from __future__ import annotations
+
+from mloncall.access import models as access_models
+from mloncall.alerts import models as alerts_models
+from mloncall.data import models as data_models
+from mloncall.registry import models as registry_models
+from mloncall.rollout import models as rollout_models
+from mloncall.serving import models as serving_models
+from mloncall.stores.db import Base
+
+#: The modules that define tables (a new domain's `models` is added here).
+TABLE_MODULES = (access_models, alerts_models, data_models, registry_models, rollout_models, serving_models)
+metadata = Base.metadata

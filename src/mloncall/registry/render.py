@@ -1,0 +1,132 @@
+"""How registry versions read in a terminal: the tables `models show` and `train` print."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.columns import Columns
+from sqlalchemy.orm import Session
+
+from mloncall.core import console
+from mloncall.registry import schemas
+from mloncall.registry import service as registry
+from mloncall.registry.models import ModelVersion
+from mloncall.stores.artifacts import ArtifactStore
+
+
+def version_json(*, session: Session, store: ArtifactStore, model_version: ModelVersion) -> dict[str, Any]:
+    aliases = registry.aliases_of(session=session, model_version=model_version)
+    out = schemas.ModelVersionOut.from_version(model_version, aliases=aliases, artifact_root=store.root)
+    return out.model_dump(mode="json")
+
+
+def print_versions(session: Session, versions: list[ModelVersion], title: str) -> None:
+    rows = []
+    for v in versions:
+        gate = (v.gate or {}).get("verdict", "-")
+        rows.append(
+            [
+                f"v{v.version}",
+                v.algorithm,
+                f"{v.metrics.get('accuracy', 0):.4f}",
+                gate,
+                ", ".join(registry.aliases_of(session=session, model_version=v)) or "-",
+                f"{v.lineage.get('dataset', {}).get('name', '-')}:{v.lineage.get('dataset', {}).get('version', '-')}",
+                f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+                v.created_by,
+            ]
+        )
+    console.out.print(
+        console.table(
+            title, ["version", "algorithm", "accuracy", "gate", "aliases", "dataset", "created", "by"], rows
+        )
+    )
+
+
+def print_version(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    model_version: ModelVersion,
+    json_out: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """One version in full: metrics, signature, lineage, gate, files."""
+    if json_out:
+        console.print_json(
+            {**version_json(session=session, store=store, model_version=model_version), **(extra or {})}
+        )
+        return
+    mv = model_version
+    aliases = registry.aliases_of(session=session, model_version=mv)
+    m = mv.metrics
+    console.out.print(
+        f"[bold]{mv.model.name}:{mv.version}[/]  {mv.algorithm}  accuracy [bold]{m.get('accuracy', 0):.4f}[/] "
+        f"on {m.get('n', '?')} held-out rows  aliases: {', '.join(aliases) or '-'}"
+    )
+    console.out.print(
+        f"created {mv.created_at:%Y-%m-%d %H:%M:%S} by {mv.created_by}   artifacts {store.url(mv.artifact_prefix)}"
+    )
+    if mv.description:
+        console.out.print(mv.description)
+    per_class = console.table(
+        "per class",
+        ["class", "precision", "recall", "f1", "support"],
+        [
+            [c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
+            for c, v in m.get("per_class", {}).items()
+        ],
+    )
+    cm = m.get("confusion_matrix", {})
+    labels = cm.get("labels", [])
+    confusion = console.table(
+        "confusion (rows: truth)",
+        ["", *labels],
+        [[lbl, *row] for lbl, row in zip(labels, cm.get("matrix", []), strict=False)],
+    )
+    console.out.print(Columns([per_class, confusion]))
+    sig = console.table(
+        "signature",
+        ["feature", "dtype", "min", "max", "median"],
+        [
+            [
+                f["name"],
+                f["dtype"],
+                f"{f['min']:g}",
+                f"{f['max']:g}",
+                f"{f.get('quantiles', {}).get('0.5', float('nan')):g}",
+            ]
+            for f in mv.signature.get("features", [])
+        ],
+    )
+    lineage = mv.lineage
+    ds = lineage.get("dataset", {})
+    lin = console.table(
+        "lineage",
+        ["", ""],
+        [
+            ["dataset", f"{ds.get('name')}:{ds.get('version')} ({ds.get('row_count')} rows)"],
+            ["content hash", str(ds.get("content_hash", ""))[:16] + "…"],
+            ["train / holdout", f"{lineage.get('train_rows')} / {lineage.get('holdout_rows')}"],
+            ["seed", lineage.get("seed")],
+            [
+                "code",
+                f"mloncall {lineage.get('code', {}).get('mloncall')} {lineage.get('code', {}).get('git_commit') or ''}",
+            ],
+            ["libraries", ", ".join(f"{k} {v}" for k, v in lineage.get("libraries", {}).items())],
+        ],
+    )
+    console.out.print(Columns([sig, lin]))
+    if mv.gate:
+        g = mv.gate
+        style = "green" if g["verdict"] == "pass" else "bold red"
+        console.out.print(
+            f"gate vs {g['champion']['ref']}: [{style}]{g['verdict'].upper()}[/]  challenger {g['challenger']['accuracy']:.4f} "
+            f"vs production {g['champion']['accuracy']:.4f} on {g['eval_rows']} rows: {g['reason']}"
+        )
+    files = console.table(
+        "files", ["file", "sha256", "bytes"], [[f.name, f.sha256[:16] + "…", f.size] for f in mv.files]
+    )
+    console.out.print(files)
+    if extra and "seconds" in extra:
+        console.out.print(f"done in {extra['seconds']:.2f}s")
