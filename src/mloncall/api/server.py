@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 from typing import Any
 
+from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.stores.context import Context
 
 
@@ -26,6 +29,7 @@ def run(*, host: str, port: int, workers: int) -> None:
     """Migrate once, then serve with uvloop and httptools (the plain asyncio loop delays multi-worker replies)."""
     import uvicorn
 
+    check_port_free(host, port)
     ctx = Context.from_settings()
     ctx.init()
     if workers > 1:
@@ -39,6 +43,21 @@ def run(*, host: str, port: int, workers: int) -> None:
     finally:
         if workers > 1:
             shutil.rmtree(ctx.settings.home / "prometheus", ignore_errors=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Conflict (exit 4) when the address is taken, said before anything starts rather than after."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise Conflict(
+                    f"{host}:{port} is already in use: stop what listens there or pick --port"
+                ) from None
+            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _serve(uvicorn: Any, *, host: str, port: int, workers: int) -> None:

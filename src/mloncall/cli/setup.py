@@ -44,7 +44,7 @@ def init(json_out: bool = typer.Option(False, "--json", help="Print the result a
 @app.command()
 def server(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on (1-65535)."),
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
 ) -> None:
     """Run the control-plane API (and the inference server) until stopped with Ctrl-C or SIGTERM."""
