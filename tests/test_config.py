@@ -12,7 +12,7 @@ def test_defaults_live_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     s = Settings.load(env={})
     assert s.home == tmp_path / ".mloncall"
-    assert s.db_url == f"sqlite:///{tmp_path / '.mloncall' / 'mloncall.stores.db'}"
+    assert s.db_url == f"sqlite:///{tmp_path / '.mloncall' / 'mloncall.db'}"
     assert s.artifacts == str(tmp_path / ".mloncall" / "artifacts")
 
 

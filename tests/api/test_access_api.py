@@ -173,7 +173,7 @@ def test_unexpected_errors_are_500_json_logged_and_audited(
     def boom() -> None:
         raise RuntimeError("secret internals")
 
-    with caplog.at_level(logging.ERROR, logger="mloncall.api.app"):
+    with caplog.at_level(logging.ERROR, logger="mloncall.api"):
         response = api.request("POST", "/api/v1/boom")
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "code": "internal"}

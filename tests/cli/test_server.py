@@ -32,3 +32,10 @@ def test_a_port_in_use_is_a_conflict_said_before_starting(tmp_path: Path) -> Non
     assert res.returncode == 4, res.stderr
     assert f"127.0.0.1:{port} is already in use" in res.stderr
     assert "startup complete" not in res.stderr.lower()
+
+
+def test_the_server_refuses_a_store_that_was_never_initialised(tmp_path: Path) -> None:
+    res = run_cli("server", env=_env(tmp_path), cwd=tmp_path)
+    assert res.returncode == 7, res.stderr
+    assert "run `mloncall init`" in res.stderr
+    assert not (tmp_path / "home").exists()

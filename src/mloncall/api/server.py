@@ -26,12 +26,12 @@ def app_factory() -> Any:
 
 
 def run(*, host: str, port: int, workers: int) -> None:
-    """Migrate once, then serve with uvloop and httptools (the plain asyncio loop delays multi-worker replies)."""
+    """Migrate an existing installation once, then serve with uvloop and httptools (the plain asyncio loop delays multi-worker replies)."""
     import uvicorn
 
     check_port_free(host, port)
     ctx = Context.from_settings()
-    ctx.init()
+    ctx.open()  # an existing installation only: `mloncall init` creates one
     if workers > 1:
         metrics_dir = ctx.settings.home / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)

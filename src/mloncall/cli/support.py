@@ -20,10 +20,13 @@ from mloncall.stores.context import Context
 
 @contextmanager
 def installation() -> Iterator[Context]:
-    """The installation named by the settings, its schema brought up to date; closed afterwards."""
+    """The existing installation named by the settings, its schema brought up to date; closed afterwards.
+
+    There must be one (`mloncall init`): a command never creates a store by accident.
+    """
     ctx = Context.from_settings()
     try:
-        ctx.db.migrate()
+        ctx.open()
         yield ctx
     finally:
         ctx.close()
@@ -32,7 +35,11 @@ def installation() -> Iterator[Context]:
 def open_installation() -> Context:
     """The installation for a command that keeps it open until the process ends (long-running commands)."""
     ctx = Context.from_settings()
-    ctx.db.migrate()
+    try:
+        ctx.open()
+    except BaseException:
+        ctx.close()
+        raise
     return ctx
 
 

@@ -46,9 +46,7 @@ class Settings:
             data = _read_toml(path)
         home = Path(env.get("MLONCALL_HOME") or data.get("home") or ".mloncall").expanduser()
         home = home if home.is_absolute() else Path.cwd() / home
-        db_url = (
-            env.get("MLONCALL_DB_URL") or data.get("db_url") or f"sqlite:///{home / 'mloncall.stores.db'}"
-        )
+        db_url = env.get("MLONCALL_DB_URL") or data.get("db_url") or f"sqlite:///{home / 'mloncall.db'}"
         artifacts = env.get("MLONCALL_ARTIFACTS") or data.get("artifacts") or str(home / "artifacts")
         if "://" not in artifacts and not Path(artifacts).is_absolute():
             artifacts = str(Path.cwd() / artifacts)

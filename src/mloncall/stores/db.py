@@ -66,8 +66,6 @@ def make_engine(url: str) -> Engine:
         raise InvalidInput(f"database URL {url!r} is not a valid SQLAlchemy URL") from None
     kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     elif parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 5}
@@ -125,6 +123,30 @@ class Database:
             raise
         finally:
             session.close()
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The file of a file-backed SQLite database (None for other backends and `:memory:`)."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database)
+
+    def initialised(self) -> bool:
+        """Whether `mloncall init` ran here (its schema exists); never creates anything to find out."""
+        file = self.sqlite_file
+        if file is not None and not file.is_file():
+            return False  # connecting would create the file
+        self.check()
+        with self.engine.connect() as conn:
+            return sa.inspect(conn).has_table("alembic_version")
+
+    def create(self) -> None:
+        """Create the database where that is the client's job (a SQLite file and its folder), then migrate."""
+        file = self.sqlite_file
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        self.migrate()
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
