@@ -6,15 +6,17 @@ lives in the domain's `render.py`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import typer
 from sqlalchemy.orm import Session
 
 from mloncall.access import service as access
 from mloncall.core import console
-from mloncall.core.errors import MloncallError, PermissionDenied
+from mloncall.core.errors import InvalidInput, MloncallError, PermissionDenied
 from mloncall.stores.context import Context
 
 
@@ -41,6 +43,16 @@ def open_installation() -> Context:
         ctx.close()
         raise
     return ctx
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask before a destructive change; `--yes` skips the question. Without a terminal to ask on, refuse
+    (InvalidInput, exit 2) rather than read an answer from whatever stdin holds."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidInput(f"{question} needs a confirmation and there is no terminal to ask on: pass --yes")
+    typer.confirm(question, abort=True)
 
 
 @contextmanager
