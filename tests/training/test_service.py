@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from mloncall.core.errors import NotFound
 from mloncall.data import iris
 from mloncall.data.models import DatasetVersion
-from mloncall.data.service import DataValidationError
+from mloncall.data.validation import DataValidationError
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.stores.context import Context

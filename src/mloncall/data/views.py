@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from mloncall.access.models import Principal
 from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
 from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
-from mloncall.data import service
+from mloncall.data import files, service, validation
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
@@ -51,9 +51,9 @@ def upload(
     target: Annotated[str, Query(min_length=1, max_length=128, description="The label column.")] = "species",
 ) -> DatasetVersionRead:
     with uploaded_table(request, body) as path:
-        raw = service.read_table(path)
-    schema = service.infer_schema(raw, target=target, source="request body")
-    frame = service.validate(raw, schema=schema, source="request body", range_margin=None)
+        raw = files.read_table(path)
+    schema = validation.infer_schema(raw, target=target, source="request body")
+    frame = validation.validate(raw, schema=schema, source="request body", range_margin=None)
     dv = service.register(
         db=ctx.db,
         store=ctx.store,

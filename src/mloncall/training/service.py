@@ -31,8 +31,10 @@ import mloncall
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.core.names import check_name
+from mloncall.data import files as data_files
 from mloncall.data import iris
 from mloncall.data import service as data_service
+from mloncall.data import validation as data_validation
 from mloncall.data.models import DatasetVersion
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
@@ -305,12 +307,12 @@ def train(
         source = "scikit-learn bundled Iris"
         dataset_name = dataset_name or "iris"
     else:
-        raw = data_service.read_table(data)
+        raw = data_files.read_table(data)
         source = str(data)
         dataset_name = dataset_name or name
     log(f"read {len(raw)} rows from {source}")
-    schema = data_service.infer_schema(raw, target=target)
-    frame = data_service.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
+    schema = data_validation.infer_schema(raw, target=target)
+    frame = data_validation.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
     log(
         f"validated {len(frame)} rows: {len(schema['features'])} features, classes {schema['target']['classes']}"
     )
@@ -451,14 +453,14 @@ def retrain(
     log(f"champion {champion_ref} ({algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
 
     schema = base_dv.schema
-    raw = data_service.read_table(data)
+    raw = data_files.read_table(data)
     log(f"read {len(raw)} new rows from {label}")
     check_schema = {**schema, "features": champion.signature.get("features", schema["features"])}
-    new_rows = data_service.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
+    new_rows = data_validation.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
     log(f"validated {len(new_rows)} new rows against {champion_ref}'s schema (range margin {range_margin})")
     base = data_service.read(store=ctx.store, dataset_version=base_dv)
     union = pd.concat([base, new_rows[list(base.columns)]], ignore_index=True)
-    union_schema = data_service.infer_schema(union, target=schema["target"]["name"])
+    union_schema = data_validation.infer_schema(union, target=schema["target"]["name"])
     union_schema["target"]["classes"] = list(schema["target"]["classes"])
     dv = data_service.register(
         db=ctx.db,
