@@ -13,6 +13,7 @@ from mloncall.cli.support import audited_unit_of_work
 from mloncall.core import clock, console
 from mloncall.core.errors import CheckFailed, InvalidInput
 from mloncall.core.outcome import Outcome
+from mloncall.rollout.models import RolloutState
 from mloncall.rollout.render import outcome_label, print_acceptance
 from mloncall.stores.context import Context
 
@@ -85,7 +86,7 @@ def deploy(
             f"rollout #{out.id}: {out.model} v{out.from_version or '-'} → v{out.to_version} "
             f"[bold]{out.state}[/] ({out.reason})"
         )
-    if out.state == "aborted":
+    if out.state == RolloutState.ABORTED:
         if json_out:
             console.print_json(out.model_dump(mode="json"))
         raise CheckFailed(f"deployment of {ref} stopped: {out.reason}")
@@ -96,7 +97,7 @@ def deploy(
     final = _follow(ctx, out.id, service.step_seconds(timeout, what="timeout"), json_out)
     if json_out:
         console.print_json(final)
-    if final["rollout"]["state"] != "promoted":
+    if final["rollout"]["state"] != RolloutState.PROMOTED:
         raise CheckFailed(
             f"rollout #{out.id} ended {final['rollout']['state']}: {final['rollout']['reason']}"
         )
@@ -124,12 +125,12 @@ def _follow(ctx: Context, rollout_id: int, timeout_s: float, quiet: bool) -> dic
                 state, snapshot = r.state, RolloutOut.of(r)
                 analysis = (
                     service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now())
-                    if state == "running"
+                    if state == RolloutState.RUNNING
                     else None
                 )
             if live:
                 live.update(_status_table(snapshot, analysis.counts if analysis else None))
-            if state not in ("running",) or time.monotonic() > deadline:
+            if state != RolloutState.RUNNING or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         result: dict[str, Any] = {"rollout": snapshot.model_dump(mode="json")}
@@ -138,7 +139,7 @@ def _follow(ctx: Context, rollout_id: int, timeout_s: float, quiet: bool) -> dic
                 console.out.print(
                     f"  {e.at:%H:%M:%S} {e.from_state} → {e.to_state} at {e.weight:.0%}: {e.reason}"
                 )
-        if state == "promoted":
+        if state == RolloutState.PROMOTED:
             result["acceptance"] = _acceptance_after(ctx, rollout_id, deadline, live, quiet)
         elif not quiet:
             console.out.print(f"rollout #{rollout_id} [bold]{state}[/]: {snapshot.reason}")
@@ -246,7 +247,7 @@ def status(name: str = typer.Argument(..., help="Model name."), json_out: bool =
         r = service.latest(session=session, name=name)
         view = routing.effective(session=session, name=name).to_dict()
         analysis = None
-        if r is not None and r.state == "running":
+        if r is not None and r.state == RolloutState.RUNNING:
             analysis = service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now()).to_dict()
         out = RolloutOut.of(r) if r is not None else None
     data = {"rollout": out.model_dump(mode="json") if out else None, "routing": view, "analysis": analysis}
@@ -312,12 +313,12 @@ def history_cmd(name: str = typer.Argument(..., help="Model name."), json_out: b
 @rollout_app.command("acceptance")
 def acceptance_cmd(name: str = typer.Argument(..., help="Model name."), json_out: bool = JSON) -> None:
     """Check runbook 1's acceptance criteria again for the newest promoted rollout, from live data."""
-    from mloncall.rollout import service
+    from mloncall.rollout.acceptance import check_acceptance, latest_promoted_or_raise
 
     ctx = _ctx()
     with ctx.db.session() as session:
-        r = service.latest_promoted_or_raise(session=session, name=name)
-        _, verdict = service.check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
+        r = latest_promoted_or_raise(session=session, name=name)
+        _, verdict = check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
         acceptance = dict(r.acceptance or {})
     if json_out:
         console.print_json(acceptance)

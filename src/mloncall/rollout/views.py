@@ -11,6 +11,8 @@ from mloncall.api.deps import CurrentContext, DbSession, allow, audit_note
 from mloncall.core import clock
 from mloncall.core.errors import CheckFailed
 from mloncall.rollout import service
+from mloncall.rollout.acceptance import check_acceptance, latest_promoted_or_raise
+from mloncall.rollout.models import RolloutState
 from mloncall.rollout.schemas import AcceptanceOut, DeployRequest, ReasonRequest, RolloutOut
 from mloncall.serving import service as routing
 
@@ -41,7 +43,7 @@ def deploy(
     )
     out = RolloutOut.of(r)
     audit_note(request, rollout=out.id, state=out.state)
-    if out.state == "aborted":
+    if out.state == RolloutState.ABORTED:
         # Kept: the aborted rollout and its reason are history. The error still says the deploy did not start.
         session.commit()
         raise CheckFailed(f"deployment stopped: {out.reason}", details=out.model_dump(mode="json"))
@@ -54,7 +56,7 @@ def status(
 ) -> dict[str, Any]:
     r = service.latest(session=session, name=name)
     analysis = None
-    if r is not None and r.state == "running":
+    if r is not None and r.state == RolloutState.RUNNING:
         analysis = service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now()).to_dict()
     return {
         "rollout": RolloutOut.of(r).model_dump(mode="json") if r else None,
@@ -119,7 +121,7 @@ def history(name: str, session: DbSession, _: Principal = allow("rollout.read"))
 def acceptance(
     name: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("rollout.read")
 ) -> AcceptanceOut:
-    r = service.latest_promoted_or_raise(session=session, name=name)
+    r = latest_promoted_or_raise(session=session, name=name)
     now = clock.now()
-    checks, verdict = service.check_acceptance(session=session, store=ctx.store, rollout=r, now=now)
+    checks, verdict = check_acceptance(session=session, store=ctx.store, rollout=r, now=now)
     return AcceptanceOut.of(r, checks, verdict.label, now)
