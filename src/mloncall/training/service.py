@@ -427,9 +427,9 @@ def retrain(
     """Retrain on the champion's data plus new rows and register the challenger with its gate verdict."""
     label = source_label or str(data)
     started = time.perf_counter()
-    for label, margin in (("recall", recall_margin), ("reference", reference_margin)):
+    for which, margin in (("recall", recall_margin), ("reference", reference_margin)):
         if not 0 <= margin <= 1:
-            raise InvalidInput(f"{label} margin must be between 0 and 1, got {margin}")
+            raise InvalidInput(f"{which} margin must be between 0 and 1, got {margin}")
     log = _Log(progress)
     with ctx.db.session() as session:
         registry.get_model_or_raise(session=session, name=name)
