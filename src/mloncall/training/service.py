@@ -293,23 +293,9 @@ def train(
     if not 0 < test_size < 1:
         raise InvalidInput(f"test size must be between 0 and 1, got {test_size}")
     log = _Log(progress)
-    if dataset is not None:
-        if data is not None:
-            raise InvalidInput("give either a data file or a registered dataset, not both")
-        with ctx.db.session() as session:
-            registered = data_service.resolve(session=session, ref=dataset)
-            _ = registered.dataset.name
-        raw = data_service.read(store=ctx.store, dataset_version=registered)
-        source = f"dataset {data_service.ref_of(registered)}"
-        dataset_name = dataset_name or registered.dataset.name
-    elif data is None:
-        raw = iris.iris_frame()
-        source = "scikit-learn bundled Iris"
-        dataset_name = dataset_name or "iris"
-    else:
-        raw = data_files.read_table(data)
-        source = str(data)
-        dataset_name = dataset_name or name
+    raw, source, dataset_name = _training_data(
+        ctx=ctx, name=name, data=data, dataset=dataset, dataset_name=dataset_name
+    )
     log(f"read {len(raw)} rows from {source}")
     schema = data_validation.infer_schema(raw, target=target)
     frame = data_validation.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
@@ -355,6 +341,23 @@ def train(
         gate=None,
         started=started,
     )
+
+
+def _training_data(
+    *, ctx: Context, name: str, data: Path | None, dataset: str | None, dataset_name: str | None
+) -> tuple[pd.DataFrame, str, str]:
+    """The raw rows to train on, where they came from, and the dataset name to register them under."""
+    if dataset is not None:
+        if data is not None:
+            raise InvalidInput("give either a data file or a registered dataset, not both")
+        with ctx.db.session() as session:
+            registered = data_service.resolve(session=session, ref=dataset)
+            _ = registered.dataset.name
+        raw = data_service.read(store=ctx.store, dataset_version=registered)
+        return raw, f"dataset {data_service.ref_of(registered)}", dataset_name or registered.dataset.name
+    if data is None:
+        return iris.iris_frame(), "scikit-learn bundled Iris", dataset_name or "iris"
+    return data_files.read_table(data), str(data), dataset_name or name
 
 
 def gate_verdict(
@@ -431,6 +434,67 @@ def retrain(
         if not 0 <= margin <= 1:
             raise InvalidInput(f"{which} margin must be between 0 and 1, got {margin}")
     log = _Log(progress)
+    champion, base_dv = _champion(ctx=ctx, name=name)
+    champion_ref = f"{name}:{champion.version}"
+    algorithm = champion.algorithm
+    seed = int(champion.params.get("seed", 42)) if seed is None else seed
+    test_size = float(champion.params.get("test_size", 0.3))
+    log(f"champion {champion_ref} ({algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
+    union, base_rows, dv = _grown_dataset(
+        ctx=ctx,
+        log=log,
+        champion=champion,
+        base_dv=base_dv,
+        data=data,
+        label=label,
+        range_margin=range_margin,
+        created_by=created_by,
+    )
+    schema = base_dv.schema
+    train_rows, hold, champion_rows = _challenge_split(
+        ctx=ctx,
+        log=log,
+        champion=champion,
+        union=union,
+        base_rows=base_rows,
+        target=schema["target"]["name"],
+        test_size=test_size,
+        seed=seed,
+    )
+    estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
+    challenger_metrics, gate = _gate(
+        ctx=ctx,
+        champion=champion,
+        estimator=estimator,
+        hold=hold,
+        champion_rows=champion_rows,
+        schema=schema,
+        recall_margin=recall_margin,
+        reference_margin=reference_margin,
+    )
+    log(f"gate {gate['verdict'].upper()}: {gate['reason']}")
+    return _register(
+        ctx=ctx,
+        log=log,
+        name=name,
+        estimator=estimator,
+        train=train_rows,
+        hold=hold,
+        dataset_version=dv,
+        dataset_name=base_dv.dataset.name,
+        algorithm=algorithm,
+        seed=seed,
+        test_size=test_size,
+        metrics=challenger_metrics,
+        created_by=created_by,
+        description=description or f"retrained from {champion_ref} with {label}",
+        gate=gate,
+        started=started,
+    )
+
+
+def _champion(*, ctx: Context, name: str) -> tuple[ModelVersion, DatasetVersion]:
+    """The model's production version and the dataset version it was trained on, loaded for later use."""
     with ctx.db.session() as session:
         registry.get_model_or_raise(session=session, name=name)
         try:
@@ -440,18 +504,31 @@ def retrain(
                 f"model {name!r} has no production version to compare with: set the alias first "
                 f"(mloncall models alias set {name} production VERSION)"
             ) from None
-        champion_ref = f"{name}:{champion.version}"
         if champion.dataset_version_id is None:
-            raise InvalidInput(f"{champion_ref} has no recorded training dataset, so it cannot be retrained")
+            raise InvalidInput(
+                f"{name}:{champion.version} has no recorded training dataset, so it cannot be retrained"
+            )
         base_dv = session.get(DatasetVersion, champion.dataset_version_id)
         assert base_dv is not None
         # Loaded now: both are used after this unit of work ends.
         _ = (base_dv.dataset.name, champion.files, champion.model.name)
-    algorithm = champion.algorithm
-    seed = int(champion.params.get("seed", 42)) if seed is None else seed
-    test_size = float(champion.params.get("test_size", 0.3))
-    log(f"champion {champion_ref} ({algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
+    return champion, base_dv
 
+
+def _grown_dataset(
+    *,
+    ctx: Context,
+    log: _Log,
+    champion: ModelVersion,
+    base_dv: DatasetVersion,
+    data: Path,
+    label: str,
+    range_margin: float | None,
+    created_by: str,
+) -> tuple[pd.DataFrame, int, DatasetVersion]:
+    """The champion's rows plus the new ones (validated against its schema), registered as the dataset's next
+    version; returns the union, how many of its rows are the champion's, and the new version."""
+    champion_ref = f"{champion.model.name}:{champion.version}"
     schema = base_dv.schema
     raw = data_files.read_table(data)
     log(f"read {len(raw)} new rows from {label}")
@@ -475,36 +552,63 @@ def retrain(
     log(
         f"dataset {base_dv.dataset.name}:{dv.version} = {len(base)} + {len(new_rows)} rows, hash {dv.content_hash}"
     )
+    return union, len(base), dv
 
-    # Neither model may have seen the evaluation rows: the champion's own holdout plus a holdout of the new rows.
+
+def _challenge_split(
+    *,
+    ctx: Context,
+    log: _Log,
+    champion: ModelVersion,
+    union: pd.DataFrame,
+    base_rows: int,
+    target: str,
+    test_size: float,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, set[int]]:
+    """Training and evaluation rows, and the row numbers of the champion's own holdout among them.
+
+    Neither model may have seen the evaluation rows: the champion's own holdout plus a holdout of the new rows.
+    """
+    champion_ref = f"{champion.model.name}:{champion.version}"
     champion_hold = pd.read_parquet(
         io.BytesIO(registry.read_file(store=ctx.store, model_version=champion, name=HOLDOUT_FILE))
     )
-    target = schema["target"]["name"]
     union = union.assign(**{ROW_COLUMN: np.arange(len(union))})
-    fresh = union.iloc[len(base) :]
+    fresh = union.iloc[base_rows:]
     _, fresh_hold = _split(fresh, target, test_size, seed)
-    hold_idx = set(champion_hold[ROW_COLUMN].astype(int).tolist()) | set(fresh_hold[ROW_COLUMN].tolist())
-    is_hold = union[ROW_COLUMN].isin(hold_idx)
-    hold = union[is_hold]
-    train_rows = union[~is_hold]
+    champion_rows = set(champion_hold[ROW_COLUMN].astype(int).tolist())
+    is_hold = union[ROW_COLUMN].isin(champion_rows | set(fresh_hold[ROW_COLUMN].tolist()))
     log(f"evaluation rows: {len(champion_hold)} from {champion_ref}'s holdout + {len(fresh_hold)} new")
-    estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
+    return union[~is_hold], union[is_hold], champion_rows
+
+
+def _gate(
+    *,
+    ctx: Context,
+    champion: ModelVersion,
+    estimator: Any,
+    hold: pd.DataFrame,
+    champion_rows: set[int],
+    schema: dict[str, Any],
+    recall_margin: float,
+    reference_margin: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The challenger's metrics on the evaluation rows, and its gate verdict against the champion's."""
+    from mloncall.registry.formats import onnx_predict
 
     features = [f["name"] for f in schema["features"]]
     classes = list(schema["target"]["classes"])
     X_hold = hold[features].to_numpy(np.float64)
-    y_hold = hold[target].to_numpy(str)
-    challenger_metrics = evaluate(y_hold, estimator.predict(X_hold), classes)
+    y_hold = hold[schema["target"]["name"]].to_numpy(str)
+    challenger_pred = estimator.predict(X_hold)
+    challenger_metrics = evaluate(y_hold, challenger_pred, classes)
     champion_session = registry.load_onnx(store=ctx.store, model_version=champion)
-    from mloncall.registry.formats import onnx_predict
-
     champion_pred = onnx_predict(champion_session, X_hold)[0]
     champion_metrics = evaluate(y_hold, champion_pred, classes)
-    on_reference = hold[ROW_COLUMN].isin(set(champion_hold[ROW_COLUMN].astype(int).tolist())).to_numpy()
+    on_reference = hold[ROW_COLUMN].isin(champion_rows).to_numpy()
     reference = None
     if on_reference.any():
-        challenger_pred = estimator.predict(X_hold)
         reference = {
             "n": int(on_reference.sum()),
             "challenger": float(np.mean(challenger_pred[on_reference].astype(str) == y_hold[on_reference])),
@@ -514,26 +618,8 @@ def retrain(
     gate = gate_verdict(
         challenger=challenger_metrics,
         champion=champion_metrics,
-        champion_ref=champion_ref,
+        champion_ref=f"{champion.model.name}:{champion.version}",
         recall_margin=recall_margin,
         reference=reference,
     )
-    log(f"gate {gate['verdict'].upper()}: {gate['reason']}")
-    return _register(
-        ctx=ctx,
-        log=log,
-        name=name,
-        estimator=estimator,
-        train=train_rows,
-        hold=hold,
-        dataset_version=dv,
-        dataset_name=base_dv.dataset.name,
-        algorithm=algorithm,
-        seed=seed,
-        test_size=test_size,
-        metrics=challenger_metrics,
-        created_by=created_by,
-        description=description or f"retrained from {champion_ref} with {label}",
-        gate=gate,
-        started=started,
-    )
+    return challenger_metrics, gate
