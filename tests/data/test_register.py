@@ -90,7 +90,7 @@ def test_new_content_gets_the_next_version_with_its_parents(any_ctx: Context) ->
             ("fresh", [1]),
             ("iris", [1, 2]),
         ]
-        shown = DatasetRead.of(listed[1]).model_dump(mode="json", by_alias=True)
+        shown = DatasetRead.model_validate(listed[1]).model_dump(mode="json", by_alias=True)
     assert shown["latest_version"] == 2 and shown["versions"][1]["ref"] == "iris:2"
     assert shown["versions"][1]["schema"]["target"]["name"] == "species"
 

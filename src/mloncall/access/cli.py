@@ -62,7 +62,7 @@ def create(
             session=session, principal_name=found.name, description=description, expires_in=expiry
         )
         detail.update(token_id=token.id, prefix=token.prefix, principal_created=created)
-        out = TokenCreated(token=TokenOut.from_token(token), secret=secret, principal_created=created)
+        out = TokenCreated(token=TokenOut.model_validate(token), secret=secret, principal_created=created)
     if as_json:
         console.print_json(out.model_dump(mode="json"))
         return
@@ -82,7 +82,7 @@ def list_(
     """Every token, newest first, never its secret."""
     with _context() as ctx, ctx.db.session() as session:
         tokens = [
-            TokenOut.from_token(t) for t in service.list_tokens(session=session, principal_name=principal)
+            TokenOut.model_validate(t) for t in service.list_tokens(session=session, principal_name=principal)
         ]
     if as_json:
         console.print_json([t.model_dump(mode="json") for t in tokens])
@@ -132,7 +132,7 @@ def revoke(
         session, detail = unit
         token = service.revoke_token(session=session, token_id=token_id)
         detail.update(principal=token.principal.name, prefix=token.prefix)
-        out = TokenOut.from_token(token)
+        out = TokenOut.model_validate(token)
     if as_json:
         console.print_json(out.model_dump(mode="json"))
         return
@@ -151,7 +151,7 @@ def audit(
     """Show the audit log, newest first."""
     with _context() as ctx, ctx.db.session() as session:
         records = [
-            AuditRecordOut.from_record(r)
+            AuditRecordOut.model_validate(r)
             for r in service.list_audit(session=session, actor=actor, action=action, limit=limit)
         ]
     if as_json:

@@ -19,12 +19,12 @@ Version = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="version number")
 
 @router.get("", summary="Every dataset with its versions")
 def list_datasets(session: DbSession, _: Principal = allow("datasets.read")) -> list[DatasetRead]:
-    return [DatasetRead.of(d) for d in service.list_datasets(session=session)]
+    return [DatasetRead.model_validate(d) for d in service.list_datasets(session=session)]
 
 
 @router.get("/{name}", summary="A dataset with its versions")
 def show_dataset(name: str, session: DbSession, _: Principal = allow("datasets.read")) -> DatasetRead:
-    return DatasetRead.of(service.get_dataset_or_raise(session=session, name=name))
+    return DatasetRead.model_validate(service.get_dataset_or_raise(session=session, name=name))
 
 
 @router.get("/{name}/versions/{version}", summary="A version with its schema and reference profile")

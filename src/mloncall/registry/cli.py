@@ -101,7 +101,7 @@ def verify(
         mv = registry.resolve(session=session, ref=ref)
         report = registry.verify(store=ctx.store, model_version=mv)
     if json_out:
-        console.print_json(schemas.VerifyReportOut.from_report(report).model_dump(mode="json"))
+        console.print_json(schemas.VerifyReportOut.model_validate(report).model_dump(mode="json"))
     else:
         rows = [
             [f.name, f.status, f.expected[:16] + "…", (f.actual or "-")[:16], f.size] for f in report.files
@@ -174,7 +174,7 @@ def alias_history(
     ctx = _context()
     with ctx.db.session() as session:
         events = registry.alias_history(session=session, name=name, alias=alias)
-        data = [schemas.AliasEventOut.from_event(e, model_name=name).model_dump(mode="json") for e in events]
+        data = [schemas.AliasEventOut.of(e, model_name=name).model_dump(mode="json") for e in events]
     if json_out:
         console.print_json(data)
         return

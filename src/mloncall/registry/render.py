@@ -16,7 +16,7 @@ from mloncall.stores.artifacts import ArtifactStore
 
 def version_json(*, session: Session, store: ArtifactStore, model_version: ModelVersion) -> dict[str, Any]:
     aliases = registry.aliases_of(session=session, model_version=model_version)
-    out = schemas.ModelVersionOut.from_version(model_version, aliases=aliases, artifact_root=store.root)
+    out = schemas.ModelVersionOut.of(model_version, aliases=aliases, artifact_root=store.root)
     return out.model_dump(mode="json")
 
 

@@ -79,7 +79,7 @@ def deploy(
     with audited_unit_of_work(ctx, action="rollout.deploy", target=ref) as (session, detail):
         r = service.deploy(session=session, store=ctx.store, ref=ref, spec=spec, actor=console.actor())
         detail.update(rollout=r.id, strategy=r.strategy, state=r.state)
-        out = RolloutOut.of(r)
+        out = RolloutOut.model_validate(r)
     if not json_out:
         _print_prechecks(out.prechecks)
         console.out.print(
@@ -122,7 +122,7 @@ def _follow(ctx: Context, rollout_id: int, timeout_s: float, quiet: bool) -> dic
             with ctx.db.session() as session:
                 r = session.get(Rollout, rollout_id)
                 assert r is not None
-                state, snapshot = r.state, RolloutOut.of(r)
+                state, snapshot = r.state, RolloutOut.model_validate(r)
                 analysis = (
                     service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now())
                     if state == RolloutState.RUNNING
@@ -196,7 +196,7 @@ def _steer(name: str, action: str, reason: str, json_out: bool) -> None:
                 session=session, rollout=r, actor=console.actor(), reason=reason or "aborted by hand"
             )
         detail.update(rollout=r.id, state=r.state, reason=reason)
-        out = RolloutOut.of(r)
+        out = RolloutOut.model_validate(r)
     if json_out:
         console.print_json(out.model_dump(mode="json"))
     else:
@@ -249,7 +249,7 @@ def status(name: str = typer.Argument(..., help="Model name."), json_out: bool =
         analysis = None
         if r is not None and r.state == RolloutState.RUNNING:
             analysis = service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now()).to_dict()
-        out = RolloutOut.of(r) if r is not None else None
+        out = RolloutOut.model_validate(r) if r is not None else None
     data = {"rollout": out.model_dump(mode="json") if out else None, "routing": view, "analysis": analysis}
     if json_out:
         console.print_json(data)
@@ -282,7 +282,7 @@ def history_cmd(name: str = typer.Argument(..., help="Model name."), json_out: b
 
     ctx = _ctx()
     with ctx.db.session() as session:
-        rollouts = [RolloutOut.of(r) for r in service.history(session=session, name=name)]
+        rollouts = [RolloutOut.model_validate(r) for r in service.history(session=session, name=name)]
     if json_out:
         console.print_json([r.model_dump(mode="json") for r in rollouts])
         return
@@ -344,7 +344,7 @@ def rollback(
             session=session, store=ctx.store, name=name, actor=console.actor(), reason=reason
         )
         detail.update(rollout=r.id, from_version=r.from_version, to_version=r.to_version)
-        out = RolloutOut.of(r)
+        out = RolloutOut.model_validate(r)
     if json_out:
         console.print_json(out.model_dump(mode="json"))
     else:

@@ -41,7 +41,7 @@ def deploy(
         ),
         actor=principal.name,
     )
-    out = RolloutOut.of(r)
+    out = RolloutOut.model_validate(r)
     audit_note(request, rollout=out.id, state=out.state)
     if out.state == RolloutState.ABORTED:
         # Kept: the aborted rollout and its reason are history. The error still says the deploy did not start.
@@ -59,7 +59,7 @@ def status(
     if r is not None and r.state == RolloutState.RUNNING:
         analysis = service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now()).to_dict()
     return {
-        "rollout": RolloutOut.of(r).model_dump(mode="json") if r else None,
+        "rollout": RolloutOut.model_validate(r).model_dump(mode="json") if r else None,
         "routing": routing.effective(session=session, name=name).to_dict(),
         "analysis": analysis,
     }
@@ -84,7 +84,7 @@ def _steer(action: str) -> Any:
                 session=session, rollout=r, actor=principal.name, reason=reason
             )
         audit_note(request, rollout=r.id, state=r.state)
-        return RolloutOut.of(r)
+        return RolloutOut.model_validate(r)
 
     handler.__name__ = f"rollout_{action}"
     return handler
@@ -109,12 +109,12 @@ def rollback(
         session=session, store=ctx.store, name=name, actor=principal.name, reason=body.reason
     )
     audit_note(request, rollout=r.id, from_version=r.from_version, to_version=r.to_version)
-    return RolloutOut.of(r)
+    return RolloutOut.model_validate(r)
 
 
 @router.get("/{name}/rollouts", summary="Every rollout with every transition")
 def history(name: str, session: DbSession, _: Principal = allow("rollout.read")) -> list[RolloutOut]:
-    return [RolloutOut.of(r) for r in service.history(session=session, name=name)]
+    return [RolloutOut.model_validate(r) for r in service.history(session=session, name=name)]
 
 
 @router.post("/{name}/rollout/acceptance", summary="Check runbook 1's acceptance criteria from live data")
