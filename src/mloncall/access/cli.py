@@ -14,8 +14,7 @@ import typer
 
 from mloncall.access import service
 from mloncall.access.schemas import AuditRecordOut, TokenCreated, TokenOut
-from mloncall.cli.support import audited_unit_of_work
-from mloncall.cli.support import installation as _context
+from mloncall.cli.support import audited_unit_of_work, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 
@@ -52,7 +51,7 @@ def create(
     """Issue a token; its secret is printed once and never stored."""
     expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
     with (
-        _context() as ctx,
+        installation() as ctx,
         audited_unit_of_work(ctx, action="tokens.create", target=f"principal:{principal}") as unit,
     ):
         session, detail = unit
@@ -80,7 +79,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Every token, newest first, never its secret."""
-    with _context() as ctx, ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         tokens = [
             TokenOut.model_validate(t) for t in service.list_tokens(session=session, principal_name=principal)
         ]
@@ -126,7 +125,7 @@ def revoke(
 ) -> None:
     """Revoke a token: requests with it are refused from now on."""
     with (
-        _context() as ctx,
+        installation() as ctx,
         audited_unit_of_work(ctx, action="tokens.revoke", target=f"token:{token_id}") as unit,
     ):
         session, detail = unit
@@ -149,7 +148,7 @@ def audit(
     as_json: JsonOption = False,
 ) -> None:
     """Show the audit log, newest first."""
-    with _context() as ctx, ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         records = [
             AuditRecordOut.model_validate(r)
             for r in service.list_audit(session=session, actor=actor, action=action, limit=limit)

@@ -9,7 +9,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from mloncall.cli.support import audited_unit_of_work
+from mloncall.cli.support import audited_unit_of_work, installation, open_installation
 from mloncall.core import clock, console
 from mloncall.core.errors import CheckFailed, InvalidInput
 from mloncall.core.outcome import Outcome
@@ -25,12 +25,6 @@ app.add_typer(rollout_app, name="rollout")
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 REASON = typer.Option("", "--reason", help="Why: kept in the rollout history.")
-
-
-def _ctx() -> Context:
-    ctx = Context.from_settings()
-    ctx.db.migrate()
-    return ctx
 
 
 def _thresholds(items: list[str]) -> dict[str, str]:
@@ -75,7 +69,7 @@ def deploy(
         min_requests=min_requests,
         thresholds=_thresholds(threshold),
     )
-    ctx = _ctx()
+    ctx = open_installation()
     with audited_unit_of_work(ctx, action="rollout.deploy", target=ref) as (session, detail):
         r = service.deploy(session=session, store=ctx.store, ref=ref, spec=spec, actor=console.actor())
         detail.update(rollout=r.id, strategy=r.strategy, state=r.state)
@@ -185,8 +179,10 @@ def _steer(name: str, action: str, reason: str, json_out: bool) -> None:
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    ctx = _ctx()
-    with audited_unit_of_work(ctx, action=f"rollout.{action}", target=name) as (session, detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action=f"rollout.{action}", target=name) as (session, detail),
+    ):
         r = service.get_active_or_raise(session=session, name=name)
         fn = {"pause": service.pause, "resume": service.resume, "promote": service.promote}.get(action)
         if fn is not None:
@@ -242,8 +238,7 @@ def status(name: str = typer.Argument(..., help="Model name."), json_out: bool =
     from mloncall.rollout.schemas import RolloutOut
     from mloncall.serving import service as routing
 
-    ctx = _ctx()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         r = service.latest(session=session, name=name)
         view = routing.effective(session=session, name=name).to_dict()
         analysis = None
@@ -280,8 +275,7 @@ def history_cmd(name: str = typer.Argument(..., help="Model name."), json_out: b
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    ctx = _ctx()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         rollouts = [RolloutOut.model_validate(r) for r in service.history(session=session, name=name)]
     if json_out:
         console.print_json([r.model_dump(mode="json") for r in rollouts])
@@ -315,8 +309,7 @@ def acceptance_cmd(name: str = typer.Argument(..., help="Model name."), json_out
     """Check runbook 1's acceptance criteria again for the newest promoted rollout, from live data."""
     from mloncall.rollout.acceptance import check_acceptance, latest_promoted_or_raise
 
-    ctx = _ctx()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         r = latest_promoted_or_raise(session=session, name=name)
         _, verdict = check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
         acceptance = dict(r.acceptance or {})
@@ -338,8 +331,10 @@ def rollback(
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    ctx = _ctx()
-    with audited_unit_of_work(ctx, action="rollout.rollback", target=name) as (session, detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="rollout.rollback", target=name) as (session, detail),
+    ):
         r = service.rollback(
             session=session, store=ctx.store, name=name, actor=console.actor(), reason=reason
         )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from mloncall.cli.support import installation
 from mloncall.core import console
 from mloncall.core.errors import CheckFailed
 from mloncall.registry.render import print_version
@@ -39,23 +40,23 @@ def train(
     """Train a classifier, validate its data, and register it as the model's next version."""
     from mloncall.training import service
 
-    ctx = Context.from_settings()
-    ctx.init()
-    with console.progress(f"training {name}", enabled=not json_out) as step:
-        run = service.train(
-            ctx=ctx,
-            name=name,
-            data=data,
-            dataset_name=dataset,
-            target=target,
-            algorithm=algorithm.lower(),
-            seed=seed,
-            test_size=test_size,
-            created_by=console.actor(),
-            description=description,
-            progress=step,
-        )
-    _report(ctx, run, json_out)
+    with installation() as ctx:
+        ctx.init()
+        with console.progress(f"training {name}", enabled=not json_out) as step:
+            run = service.train(
+                ctx=ctx,
+                name=name,
+                data=data,
+                dataset_name=dataset,
+                target=target,
+                algorithm=algorithm.lower(),
+                seed=seed,
+                test_size=test_size,
+                created_by=console.actor(),
+                description=description,
+                progress=step,
+            )
+        _report(ctx, run, json_out)
 
 
 @app.command()
@@ -82,24 +83,24 @@ def retrain(
     """
     from mloncall.training import service
 
-    ctx = Context.from_settings()
-    ctx.init()
-    with console.progress(f"retraining {name}", enabled=not json_out) as step:
-        run = service.retrain(
-            ctx=ctx,
-            name=name,
-            data=data,
-            seed=seed,
-            recall_margin=recall_margin,
-            reference_margin=reference_margin,
-            range_margin=range_margin,
-            created_by=console.actor(),
-            description=description,
-            progress=step,
-        )
-    _report(ctx, run, json_out)
-    if run.gate and run.gate["verdict"] != "pass":
-        raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
+    with installation() as ctx:
+        ctx.init()
+        with console.progress(f"retraining {name}", enabled=not json_out) as step:
+            run = service.retrain(
+                ctx=ctx,
+                name=name,
+                data=data,
+                seed=seed,
+                recall_margin=recall_margin,
+                reference_margin=reference_margin,
+                range_margin=range_margin,
+                created_by=console.actor(),
+                description=description,
+                progress=step,
+            )
+        _report(ctx, run, json_out)
+        if run.gate and run.gate["verdict"] != "pass":
+            raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
 
 
 def _report(ctx: Context, run: TrainingRun, json_out: bool) -> None:
