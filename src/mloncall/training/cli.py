@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,23 +41,23 @@ def train(
     """Train a classifier, validate its data, and register it as the model's next version."""
     from mloncall.training import service
 
-    with installation() as ctx:
-        ctx.init()
-        with console.progress(f"training {name}", enabled=not json_out) as step:
-            run = service.train(
-                ctx=ctx,
-                name=name,
-                data=data,
-                dataset_name=dataset,
-                target=target,
-                algorithm=algorithm.lower(),
-                seed=seed,
-                test_size=test_size,
-                created_by=console.actor(),
-                description=description,
-                progress=step,
-            )
-        _report(ctx, run, json_out)
+    _train_and_report(
+        f"training {name}",
+        json_out,
+        lambda ctx, step: service.train(
+            ctx=ctx,
+            name=name,
+            data=data,
+            dataset_name=dataset,
+            target=target,
+            algorithm=algorithm.lower(),
+            seed=seed,
+            test_size=test_size,
+            created_by=console.actor(),
+            description=description,
+            progress=step,
+        ),
+    )
 
 
 @app.command()
@@ -83,24 +84,36 @@ def retrain(
     """
     from mloncall.training import service
 
+    run = _train_and_report(
+        f"retraining {name}",
+        json_out,
+        lambda ctx, step: service.retrain(
+            ctx=ctx,
+            name=name,
+            data=data,
+            seed=seed,
+            recall_margin=recall_margin,
+            reference_margin=reference_margin,
+            range_margin=range_margin,
+            created_by=console.actor(),
+            description=description,
+            progress=step,
+        ),
+    )
+    if run.gate and run.gate["verdict"] != "pass":
+        raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
+
+
+def _train_and_report(
+    title: str, json_out: bool, job: Callable[[Context, Callable[[str], None]], TrainingRun]
+) -> TrainingRun:
+    """Run a training job in the initialised installation with a progress line, then show its version."""
     with installation() as ctx:
         ctx.init()
-        with console.progress(f"retraining {name}", enabled=not json_out) as step:
-            run = service.retrain(
-                ctx=ctx,
-                name=name,
-                data=data,
-                seed=seed,
-                recall_margin=recall_margin,
-                reference_margin=reference_margin,
-                range_margin=range_margin,
-                created_by=console.actor(),
-                description=description,
-                progress=step,
-            )
+        with console.progress(title, enabled=not json_out) as step:
+            run = job(ctx, step)
         _report(ctx, run, json_out)
-        if run.gate and run.gate["verdict"] != "pass":
-            raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
+    return run
 
 
 def _report(ctx: Context, run: TrainingRun, json_out: bool) -> None:
