@@ -1,8 +1,9 @@
-"""Training, evaluation and the retraining gate (runbook 2).
+"""Training and retraining (runbook 2): read and register the data, fit, and register the version.
 
 `train` fits a classifier on a validated, registered dataset and registers it; `retrain` validates new
 rows against the champion's schema, trains on the union, scores challenger and champion on the same rows
-that neither has seen, and records the gate verdict with the version.
+that neither has seen, and records the gate verdict (`training.gate`) with the version. The classifiers, the split and the
+metrics are `training.estimators`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 import mloncall
 from mloncall.core import clock
@@ -40,11 +35,18 @@ from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.stores.context import Context
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN
+from mloncall.training.estimators import (
+    ROW_COLUMN,
+    build_estimator,
+    estimator_params,
+    evaluate,
+    signature_of,
+    split,
+)
+from mloncall.training.gate import judge_challenger
 
-ALGORITHMS = ("logistic_regression", "random_forest")
 HOLDOUT_FILE = "holdout.parquet"
 LOG_FILE = "training.log"
-ROW_COLUMN = "__row__"
 Progress = Callable[[str], None]
 
 
@@ -76,64 +78,6 @@ class _Log:
         return "\n".join(self.lines) + "\n"
 
 
-def build_estimator(algorithm: str, seed: int) -> Any:
-    """An unfitted classifier for the algorithm name."""
-    if algorithm == "logistic_regression":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    if algorithm == "random_forest":
-        return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
-    raise InvalidInput(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
-
-
-def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: truth)."""
-    y_true = np.asarray(y_true).astype(str)
-    y_pred = np.asarray(y_pred).astype(str)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
-    return {
-        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        "n": len(y_true),
-        "per_class": {
-            c: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, c in enumerate(classes)
-        },
-        "confusion_matrix": {
-            "labels": classes,
-            "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-        },
-    }
-
-
-def signature_of(train: pd.DataFrame, schema: dict[str, Any]) -> dict[str, Any]:
-    """The input signature: feature names and dtypes, training min/max and quantiles, class labels."""
-    features = []
-    probs = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
-    for feat in schema["features"]:
-        col = train[feat["name"]].to_numpy(np.float64)
-        qs = np.quantile(col, probs)
-        features.append(
-            {
-                "name": feat["name"],
-                "dtype": "float64",
-                "min": float(col.min()),
-                "max": float(col.max()),
-                "quantiles": {f"{p:g}": float(q) for p, q in zip(probs, qs, strict=True)},
-            }
-        )
-    return {
-        "features": features,
-        "classes": list(schema["target"]["classes"]),
-        "target": schema["target"]["name"],
-    }
-
-
 def _code_version() -> dict[str, Any]:
     commit = None
     try:
@@ -157,19 +101,6 @@ def _libraries() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             libs[lib] = metadata.version(lib)
     return libs
-
-
-def _split(
-    frame: pd.DataFrame, target: str, test_size: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified train/holdout split; falls back to a plain split when a class is too small to stratify."""
-    counts = frame[target].value_counts()
-    n_test = int(np.ceil(test_size * len(frame)))
-    stratify = frame[target] if counts.min() >= 2 and n_test >= len(counts) else None
-    if len(frame) < 2:
-        return frame, frame.iloc[0:0]
-    train, hold = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
-    return train, hold
 
 
 def _fit(
@@ -244,7 +175,7 @@ def _register(
         class_labels=list(schema["target"]["classes"]),
         signature=signature_of(train, schema),
         metrics=metrics,
-        params={"algorithm": algorithm, "seed": seed, "test_size": test_size, **_estimator_params(estimator)},
+        params={"algorithm": algorithm, "seed": seed, "test_size": test_size, **estimator_params(estimator)},
         lineage=lineage,
         created_by=created_by,
         description=description,
@@ -263,11 +194,6 @@ def _register(
         log=log.text(),
         gate=gate,
     )
-
-
-def _estimator_params(estimator: Any) -> dict[str, Any]:
-    params = estimator.get_params(deep=True)
-    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | type(None))}
 
 
 def train(
@@ -313,7 +239,7 @@ def train(
     )
     log(f"dataset {dataset_name}:{dv.version} content hash {dv.content_hash}")
     frame = frame.assign(**{ROW_COLUMN: np.arange(len(frame))})
-    train_rows, hold = _split(frame, target, test_size, seed)
+    train_rows, hold = split(frame, target, test_size, seed)
     log(f"split {len(train_rows)} train / {len(hold)} holdout rows (stratified, seed {seed})")
     estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
     features = [f["name"] for f in schema["features"]]
@@ -360,59 +286,6 @@ def _training_data(
     return data_files.read_table(data), str(data), dataset_name or name
 
 
-def gate_verdict(
-    *,
-    challenger: dict[str, Any],
-    champion: dict[str, Any],
-    champion_ref: str,
-    recall_margin: float,
-    reference: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Pass only if accuracy is at least the champion's and no class's recall drops by more than the margin.
-
-    `reference` (optional) holds both accuracies on the champion's own held-out rows, whose labels were
-    trusted before: new rows with wrong labels also poison their own holdout, so only these rows reveal
-    them. There the challenger may trail by at most `reference["margin"]`.
-    """
-    reasons = []
-    if (
-        reference is not None
-        and reference["challenger"] + reference["margin"] + 1e-12 < reference["champion"]
-    ):
-        reasons.append(
-            f"on {champion_ref}'s own {reference['n']} held-out rows accuracy {reference['challenger']:.4f} "
-            f"trails {reference['champion']:.4f} by more than {reference['margin']:.3f} (are the new labels right?)"
-        )
-    if challenger["accuracy"] + 1e-12 < champion["accuracy"]:
-        reasons.append(f"accuracy {challenger['accuracy']:.4f} < production's {champion['accuracy']:.4f}")
-    drops = {}
-    for cls, cm in champion["per_class"].items():
-        drop = cm["recall"] - challenger["per_class"].get(cls, {"recall": 0.0})["recall"]
-        drops[cls] = drop
-        if drop > recall_margin + 1e-12:
-            reasons.append(f"recall of {cls!r} drops by {drop:.3f} (> margin {recall_margin:.3f})")
-    verdict = "fail" if reasons else "pass"
-    if not reasons:
-        reasons.append(
-            f"accuracy {challenger['accuracy']:.4f} >= production's {champion['accuracy']:.4f} and no class's "
-            f"recall drops by more than {recall_margin:.3f}"
-        )
-    return {
-        "verdict": verdict,
-        "reason": "; ".join(reasons),
-        "champion": {
-            "ref": champion_ref,
-            "accuracy": champion["accuracy"],
-            "per_class": champion["per_class"],
-        },
-        "challenger": {"accuracy": challenger["accuracy"], "per_class": challenger["per_class"]},
-        "recall_margin": recall_margin,
-        "recall_drops": drops,
-        "eval_rows": challenger["n"],
-        "reference": reference,
-    }
-
-
 def retrain(
     *,
     ctx: Context,
@@ -451,7 +324,7 @@ def retrain(
         created_by=created_by,
     )
     schema = base_dv.schema
-    train_rows, hold, champion_rows = _challenge_split(
+    train_rows, hold, champion_rows = _challengesplit(
         ctx=ctx,
         log=log,
         champion=champion,
@@ -462,7 +335,7 @@ def retrain(
         seed=seed,
     )
     estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
-    challenger_metrics, gate = _gate(
+    challenger_metrics, gate = judge_challenger(
         ctx=ctx,
         champion=champion,
         estimator=estimator,
@@ -555,7 +428,7 @@ def _grown_dataset(
     return union, len(base), dv
 
 
-def _challenge_split(
+def _challengesplit(
     *,
     ctx: Context,
     log: _Log,
@@ -576,50 +449,8 @@ def _challenge_split(
     )
     union = union.assign(**{ROW_COLUMN: np.arange(len(union))})
     fresh = union.iloc[base_rows:]
-    _, fresh_hold = _split(fresh, target, test_size, seed)
+    _, fresh_hold = split(fresh, target, test_size, seed)
     champion_rows = set(champion_hold[ROW_COLUMN].astype(int).tolist())
     is_hold = union[ROW_COLUMN].isin(champion_rows | set(fresh_hold[ROW_COLUMN].tolist()))
     log(f"evaluation rows: {len(champion_hold)} from {champion_ref}'s holdout + {len(fresh_hold)} new")
     return union[~is_hold], union[is_hold], champion_rows
-
-
-def _gate(
-    *,
-    ctx: Context,
-    champion: ModelVersion,
-    estimator: Any,
-    hold: pd.DataFrame,
-    champion_rows: set[int],
-    schema: dict[str, Any],
-    recall_margin: float,
-    reference_margin: float,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The challenger's metrics on the evaluation rows, and its gate verdict against the champion's."""
-    from mloncall.registry.formats import onnx_predict
-
-    features = [f["name"] for f in schema["features"]]
-    classes = list(schema["target"]["classes"])
-    X_hold = hold[features].to_numpy(np.float64)
-    y_hold = hold[schema["target"]["name"]].to_numpy(str)
-    challenger_pred = estimator.predict(X_hold)
-    challenger_metrics = evaluate(y_hold, challenger_pred, classes)
-    champion_session = registry.load_onnx(store=ctx.store, model_version=champion)
-    champion_pred = onnx_predict(champion_session, X_hold)[0]
-    champion_metrics = evaluate(y_hold, champion_pred, classes)
-    on_reference = hold[ROW_COLUMN].isin(champion_rows).to_numpy()
-    reference = None
-    if on_reference.any():
-        reference = {
-            "n": int(on_reference.sum()),
-            "challenger": float(np.mean(challenger_pred[on_reference].astype(str) == y_hold[on_reference])),
-            "champion": float(np.mean(champion_pred[on_reference].astype(str) == y_hold[on_reference])),
-            "margin": reference_margin,
-        }
-    gate = gate_verdict(
-        challenger=challenger_metrics,
-        champion=champion_metrics,
-        champion_ref=f"{champion.model.name}:{champion.version}",
-        recall_margin=recall_margin,
-        reference=reference,
-    )
-    return challenger_metrics, gate
