@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from mloncall.data import iris
-from mloncall.data import service as data
+from mloncall.data import iris, validation
 
 
 @pytest.fixture
@@ -30,4 +29,4 @@ def write(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def iris_schema() -> dict[str, Any]:
     """The schema inferred from the bundled Iris data (ranges and the three species)."""
-    return data.infer_schema(iris.iris_frame(), target=iris.TARGET)
+    return validation.infer_schema(iris.iris_frame(), target=iris.TARGET)

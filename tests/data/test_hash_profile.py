@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from mloncall.core.errors import InvalidInput
-from mloncall.data import iris
-from mloncall.data import service as data
+from mloncall.data import files, iris, validation
+from mloncall.data import profile as profiling
 from tests.data.samples import GOOD_ROWS, csv_text
 
 Write = Callable[[str, "str | bytes"], Path]
@@ -47,50 +47,54 @@ def by_hand(frame: pd.DataFrame) -> str:
 
 def test_content_hash_follows_the_documented_encoding() -> None:
     frame = small_frame()
-    assert data.content_hash(frame, schema=SMALL_SCHEMA) == by_hand(frame)
+    assert profiling.content_hash(frame, schema=SMALL_SCHEMA) == by_hand(frame)
 
 
 def test_content_hash_is_reproducible_and_sensitive_to_content_and_order(iris_schema: dict[str, Any]) -> None:
-    a = data.validate(iris.iris_frame(), schema=iris_schema)
-    b = data.validate(iris.iris_frame(), schema=iris_schema)
-    h = data.content_hash(a, schema=iris_schema)
-    assert len(h) == 64 and h == data.content_hash(b, schema=iris_schema)
+    a = validation.validate(iris.iris_frame(), schema=iris_schema)
+    b = validation.validate(iris.iris_frame(), schema=iris_schema)
+    h = profiling.content_hash(a, schema=iris_schema)
+    assert len(h) == 64 and h == profiling.content_hash(b, schema=iris_schema)
     changed = a.copy()
     changed.loc[7, "petal_width"] += 0.1
-    assert data.content_hash(changed, schema=iris_schema) != h
+    assert profiling.content_hash(changed, schema=iris_schema) != h
     relabelled = a.copy()
     relabelled.loc[0, "species"] = "versicolor"
-    assert data.content_hash(relabelled, schema=iris_schema) != h
+    assert profiling.content_hash(relabelled, schema=iris_schema) != h
     reordered = a.iloc[::-1].reset_index(drop=True)
-    assert data.content_hash(reordered, schema=iris_schema) != h
+    assert profiling.content_hash(reordered, schema=iris_schema) != h
 
 
 def test_content_hash_does_not_depend_on_how_the_data_arrived(write: Write, tmp_path: Path) -> None:
-    schema = data.infer_schema(data.read_table(write("a.csv", csv_text(*GOOD_ROWS))), target="species")
-    from_csv = data.validate(data.read_table(write("a.csv", csv_text(*GOOD_ROWS))), schema=schema)
+    schema = validation.infer_schema(files.read_table(write("a.csv", csv_text(*GOOD_ROWS))), target="species")
+    from_csv = validation.validate(files.read_table(write("a.csv", csv_text(*GOOD_ROWS))), schema=schema)
     spaced = [
         " 5.1, 3.5,1.4 ,0.2,setosa",
         "7.0,3.20,4.7,1.4,versicolor",
         "6.3,3.3,6e0,2.5,virginica",
         GOOD_ROWS[3],
     ]
-    from_spaced = data.validate(data.read_table(write("b.csv", csv_text(*spaced))), schema=schema)
+    from_spaced = validation.validate(files.read_table(write("b.csv", csv_text(*spaced))), schema=schema)
     from_csv.to_parquet(tmp_path / "a.parquet", index=False)
-    from_parquet = data.validate(data.read_table(tmp_path / "a.parquet"), schema=schema)
-    hashes = {data.content_hash(f, schema=schema) for f in (from_csv, from_spaced, from_parquet)}
+    from_parquet = validation.validate(files.read_table(tmp_path / "a.parquet"), schema=schema)
+    hashes = {profiling.content_hash(f, schema=schema) for f in (from_csv, from_spaced, from_parquet)}
     assert len(hashes) == 1
 
 
 def test_negative_zero_hashes_like_zero() -> None:
     frame = small_frame()
     negative = frame.assign(x=[1.5, -2.0, -0.0])
-    assert data.content_hash(negative, schema=SMALL_SCHEMA) == data.content_hash(frame, schema=SMALL_SCHEMA)
+    assert profiling.content_hash(negative, schema=SMALL_SCHEMA) == profiling.content_hash(
+        frame, schema=SMALL_SCHEMA
+    )
 
 
 def test_label_boundaries_are_part_of_the_hash() -> None:
     one = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, 2.0], "label": ["ab", "c"]})
     two = one.assign(label=["a", "bc"])
-    assert data.content_hash(one, schema=SMALL_SCHEMA) != data.content_hash(two, schema=SMALL_SCHEMA)
+    assert profiling.content_hash(one, schema=SMALL_SCHEMA) != profiling.content_hash(
+        two, schema=SMALL_SCHEMA
+    )
 
 
 def test_content_hash_of_many_rows_in_chunks_matches_the_encoding() -> None:
@@ -105,12 +109,12 @@ def test_content_hash_of_many_rows_in_chunks_matches_the_encoding() -> None:
     encoded = [s.encode() for s in frame["label"]]
     expected += struct.pack("<Q", 5) + b"label" + b"s"
     expected += np.array([len(b) for b in encoded], dtype="<u8").tobytes() + b"".join(encoded)
-    assert data.content_hash(frame, schema=SMALL_SCHEMA) == hashlib.sha256(bytes(expected)).hexdigest()
+    assert profiling.content_hash(frame, schema=SMALL_SCHEMA) == hashlib.sha256(bytes(expected)).hexdigest()
 
 
 def test_content_hash_needs_the_schema_columns() -> None:
     with pytest.raises(InvalidInput, match="no column"):
-        data.content_hash(small_frame().drop(columns="y"), schema=SMALL_SCHEMA)
+        profiling.content_hash(small_frame().drop(columns="y"), schema=SMALL_SCHEMA)
 
 
 def test_profile_matches_numpy_on_fixed_data() -> None:
@@ -118,7 +122,7 @@ def test_profile_matches_numpy_on_fixed_data() -> None:
     y = np.array([0.5] * 10 + [4.5] * 10)
     frame = pd.DataFrame({"x": x, "y": y, "label": ["a"] * 15 + ["b"] * 5})
     schema = {**SMALL_SCHEMA, "target": {"name": "label", "classes": ["a", "b", "c"]}}
-    p = data.profile(frame, schema=schema)
+    p = profiling.profile(frame, schema=schema)
     assert p["row_count"] == 20
     assert p["quantile_levels"][:3] == [0.0, 0.01, 0.02] and p["quantile_levels"][-1] == 1.0
     assert len(p["quantile_levels"]) == 101
@@ -143,7 +147,9 @@ def test_profile_matches_numpy_on_fixed_data() -> None:
 def test_profile_is_plain_json() -> None:
     import json
 
-    p = data.profile(iris.iris_frame(), schema=data.infer_schema(iris.iris_frame(), target="species"))
+    p = profiling.profile(
+        iris.iris_frame(), schema=validation.infer_schema(iris.iris_frame(), target="species")
+    )
     text = json.dumps(p, allow_nan=False)
     assert json.loads(text) == p
     assert type(p["features"]["sepal_length"]["mean"]) is float
@@ -151,16 +157,16 @@ def test_profile_is_plain_json() -> None:
 
 
 def test_profile_of_a_single_row_has_zero_spread() -> None:
-    p = data.profile(small_frame().head(1), schema=SMALL_SCHEMA)
+    p = profiling.profile(small_frame().head(1), schema=SMALL_SCHEMA)
     assert p["features"]["x"]["std"] == 0.0
     assert p["features"]["x"]["histogram"]["counts"] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
 
 
 def test_profile_refuses_unvalidated_data() -> None:
     with pytest.raises(InvalidInput, match="non-finite"):
-        data.profile(small_frame().assign(x=[1.0, np.nan, 2.0]), schema=SMALL_SCHEMA)
+        profiling.profile(small_frame().assign(x=[1.0, np.nan, 2.0]), schema=SMALL_SCHEMA)
     with pytest.raises(InvalidInput, match="no rows"):
-        data.profile(small_frame().iloc[:0], schema=SMALL_SCHEMA)
+        profiling.profile(small_frame().iloc[:0], schema=SMALL_SCHEMA)
 
 
 def test_iris_frame_is_the_bundled_iris() -> None:
@@ -182,7 +188,7 @@ def test_iris_like_samples_are_deterministic_balanced_and_iris_like() -> None:
     means = a.groupby(iris.TARGET)[iris.FEATURES].mean()
     truth = iris.iris_frame().groupby(iris.TARGET)[iris.FEATURES].mean()
     assert np.abs(means.to_numpy() - truth.to_numpy()).max() < 0.1
-    assert data.content_hash(a, schema=SMALL_SCHEMA_IRIS) == data.content_hash(
+    assert profiling.content_hash(a, schema=SMALL_SCHEMA_IRIS) == profiling.content_hash(
         iris.iris_like_samples(3001, seed=11), schema=SMALL_SCHEMA_IRIS
     )
 

@@ -15,11 +15,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mloncall.core.errors import IntegrityError, InvalidInput, NotFound
-from mloncall.data import iris
+from mloncall.data import files, iris, validation
+from mloncall.data import profile as profiling
 from mloncall.data import service as data
 from mloncall.data.models import Dataset, DatasetVersion
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
-from mloncall.data.service import DataValidationError
+from mloncall.data.validation import DataValidationError
 from mloncall.stores.context import Context
 from tests.data.samples import GOOD_ROWS, csv_text
 
@@ -27,12 +28,12 @@ Write = Callable[[str, "str | bytes"], Path]
 
 
 def register_frame(ctx: Context, frame: pd.DataFrame, name: str = "iris", **kwargs: Any) -> DatasetVersion:
-    schema = data.infer_schema(frame, target=iris.TARGET)
+    schema = validation.infer_schema(frame, target=iris.TARGET)
     return data.register(
         db=ctx.db,
         store=ctx.store,
         name=name,
-        df=data.validate(frame, schema=schema),
+        df=validation.validate(frame, schema=schema),
         schema=schema,
         source=kwargs.pop("source", "test"),
         created_by="tester",
@@ -55,7 +56,7 @@ def test_register_records_snapshot_schema_and_profile(any_ctx: Context) -> None:
     assert dv.target == "species" and dv.source == "scikit-learn bundled Iris" and dv.created_by == "tester"
     assert dv.schema["target"]["classes"] == ["setosa", "versicolor", "virginica"]
     assert dv.profile["row_count"] == 150 and set(dv.profile["features"]) == set(iris.FEATURES)
-    assert dv.content_hash == data.content_hash(iris.iris_frame(), schema=dv.schema)
+    assert dv.content_hash == profiling.content_hash(iris.iris_frame(), schema=dv.schema)
     assert any_ctx.store.sha256_of(dv.key) == dv.sha256
     assert len(any_ctx.store.get_bytes(dv.key)) == dv.size
     with any_ctx.db.session() as session:
@@ -89,7 +90,7 @@ def test_new_content_gets_the_next_version_with_its_parents(any_ctx: Context) ->
             ("fresh", [1]),
             ("iris", [1, 2]),
         ]
-        shown = DatasetRead.of(listed[1]).model_dump(mode="json", by_alias=True)
+        shown = DatasetRead.model_validate(listed[1]).model_dump(mode="json", by_alias=True)
     assert shown["latest_version"] == 2 and shown["versions"][1]["ref"] == "iris:2"
     assert shown["versions"][1]["schema"]["target"]["name"] == "species"
 
@@ -106,7 +107,7 @@ def test_read_returns_the_registered_rows(any_store_ctx: Context) -> None:
     dv = register_frame(any_store_ctx, frame)
     back = data.read(store=any_store_ctx.store, dataset_version=dv)
     pd.testing.assert_frame_equal(back, frame)
-    assert data.content_hash(back, schema=dv.schema) == dv.content_hash
+    assert profiling.content_hash(back, schema=dv.schema) == dv.content_hash
 
 
 def test_read_detects_a_flipped_byte(any_store_ctx: Context) -> None:
@@ -129,13 +130,13 @@ def test_read_detects_a_missing_snapshot(any_store_ctx: Context) -> None:
 
 def test_nothing_is_registered_from_a_failing_file(any_ctx: Context, write: Write) -> None:
     path = write("bad.csv", csv_text(*GOOD_ROWS, "5.0,abc,1.4,0.2,setosa", "5.0,3.0,,0.2,setosa"))
-    schema = data.infer_schema(iris.iris_frame(), target="species")
+    schema = validation.infer_schema(iris.iris_frame(), target="species")
     with pytest.raises(DataValidationError) as info:
         data.register(
             db=any_ctx.db,
             store=any_ctx.store,
             name="iris",
-            df=data.read_table(path),
+            df=files.read_table(path),
             schema=schema,
             source=str(path),
             created_by="tester",
@@ -225,13 +226,13 @@ def test_register_refuses_a_bad_dataset_name(ctx: Context) -> None:
 
 def test_register_from_a_csv_file_end_to_end(ctx: Context, write: Write) -> None:
     path = write("iris.csv", iris.iris_frame().to_csv(index=False))
-    raw = data.read_table(path)
-    schema = data.infer_schema(raw, target="species")
+    raw = files.read_table(path)
+    schema = validation.infer_schema(raw, target="species")
     dv = data.register(
         db=ctx.db,
         store=ctx.store,
         name="iris-csv",
-        df=data.validate(raw, schema=schema),
+        df=validation.validate(raw, schema=schema),
         schema=schema,
         source=str(path),
         created_by="tester",

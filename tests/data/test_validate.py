@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 from mloncall.core.errors import InvalidInput
-from mloncall.data import iris
-from mloncall.data import service as data
-from mloncall.data.service import DataValidationError, Failure
+from mloncall.data import files, iris, validation
+from mloncall.data.validation import DataValidationError, Failure
 from tests.data.samples import GOOD_ROWS, csv_text
 
 Write = Callable[[str, "str | bytes"], Path]
@@ -22,14 +21,14 @@ Write = Callable[[str, "str | bytes"], Path]
 def failures_of(path: Path, schema: dict[str, Any], **kwargs: Any) -> DataValidationError:
     """The validation error of a file that must fail."""
     with pytest.raises(DataValidationError) as info:
-        data.validate(data.read_table(path), schema=schema, source=str(path), **kwargs)
+        validation.validate(files.read_table(path), schema=schema, source=str(path), **kwargs)
     return info.value
 
 
 def refused(frame: pd.DataFrame, schema: dict[str, Any]) -> DataValidationError:
     """The validation error of a frame that must fail."""
     with pytest.raises(DataValidationError) as info:
-        data.validate(frame, schema=schema)
+        validation.validate(frame, schema=schema)
     return info.value
 
 
@@ -41,7 +40,7 @@ def only(err: DataValidationError) -> Failure:
 def test_a_good_file_comes_back_typed_and_in_schema_order(write: Write, iris_schema: dict[str, Any]) -> None:
     shuffled = "species,petal_width,sepal_length,sepal_width,petal_length"
     path = write("ok.csv", csv_text("setosa,0.2,5.1,3.5,1.4", "virginica,2.5,6.3,3.3,6.0", header=shuffled))
-    clean = data.validate(data.read_table(path), schema=iris_schema)
+    clean = validation.validate(files.read_table(path), schema=iris_schema)
     assert list(clean.columns) == [*iris.FEATURES, iris.TARGET]
     assert all(clean[f].dtype == np.float64 for f in iris.FEATURES)
     assert pd.api.types.is_string_dtype(clean[iris.TARGET].dtype)
@@ -133,14 +132,14 @@ def test_out_of_range_value(write: Write, iris_schema: dict[str, Any]) -> None:
     f = only(failures_of(path, iris_schema))
     assert (f.column, f.row, f.value) == ("sepal_length", 5, "88.0")
     assert f.reason == "88 is outside the expected range [3.4, 8.8]"
-    clean = data.validate(data.read_table(path), schema=iris_schema, range_margin=None)
+    clean = validation.validate(files.read_table(path), schema=iris_schema, range_margin=None)
     assert clean["sepal_length"].max() == 88.0  # ranges are a policy the caller may switch off
 
 
 def test_a_wider_margin_accepts_more(write: Write, iris_schema: dict[str, Any]) -> None:
     path = write("range.csv", csv_text("9.5,3.0,1.4,0.2,setosa"))
     failures_of(path, iris_schema, range_margin=0.25)
-    assert len(data.validate(data.read_table(path), schema=iris_schema, range_margin=1.0)) == 1
+    assert len(validation.validate(files.read_table(path), schema=iris_schema, range_margin=1.0)) == 1
 
 
 def test_unknown_label(write: Write, iris_schema: dict[str, Any]) -> None:
@@ -192,7 +191,7 @@ def test_failures_are_capped_but_all_counted(iris_schema: dict[str, Any]) -> Non
     frame["sepal_width"] = "wide"
     err = refused(frame, iris_schema)
     assert err.total == 3000
-    assert len(err.failures) == data.MAX_FAILURES
+    assert len(err.failures) == validation.MAX_FAILURES
     assert [f.row for f in err.failures[:3]] == [1, 2, 3]
     assert "3000 problems" in err.message and "and 2995 more" in err.message
 
@@ -200,7 +199,7 @@ def test_failures_are_capped_but_all_counted(iris_schema: dict[str, Any]) -> Non
 def test_validation_does_not_change_the_input(iris_schema: dict[str, Any]) -> None:
     frame = iris.iris_frame().astype(str)
     before = frame.copy()
-    data.validate(frame, schema=iris_schema)
+    validation.validate(frame, schema=iris_schema)
     pd.testing.assert_frame_equal(frame, before)
 
 
@@ -213,9 +212,9 @@ def test_rows_are_numbered_by_position_whatever_the_index(iris_schema: dict[str,
 
 def test_an_invalid_schema_is_refused() -> None:
     with pytest.raises(InvalidInput, match="invalid dataset schema"):
-        data.validate(iris.iris_frame(), schema={"features": []})
+        validation.validate(iris.iris_frame(), schema={"features": []})
     with pytest.raises(InvalidInput, match="used twice"):
-        data.validate(iris.iris_frame(), schema={"features": [{"name": "a"}, {"name": "a"}]})
+        validation.validate(iris.iris_frame(), schema={"features": [{"name": "a"}, {"name": "a"}]})
 
 
 def test_infer_schema_of_iris(iris_schema: dict[str, Any]) -> None:
@@ -225,7 +224,9 @@ def test_infer_schema_of_iris(iris_schema: dict[str, Any]) -> None:
 
 
 def test_infer_schema_from_a_csv_of_text(write: Write) -> None:
-    schema = data.infer_schema(data.read_table(write("ok.csv", csv_text(*GOOD_ROWS))), target="species")
+    schema = validation.infer_schema(
+        files.read_table(write("ok.csv", csv_text(*GOOD_ROWS))), target="species"
+    )
     assert schema["features"][3] == {"name": "petal_width", "dtype": "float64", "min": 0.2, "max": 2.5}
     assert schema["target"]["classes"] == ["setosa", "versicolor", "virginica"]
 
@@ -234,9 +235,9 @@ def test_infer_schema_needs_the_target_column() -> None:
     with pytest.raises(
         InvalidInput, match=r"target column 'specie' is not in the data \(did you mean 'species'\?\)"
     ):
-        data.infer_schema(iris.iris_frame(), target="specie")
+        validation.infer_schema(iris.iris_frame(), target="specie")
     with pytest.raises(InvalidInput, match="its columns are: sepal_length, sepal_width"):
-        data.infer_schema(iris.iris_frame(), target="label")
+        validation.infer_schema(iris.iris_frame(), target="label")
 
 
 def test_infer_schema_refuses_a_non_numeric_feature(write: Write) -> None:
@@ -244,7 +245,7 @@ def test_infer_schema_refuses_a_non_numeric_feature(write: Write) -> None:
         "colour.csv", csv_text("5.1,red,setosa", "4.9,blue,setosa", header="sepal_length,colour,species")
     )
     with pytest.raises(DataValidationError) as info:
-        data.infer_schema(data.read_table(path), target="species")
+        validation.infer_schema(files.read_table(path), target="species")
     assert [(f.row, f.column, f.reason) for f in info.value.failures] == [
         (1, "colour", "'red' is not a number"),
         (2, "colour", "'blue' is not a number"),
@@ -253,4 +254,4 @@ def test_infer_schema_refuses_a_non_numeric_feature(write: Write) -> None:
 
 def test_infer_schema_needs_a_feature() -> None:
     with pytest.raises(InvalidInput, match="no feature columns"):
-        data.infer_schema(iris.iris_frame()[["species"]], target="species")
+        validation.infer_schema(iris.iris_frame()[["species"]], target="species")

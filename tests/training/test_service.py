@@ -9,10 +9,11 @@ import sqlalchemy as sa
 from mloncall.core.errors import NotFound
 from mloncall.data import iris
 from mloncall.data.models import DatasetVersion
-from mloncall.data.service import DataValidationError
+from mloncall.data.validation import DataValidationError
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.stores.context import Context
+from mloncall.training import gate
 from mloncall.training import service as training
 from tests.helpers import new_samples_csv, train_iris, write_csv
 
@@ -129,11 +130,11 @@ def test_retrain_rejects_bad_data_and_registers_nothing(ctx: Context, tmp_path: 
 def test_gate_verdict_recall_margin() -> None:
     champion = {"accuracy": 0.9, "n": 10, "per_class": {"a": {"recall": 1.0}, "b": {"recall": 0.8}}}
     challenger = {"accuracy": 0.9, "n": 10, "per_class": {"a": {"recall": 0.9}, "b": {"recall": 0.9}}}
-    strict = training.gate_verdict(
+    strict = gate.gate_verdict(
         challenger=challenger, champion=champion, champion_ref="m:1", recall_margin=0.05
     )
     assert strict["verdict"] == "fail" and "recall of 'a' drops by 0.100" in strict["reason"]
-    lenient = training.gate_verdict(
+    lenient = gate.gate_verdict(
         challenger=challenger, champion=champion, champion_ref="m:1", recall_margin=0.2
     )
     assert lenient["verdict"] == "pass"

@@ -14,8 +14,7 @@ import typer
 
 from mloncall.access import service
 from mloncall.access.schemas import AuditRecordOut, TokenCreated, TokenOut
-from mloncall.cli.support import audited_unit_of_work
-from mloncall.cli.support import installation as _context
+from mloncall.cli.support import audited_unit_of_work, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 
@@ -52,7 +51,7 @@ def create(
     """Issue a token; its secret is printed once and never stored."""
     expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
     with (
-        _context() as ctx,
+        installation() as ctx,
         audited_unit_of_work(ctx, action="tokens.create", target=f"principal:{principal}") as unit,
     ):
         session, detail = unit
@@ -62,7 +61,7 @@ def create(
             session=session, principal_name=found.name, description=description, expires_in=expiry
         )
         detail.update(token_id=token.id, prefix=token.prefix, principal_created=created)
-        out = TokenCreated(token=TokenOut.from_token(token), secret=secret, principal_created=created)
+        out = TokenCreated(token=TokenOut.model_validate(token), secret=secret, principal_created=created)
     if as_json:
         console.print_json(out.model_dump(mode="json"))
         return
@@ -80,9 +79,9 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Every token, newest first, never its secret."""
-    with _context() as ctx, ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         tokens = [
-            TokenOut.from_token(t) for t in service.list_tokens(session=session, principal_name=principal)
+            TokenOut.model_validate(t) for t in service.list_tokens(session=session, principal_name=principal)
         ]
     if as_json:
         console.print_json([t.model_dump(mode="json") for t in tokens])
@@ -126,13 +125,13 @@ def revoke(
 ) -> None:
     """Revoke a token: requests with it are refused from now on."""
     with (
-        _context() as ctx,
+        installation() as ctx,
         audited_unit_of_work(ctx, action="tokens.revoke", target=f"token:{token_id}") as unit,
     ):
         session, detail = unit
         token = service.revoke_token(session=session, token_id=token_id)
         detail.update(principal=token.principal.name, prefix=token.prefix)
-        out = TokenOut.from_token(token)
+        out = TokenOut.model_validate(token)
     if as_json:
         console.print_json(out.model_dump(mode="json"))
         return
@@ -149,9 +148,9 @@ def audit(
     as_json: JsonOption = False,
 ) -> None:
     """Show the audit log, newest first."""
-    with _context() as ctx, ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         records = [
-            AuditRecordOut.from_record(r)
+            AuditRecordOut.model_validate(r)
             for r in service.list_audit(session=session, actor=actor, action=action, limit=limit)
         ]
     if as_json:

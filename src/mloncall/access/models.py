@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from mloncall.core import clock
 from mloncall.stores.db import Base
+
+TokenStatus = Literal["active", "revoked", "expired"]
 
 
 class Principal(Base):
@@ -41,6 +44,19 @@ class ApiToken(Base):
     last_used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
     principal: Mapped[Principal] = relationship(back_populates="tokens")
+
+    def status_at(self, at: dt.datetime) -> TokenStatus:
+        """`active`, `revoked` or `expired` at a moment."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= at:
+            return "expired"
+        return "active"
+
+    @property
+    def status(self) -> TokenStatus:
+        """The token's status now (by the injectable clock)."""
+        return self.status_at(clock.now())
 
 
 class AuditRecord(Base):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, field_validator
 
 from mloncall.access import service
-from mloncall.access.models import ApiToken, AuditRecord, Principal
+from mloncall.access.models import TokenStatus
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
 
@@ -16,19 +16,12 @@ Role = Literal["admin", "operator", "viewer"]
 
 
 class PrincipalOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     role: str
     disabled: bool
     created_at: dt.datetime
-
-    @classmethod
-    def from_principal(cls, principal: Principal) -> PrincipalOut:
-        return cls(
-            name=principal.name,
-            role=principal.role,
-            disabled=principal.disabled,
-            created_at=principal.created_at,
-        )
 
 
 class WhoAmI(BaseModel):
@@ -39,31 +32,18 @@ class WhoAmI(BaseModel):
 class TokenOut(BaseModel):
     """A token as listed: never its secret."""
 
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
     id: int
-    principal: str
-    role: str
+    principal: str = Field(validation_alias=AliasPath("principal", "name"))
+    role: str = Field(validation_alias=AliasPath("principal", "role"))
     prefix: str
     description: str
-    status: service.TokenStatus
+    status: TokenStatus
     created_at: dt.datetime
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
-
-    @classmethod
-    def from_token(cls, token: ApiToken) -> TokenOut:
-        return cls(
-            id=token.id,
-            principal=token.principal.name,
-            role=token.principal.role,
-            prefix=token.prefix,
-            description=token.description,
-            status=service.token_status(token),
-            created_at=token.created_at,
-            expires_at=token.expires_at,
-            revoked_at=token.revoked_at,
-            last_used_at=token.last_used_at,
-        )
 
 
 class TokenCreated(BaseModel):
@@ -109,6 +89,8 @@ class TokenCreate(BaseModel):
 
 
 class AuditRecordOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     at: dt.datetime
     actor: str
@@ -116,15 +98,3 @@ class AuditRecordOut(BaseModel):
     target: str
     outcome: str
     detail: dict[str, Any]
-
-    @classmethod
-    def from_record(cls, entry: AuditRecord) -> AuditRecordOut:
-        return cls(
-            id=entry.id,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            target=entry.target,
-            outcome=entry.outcome,
-            detail=entry.detail,
-        )

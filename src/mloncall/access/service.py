@@ -7,12 +7,12 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall.access.models import ApiToken, AuditRecord, Principal
+from mloncall.access.models import ApiToken, AuditRecord, Principal, TokenStatus
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 
@@ -158,17 +158,9 @@ def token_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-TokenStatus = Literal["active", "revoked", "expired"]
-
-
 def token_status(token: ApiToken, at: dt.datetime | None = None) -> TokenStatus:
     """`active`, `revoked` or `expired`."""
-    at = at or clock.now()
-    if token.revoked_at is not None:
-        return "revoked"
-    if token.expires_at is not None and token.expires_at <= at:
-        return "expired"
-    return "active"
+    return token.status_at(at or clock.now())
 
 
 def create_token(

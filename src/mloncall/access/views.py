@@ -28,7 +28,7 @@ def list_audit(
     _: Principal = allow("audit.read"),
 ) -> list[AuditRecordOut]:
     records = service.list_audit(session=session, actor=actor, action=action, limit=limit)
-    return [AuditRecordOut.from_record(r) for r in records]
+    return [AuditRecordOut.model_validate(r) for r in records]
 
 
 @router.get("/tokens", summary="Every token, newest first, never its secret (admin)")
@@ -37,7 +37,9 @@ def list_tokens(
     principal: Annotated[str | None, Query(max_length=128, description="only this principal's")] = None,
     _: Principal = allow("tokens.read"),
 ) -> list[TokenOut]:
-    return [TokenOut.from_token(t) for t in service.list_tokens(session=session, principal_name=principal)]
+    return [
+        TokenOut.model_validate(t) for t in service.list_tokens(session=session, principal_name=principal)
+    ]
 
 
 @router.post("/tokens", status_code=201, summary="Issue a token, creating the principal if new (admin)")
@@ -50,7 +52,7 @@ def create_token(
         session=session, principal_name=principal.name, description=body.description, expires_in=body.expiry()
     )
     audit_note(request, token_id=token.id, prefix=token.prefix, principal_created=created)
-    return TokenCreated(token=TokenOut.from_token(token), secret=secret, principal_created=created)
+    return TokenCreated(token=TokenOut.model_validate(token), secret=secret, principal_created=created)
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token (admin, or the token's own principal)")
@@ -65,4 +67,4 @@ def revoke_token(
         service.require(principal, "tokens.delete")
     token = service.revoke_token(session=session, token_id=token_id)
     audit_note(request, principal=token.principal.name, prefix=token.prefix)
-    return TokenOut.from_token(token)
+    return TokenOut.model_validate(token)

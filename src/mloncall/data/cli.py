@@ -6,9 +6,9 @@ from typing import Any
 
 import typer
 
+from mloncall.cli.support import installation
 from mloncall.core import console
 from mloncall.data.schemas import DatasetVersionRead
-from mloncall.stores.context import Context
 
 app = typer.Typer(
     help="Dataset versions: content-hashed snapshots with schema and reference profile.", no_args_is_help=True
@@ -22,9 +22,7 @@ def list_datasets(json_out: bool = JSON) -> None:
     """Every dataset version."""
     from mloncall.data import service
 
-    ctx = Context.from_settings()
-    ctx.db.migrate()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         versions = [v for d in service.list_datasets(session=session) for v in d.versions]
         data = [DatasetVersionRead.of(v).model_dump(mode="json", by_alias=True) for v in versions]
     if json_out:
@@ -50,9 +48,7 @@ def show(
     """A dataset version: schema, class balance and the per-feature reference profile."""
     from mloncall.data import service
 
-    ctx = Context.from_settings()
-    ctx.db.migrate()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         dv = service.resolve(session=session, ref=ref)
         data = DatasetVersionRead.of(dv, with_profile=True).model_dump(mode="json", by_alias=True)
     if json_out:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mloncall.core.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from mloncall.data.models import Dataset, DatasetVersion
+    from mloncall.data.models import DatasetVersion
 
 
 class FeatureSpec(BaseModel):
@@ -72,12 +72,15 @@ class DatasetSchema(BaseModel):
 
 
 class DatasetVersionRead(BaseModel):
-    """A dataset version as the API and `--json` show it (dump `by_alias=True` for the `schema` key)."""
+    """A dataset version as the API and `--json` show it (dump `by_alias=True` for the `schema` key).
 
-    model_config = ConfigDict(populate_by_name=True)
+    Built from a version whose `dataset` is loaded; the profile (large) only when `of` asks for it.
+    """
 
-    ref: str
-    name: str
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    ref: str = ""
+    name: str = Field(validation_alias=AliasPath("dataset", "name"))
     version: int
     content_hash: str
     row_count: int
@@ -92,46 +95,33 @@ class DatasetVersionRead(BaseModel):
     created_at: dt.datetime
     created_by: str
 
+    @model_validator(mode="after")
+    def _ref(self) -> Self:
+        self.ref = f"{self.name}:{self.version}"
+        return self
+
     @classmethod
     def of(cls, dv: DatasetVersion, *, with_profile: bool = False) -> DatasetVersionRead:
         """The response for a version whose `dataset` is loaded."""
-        return cls(
-            ref=f"{dv.dataset.name}:{dv.version}",
-            name=dv.dataset.name,
-            version=dv.version,
-            content_hash=dv.content_hash,
-            row_count=dv.row_count,
-            key=dv.key,
-            sha256=dv.sha256,
-            size=dv.size,
-            target=dv.target,
-            data_schema=dv.schema,
-            profile=dv.profile if with_profile else None,
-            source=dv.source,
-            parents=list(dv.parents or []),
-            created_at=dv.created_at,
-            created_by=dv.created_by,
-        )
+        out = cls.model_validate(dv)
+        return out if with_profile else out.model_copy(update={"profile": None})
 
 
 class DatasetRead(BaseModel):
     """A dataset with a summary of its versions, oldest first."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     description: str
     created_at: dt.datetime
     created_by: str
-    latest_version: int | None
+    latest_version: int | None = None
     versions: list[DatasetVersionRead]
 
-    @classmethod
-    def of(cls, ds: Dataset) -> DatasetRead:
-        versions = [DatasetVersionRead.of(v) for v in ds.versions]
-        return cls(
-            name=ds.name,
-            description=ds.description,
-            created_at=ds.created_at,
-            created_by=ds.created_by,
-            latest_version=versions[-1].version if versions else None,
-            versions=versions,
-        )
+    @model_validator(mode="after")
+    def _summary(self) -> Self:
+        """The newest version's number; the versions listed without their (large) profiles."""
+        self.versions = [v.model_copy(update={"profile": None}) for v in self.versions]
+        self.latest_version = self.versions[-1].version if self.versions else None
+        return self

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from mloncall.access.models import Principal
 from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
 from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
-from mloncall.data import service
+from mloncall.data import files, service, validation
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
@@ -19,12 +19,12 @@ Version = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="version number")
 
 @router.get("", summary="Every dataset with its versions")
 def list_datasets(session: DbSession, _: Principal = allow("datasets.read")) -> list[DatasetRead]:
-    return [DatasetRead.of(d) for d in service.list_datasets(session=session)]
+    return [DatasetRead.model_validate(d) for d in service.list_datasets(session=session)]
 
 
 @router.get("/{name}", summary="A dataset with its versions")
 def show_dataset(name: str, session: DbSession, _: Principal = allow("datasets.read")) -> DatasetRead:
-    return DatasetRead.of(service.get_dataset_or_raise(session=session, name=name))
+    return DatasetRead.model_validate(service.get_dataset_or_raise(session=session, name=name))
 
 
 @router.get("/{name}/versions/{version}", summary="A version with its schema and reference profile")
@@ -51,9 +51,9 @@ def upload(
     target: Annotated[str, Query(min_length=1, max_length=128, description="The label column.")] = "species",
 ) -> DatasetVersionRead:
     with uploaded_table(request, body) as path:
-        raw = service.read_table(path)
-    schema = service.infer_schema(raw, target=target, source="request body")
-    frame = service.validate(raw, schema=schema, source="request body", range_margin=None)
+        raw = files.read_table(path)
+    schema = validation.infer_schema(raw, target=target, source="request body")
+    frame = validation.validate(raw, schema=schema, source="request body", range_margin=None)
     dv = service.register(
         db=ctx.db,
         store=ctx.store,

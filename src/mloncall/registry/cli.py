@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from mloncall.cli.support import audited_unit_of_work
+from mloncall.cli.support import audited_unit_of_work, installation
 from mloncall.core import console
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import ModelRef
 from mloncall.registry import schemas
 from mloncall.registry import service as registry
 from mloncall.registry.render import print_version, print_versions, version_json
-from mloncall.stores.context import Context
 
 app = typer.Typer(help="The model registry: versions, aliases, integrity.", no_args_is_help=True)
 alias_app = typer.Typer(
@@ -22,17 +21,10 @@ app.add_typer(alias_app, name="alias")
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 
 
-def _context() -> Context:
-    ctx = Context.from_settings()
-    ctx.db.migrate()
-    return ctx
-
-
 @app.command("list")
 def list_models(json_out: bool = JSON) -> None:
     """Every model with its newest version and its aliases."""
-    ctx = _context()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         models = registry.list_models(session=session)
         if json_out:
             console.print_json([schemas.ModelSummary.from_model(m).model_dump(mode="json") for m in models])
@@ -68,26 +60,26 @@ def show(
     json_out: bool = JSON,
 ) -> None:
     """A model's versions (NAME), or everything about one version (NAME:VERSION, NAME@ALIAS)."""
-    ctx = _context()
-    parsed = ModelRef.parse(ref)
-    with ctx.db.session() as session:
-        if parsed.version is None and parsed.alias is None:
-            model = registry.get_model_or_raise(session=session, name=parsed.name)
-            if json_out:
-                console.print_json(
-                    {
-                        **schemas.ModelSummary.from_model(model).model_dump(mode="json"),
-                        "versions": [
-                            version_json(session=session, store=ctx.store, model_version=v)
-                            for v in model.versions
-                        ],
-                    }
-                )
+    with installation() as ctx:
+        parsed = ModelRef.parse(ref)
+        with ctx.db.session() as session:
+            if parsed.version is None and parsed.alias is None:
+                model = registry.get_model_or_raise(session=session, name=parsed.name)
+                if json_out:
+                    console.print_json(
+                        {
+                            **schemas.ModelSummary.from_model(model).model_dump(mode="json"),
+                            "versions": [
+                                version_json(session=session, store=ctx.store, model_version=v)
+                                for v in model.versions
+                            ],
+                        }
+                    )
+                    return
+                print_versions(session, model.versions, title=f"{model.name}: versions")
                 return
-            print_versions(session, model.versions, title=f"{model.name}: versions")
-            return
-        mv = registry.resolve(session=session, ref=parsed)
-        print_version(session=session, store=ctx.store, model_version=mv, json_out=json_out)
+            mv = registry.resolve(session=session, ref=parsed)
+            print_version(session=session, store=ctx.store, model_version=mv, json_out=json_out)
 
 
 @app.command()
@@ -96,12 +88,11 @@ def verify(
     json_out: bool = JSON,
 ) -> None:
     """Recompute every file's sha256 and name each file that is missing or altered (exit 5 if any)."""
-    ctx = _context()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         mv = registry.resolve(session=session, ref=ref)
         report = registry.verify(store=ctx.store, model_version=mv)
     if json_out:
-        console.print_json(schemas.VerifyReportOut.from_report(report).model_dump(mode="json"))
+        console.print_json(schemas.VerifyReportOut.model_validate(report).model_dump(mode="json"))
     else:
         rows = [
             [f.name, f.status, f.expected[:16] + "…", (f.actual or "-")[:16], f.size] for f in report.files
@@ -129,8 +120,10 @@ def alias_set(
     json_out: bool = JSON,
 ) -> None:
     """Point ALIAS at VERSION (the move is recorded with who and why)."""
-    ctx = _context()
-    with audited_unit_of_work(ctx, action="models.alias.set", target=f"{name}@{alias}") as (session, detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="models.alias.set", target=f"{name}@{alias}") as (session, detail),
+    ):
         event = registry.set_alias(
             session=session, name=name, alias=alias, version=version, actor=console.actor(), reason=reason
         )
@@ -155,8 +148,10 @@ def alias_rm(
     reason: str = typer.Option("", help="Why: kept in the alias history."),
 ) -> None:
     """Remove an alias (the move is recorded)."""
-    ctx = _context()
-    with audited_unit_of_work(ctx, action="models.alias.rm", target=f"{name}@{alias}") as (session, detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="models.alias.rm", target=f"{name}@{alias}") as (session, detail),
+    ):
         event = registry.remove_alias(
             session=session, name=name, alias=alias, actor=console.actor(), reason=reason
         )
@@ -171,10 +166,9 @@ def alias_history(
     json_out: bool = JSON,
 ) -> None:
     """Every alias move of a model: when, who, from, to, why."""
-    ctx = _context()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         events = registry.alias_history(session=session, name=name, alias=alias)
-        data = [schemas.AliasEventOut.from_event(e, model_name=name).model_dump(mode="json") for e in events]
+        data = [schemas.AliasEventOut.of(e, model_name=name).model_dump(mode="json") for e in events]
     if json_out:
         console.print_json(data)
         return
@@ -198,7 +192,9 @@ def delete(
         raise typer.BadParameter("give an explicit version: NAME:VERSION", param_hint="REF")
     if not yes:
         typer.confirm(f"delete {parsed} and its files?", abort=True)
-    ctx = _context()
-    with audited_unit_of_work(ctx, action="models.delete", target=str(parsed)) as (session, _detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="models.delete", target=str(parsed)) as (session, _detail),
+    ):
         registry.delete_version(session=session, store=ctx.store, name=parsed.name, version=parsed.version)
     console.out.print(f"deleted {parsed}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.columns import Columns
+from rich.table import Table
 from sqlalchemy.orm import Session
 
 from mloncall.core import console
@@ -16,7 +17,7 @@ from mloncall.stores.artifacts import ArtifactStore
 
 def version_json(*, session: Session, store: ArtifactStore, model_version: ModelVersion) -> dict[str, Any]:
     aliases = registry.aliases_of(session=session, model_version=model_version)
-    out = schemas.ModelVersionOut.from_version(model_version, aliases=aliases, artifact_root=store.root)
+    out = schemas.ModelVersionOut.of(model_version, aliases=aliases, artifact_root=store.root)
     return out.model_dump(mode="json")
 
 
@@ -69,23 +70,41 @@ def print_version(
     )
     if mv.description:
         console.out.print(mv.description)
-    per_class = console.table(
+    console.out.print(Columns([_per_class_table(m), _confusion_table(m)]))
+    console.out.print(Columns([_signature_table(mv.signature), _lineage_table(mv.lineage)]))
+    if mv.gate:
+        _print_gate(mv.gate)
+    files = console.table(
+        "files", ["file", "sha256", "bytes"], [[f.name, f.sha256[:16] + "…", f.size] for f in mv.files]
+    )
+    console.out.print(files)
+    if extra and "seconds" in extra:
+        console.out.print(f"done in {extra['seconds']:.2f}s")
+
+
+def _per_class_table(metrics: dict[str, Any]) -> Table:
+    return console.table(
         "per class",
         ["class", "precision", "recall", "f1", "support"],
         [
             [c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
-            for c, v in m.get("per_class", {}).items()
+            for c, v in metrics.get("per_class", {}).items()
         ],
     )
-    cm = m.get("confusion_matrix", {})
+
+
+def _confusion_table(metrics: dict[str, Any]) -> Table:
+    cm = metrics.get("confusion_matrix", {})
     labels = cm.get("labels", [])
-    confusion = console.table(
+    return console.table(
         "confusion (rows: truth)",
         ["", *labels],
         [[lbl, *row] for lbl, row in zip(labels, cm.get("matrix", []), strict=False)],
     )
-    console.out.print(Columns([per_class, confusion]))
-    sig = console.table(
+
+
+def _signature_table(signature: dict[str, Any]) -> Table:
+    return console.table(
         "signature",
         ["feature", "dtype", "min", "max", "median"],
         [
@@ -96,12 +115,15 @@ def print_version(
                 f"{f['max']:g}",
                 f"{f.get('quantiles', {}).get('0.5', float('nan')):g}",
             ]
-            for f in mv.signature.get("features", [])
+            for f in signature.get("features", [])
         ],
     )
-    lineage = mv.lineage
+
+
+def _lineage_table(lineage: dict[str, Any]) -> Table:
     ds = lineage.get("dataset", {})
-    lin = console.table(
+    code = lineage.get("code", {})
+    return console.table(
         "lineage",
         ["", ""],
         [
@@ -109,24 +131,15 @@ def print_version(
             ["content hash", str(ds.get("content_hash", ""))[:16] + "…"],
             ["train / holdout", f"{lineage.get('train_rows')} / {lineage.get('holdout_rows')}"],
             ["seed", lineage.get("seed")],
-            [
-                "code",
-                f"mloncall {lineage.get('code', {}).get('mloncall')} {lineage.get('code', {}).get('git_commit') or ''}",
-            ],
+            ["code", f"mloncall {code.get('mloncall')} {code.get('git_commit') or ''}"],
             ["libraries", ", ".join(f"{k} {v}" for k, v in lineage.get("libraries", {}).items())],
         ],
     )
-    console.out.print(Columns([sig, lin]))
-    if mv.gate:
-        g = mv.gate
-        style = "green" if g["verdict"] == "pass" else "bold red"
-        console.out.print(
-            f"gate vs {g['champion']['ref']}: [{style}]{g['verdict'].upper()}[/]  challenger {g['challenger']['accuracy']:.4f} "
-            f"vs production {g['champion']['accuracy']:.4f} on {g['eval_rows']} rows: {g['reason']}"
-        )
-    files = console.table(
-        "files", ["file", "sha256", "bytes"], [[f.name, f.sha256[:16] + "…", f.size] for f in mv.files]
+
+
+def _print_gate(g: dict[str, Any]) -> None:
+    style = "green" if g["verdict"] == "pass" else "bold red"
+    console.out.print(
+        f"gate vs {g['champion']['ref']}: [{style}]{g['verdict'].upper()}[/]  challenger {g['challenger']['accuracy']:.4f} "
+        f"vs production {g['champion']['accuracy']:.4f} on {g['eval_rows']} rows: {g['reason']}"
     )
-    console.out.print(files)
-    if extra and "seconds" in extra:
-        console.out.print(f"done in {extra['seconds']:.2f}s")

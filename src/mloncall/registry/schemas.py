@@ -4,31 +4,34 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from mloncall.registry.models import AliasEvent, ArtifactFile, Model, ModelVersion
-from mloncall.registry.service import VerifyReport
+from mloncall.registry.models import AliasEvent, Model, ModelVersion
 
 
 class FileOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     key: str
     sha256: str
     size: int
 
-    @classmethod
-    def from_file(cls, f: ArtifactFile) -> FileOut:
-        return cls(name=f.name, key=f.key, sha256=f.sha256, size=f.size)
-
 
 class ModelVersionOut(BaseModel):
-    """Everything recorded about one model version."""
+    """Everything recorded about one model version.
 
-    name: str
+    Built from a version row with `of`: its alias names (`service.aliases_of`) and the store's root are not
+    the row's, so they come in the validation context.
+    """
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+    name: str = Field(validation_alias=AliasPath("model", "name"))
     version: int
-    ref: str
+    ref: str = ""
     algorithm: str
     description: str
     tags: dict[str, Any]
@@ -40,36 +43,29 @@ class ModelVersionOut(BaseModel):
     dataset_version_id: int | None
     created_at: dt.datetime
     created_by: str
-    aliases: list[str]
+    aliases: list[str] = Field(default_factory=list)
     files: list[FileOut]
-    artifact_uri: str = Field(description="where the version's files live")
+    artifact_uri: str = Field(
+        validation_alias="artifact_prefix", description="where the version's files live"
+    )
+
+    @model_validator(mode="after")
+    def _placed(self, info: ValidationInfo) -> Self:
+        """The reference, and from the context the sorted alias names and the artifact root."""
+        context = info.context or {}
+        self.ref = f"{self.name}:{self.version}"
+        self.aliases = sorted(context.get("aliases", self.aliases))
+        root = context.get("artifact_root")
+        if root:
+            self.artifact_uri = f"{root.rstrip('/')}/{self.artifact_uri}"
+        return self
 
     @classmethod
-    def from_version(
+    def of(
         cls, mv: ModelVersion, *, aliases: Iterable[str], artifact_root: str | None = None
     ) -> ModelVersionOut:
         """From a version row, the alias names pointing at it (`service.aliases_of`) and the store root."""
-        return cls(
-            name=mv.model.name,
-            version=mv.version,
-            ref=f"{mv.model.name}:{mv.version}",
-            algorithm=mv.algorithm,
-            description=mv.description,
-            tags=mv.tags,
-            params=mv.params,
-            metrics=mv.metrics,
-            signature=mv.signature,
-            lineage=mv.lineage,
-            gate=mv.gate,
-            dataset_version_id=mv.dataset_version_id,
-            created_at=mv.created_at,
-            created_by=mv.created_by,
-            aliases=sorted(aliases),
-            files=[FileOut.from_file(f) for f in mv.files],
-            artifact_uri=f"{artifact_root.rstrip('/')}/{mv.artifact_prefix}"
-            if artifact_root
-            else mv.artifact_prefix,
-        )
+        return cls.model_validate(mv, context={"aliases": list(aliases), "artifact_root": artifact_root})
 
 
 class VersionBrief(BaseModel):
@@ -144,9 +140,14 @@ def _number(value: Any) -> float | None:
 
 
 class AliasEventOut(BaseModel):
-    """One alias move: None as from_version means created, as to_version means removed."""
+    """One alias move: None as from_version means created, as to_version means removed.
 
-    name: str
+    An event row knows its model by id only, so `of` passes the model's name in the validation context.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str = ""
     alias: str
     from_version: int | None
     to_version: int | None
@@ -154,17 +155,14 @@ class AliasEventOut(BaseModel):
     actor: str
     reason: str
 
+    @model_validator(mode="after")
+    def _named(self, info: ValidationInfo) -> Self:
+        self.name = (info.context or {}).get("model_name", self.name)
+        return self
+
     @classmethod
-    def from_event(cls, event: AliasEvent, *, model_name: str) -> AliasEventOut:
-        return cls(
-            name=model_name,
-            alias=event.alias,
-            from_version=event.from_version,
-            to_version=event.to_version,
-            at=event.at,
-            actor=event.actor,
-            reason=event.reason,
-        )
+    def of(cls, event: AliasEvent, *, model_name: str) -> AliasEventOut:
+        return cls.model_validate(event, context={"model_name": model_name})
 
 
 #: Text a database stores on every backend (PostgreSQL refuses NUL bytes).
@@ -181,6 +179,8 @@ class AliasSet(BaseModel):
 
 
 class FileCheckOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     key: str
     status: str = Field(description="ok, missing or altered")
@@ -190,31 +190,15 @@ class FileCheckOut(BaseModel):
 
 
 class VerifyReportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
     ref: str
     ok: bool
-    outcome: str
-    reason: str
+    outcome: str = Field(validation_alias=AliasPath("check", "outcome", "label"))
+    reason: str = Field(validation_alias=AliasPath("check", "reason"))
     seconds: float
     total_bytes: int
     files: list[FileCheckOut]
-
-    @classmethod
-    def from_report(cls, report: VerifyReport) -> VerifyReportOut:
-        check = report.check
-        return cls(
-            ref=report.ref,
-            ok=report.ok,
-            outcome=check.outcome.label,
-            reason=check.reason,
-            seconds=report.seconds,
-            total_bytes=report.total_bytes,
-            files=[
-                FileCheckOut(
-                    name=f.name, key=f.key, status=f.status, expected=f.expected, actual=f.actual, size=f.size
-                )
-                for f in report.files
-            ],
-        )
 
 
 class VersionDeleted(BaseModel):

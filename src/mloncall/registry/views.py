@@ -40,7 +40,7 @@ def show_version(
     name: str, version: Version, session: DbSession, ctx: CurrentContext, _: Principal = allow("models.read")
 ) -> ModelVersionOut:
     mv = service.get_version_or_raise(session=session, name=name, version=version)
-    return ModelVersionOut.from_version(
+    return ModelVersionOut.of(
         mv, aliases=service.aliases_of(session=session, model_version=mv), artifact_root=ctx.store.root
     )
 
@@ -53,7 +53,7 @@ def resolve_alias(
     if current is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}")
     mv = current.model_version
-    return ModelVersionOut.from_version(
+    return ModelVersionOut.of(
         mv, aliases=service.aliases_of(session=session, model_version=mv), artifact_root=ctx.store.root
     )
 
@@ -66,7 +66,7 @@ def alias_history(
     _: Principal = allow("models.history"),
 ) -> list[AliasEventOut]:
     events = service.alias_history(session=session, name=name, alias=alias)
-    return [AliasEventOut.from_event(e, model_name=name) for e in events]
+    return [AliasEventOut.of(e, model_name=name) for e in events]
 
 
 @router.post(
@@ -81,7 +81,7 @@ def verify_version(
     _: Principal = allow("models.verify"),
 ) -> VerifyReportOut:
     mv = service.get_version_or_raise(session=session, name=name, version=version)
-    report = VerifyReportOut.from_report(service.verify(store=ctx.store, model_version=mv))
+    report = VerifyReportOut.model_validate(service.verify(store=ctx.store, model_version=mv))
     if not report.ok:
         raise IntegrityError(
             f"{report.ref} failed verification: {report.reason}", details=report.model_dump(mode="json")
@@ -108,7 +108,7 @@ def set_alias(
         reason=body.reason,
     )
     audit_note(request, from_version=event.from_version)
-    return AliasEventOut.from_event(event, model_name=name)
+    return AliasEventOut.of(event, model_name=name)
 
 
 @router.delete("/{name}/aliases/{alias}", summary="Remove an alias (operator)")
@@ -123,7 +123,7 @@ def remove_alias(
     audit_note(request, reason=reason)
     event = service.remove_alias(session=session, name=name, alias=alias, actor=principal.name, reason=reason)
     audit_note(request, from_version=event.from_version)
-    return AliasEventOut.from_event(event, model_name=name)
+    return AliasEventOut.of(event, model_name=name)
 
 
 @router.delete(

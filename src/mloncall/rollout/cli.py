@@ -9,10 +9,11 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from mloncall.cli.support import audited_unit_of_work
+from mloncall.cli.support import audited_unit_of_work, installation, open_installation
 from mloncall.core import clock, console
 from mloncall.core.errors import CheckFailed, InvalidInput
 from mloncall.core.outcome import Outcome
+from mloncall.rollout.models import RolloutState
 from mloncall.rollout.render import outcome_label, print_acceptance
 from mloncall.stores.context import Context
 
@@ -24,12 +25,6 @@ app.add_typer(rollout_app, name="rollout")
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 REASON = typer.Option("", "--reason", help="Why: kept in the rollout history.")
-
-
-def _ctx() -> Context:
-    ctx = Context.from_settings()
-    ctx.db.migrate()
-    return ctx
 
 
 def _thresholds(items: list[str]) -> dict[str, str]:
@@ -74,18 +69,18 @@ def deploy(
         min_requests=min_requests,
         thresholds=_thresholds(threshold),
     )
-    ctx = _ctx()
+    ctx = open_installation()
     with audited_unit_of_work(ctx, action="rollout.deploy", target=ref) as (session, detail):
         r = service.deploy(session=session, store=ctx.store, ref=ref, spec=spec, actor=console.actor())
         detail.update(rollout=r.id, strategy=r.strategy, state=r.state)
-        out = RolloutOut.of(r)
+        out = RolloutOut.model_validate(r)
     if not json_out:
         _print_prechecks(out.prechecks)
         console.out.print(
             f"rollout #{out.id}: {out.model} v{out.from_version or '-'} → v{out.to_version} "
             f"[bold]{out.state}[/] ({out.reason})"
         )
-    if out.state == "aborted":
+    if out.state == RolloutState.ABORTED:
         if json_out:
             console.print_json(out.model_dump(mode="json"))
         raise CheckFailed(f"deployment of {ref} stopped: {out.reason}")
@@ -96,7 +91,7 @@ def deploy(
     final = _follow(ctx, out.id, service.step_seconds(timeout, what="timeout"), json_out)
     if json_out:
         console.print_json(final)
-    if final["rollout"]["state"] != "promoted":
+    if final["rollout"]["state"] != RolloutState.PROMOTED:
         raise CheckFailed(
             f"rollout #{out.id} ended {final['rollout']['state']}: {final['rollout']['reason']}"
         )
@@ -121,15 +116,15 @@ def _follow(ctx: Context, rollout_id: int, timeout_s: float, quiet: bool) -> dic
             with ctx.db.session() as session:
                 r = session.get(Rollout, rollout_id)
                 assert r is not None
-                state, snapshot = r.state, RolloutOut.of(r)
+                state, snapshot = r.state, RolloutOut.model_validate(r)
                 analysis = (
                     service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now())
-                    if state == "running"
+                    if state == RolloutState.RUNNING
                     else None
                 )
             if live:
                 live.update(_status_table(snapshot, analysis.counts if analysis else None))
-            if state not in ("running",) or time.monotonic() > deadline:
+            if state != RolloutState.RUNNING or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         result: dict[str, Any] = {"rollout": snapshot.model_dump(mode="json")}
@@ -138,7 +133,7 @@ def _follow(ctx: Context, rollout_id: int, timeout_s: float, quiet: bool) -> dic
                 console.out.print(
                     f"  {e.at:%H:%M:%S} {e.from_state} → {e.to_state} at {e.weight:.0%}: {e.reason}"
                 )
-        if state == "promoted":
+        if state == RolloutState.PROMOTED:
             result["acceptance"] = _acceptance_after(ctx, rollout_id, deadline, live, quiet)
         elif not quiet:
             console.out.print(f"rollout #{rollout_id} [bold]{state}[/]: {snapshot.reason}")
@@ -184,8 +179,10 @@ def _steer(name: str, action: str, reason: str, json_out: bool) -> None:
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    ctx = _ctx()
-    with audited_unit_of_work(ctx, action=f"rollout.{action}", target=name) as (session, detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action=f"rollout.{action}", target=name) as (session, detail),
+    ):
         r = service.get_active_or_raise(session=session, name=name)
         fn = {"pause": service.pause, "resume": service.resume, "promote": service.promote}.get(action)
         if fn is not None:
@@ -195,7 +192,7 @@ def _steer(name: str, action: str, reason: str, json_out: bool) -> None:
                 session=session, rollout=r, actor=console.actor(), reason=reason or "aborted by hand"
             )
         detail.update(rollout=r.id, state=r.state, reason=reason)
-        out = RolloutOut.of(r)
+        out = RolloutOut.model_validate(r)
     if json_out:
         console.print_json(out.model_dump(mode="json"))
     else:
@@ -241,14 +238,13 @@ def status(name: str = typer.Argument(..., help="Model name."), json_out: bool =
     from mloncall.rollout.schemas import RolloutOut
     from mloncall.serving import service as routing
 
-    ctx = _ctx()
-    with ctx.db.session() as session:
+    with installation() as ctx, ctx.db.session() as session:
         r = service.latest(session=session, name=name)
         view = routing.effective(session=session, name=name).to_dict()
         analysis = None
-        if r is not None and r.state == "running":
+        if r is not None and r.state == RolloutState.RUNNING:
             analysis = service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now()).to_dict()
-        out = RolloutOut.of(r) if r is not None else None
+        out = RolloutOut.model_validate(r) if r is not None else None
     data = {"rollout": out.model_dump(mode="json") if out else None, "routing": view, "analysis": analysis}
     if json_out:
         console.print_json(data)
@@ -279,9 +275,8 @@ def history_cmd(name: str = typer.Argument(..., help="Model name."), json_out: b
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    ctx = _ctx()
-    with ctx.db.session() as session:
-        rollouts = [RolloutOut.of(r) for r in service.history(session=session, name=name)]
+    with installation() as ctx, ctx.db.session() as session:
+        rollouts = [RolloutOut.model_validate(r) for r in service.history(session=session, name=name)]
     if json_out:
         console.print_json([r.model_dump(mode="json") for r in rollouts])
         return
@@ -312,12 +307,11 @@ def history_cmd(name: str = typer.Argument(..., help="Model name."), json_out: b
 @rollout_app.command("acceptance")
 def acceptance_cmd(name: str = typer.Argument(..., help="Model name."), json_out: bool = JSON) -> None:
     """Check runbook 1's acceptance criteria again for the newest promoted rollout, from live data."""
-    from mloncall.rollout import service
+    from mloncall.rollout.acceptance import check_acceptance, latest_promoted_or_raise
 
-    ctx = _ctx()
-    with ctx.db.session() as session:
-        r = service.latest_promoted_or_raise(session=session, name=name)
-        _, verdict = service.check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
+    with installation() as ctx, ctx.db.session() as session:
+        r = latest_promoted_or_raise(session=session, name=name)
+        _, verdict = check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
         acceptance = dict(r.acceptance or {})
     if json_out:
         console.print_json(acceptance)
@@ -337,13 +331,15 @@ def rollback(
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    ctx = _ctx()
-    with audited_unit_of_work(ctx, action="rollout.rollback", target=name) as (session, detail):
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="rollout.rollback", target=name) as (session, detail),
+    ):
         r = service.rollback(
             session=session, store=ctx.store, name=name, actor=console.actor(), reason=reason
         )
         detail.update(rollout=r.id, from_version=r.from_version, to_version=r.to_version)
-        out = RolloutOut.of(r)
+        out = RolloutOut.model_validate(r)
     if json_out:
         console.print_json(out.model_dump(mode="json"))
     else:

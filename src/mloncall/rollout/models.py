@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,9 +11,57 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mloncall.stores.db import Base
 
-#: States a rollout can be in; `running` and `paused` are active, the others final.
-ACTIVE_STATES = ("running", "paused")
-FINAL_STATES = ("promoted", "aborted", "rolled_back")
+
+class RolloutState(enum.StrEnum):
+    """Where a rollout is; stored as its value. `running` and `paused` are active, the last three final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled_back"
+
+
+#: Every move a rollout may make. `pending` is where a new row starts, before its pre-checks are judged;
+#: running -> running is a canary step passed (the weight goes up); a final state goes nowhere.
+TRANSITIONS: dict[RolloutState, frozenset[RolloutState]] = {
+    RolloutState.PENDING: frozenset(
+        {RolloutState.RUNNING, RolloutState.PROMOTED, RolloutState.ABORTED, RolloutState.ROLLED_BACK}
+    ),
+    RolloutState.RUNNING: frozenset(
+        {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.PROMOTED, RolloutState.ABORTED}
+    ),
+    RolloutState.PAUSED: frozenset({RolloutState.RUNNING, RolloutState.PROMOTED, RolloutState.ABORTED}),
+    RolloutState.PROMOTED: frozenset(),
+    RolloutState.ABORTED: frozenset(),
+    RolloutState.ROLLED_BACK: frozenset(),
+}
+
+ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
+FINAL_STATES = tuple(state for state, moves in TRANSITIONS.items() if not moves)
+
+
+def can_move(from_state: str, to_state: str) -> bool:
+    """Whether TRANSITIONS allows a rollout in from_state to go to to_state."""
+    return RolloutState(to_state) in TRANSITIONS[RolloutState(from_state)]
+
+
+class Strategy(enum.StrEnum):
+    """How a version is deployed: stepwise with analysis, all at once, or back to `previous`."""
+
+    CANARY = "canary"
+    DIRECT = "direct"
+    ROLLBACK = "rollback"
+
+
+class StepTaken(enum.StrEnum):
+    """What one look at a running canary did (the scheduler logs it per rollout)."""
+
+    ABORTED = "aborted"
+    ADVANCED = "advanced"
+    PROMOTED = "promoted"
+    PAUSED = "paused"
 
 
 class Rollout(Base):
@@ -27,9 +76,11 @@ class Rollout(Base):
     #: Equal to model_name while the rollout is active, NULL after: the unique constraint allows one active
     #: rollout per model on every backend (NULLs never collide), so a second deploy is a clean 409.
     active_model: Mapped[str | None] = mapped_column(sa.String(64), unique=True, nullable=True)
+    #: A `Strategy` value.
     strategy: Mapped[str] = mapped_column(sa.String(16))
     from_version: Mapped[int | None]
     to_version: Mapped[int]
+    #: A `RolloutState` value; it changes only through the service's transitions, each one an event.
     state: Mapped[str] = mapped_column(sa.String(16))
     reason: Mapped[str] = mapped_column(sa.Text, default="")
     steps: Mapped[list[Any]] = mapped_column(default=list)
@@ -61,7 +112,7 @@ class Rollout(Base):
     @property
     def weight(self) -> float:
         """The canary's current share of traffic, 0..1."""
-        if self.strategy != "canary" or not self.active or not self.steps:
+        if self.strategy != Strategy.CANARY or not self.active or not self.steps:
             return 0.0
         return float(self.steps[min(self.step_index, len(self.steps) - 1)]) / 100.0
 

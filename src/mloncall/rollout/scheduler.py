@@ -18,7 +18,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from mloncall.core import clock
 from mloncall.core.outcome import Outcome
 from mloncall.rollout import service
-from mloncall.rollout.models import Rollout
+from mloncall.rollout.acceptance import check_acceptance
+from mloncall.rollout.models import Rollout, RolloutState
 from mloncall.stores.context import Context
 from mloncall.stores.jobs import LockedLoop
 
@@ -40,7 +41,7 @@ def evaluate_once(ctx: Context, rollout_id: int, actor: str = "analysis") -> str
 def run_due(ctx: Context) -> dict[int, str]:
     """Evaluate every running rollout once; returns the transitions taken by rollout id."""
     with ctx.db.session() as session:
-        ids = [r.id for r in service.list_active(session=session) if r.state == "running"]
+        ids = [r.id for r in service.list_active(session=session) if r.state == RolloutState.RUNNING]
     taken = {}
     for rid in ids:
         try:
@@ -80,7 +81,7 @@ def acceptance_when_ready(
             r = session.get(Rollout, rollout_id)
             if r is None:
                 return {}
-            checks, _ = service.check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
+            checks, _ = check_acceptance(session=session, store=ctx.store, rollout=r, now=clock.now())
             acceptance = dict(r.acceptance or {})
         traffic = next((c for c in checks if c.name == "traffic on new version"), None)
         if traffic is None or traffic.outcome is not Outcome.INCONCLUSIVE or time.monotonic() > deadline:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mloncall.core.outcome import Check
-from mloncall.rollout.models import Rollout
+from mloncall.rollout.models import Rollout, RolloutState
 
 
 class RolloutEventOut(BaseModel):
@@ -25,12 +25,16 @@ class RolloutEventOut(BaseModel):
 
 
 class RolloutOut(BaseModel):
+    """A rollout with its transitions, oldest first."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
     id: int
-    model: str
+    model: str = Field(validation_alias="model_name")
     strategy: str
     from_version: int | None
     to_version: int
-    state: str
+    state: RolloutState
     reason: str
     steps: list[int]
     step_index: int
@@ -45,31 +49,6 @@ class RolloutOut(BaseModel):
     created_by: str
     finished_at: dt.datetime | None
     events: list[RolloutEventOut] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, r: Rollout, *, with_events: bool = True) -> RolloutOut:
-        return cls(
-            id=r.id,
-            model=r.model_name,
-            strategy=r.strategy,
-            from_version=r.from_version,
-            to_version=r.to_version,
-            state=r.state,
-            reason=r.reason,
-            steps=list(r.steps),
-            step_index=r.step_index,
-            weight=r.weight,
-            step_duration_s=r.step_duration_s,
-            min_requests=r.min_requests,
-            thresholds=r.thresholds,
-            prechecks=r.prechecks,
-            analyses=r.analyses,
-            acceptance=r.acceptance,
-            created_at=r.created_at,
-            created_by=r.created_by,
-            finished_at=r.finished_at,
-            events=[RolloutEventOut.model_validate(e) for e in r.events] if with_events else [],
-        )
 
 
 class AcceptanceOut(BaseModel):

@@ -11,6 +11,8 @@ from mloncall.api.deps import CurrentContext, DbSession, allow, audit_note
 from mloncall.core import clock
 from mloncall.core.errors import CheckFailed
 from mloncall.rollout import service
+from mloncall.rollout.acceptance import check_acceptance, latest_promoted_or_raise
+from mloncall.rollout.models import RolloutState
 from mloncall.rollout.schemas import AcceptanceOut, DeployRequest, ReasonRequest, RolloutOut
 from mloncall.serving import service as routing
 
@@ -39,9 +41,9 @@ def deploy(
         ),
         actor=principal.name,
     )
-    out = RolloutOut.of(r)
+    out = RolloutOut.model_validate(r)
     audit_note(request, rollout=out.id, state=out.state)
-    if out.state == "aborted":
+    if out.state == RolloutState.ABORTED:
         # Kept: the aborted rollout and its reason are history. The error still says the deploy did not start.
         session.commit()
         raise CheckFailed(f"deployment stopped: {out.reason}", details=out.model_dump(mode="json"))
@@ -54,10 +56,10 @@ def status(
 ) -> dict[str, Any]:
     r = service.latest(session=session, name=name)
     analysis = None
-    if r is not None and r.state == "running":
+    if r is not None and r.state == RolloutState.RUNNING:
         analysis = service.analyse(session=session, store=ctx.store, rollout=r, now=clock.now()).to_dict()
     return {
-        "rollout": RolloutOut.of(r).model_dump(mode="json") if r else None,
+        "rollout": RolloutOut.model_validate(r).model_dump(mode="json") if r else None,
         "routing": routing.effective(session=session, name=name).to_dict(),
         "analysis": analysis,
     }
@@ -82,7 +84,7 @@ def _steer(action: str) -> Any:
                 session=session, rollout=r, actor=principal.name, reason=reason
             )
         audit_note(request, rollout=r.id, state=r.state)
-        return RolloutOut.of(r)
+        return RolloutOut.model_validate(r)
 
     handler.__name__ = f"rollout_{action}"
     return handler
@@ -107,19 +109,19 @@ def rollback(
         session=session, store=ctx.store, name=name, actor=principal.name, reason=body.reason
     )
     audit_note(request, rollout=r.id, from_version=r.from_version, to_version=r.to_version)
-    return RolloutOut.of(r)
+    return RolloutOut.model_validate(r)
 
 
 @router.get("/{name}/rollouts", summary="Every rollout with every transition")
 def history(name: str, session: DbSession, _: Principal = allow("rollout.read")) -> list[RolloutOut]:
-    return [RolloutOut.of(r) for r in service.history(session=session, name=name)]
+    return [RolloutOut.model_validate(r) for r in service.history(session=session, name=name)]
 
 
 @router.post("/{name}/rollout/acceptance", summary="Check runbook 1's acceptance criteria from live data")
 def acceptance(
     name: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("rollout.read")
 ) -> AcceptanceOut:
-    r = service.latest_promoted_or_raise(session=session, name=name)
+    r = latest_promoted_or_raise(session=session, name=name)
     now = clock.now()
-    checks, verdict = service.check_acceptance(session=session, store=ctx.store, rollout=r, now=now)
+    checks, verdict = check_acceptance(session=session, store=ctx.store, rollout=r, now=now)
     return AcceptanceOut.of(r, checks, verdict.label, now)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from mloncall.cli.support import installation
 from mloncall.core import console
 from mloncall.core.errors import CheckFailed
 from mloncall.registry.render import print_version
@@ -39,10 +41,10 @@ def train(
     """Train a classifier, validate its data, and register it as the model's next version."""
     from mloncall.training import service
 
-    ctx = Context.from_settings()
-    ctx.init()
-    with console.progress(f"training {name}", enabled=not json_out) as step:
-        run = service.train(
+    _train_and_report(
+        f"training {name}",
+        json_out,
+        lambda ctx, step: service.train(
             ctx=ctx,
             name=name,
             data=data,
@@ -54,8 +56,8 @@ def train(
             created_by=console.actor(),
             description=description,
             progress=step,
-        )
-    _report(ctx, run, json_out)
+        ),
+    )
 
 
 @app.command()
@@ -82,10 +84,10 @@ def retrain(
     """
     from mloncall.training import service
 
-    ctx = Context.from_settings()
-    ctx.init()
-    with console.progress(f"retraining {name}", enabled=not json_out) as step:
-        run = service.retrain(
+    run = _train_and_report(
+        f"retraining {name}",
+        json_out,
+        lambda ctx, step: service.retrain(
             ctx=ctx,
             name=name,
             data=data,
@@ -96,10 +98,22 @@ def retrain(
             created_by=console.actor(),
             description=description,
             progress=step,
-        )
-    _report(ctx, run, json_out)
+        ),
+    )
     if run.gate and run.gate["verdict"] != "pass":
         raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
+
+
+def _train_and_report(
+    title: str, json_out: bool, job: Callable[[Context, Callable[[str], None]], TrainingRun]
+) -> TrainingRun:
+    """Run a training job in the initialised installation with a progress line, then show its version."""
+    with installation() as ctx:
+        ctx.init()
+        with console.progress(title, enabled=not json_out) as step:
+            run = job(ctx, step)
+        _report(ctx, run, json_out)
+    return run
 
 
 def _report(ctx: Context, run: TrainingRun, json_out: bool) -> None:

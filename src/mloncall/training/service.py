@@ -1,8 +1,9 @@
-"""Training, evaluation and the retraining gate (runbook 2).
+"""Training and retraining (runbook 2): read and register the data, fit, and register the version.
 
 `train` fits a classifier on a validated, registered dataset and registers it; `retrain` validates new
 rows against the champion's schema, trains on the union, scores challenger and champion on the same rows
-that neither has seen, and records the gate verdict with the version.
+that neither has seen, and records the gate verdict (`training.gate`) with the version. The classifiers, the split and the
+metrics are `training.estimators`.
 """
 
 from __future__ import annotations
@@ -20,29 +21,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 import mloncall
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.core.names import check_name
+from mloncall.data import files as data_files
 from mloncall.data import iris
 from mloncall.data import service as data_service
+from mloncall.data import validation as data_validation
 from mloncall.data.models import DatasetVersion
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.stores.context import Context
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN
+from mloncall.training.estimators import (
+    ROW_COLUMN,
+    build_estimator,
+    estimator_params,
+    evaluate,
+    signature_of,
+    split,
+)
+from mloncall.training.gate import judge_challenger
 
-ALGORITHMS = ("logistic_regression", "random_forest")
 HOLDOUT_FILE = "holdout.parquet"
 LOG_FILE = "training.log"
-ROW_COLUMN = "__row__"
 Progress = Callable[[str], None]
 
 
@@ -74,64 +78,6 @@ class _Log:
         return "\n".join(self.lines) + "\n"
 
 
-def build_estimator(algorithm: str, seed: int) -> Any:
-    """An unfitted classifier for the algorithm name."""
-    if algorithm == "logistic_regression":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    if algorithm == "random_forest":
-        return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
-    raise InvalidInput(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
-
-
-def evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: truth)."""
-    y_true = np.asarray(y_true).astype(str)
-    y_pred = np.asarray(y_pred).astype(str)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
-    return {
-        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
-        "n": len(y_true),
-        "per_class": {
-            c: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, c in enumerate(classes)
-        },
-        "confusion_matrix": {
-            "labels": classes,
-            "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-        },
-    }
-
-
-def signature_of(train: pd.DataFrame, schema: dict[str, Any]) -> dict[str, Any]:
-    """The input signature: feature names and dtypes, training min/max and quantiles, class labels."""
-    features = []
-    probs = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
-    for feat in schema["features"]:
-        col = train[feat["name"]].to_numpy(np.float64)
-        qs = np.quantile(col, probs)
-        features.append(
-            {
-                "name": feat["name"],
-                "dtype": "float64",
-                "min": float(col.min()),
-                "max": float(col.max()),
-                "quantiles": {f"{p:g}": float(q) for p, q in zip(probs, qs, strict=True)},
-            }
-        )
-    return {
-        "features": features,
-        "classes": list(schema["target"]["classes"]),
-        "target": schema["target"]["name"],
-    }
-
-
 def _code_version() -> dict[str, Any]:
     commit = None
     try:
@@ -155,19 +101,6 @@ def _libraries() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             libs[lib] = metadata.version(lib)
     return libs
-
-
-def _split(
-    frame: pd.DataFrame, target: str, test_size: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified train/holdout split; falls back to a plain split when a class is too small to stratify."""
-    counts = frame[target].value_counts()
-    n_test = int(np.ceil(test_size * len(frame)))
-    stratify = frame[target] if counts.min() >= 2 and n_test >= len(counts) else None
-    if len(frame) < 2:
-        return frame, frame.iloc[0:0]
-    train, hold = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
-    return train, hold
 
 
 def _fit(
@@ -242,7 +175,7 @@ def _register(
         class_labels=list(schema["target"]["classes"]),
         signature=signature_of(train, schema),
         metrics=metrics,
-        params={"algorithm": algorithm, "seed": seed, "test_size": test_size, **_estimator_params(estimator)},
+        params={"algorithm": algorithm, "seed": seed, "test_size": test_size, **estimator_params(estimator)},
         lineage=lineage,
         created_by=created_by,
         description=description,
@@ -261,11 +194,6 @@ def _register(
         log=log.text(),
         gate=gate,
     )
-
-
-def _estimator_params(estimator: Any) -> dict[str, Any]:
-    params = estimator.get_params(deep=True)
-    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | type(None))}
 
 
 def train(
@@ -291,26 +219,12 @@ def train(
     if not 0 < test_size < 1:
         raise InvalidInput(f"test size must be between 0 and 1, got {test_size}")
     log = _Log(progress)
-    if dataset is not None:
-        if data is not None:
-            raise InvalidInput("give either a data file or a registered dataset, not both")
-        with ctx.db.session() as session:
-            registered = data_service.resolve(session=session, ref=dataset)
-            _ = registered.dataset.name
-        raw = data_service.read(store=ctx.store, dataset_version=registered)
-        source = f"dataset {data_service.ref_of(registered)}"
-        dataset_name = dataset_name or registered.dataset.name
-    elif data is None:
-        raw = iris.iris_frame()
-        source = "scikit-learn bundled Iris"
-        dataset_name = dataset_name or "iris"
-    else:
-        raw = data_service.read_table(data)
-        source = str(data)
-        dataset_name = dataset_name or name
+    raw, source, dataset_name = _training_data(
+        ctx=ctx, name=name, data=data, dataset=dataset, dataset_name=dataset_name
+    )
     log(f"read {len(raw)} rows from {source}")
-    schema = data_service.infer_schema(raw, target=target)
-    frame = data_service.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
+    schema = data_validation.infer_schema(raw, target=target)
+    frame = data_validation.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
     log(
         f"validated {len(frame)} rows: {len(schema['features'])} features, classes {schema['target']['classes']}"
     )
@@ -325,7 +239,7 @@ def train(
     )
     log(f"dataset {dataset_name}:{dv.version} content hash {dv.content_hash}")
     frame = frame.assign(**{ROW_COLUMN: np.arange(len(frame))})
-    train_rows, hold = _split(frame, target, test_size, seed)
+    train_rows, hold = split(frame, target, test_size, seed)
     log(f"split {len(train_rows)} train / {len(hold)} holdout rows (stratified, seed {seed})")
     estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
     features = [f["name"] for f in schema["features"]]
@@ -355,57 +269,21 @@ def train(
     )
 
 
-def gate_verdict(
-    *,
-    challenger: dict[str, Any],
-    champion: dict[str, Any],
-    champion_ref: str,
-    recall_margin: float,
-    reference: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Pass only if accuracy is at least the champion's and no class's recall drops by more than the margin.
-
-    `reference` (optional) holds both accuracies on the champion's own held-out rows, whose labels were
-    trusted before: new rows with wrong labels also poison their own holdout, so only these rows reveal
-    them. There the challenger may trail by at most `reference["margin"]`.
-    """
-    reasons = []
-    if (
-        reference is not None
-        and reference["challenger"] + reference["margin"] + 1e-12 < reference["champion"]
-    ):
-        reasons.append(
-            f"on {champion_ref}'s own {reference['n']} held-out rows accuracy {reference['challenger']:.4f} "
-            f"trails {reference['champion']:.4f} by more than {reference['margin']:.3f} (are the new labels right?)"
-        )
-    if challenger["accuracy"] + 1e-12 < champion["accuracy"]:
-        reasons.append(f"accuracy {challenger['accuracy']:.4f} < production's {champion['accuracy']:.4f}")
-    drops = {}
-    for cls, cm in champion["per_class"].items():
-        drop = cm["recall"] - challenger["per_class"].get(cls, {"recall": 0.0})["recall"]
-        drops[cls] = drop
-        if drop > recall_margin + 1e-12:
-            reasons.append(f"recall of {cls!r} drops by {drop:.3f} (> margin {recall_margin:.3f})")
-    verdict = "fail" if reasons else "pass"
-    if not reasons:
-        reasons.append(
-            f"accuracy {challenger['accuracy']:.4f} >= production's {champion['accuracy']:.4f} and no class's "
-            f"recall drops by more than {recall_margin:.3f}"
-        )
-    return {
-        "verdict": verdict,
-        "reason": "; ".join(reasons),
-        "champion": {
-            "ref": champion_ref,
-            "accuracy": champion["accuracy"],
-            "per_class": champion["per_class"],
-        },
-        "challenger": {"accuracy": challenger["accuracy"], "per_class": challenger["per_class"]},
-        "recall_margin": recall_margin,
-        "recall_drops": drops,
-        "eval_rows": challenger["n"],
-        "reference": reference,
-    }
+def _training_data(
+    *, ctx: Context, name: str, data: Path | None, dataset: str | None, dataset_name: str | None
+) -> tuple[pd.DataFrame, str, str]:
+    """The raw rows to train on, where they came from, and the dataset name to register them under."""
+    if dataset is not None:
+        if data is not None:
+            raise InvalidInput("give either a data file or a registered dataset, not both")
+        with ctx.db.session() as session:
+            registered = data_service.resolve(session=session, ref=dataset)
+            _ = registered.dataset.name
+        raw = data_service.read(store=ctx.store, dataset_version=registered)
+        return raw, f"dataset {data_service.ref_of(registered)}", dataset_name or registered.dataset.name
+    if data is None:
+        return iris.iris_frame(), "scikit-learn bundled Iris", dataset_name or "iris"
+    return data_files.read_table(data), str(data), dataset_name or name
 
 
 def retrain(
@@ -425,96 +303,47 @@ def retrain(
     """Retrain on the champion's data plus new rows and register the challenger with its gate verdict."""
     label = source_label or str(data)
     started = time.perf_counter()
-    for label, margin in (("recall", recall_margin), ("reference", reference_margin)):
+    for which, margin in (("recall", recall_margin), ("reference", reference_margin)):
         if not 0 <= margin <= 1:
-            raise InvalidInput(f"{label} margin must be between 0 and 1, got {margin}")
+            raise InvalidInput(f"{which} margin must be between 0 and 1, got {margin}")
     log = _Log(progress)
-    with ctx.db.session() as session:
-        registry.get_model_or_raise(session=session, name=name)
-        try:
-            champion = registry.resolve(session=session, ref=f"{name}@production")
-        except NotFound:
-            raise NotFound(
-                f"model {name!r} has no production version to compare with: set the alias first "
-                f"(mloncall models alias set {name} production VERSION)"
-            ) from None
-        champion_ref = f"{name}:{champion.version}"
-        if champion.dataset_version_id is None:
-            raise InvalidInput(f"{champion_ref} has no recorded training dataset, so it cannot be retrained")
-        base_dv = session.get(DatasetVersion, champion.dataset_version_id)
-        assert base_dv is not None
-        # Loaded now: both are used after this unit of work ends.
-        _ = (base_dv.dataset.name, champion.files, champion.model.name)
+    champion, base_dv = _champion(ctx=ctx, name=name)
+    champion_ref = f"{name}:{champion.version}"
     algorithm = champion.algorithm
     seed = int(champion.params.get("seed", 42)) if seed is None else seed
     test_size = float(champion.params.get("test_size", 0.3))
     log(f"champion {champion_ref} ({algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
-
-    schema = base_dv.schema
-    raw = data_service.read_table(data)
-    log(f"read {len(raw)} new rows from {label}")
-    check_schema = {**schema, "features": champion.signature.get("features", schema["features"])}
-    new_rows = data_service.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
-    log(f"validated {len(new_rows)} new rows against {champion_ref}'s schema (range margin {range_margin})")
-    base = data_service.read(store=ctx.store, dataset_version=base_dv)
-    union = pd.concat([base, new_rows[list(base.columns)]], ignore_index=True)
-    union_schema = data_service.infer_schema(union, target=schema["target"]["name"])
-    union_schema["target"]["classes"] = list(schema["target"]["classes"])
-    dv = data_service.register(
-        db=ctx.db,
-        store=ctx.store,
-        name=base_dv.dataset.name,
-        df=union,
-        schema=union_schema,
-        source=f"{base_dv.dataset.name}:{base_dv.version} + {label}",
+    union, base_rows, dv = _grown_dataset(
+        ctx=ctx,
+        log=log,
+        champion=champion,
+        base_dv=base_dv,
+        data=data,
+        label=label,
+        range_margin=range_margin,
         created_by=created_by,
-        parents=[base_dv.id],
     )
-    log(
-        f"dataset {base_dv.dataset.name}:{dv.version} = {len(base)} + {len(new_rows)} rows, hash {dv.content_hash}"
+    schema = base_dv.schema
+    train_rows, hold, champion_rows = _challengesplit(
+        ctx=ctx,
+        log=log,
+        champion=champion,
+        union=union,
+        base_rows=base_rows,
+        target=schema["target"]["name"],
+        test_size=test_size,
+        seed=seed,
     )
-
-    # Neither model may have seen the evaluation rows: the champion's own holdout plus a holdout of the new rows.
-    champion_hold = pd.read_parquet(
-        io.BytesIO(registry.read_file(store=ctx.store, model_version=champion, name=HOLDOUT_FILE))
-    )
-    target = schema["target"]["name"]
-    union = union.assign(**{ROW_COLUMN: np.arange(len(union))})
-    fresh = union.iloc[len(base) :]
-    _, fresh_hold = _split(fresh, target, test_size, seed)
-    hold_idx = set(champion_hold[ROW_COLUMN].astype(int).tolist()) | set(fresh_hold[ROW_COLUMN].tolist())
-    is_hold = union[ROW_COLUMN].isin(hold_idx)
-    hold = union[is_hold]
-    train_rows = union[~is_hold]
-    log(f"evaluation rows: {len(champion_hold)} from {champion_ref}'s holdout + {len(fresh_hold)} new")
     estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
-
-    features = [f["name"] for f in schema["features"]]
-    classes = list(schema["target"]["classes"])
-    X_hold = hold[features].to_numpy(np.float64)
-    y_hold = hold[target].to_numpy(str)
-    challenger_metrics = evaluate(y_hold, estimator.predict(X_hold), classes)
-    champion_session = registry.load_onnx(store=ctx.store, model_version=champion)
-    from mloncall.registry.formats import onnx_predict
-
-    champion_pred = onnx_predict(champion_session, X_hold)[0]
-    champion_metrics = evaluate(y_hold, champion_pred, classes)
-    on_reference = hold[ROW_COLUMN].isin(set(champion_hold[ROW_COLUMN].astype(int).tolist())).to_numpy()
-    reference = None
-    if on_reference.any():
-        challenger_pred = estimator.predict(X_hold)
-        reference = {
-            "n": int(on_reference.sum()),
-            "challenger": float(np.mean(challenger_pred[on_reference].astype(str) == y_hold[on_reference])),
-            "champion": float(np.mean(champion_pred[on_reference].astype(str) == y_hold[on_reference])),
-            "margin": reference_margin,
-        }
-    gate = gate_verdict(
-        challenger=challenger_metrics,
-        champion=champion_metrics,
-        champion_ref=champion_ref,
+    challenger_metrics, gate = judge_challenger(
+        ctx=ctx,
+        champion=champion,
+        estimator=estimator,
+        hold=hold,
+        champion_rows=champion_rows,
+        schema=schema,
         recall_margin=recall_margin,
-        reference=reference,
+        reference_margin=reference_margin,
     )
     log(f"gate {gate['verdict'].upper()}: {gate['reason']}")
     return _register(
@@ -535,3 +364,93 @@ def retrain(
         gate=gate,
         started=started,
     )
+
+
+def _champion(*, ctx: Context, name: str) -> tuple[ModelVersion, DatasetVersion]:
+    """The model's production version and the dataset version it was trained on, loaded for later use."""
+    with ctx.db.session() as session:
+        registry.get_model_or_raise(session=session, name=name)
+        try:
+            champion = registry.resolve(session=session, ref=f"{name}@production")
+        except NotFound:
+            raise NotFound(
+                f"model {name!r} has no production version to compare with: set the alias first "
+                f"(mloncall models alias set {name} production VERSION)"
+            ) from None
+        if champion.dataset_version_id is None:
+            raise InvalidInput(
+                f"{name}:{champion.version} has no recorded training dataset, so it cannot be retrained"
+            )
+        base_dv = session.get(DatasetVersion, champion.dataset_version_id)
+        assert base_dv is not None
+        # Loaded now: both are used after this unit of work ends.
+        _ = (base_dv.dataset.name, champion.files, champion.model.name)
+    return champion, base_dv
+
+
+def _grown_dataset(
+    *,
+    ctx: Context,
+    log: _Log,
+    champion: ModelVersion,
+    base_dv: DatasetVersion,
+    data: Path,
+    label: str,
+    range_margin: float | None,
+    created_by: str,
+) -> tuple[pd.DataFrame, int, DatasetVersion]:
+    """The champion's rows plus the new ones (validated against its schema), registered as the dataset's next
+    version; returns the union, how many of its rows are the champion's, and the new version."""
+    champion_ref = f"{champion.model.name}:{champion.version}"
+    schema = base_dv.schema
+    raw = data_files.read_table(data)
+    log(f"read {len(raw)} new rows from {label}")
+    check_schema = {**schema, "features": champion.signature.get("features", schema["features"])}
+    new_rows = data_validation.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
+    log(f"validated {len(new_rows)} new rows against {champion_ref}'s schema (range margin {range_margin})")
+    base = data_service.read(store=ctx.store, dataset_version=base_dv)
+    union = pd.concat([base, new_rows[list(base.columns)]], ignore_index=True)
+    union_schema = data_validation.infer_schema(union, target=schema["target"]["name"])
+    union_schema["target"]["classes"] = list(schema["target"]["classes"])
+    dv = data_service.register(
+        db=ctx.db,
+        store=ctx.store,
+        name=base_dv.dataset.name,
+        df=union,
+        schema=union_schema,
+        source=f"{base_dv.dataset.name}:{base_dv.version} + {label}",
+        created_by=created_by,
+        parents=[base_dv.id],
+    )
+    log(
+        f"dataset {base_dv.dataset.name}:{dv.version} = {len(base)} + {len(new_rows)} rows, hash {dv.content_hash}"
+    )
+    return union, len(base), dv
+
+
+def _challengesplit(
+    *,
+    ctx: Context,
+    log: _Log,
+    champion: ModelVersion,
+    union: pd.DataFrame,
+    base_rows: int,
+    target: str,
+    test_size: float,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame, set[int]]:
+    """Training and evaluation rows, and the row numbers of the champion's own holdout among them.
+
+    Neither model may have seen the evaluation rows: the champion's own holdout plus a holdout of the new rows.
+    """
+    champion_ref = f"{champion.model.name}:{champion.version}"
+    champion_hold = pd.read_parquet(
+        io.BytesIO(registry.read_file(store=ctx.store, model_version=champion, name=HOLDOUT_FILE))
+    )
+    union = union.assign(**{ROW_COLUMN: np.arange(len(union))})
+    fresh = union.iloc[base_rows:]
+    _, fresh_hold = split(fresh, target, test_size, seed)
+    champion_rows = set(champion_hold[ROW_COLUMN].astype(int).tolist())
+    is_hold = union[ROW_COLUMN].isin(champion_rows | set(fresh_hold[ROW_COLUMN].tolist()))
+    log(f"evaluation rows: {len(champion_hold)} from {champion_ref}'s holdout + {len(fresh_hold)} new")
+    return union[~is_hold], union[is_hold], champion_rows
