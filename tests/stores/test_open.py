@@ -42,3 +42,13 @@ def test_a_typo_in_the_database_url_creates_nothing(tmp_path: Path) -> None:
     res = run_cli("models", "list", env=env, cwd=tmp_path)
     assert res.returncode == 7, (res.returncode, res.stdout, res.stderr)
     assert not (tmp_path / "nonexistent").exists()
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["alerts", "list"], ["rollout", "status", "iris"]])
+def test_read_commands_refuse_an_uninitialised_home(command: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "MLONCALL_HOME": str(tmp_path / "home")}
+    env.pop("MLONCALL_DB_URL", None)
+    res = run_cli(*command, env=env, cwd=tmp_path)
+    assert res.returncode == 7, (res.returncode, res.stdout, res.stderr)
+    assert "run `mloncall init`" in res.stderr
+    assert not (tmp_path / "home").exists()

@@ -51,7 +51,7 @@ def create(
     """Issue a token; its secret is printed once and never stored."""
     expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
     with (
-        installation() as ctx,
+        installation(create=True) as ctx,
         audited_unit_of_work(ctx, action="tokens.create", target=f"principal:{principal}") as unit,
     ):
         session, detail = unit

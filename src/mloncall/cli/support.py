@@ -21,14 +21,19 @@ from mloncall.stores.context import Context
 
 
 @contextmanager
-def installation() -> Iterator[Context]:
-    """The existing installation named by the settings, its schema brought up to date; closed afterwards.
+def installation(*, create: bool = False) -> Iterator[Context]:
+    """The installation named by the settings, its schema brought up to date; closed afterwards.
 
-    There must be one (`mloncall init`): a command never creates a store by accident.
+    Reading and changing commands need an existing one (`mloncall init`), so a typo in the home or the
+    database URL is an error rather than a new empty store. The commands that make the first things a store
+    holds (`train`, `tokens create`) pass `create=True` and set it up as `init` does.
     """
     ctx = Context.from_settings()
     try:
-        ctx.open()
+        if create:
+            ctx.init()
+        else:
+            ctx.open()
         yield ctx
     finally:
         ctx.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mloncall.cli.support import audited_unit_of_work, installation
+from mloncall.cli.support import audited_unit_of_work, confirm, installation
 from mloncall.core import console
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import ModelRef
@@ -190,8 +190,7 @@ def delete(
     parsed = ModelRef.parse(ref)
     if parsed.version is None:
         raise typer.BadParameter("give an explicit version: NAME:VERSION", param_hint="REF")
-    if not yes:
-        typer.confirm(f"delete {parsed} and its files?", abort=True)
+    confirm(f"delete {parsed} and its files?", yes=yes)
     with (
         installation() as ctx,
         audited_unit_of_work(ctx, action="models.delete", target=str(parsed)) as (session, _detail),

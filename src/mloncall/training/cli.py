@@ -108,8 +108,7 @@ def _train_and_report(
     title: str, json_out: bool, job: Callable[[Context, Callable[[str], None]], TrainingRun]
 ) -> TrainingRun:
     """Run a training job in the initialised installation with a progress line, then show its version."""
-    with installation() as ctx:
-        ctx.init()
+    with installation(create=True) as ctx:
         with console.progress(title, enabled=not json_out) as step:
             run = job(ctx, step)
         _report(ctx, run, json_out)
