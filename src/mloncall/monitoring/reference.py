@@ -17,7 +17,7 @@ import numpy as np
 from mloncall.core.errors import MloncallError
 from mloncall.data import service as data_service
 from mloncall.data.models import DatasetVersion
-from mloncall.monitoring.drift import SortedSample
+from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.registry import service as registry
 from mloncall.stores.context import Context
 

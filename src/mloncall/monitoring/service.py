@@ -24,7 +24,8 @@ from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
 from mloncall.monitoring import logs, performance, quality
-from mloncall.monitoring.drift import DriftReport, SortedSample, VersionDrift, version_drift
+from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
+from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.monitoring.logs import LogWindow, error_mask, float_column, read_window, string_counts
 from mloncall.monitoring.reference import VersionInfo, reference_for, versions_of
 from mloncall.monitoring.schemas import (
