@@ -14,12 +14,16 @@ Everything is judged on the version in production (the routed stable version): a
 the same window are shown but do not decide. A recent deploy means a rollout promoted within
 `RECENT_DEPLOY` before the window ended; it is blamed only for a degradation without drift, or for service
 problems (error rate, latency), since drifting inputs explain a drop the deploy did not cause.
+
+`investigate` runs three steps, each callable on its own: `gather_evidence` (every monitor over the window
+and the recent rollouts), `assess_evidence` (the table above) and `recommend` (the action and its command).
+They read and never write: closing the alert is the caller's unit of work.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mloncall.alerts import service as alerts
@@ -51,19 +55,31 @@ class Recommendation:
 
 
 @dataclass
-class Investigation:
-    """Everything `investigate` found, in the order the runbook asks for it."""
+class Evidence:
+    """What the runbook gathers before it judges: every monitor over the window, and the recent rollouts."""
 
-    alert: dict[str, Any]
     model: str
     since: dt.datetime
     until: dt.datetime
+    production: int | None  # the routed stable version: the one that decides
     drift: DriftReport
     quality: list[Check]
     accuracy: Check
     service: list[Check]
-    canary: dict[str, Any] | None
     recent_deploy: dict[str, Any] | None
+    canary: dict[str, Any] | None
+
+    @property
+    def production_drift(self) -> VersionDrift | None:
+        """The drift verdict of the production version, if it served in the window."""
+        return next((v for v in self.drift.versions if v.version == self.production), None)
+
+
+@dataclass
+class Investigation(Evidence):
+    """Everything `investigate` found, in the order the runbook asks for it: the evidence and its judgement."""
+
+    alert: dict[str, Any]
     assessment: str
     recommendation: Recommendation
     findings: list[str] = field(default_factory=list)
@@ -88,27 +104,6 @@ class Investigation:
         }
 
 
-@dataclass
-class Evidence:
-    """What the runbook gathers before it judges: every monitor over the window, and the recent rollouts."""
-
-    model: str
-    since: dt.datetime
-    until: dt.datetime
-    production: int | None  # the routed stable version: the one that decides
-    drift: DriftReport
-    quality: list[Check]
-    accuracy: Check
-    service: list[Check]
-    recent_deploy: dict[str, Any] | None
-    canary: dict[str, Any] | None
-
-    @property
-    def production_drift(self) -> VersionDrift | None:
-        """The drift verdict of the production version, if it served in the window."""
-        return next((v for v in self.drift.versions if v.version == self.production), None)
-
-
 def investigate(
     *,
     ctx: Context,
@@ -128,16 +123,8 @@ def investigate(
     )
     assessment, action = assess_evidence(evidence)
     return Investigation(
+        **{f.name: getattr(evidence, f.name) for f in fields(Evidence)},
         alert=_alert_dict(alert) if alert is not None else {},
-        model=model,
-        since=since,
-        until=until,
-        drift=evidence.drift,
-        quality=evidence.quality,
-        accuracy=evidence.accuracy,
-        service=evidence.service,
-        canary=evidence.canary,
-        recent_deploy=evidence.recent_deploy,
         assessment=assessment,
         recommendation=recommend(action=action, evidence=evidence, alert=alert),
         findings=_findings(evidence),
@@ -243,59 +230,49 @@ def _production_version(ctx: Context, model: str) -> int | None:
             return None
 
 
-def _recent_rollouts(ctx: Context, model: str) -> list[dict[str, Any]]:
-    """The model's newest 20 rollouts, newest first, as plain values read while the session is open."""
+def _recent_rollouts(ctx: Context, model: str) -> list[Rollout]:
+    """The model's newest 20 rollouts, newest first, detached from the session that read them."""
     with ctx.db.session() as s:
         newest = list(reversed(rollouts.history(session=s, name=model)))[:20]
-        return [_rollout_facts(r) for r in newest]
+        for r in newest:
+            s.expunge(r)
+    return newest
 
 
-def _rollout_facts(r: Rollout) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "state": r.state,
-        "strategy": r.strategy,
-        "from_version": r.from_version,
-        "to_version": r.to_version,
-        "finished_at": r.finished_at,
-        "analyses": r.analyses,
-    }
-
-
-def _recent_deploy(recent: list[dict[str, Any]], until: dt.datetime) -> dict[str, Any] | None:
+def _recent_deploy(recent: list[Rollout], until: dt.datetime) -> dict[str, Any] | None:
     """The newest rollout that finished within RECENT_DEPLOY before the window ended (rollbacks excepted)."""
     deploy = next(
         (
             r
             for r in recent
-            if r["state"] in ("promoted", "rolled_back")
-            and r["finished_at"] is not None
-            and until - RECENT_DEPLOY <= r["finished_at"] <= until
-            and r["strategy"] != "rollback"
+            if r.state in ("promoted", "rolled_back")
+            and r.finished_at is not None
+            and until - RECENT_DEPLOY <= r.finished_at <= until
+            and r.strategy != "rollback"
         ),
         None,
     )
     if deploy is None:
         return None
     return {
-        "rollout": deploy["id"],
-        "from_version": deploy["from_version"],
-        "to_version": deploy["to_version"],
-        "at": deploy["finished_at"].isoformat(),
+        "rollout": deploy.id,
+        "from_version": deploy.from_version,
+        "to_version": deploy.to_version,
+        "at": deploy.finished_at.isoformat() if deploy.finished_at else None,
     }
 
 
-def _last_canary(recent: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _last_canary(recent: list[Rollout]) -> dict[str, Any] | None:
     """The newest analysed canary and its last disagreement check."""
-    canary = next((r for r in recent if r["strategy"] == "canary" and r["analyses"]), None)
+    canary = next((r for r in recent if r.strategy == "canary" and r.analyses), None)
     if canary is None:
         return None
-    last = canary["analyses"][-1]
+    last = canary.analyses[-1]
     disagreement = next((c for c in last.get("checks", []) if c["name"] == "disagreement"), None)
     return {
-        "rollout": canary["id"],
-        "versions": [canary["from_version"], canary["to_version"]],
-        "state": canary["state"],
+        "rollout": canary.id,
+        "versions": [canary.from_version, canary.to_version],
+        "state": canary.state,
         "disagreement": disagreement,
     }
 
