@@ -30,7 +30,8 @@ from scipy import stats
 from mloncall.core.config import Settings
 from mloncall.data import iris
 from mloncall.monitoring import service
-from mloncall.monitoring.drift import DriftSettings, FeatureDrift, SortedSample, drift_features
+from mloncall.monitoring.drift import DriftSettings, FeatureDrift, drift_features
+from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.serving.logger import FeedbackBatch, PredictionLog
 from mloncall.stores.context import Context
 from mloncall.training import service as training

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from mloncall.monitoring import drift
-from mloncall.monitoring.drift import DriftSettings, SortedSample, compare, compare_counts, feature_drift
+from mloncall.monitoring import drift, drift_stats
+from mloncall.monitoring.drift import DriftSettings, feature_drift
+from mloncall.monitoring.drift_stats import SortedSample, compare, compare_counts
 
 TOL = 1e-9
 
@@ -106,18 +107,18 @@ def test_the_sorted_helpers_accept_presorted_arrays() -> None:
     a, b = fixed_data(2000, 15_000, shift=0.3, ties=False, seed=5)
     a.sort()
     b.sort()
-    d, p = drift.ks_2samp_sorted(a, b)
+    d, p = drift_stats.ks_2samp_sorted(a, b)
     expected = stats.ks_2samp(a, b)
     assert d == pytest.approx(float(expected.statistic), abs=TOL)
     assert p == pytest.approx(float(expected.pvalue), abs=TOL)
-    assert drift.wasserstein_sorted(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=TOL)
+    assert drift_stats.wasserstein_sorted(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=TOL)
 
 
 def test_far_tail_ks_p_values_are_a_bound_within_tolerance_of_scipy() -> None:
     a, b = fixed_data(20_000, 30_000, shift=0.4, ties=False, seed=9)
     c = compare(SortedSample.of(a), SortedSample.of(b))
     expected = float(stats.ks_2samp(a, b).pvalue)
-    assert expected < drift.KS_TAIL_BOUND and expected <= c.ks_p < drift.KS_TAIL_BOUND
+    assert expected < drift_stats.KS_TAIL_BOUND and expected <= c.ks_p < drift_stats.KS_TAIL_BOUND
     assert c.ks_p == pytest.approx(expected, abs=TOL)
 
 
@@ -175,7 +176,7 @@ def test_constant_feature_gives_defined_values() -> None:
     moved = feature_drift(
         "c", SortedSample.of(np.full(200, 3.0)), SortedSample.of(np.full(150, 4.0)), DriftSettings()
     )
-    assert moved.drifted is True and moved.wasserstein_norm == pytest.approx(1.0 / drift.STD_FLOOR)
+    assert moved.drifted is True and moved.wasserstein_norm == pytest.approx(1.0 / drift_stats.STD_FLOOR)
     assert _all_finite(moved.to_dict(histograms=False))
     assert (
         moved.histogram is not None
@@ -211,7 +212,9 @@ def test_method_follows_reference_size_and_distinct_values() -> None:
 
 
 def test_histograms_share_their_bin_edges() -> None:
-    h = drift.histogram(SortedSample.of(np.arange(100.0)), SortedSample.of(np.arange(50.0, 250.0)), bins=20)
+    h = drift_stats.histogram(
+        SortedSample.of(np.arange(100.0)), SortedSample.of(np.arange(50.0, 250.0)), bins=20
+    )
     assert len(h.edges) == 21 and h.edges[0] == 0.0 and h.edges[-1] == 249.0
     assert sum(h.reference) == 100 and sum(h.current) == 200
     assert np.histogram(np.arange(50.0, 250.0), np.array(h.edges))[0].tolist() == h.current

@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,49 +27,17 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from mloncall.cli.support import installation
 from mloncall.core import clock, console
 from mloncall.core.config import Settings
 from mloncall.core.errors import Conflict
+from mloncall.demo.scene import MODEL, Pace, Story
+from mloncall.rollout.render import print_acceptance
 from mloncall.stores.context import Context
 
 app = typer.Typer()
 
-MODEL = "iris-classifier"
-ACTOR = "demo"
 MARKER = ".mloncall-demo"
-
-
-@dataclass
-class Pace:
-    """How long the story waits at each point; `--fast` shortens everything for the test suite."""
-
-    step_duration: float
-    min_requests: int
-    steps: list[int]
-    alert_for: str
-    alert_window: str
-    acceptance_timeout: float
-
-    @classmethod
-    def of(cls, fast: bool) -> Pace:
-        if fast:
-            return cls(3.0, 30, [50, 100], "3s", "20s", 30.0)
-        return cls(10.0, 60, [10, 50, 100], "10s", "30s", 60.0)
-
-
-@dataclass
-class Story:
-    """What happened, stage by stage, for the live view and the summary."""
-
-    stages: list[tuple[str, str, str]] = field(default_factory=list)  # (title, status, detail)
-    note: str = ""
-
-    def begin(self, title: str) -> int:
-        self.stages.append((title, "running", ""))
-        return len(self.stages) - 1
-
-    def end(self, index: int, status: str, detail: str) -> None:
-        self.stages[index] = (self.stages[index][0], status, detail)
 
 
 def _view(story: Story, traffic: Any) -> Group:
@@ -131,24 +98,26 @@ def demo(
     seed: int = typer.Option(42, help="Seed for training and the simulated traffic."),
 ) -> None:
     """Play the oncall story end to end against a live local server (about 2 minutes; --fast: under 1)."""
+    # imported when the command runs: the story pulls in training, serving and the monitors, which every
+    # other `mloncall` command would otherwise load at start-up
     from mloncall.demo.story import play
 
     settings = Settings.load()
     if not settings.db_url.startswith("sqlite") or "://" in settings.artifacts:
         raise Conflict("the demo runs on the embedded defaults: unset MLONCALL_DB_URL and MLONCALL_ARTIFACTS")
     _prepare_home(settings, reset)
-    ctx = Context.from_settings(settings)
-    ctx.init()
-    story = Story()
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mloncall-demo-") as tmp:
-        holder: dict[str, Any] = {}
-        with _live(story, lambda: holder.get("traffic"), enabled=True) as refresh:
-            summary = play(ctx=ctx, story=story, pace=Pace.of(fast), seed=seed, workdir=Path(tmp),
-                           holder=holder, refresh=refresh)  # fmt: skip
-    console.out.print()
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    _print_summary(ctx, summary)
+    with installation() as ctx:
+        ctx.store.check()
+        story = Story()
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="mloncall-demo-") as tmp:
+            holder: dict[str, Any] = {}
+            with _live(story, lambda: holder.get("traffic"), enabled=True) as refresh:
+                summary = play(ctx=ctx, story=story, pace=Pace.of(fast), seed=seed, workdir=Path(tmp),
+                               holder=holder, refresh=refresh)  # fmt: skip
+        console.out.print()
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        _print_summary(ctx, summary)
 
 
 def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
@@ -156,8 +125,6 @@ def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
     for line in summary.get("lines", []):
         console.out.print(f"• {line}")
     if summary.get("acceptance"):
-        from mloncall.rollout.render import print_acceptance
-
         print_acceptance(summary["acceptance"])
     console.out.print(f"\ndone in {summary['seconds']} s at {clock.now():%H:%M:%S} UTC")
     console.out.rule("[bold]where things are")

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
+from mloncall.alerts import notify
+from mloncall.alerts import service as alerts
+from mloncall.demo.scene import ACTOR, MODEL, Scene
+from mloncall.demo.traffic import Traffic
+from mloncall.runbooks import report
+from mloncall.runbooks.investigate import Investigation, investigate
 from mloncall.stores.context import Context
 
-if TYPE_CHECKING:
-    from mloncall.demo.cli import Pace, Story
-    from mloncall.demo.traffic import Traffic
-
-MODEL = "iris-classifier"
-ACTOR = "demo"
 SHIFT = {"petal_length": 2.0}
 ROOT_CAUSE = "upstream source shifted petal_length by +2 cm (sensor calibration change)"
 ACTION = "fix upstream data"
@@ -37,63 +35,92 @@ rules:
 """
 
 
-def _alerts(ctx: Context) -> list[Any]:
-    from mloncall.alerts import service as alerts
-
-    with ctx.db.session() as s:
-        found = alerts.list_alerts(session=s, model=MODEL, rule="feature-drift", state="open")
-        return [(a.id, a.state) for a in found]
+#: How long the story waits for the drift alert to fire before it gives up.
+FIRE_WITHIN = 120.0
 
 
-def drift_stage(
-    *, ctx: Context, story: Story, pace: Pace, traffic: Traffic, refresh: Callable[[], None], workdir: Path
-) -> dict[str, Any]:
+@dataclass
+class _Firing:
+    """When the drift alert went pending and firing, seconds after the drift was injected."""
+
+    alert_id: int | None = None
+    pending_after: float | None = None
+    firing_after: float | None = None
+
+    def note(self) -> str:
+        pending = (
+            f"#{self.alert_id} pending after {self.pending_after:.0f} s"
+            if self.pending_after is not None
+            else "not yet pending"
+        )
+        firing = f", firing after {self.firing_after:.0f} s" if self.firing_after is not None else ""
+        return f"injected drift {SHIFT}; alert {pending}{firing}"
+
+
+def drift_stage(scene: Scene, traffic: Traffic) -> None:
     """Load the rule, shift a feature in the traffic, wait for pending then firing, investigate, close."""
-    from mloncall.alerts import notify
-    from mloncall.alerts import service as alerts
-    from mloncall.runbooks import investigate as inv_service
-    from mloncall.runbooks import report
-
-    i = story.begin("4. runbook 3: inputs drift → alert pending → firing → investigate → close")
-    refresh()
+    ctx, story = scene.ctx, scene.story
+    i = scene.begin("4. runbook 3: inputs drift → alert pending → firing → investigate → close")
     with ctx.db.session() as s:
-        text = RULES.format(model=MODEL, window=pace.alert_window, for_=pace.alert_for)
+        text = RULES.format(model=MODEL, window=scene.pace.alert_window, for_=scene.pace.alert_for)
         alerts.load_rules(session=s, text=text, origin="demo rules", actor=ACTOR)
     alerts.evaluate_rules(ctx=ctx)
     calm = _alerts(ctx)
     traffic.shift = dict(SHIFT)
     story.note = f"injected drift: {', '.join(f'{k} {v:+g}' for k, v in SHIFT.items())} in every request"
-    shifted_at = time.monotonic()
-    pending_after = firing_after = None
-    alert_id = None
-    deadline = shifted_at + 120
-    while time.monotonic() < deadline:
-        alerts.evaluate_rules(ctx=ctx)
-        for aid, state in _alerts(ctx):
-            alert_id = aid
-            if state in ("pending", "firing") and pending_after is None:
-                pending_after = time.monotonic() - shifted_at
-            if state == "firing":
-                firing_after = time.monotonic() - shifted_at
-        story.note = (
-            f"injected drift {SHIFT}; alert "
-            + (
-                f"#{alert_id} pending after {pending_after:.0f} s"
-                if pending_after is not None
-                else "not yet pending"
-            )
-            + (f", firing after {firing_after:.0f} s" if firing_after is not None else "")
-        )
-        refresh()
-        if firing_after is not None:
-            break
-        time.sleep(1.0)
-    lines = [f"drift injected ({SHIFT}); alerts before: {calm or 'none'}"]
-    if alert_id is None or firing_after is None:
+    fired = _wait_for_firing(scene)
+    scene.lines.append(f"drift injected ({SHIFT}); alerts before: {calm or 'none'}")
+    if fired.alert_id is None or fired.firing_after is None or fired.pending_after is None:
         story.end(i, "failed", "the drift alert did not fire within 2 minutes")
         traffic.shift = {}
-        return {"lines": [*lines, "the drift alert did not fire"], "paths": {}}
-    found = inv_service.investigate(ctx=ctx, alert_id=alert_id)
+        scene.lines.append("the drift alert did not fire")
+        return
+    found = _investigate_and_close(ctx, fired.alert_id)
+    traffic.shift = {}
+    story.note = ""
+    story.end(
+        i, "done", f"alert #{fired.alert_id}: {found.assessment} → {found.recommendation.action}; closed"
+    )
+    scene.lines += [
+        f"alert #{fired.alert_id} feature-drift pending after {fired.pending_after:.0f} s, "
+        f"firing after {fired.firing_after:.0f} s",
+        f"investigate: {found.assessment}; recommended: {found.recommendation.action} ({found.recommendation.why})",
+        *[f"  {f}" for f in found.findings],
+        f"alert #{fired.alert_id} closed: root cause '{ROOT_CAUSE}', action '{ACTION}'",
+    ]
+    scene.paths["investigation"] = str(found.report)
+
+
+def _alerts(ctx: Context) -> list[tuple[int, str]]:
+    with ctx.db.session() as s:
+        found = alerts.list_alerts(session=s, model=MODEL, rule="feature-drift", state="open")
+        return [(a.id, a.state) for a in found]
+
+
+def _wait_for_firing(scene: Scene) -> _Firing:
+    """Evaluate the rules every second until the drift alert fires, or FIRE_WITHIN has passed."""
+    fired = _Firing()
+    shifted_at = time.monotonic()
+    deadline = shifted_at + FIRE_WITHIN
+    while time.monotonic() < deadline:
+        alerts.evaluate_rules(ctx=scene.ctx)
+        for aid, state in _alerts(scene.ctx):
+            fired.alert_id = aid
+            if state in ("pending", "firing") and fired.pending_after is None:
+                fired.pending_after = time.monotonic() - shifted_at
+            if state == "firing":
+                fired.firing_after = time.monotonic() - shifted_at
+        scene.story.note = fired.note()
+        scene.refresh()
+        if fired.firing_after is not None:
+            break
+        time.sleep(1.0)
+    return fired
+
+
+def _investigate_and_close(ctx: Context, alert_id: int) -> Investigation:
+    """Runbook 3 on the fired alert: investigate, write the report, close it with the root cause."""
+    found = investigate(ctx=ctx, alert_id=alert_id)
     found.report = report.write(store=ctx.store, inv=found)
     with ctx.db.session() as s:
         alerts.close(
@@ -105,13 +132,4 @@ def drift_stage(
             actor=ACTOR,
         )
     notify.send_pending(ctx)
-    traffic.shift = {}
-    story.note = ""
-    story.end(i, "done", f"alert #{alert_id}: {found.assessment} → {found.recommendation.action}; closed")
-    lines += [
-        f"alert #{alert_id} feature-drift pending after {pending_after:.0f} s, firing after {firing_after:.0f} s",
-        f"investigate: {found.assessment}; recommended: {found.recommendation.action} ({found.recommendation.why})",
-        *[f"  {f}" for f in found.findings],
-        f"alert #{alert_id} closed: root cause '{ROOT_CAUSE}', action '{ACTION}'",
-    ]
-    return {"lines": lines, "paths": {"investigation": str(found.report)}}
+    return found

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from mloncall.core.errors import MloncallError
 from mloncall.data import service as data_service
 from mloncall.data.models import DatasetVersion
-from mloncall.monitoring.drift import SortedSample
+from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.registry import service as registry
+from mloncall.registry.models import ModelVersion
 from mloncall.stores.context import Context
 
 _CACHE_SIZE = 32
@@ -64,41 +66,46 @@ def _float(value: Any) -> float | None:
 
 def versions_of(*, ctx: Context, model: str) -> dict[int, VersionInfo]:
     """Every registered version of a model; NotFound if the model does not exist."""
-    out: dict[int, VersionInfo] = {}
     with ctx.db.session() as session:
         found = registry.get_model_or_raise(session=session, name=model)
-        for mv in found.versions:
-            sig = mv.signature or {}
-            feats = [f for f in sig.get("features", []) if isinstance(f, dict) and "name" in f]
-            mins = {f["name"]: v for f in feats if (v := _float(f.get("min"))) is not None}
-            maxs = {f["name"]: v for f in feats if (v := _float(f.get("max"))) is not None}
-            metrics = mv.metrics or {}
-            per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
-            recall = {
-                str(c): r
-                for c, m in (per_class or {}).items()
-                if isinstance(m, dict) and (r := _float(m.get("recall"))) is not None
-            }
-            dv = None
-            if mv.dataset_version_id is not None:
-                try:
-                    dv = data_service.get_version_by_id_or_raise(
-                        session=session, dataset_version_id=mv.dataset_version_id
-                    )
-                    _ = dv.dataset.name  # load the name while the session is open
-                except MloncallError:
-                    dv = None
-            out[mv.version] = VersionInfo(
-                version=mv.version,
-                features=tuple(str(f["name"]) for f in feats),
-                mins=mins,
-                maxs=maxs,
-                classes=tuple(str(c) for c in sig.get("classes", []) or []),
-                accuracy=_float(metrics.get("accuracy")),
-                recall=recall,
-                dataset_version=dv,
-            )
-    return out
+        return {mv.version: _version_info(session, mv) for mv in found.versions}
+
+
+def _version_info(session: Session, mv: ModelVersion) -> VersionInfo:
+    """A version's signature bounds, recorded metrics and training dataset, read while the session is open."""
+    sig = mv.signature or {}
+    feats = [f for f in sig.get("features", []) if isinstance(f, dict) and "name" in f]
+    metrics = mv.metrics or {}
+    per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
+    recall = {
+        str(c): r
+        for c, m in (per_class or {}).items()
+        if isinstance(m, dict) and (r := _float(m.get("recall"))) is not None
+    }
+    return VersionInfo(
+        version=mv.version,
+        features=tuple(str(f["name"]) for f in feats),
+        mins={f["name"]: v for f in feats if (v := _float(f.get("min"))) is not None},
+        maxs={f["name"]: v for f in feats if (v := _float(f.get("max"))) is not None},
+        classes=tuple(str(c) for c in sig.get("classes", []) or []),
+        accuracy=_float(metrics.get("accuracy")),
+        recall=recall,
+        dataset_version=_training_dataset(session, mv),
+    )
+
+
+def _training_dataset(session: Session, mv: ModelVersion) -> DatasetVersion | None:
+    """The dataset version the model version was trained on, or None if it records none (or it is gone)."""
+    if mv.dataset_version_id is None:
+        return None
+    try:
+        dv = data_service.get_version_by_id_or_raise(
+            session=session, dataset_version_id=mv.dataset_version_id
+        )
+        _ = dv.dataset.name  # load the name while the session is open
+    except MloncallError:
+        return None
+    return dv
 
 
 def reference_for(*, ctx: Context, info: VersionInfo) -> ReferenceData:

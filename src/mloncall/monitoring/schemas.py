@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from mloncall.core.durations import Duration
 from mloncall.core.errors import InvalidInput
-from mloncall.monitoring import drift
+from mloncall.monitoring import drift, drift_stats
 
 MONITOR_KINDS = (
     "drift",
@@ -54,15 +54,15 @@ class DriftParams(MonitorParams):
     wasserstein_threshold: Annotated[Number, Field(gt=0)] = drift.WASSERSTEIN_THRESHOLD
     js_threshold: Annotated[Number, Field(gt=0, le=1)] = drift.JS_THRESHOLD
     psi_threshold: Annotated[Number, Field(gt=0)] = drift.PSI_THRESHOLD
-    psi_bins: Annotated[Count, Field(ge=2, le=1000)] = drift.PSI_BINS
-    psi_epsilon: Annotated[Number, Field(gt=0, lt=0.1)] = drift.PSI_EPSILON
+    psi_bins: Annotated[Count, Field(ge=2, le=1000)] = drift_stats.PSI_BINS
+    psi_epsilon: Annotated[Number, Field(gt=0, lt=0.1)] = drift_stats.PSI_EPSILON
     drift_share: Annotated[Number, Field(gt=0, le=1)] = drift.DRIFT_SHARE
     small_reference: Annotated[Count, Field(ge=1)] = drift.SMALL_REFERENCE
-    categorical_unique: Annotated[Count, Field(ge=1, le=1000)] = drift.CATEGORICAL_UNIQUE
+    categorical_unique: Annotated[Count, Field(ge=1, le=1000)] = drift_stats.CATEGORICAL_UNIQUE
     min_rows: Annotated[Count, Field(ge=1)] | None = None
     features: list[str] | None = None
     include_prediction: bool = False
-    histogram_bins: Annotated[Count, Field(ge=1, le=1000)] = drift.HISTOGRAM_BINS
+    histogram_bins: Annotated[Count, Field(ge=1, le=1000)] = drift_stats.HISTOGRAM_BINS
 
     def settings(self) -> drift.DriftSettings:
         return drift.DriftSettings(**self.model_dump(exclude={"features"}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
 from mloncall.monitoring import logs, performance, quality
-from mloncall.monitoring.drift import DriftReport, SortedSample, VersionDrift, version_drift
+from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
+from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.monitoring.logs import LogWindow, error_mask, float_column, read_window, string_counts
 from mloncall.monitoring.reference import VersionInfo, reference_for, versions_of
 from mloncall.monitoring.schemas import (
@@ -66,18 +68,16 @@ def run_monitor(
     """Evaluate one monitor of a model over [now - window, now). InvalidInput for an unknown kind, bad
     parameters or window; NotFound for an unknown model."""
     parsed = parse_params(kind, params)
-    until = _until(now)
-    since = until - _check_window(window)
-    versions = versions_of(ctx=ctx, model=model)
-    check = _RUNNERS[kind](ctx, model, since, until, parsed, versions)
+    scope = _scope(ctx, model, window, now)
+    check = _RUNNERS[kind](scope, parsed)
     check.evidence = _json_safe(
         {
             "model": model,
             "kind": kind,
             "value": _headline(kind, check.evidence),
             "window_s": window.total_seconds(),
-            "since": check.evidence.pop("since", since.isoformat()),
-            "until": check.evidence.pop("until", until.isoformat()),
+            "since": check.evidence.pop("since", scope.since.isoformat()),
+            "until": check.evidence.pop("until", scope.until.isoformat()),
             "params": evidence_params(parsed),
             **check.evidence,
         }
@@ -97,13 +97,54 @@ def drift_report(
     class mix against the training class balance, and reference vs current histograms on the same bins."""
     parsed = parse_params("drift", params)
     assert isinstance(parsed, DriftParams)
-    until = _until(now)
-    since = until - _check_window(window)
-    versions = versions_of(ctx=ctx, model=model)
-    return _drift(ctx, model, since, until, parsed, versions)
+    return _drift(_scope(ctx, model, window, now), parsed)
 
 
 # --- plumbing ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a monitor reads: one model's logs over [since, until), and the versions registered for it."""
+
+    ctx: Context
+    model: str
+    since: dt.datetime
+    until: dt.datetime
+    versions: dict[int, VersionInfo]
+
+    def predictions(
+        self,
+        columns: list[str],
+        *,
+        features: bool = False,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> LogWindow:
+        """The prediction log over the scope (or [since, until)), with the feature columns if asked."""
+        return read_window(
+            self.ctx.store, kind=logs.PREDICTIONS, model=self.model,
+            since=self.since if since is None else since, until=self.until if until is None else until,
+            columns=columns, prefixes=("f_",) if features else (),
+        )  # fmt: skip
+
+    def rejections(self) -> LogWindow:
+        return read_window(
+            self.ctx.store, kind=logs.REJECTIONS, model=self.model, since=self.since, until=self.until,
+            columns=["reason", "field"],
+        )  # fmt: skip
+
+    def served(self, since: dt.datetime, until: dt.datetime) -> logs.RowCount:
+        """How many predictions were logged in [since, until), without reading them."""
+        return logs.count_rows(
+            self.ctx.store, kind=logs.PREDICTIONS, model=self.model, since=since, until=until
+        )
+
+
+def _scope(ctx: Context, model: str, window: Any, now: dt.datetime | None) -> _Scope:
+    until = _until(now)
+    since = until - _check_window(window)
+    return _Scope(ctx, model, since, until, versions_of(ctx=ctx, model=model))
 
 
 def _until(now: dt.datetime | None) -> dt.datetime:
@@ -171,66 +212,31 @@ def _logs_evidence(*windows: LogWindow | logs.RowCount) -> dict[str, Any]:
     return {"files_read": files, "skipped_files": skipped}
 
 
-def _predictions(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    columns: list[str],
-    *,
-    features: bool = False,
-) -> LogWindow:
-    return read_window(
-        ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until,
-        columns=columns, prefixes=("f_",) if features else (),
-    )  # fmt: skip
+# --- drift -------------------------------------------------------------------------------------------------
 
 
-def _rejections(ctx: Context, model: str, since: dt.datetime, until: dt.datetime) -> LogWindow:
-    return read_window(
-        ctx.store, kind=logs.REJECTIONS, model=model, since=since, until=until, columns=["reason", "field"]
-    )
-
-
-# --- runners -----------------------------------------------------------------------------------------------
-
-
-def _run_drift(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: DriftParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    report = _drift(ctx, model, since, until, params, versions)
+def _run_drift(scope: _Scope, params: DriftParams) -> Check:
+    report = _drift(scope, params)
     evidence = report.to_dict(histograms=False)
     for key in ("model", "outcome", "reason", "params"):
         evidence.pop(key, None)
     return Check("drift", report.outcome, report.reason, evidence)
 
 
-def _drift(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: DriftParams,
-    versions: dict[int, VersionInfo],
-) -> DriftReport:
-    window = _predictions(ctx, model, since, until, ["version", "label", "error"], features=True)
+def _drift(scope: _Scope, params: DriftParams) -> DriftReport:
+    window = scope.predictions(["version", "label", "error"], features=True)
     table = window.table
     if table is not None and window.has("error"):
         table = table.filter(pa.array(~error_mask(table)))
     results: list[VersionDrift] = []
     for version, rows in by_version(table):
-        results.append(_version_drift(ctx, version, rows, versions, params))
+        results.append(_version_drift(scope.ctx, version, rows, scope.versions, params))
     parts = [Part(version_label(v.version), v.outcome, v.reason) for v in results]
     summary = combine("drift", parts, {}, empty_reason=f"{_EMPTY} (0 rows)")
     return DriftReport(
-        model=model,
-        since=since,
-        until=until,
+        model=scope.model,
+        since=scope.since,
+        until=scope.until,
         outcome=summary.outcome,
         reason=summary.reason,
         versions=results,
@@ -282,83 +288,63 @@ def _version_drift(
     return result
 
 
-def _run_missing(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: MissingFeaturesParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    preds = _predictions(ctx, model, since, until, ["version", "error"], features=True)
-    rejected = _rejections(ctx, model, since, until)
-    parts = quality.missing_features(predictions=preds, rejections=rejected, versions=versions, params=params)
-    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(preds, rejected)}
-    return combine("missing_features", parts, evidence, empty_reason=_EMPTY)
+# --- data quality ------------------------------------------------------------------------------------------
 
 
-def _run_out_of_range(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: OutOfRangeParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    preds = _predictions(ctx, model, since, until, ["version", "flags", "error"], features=True)
-    rejected = _rejections(ctx, model, since, until)
-    parts = quality.out_of_range(predictions=preds, rejections=rejected, versions=versions, params=params)
-    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(preds, rejected)}
-    return combine("out_of_range", parts, evidence, empty_reason=_EMPTY)
-
-
-def _run_validation(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: ValidationFailuresParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    served = logs.count_rows(ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until)
-    rejected = _rejections(ctx, model, since, until)
-    parts = quality.validation_failures(served=served, rejections=rejected, params=params)
-    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(served, rejected)}
-    return combine("validation_failures", parts, evidence, empty_reason=_EMPTY)
-
-
-def _run_volume(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: VolumeParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    current = logs.count_rows(ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until)
-    history = logs.count_rows(
-        ctx.store, kind=logs.PREDICTIONS, model=model, since=since - params.lookback, until=since
+def _run_missing(scope: _Scope, params: MissingFeaturesParams) -> Check:
+    preds = scope.predictions(["version", "error"], features=True)
+    rejected = scope.rejections()
+    parts = quality.missing_features(
+        predictions=preds, rejections=rejected, versions=scope.versions, params=params
     )
+    return _quality_check("missing_features", parts, preds, rejected)
+
+
+def _run_out_of_range(scope: _Scope, params: OutOfRangeParams) -> Check:
+    preds = scope.predictions(["version", "flags", "error"], features=True)
+    rejected = scope.rejections()
+    parts = quality.out_of_range(
+        predictions=preds, rejections=rejected, versions=scope.versions, params=params
+    )
+    return _quality_check("out_of_range", parts, preds, rejected)
+
+
+def _run_validation(scope: _Scope, params: ValidationFailuresParams) -> Check:
+    served = scope.served(scope.since, scope.until)
+    rejected = scope.rejections()
+    parts = quality.validation_failures(served=served, rejections=rejected, params=params)
+    return _quality_check("validation_failures", parts, served, rejected)
+
+
+def _quality_check(
+    kind: str, parts: list[Part], served: LogWindow | logs.RowCount, rejected: LogWindow
+) -> Check:
+    """The verdict of a check on the inputs, with what the server rejected and the log files behind it."""
+    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(served, rejected)}
+    return combine(kind, parts, evidence, empty_reason=_EMPTY)
+
+
+def _run_volume(scope: _Scope, params: VolumeParams) -> Check:
+    since, until = scope.since, scope.until
+    current = scope.served(since, until)
+    history = scope.served(since - params.lookback, since)
     parts = quality.volume(current=current, history=history, since=since, until=until, params=params)
     return combine("volume", parts, _logs_evidence(current, history), empty_reason=_EMPTY)
 
 
-def _run_accuracy(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: AccuracyParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    start, end = performance.window_of(until=until, window=until - since, offset=params.offset)
-    preds = _predictions(ctx, model, start, end, ["id", "version", "label", "error"])
+# --- performance and service health ------------------------------------------------------------------------
+
+
+def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
+    until = scope.until
+    start, end = performance.window_of(until=until, window=until - scope.since, offset=params.offset)
+    preds = scope.predictions(["id", "version", "label", "error"], since=start, until=end)
     # labels for these predictions may have arrived at any time since they were made, up to now
     feedback = read_window(
-        ctx.store, kind=logs.FEEDBACK, model=model, since=start, until=until + dt.timedelta(microseconds=1),
-        columns=["prediction_id", "label"],
+        scope.ctx.store, kind=logs.FEEDBACK, model=scope.model, since=start,
+        until=until + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
     )  # fmt: skip
-    parts = performance.accuracy(predictions=preds, feedback=feedback, versions=versions, params=params)
+    parts = performance.accuracy(predictions=preds, feedback=feedback, versions=scope.versions, params=params)
     evidence = {
         "since": start.isoformat(),
         "until": end.isoformat(),
@@ -368,28 +354,14 @@ def _run_accuracy(
     return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
 
 
-def _run_error_rate(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: ErrorRateParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    preds = _predictions(ctx, model, since, until, ["version", "error"])
+def _run_error_rate(scope: _Scope, params: ErrorRateParams) -> Check:
+    preds = scope.predictions(["version", "error"])
     parts = performance.error_rate(predictions=preds, params=params)
     return combine("error_rate", parts, _logs_evidence(preds), empty_reason=_EMPTY)
 
 
-def _run_latency(
-    ctx: Context,
-    model: str,
-    since: dt.datetime,
-    until: dt.datetime,
-    params: LatencyParams,
-    versions: dict[int, VersionInfo],
-) -> Check:
-    preds = _predictions(ctx, model, since, until, ["version", "latency_ms"])
+def _run_latency(scope: _Scope, params: LatencyParams) -> Check:
+    preds = scope.predictions(["version", "latency_ms"])
     parts = performance.latency(predictions=preds, params=params)
     return combine("latency", parts, _logs_evidence(preds), empty_reason=_EMPTY)
 

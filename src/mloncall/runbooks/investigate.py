@@ -14,18 +14,28 @@ Everything is judged on the version in production (the routed stable version): a
 the same window are shown but do not decide. A recent deploy means a rollout promoted within
 `RECENT_DEPLOY` before the window ended; it is blamed only for a degradation without drift, or for service
 problems (error rate, latency), since drifting inputs explain a drop the deploy did not cause.
+
+`investigate` runs three steps, each callable on its own: `gather_evidence` (every monitor over the window
+and the recent rollouts), `assess_evidence` (the table above) and `recommend` (the action and its command).
+They read and never write: closing the alert is the caller's unit of work.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-import sqlalchemy as sa
-
+from mloncall.alerts import service as alerts
+from mloncall.alerts.models import Alert
 from mloncall.core import clock
+from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.core.outcome import Check, Outcome
+from mloncall.monitoring import service as monitoring
+from mloncall.monitoring.drift import DriftReport, VersionDrift
+from mloncall.rollout import service as rollouts
+from mloncall.rollout.models import Rollout
+from mloncall.serving import service as routing
 from mloncall.stores.context import Context
 
 RECENT_DEPLOY = dt.timedelta(hours=24)
@@ -45,19 +55,31 @@ class Recommendation:
 
 
 @dataclass
-class Investigation:
-    """Everything `investigate` found, in the order the runbook asks for it."""
+class Evidence:
+    """What the runbook gathers before it judges: every monitor over the window, and the recent rollouts."""
 
-    alert: dict[str, Any]
     model: str
     since: dt.datetime
     until: dt.datetime
-    drift: Any  # monitoring.drift.DriftReport
+    production: int | None  # the routed stable version: the one that decides
+    drift: DriftReport
     quality: list[Check]
     accuracy: Check
     service: list[Check]
-    canary: dict[str, Any] | None
     recent_deploy: dict[str, Any] | None
+    canary: dict[str, Any] | None
+
+    @property
+    def production_drift(self) -> VersionDrift | None:
+        """The drift verdict of the production version, if it served in the window."""
+        return next((v for v in self.drift.versions if v.version == self.production), None)
+
+
+@dataclass
+class Investigation(Evidence):
+    """Everything `investigate` found, in the order the runbook asks for it: the evidence and its judgement."""
+
+    alert: dict[str, Any]
     assessment: str
     recommendation: Recommendation
     findings: list[str] = field(default_factory=list)
@@ -82,10 +104,97 @@ class Investigation:
         }
 
 
-def _window_of(alert: Any, window: dt.timedelta | None, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+def investigate(
+    *,
+    ctx: Context,
+    alert_id: int | None = None,
+    model: str | None = None,
+    window: dt.timedelta | None = None,
+    now: dt.datetime | None = None,
+) -> Investigation:
+    """Gather the evidence for an alert (or a model with no alert), assess it and recommend the action."""
+    alert = _load_alert(ctx, alert_id)
+    model = model or (alert.model if alert is not None else None)
+    if not model:
+        raise InvalidInput("name a model: this alert carries no model label")
+    since, until = _window_of(alert, window, now or clock.now())
+    evidence = gather_evidence(
+        ctx=ctx, model=model, since=since, until=until, drift_params=_rule_params(alert)
+    )
+    assessment, action = assess_evidence(evidence)
+    return Investigation(
+        **{f.name: getattr(evidence, f.name) for f in fields(Evidence)},
+        alert=_alert_dict(alert) if alert is not None else {},
+        assessment=assessment,
+        recommendation=recommend(action=action, evidence=evidence, alert=alert),
+        findings=_findings(evidence),
+    )
+
+
+# --- 1. gather the evidence --------------------------------------------------------------------------------
+
+
+def gather_evidence(
+    *,
+    ctx: Context,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    drift_params: dict[str, Any] | None = None,
+) -> Evidence:
+    """Every monitor of the model over [since, until), judged on the production version, and its rollouts."""
+    span = until - since
+    production = _production_version(ctx, model)
+
+    def run(kind: str) -> Check:
+        check = monitoring.run_monitor(ctx=ctx, kind=kind, model=model, window=span, params={}, now=until)
+        return focus_on(check, production)
+
+    drift = monitoring.drift_report(ctx=ctx, model=model, window=span, now=until, params=drift_params)
+    quality = [run(k) for k in QUALITY_KINDS]
+    accuracy = run("accuracy")
+    service = [run(k) for k in SERVICE_KINDS]
+    recent = _recent_rollouts(ctx, model)
+    return Evidence(
+        model=model,
+        since=since,
+        until=until,
+        production=production,
+        drift=drift,
+        quality=quality,
+        accuracy=accuracy,
+        service=service,
+        recent_deploy=_recent_deploy(recent, until),
+        canary=_last_canary(recent),
+    )
+
+
+def _load_alert(ctx: Context, alert_id: int | None) -> Alert | None:
+    if alert_id is None:
+        return None
+    with ctx.db.session() as s:
+        alert = alerts.get_alert_or_raise(session=s, alert_id=alert_id)
+        s.expunge(alert)
+    return alert
+
+
+def _evidence_of(alert: Alert | None) -> dict[str, Any]:
+    """The evidence of the alert's last check, or nothing."""
+    return (alert.last_check or {}).get("evidence", {}) if alert is not None else {}
+
+
+def _rule_params(alert: Alert | None) -> dict[str, Any] | None:
+    """A drift alert's own rule parameters, so the report judges drift as the alert did."""
+    evidence = _evidence_of(alert)
+    return evidence.get("params") if evidence.get("kind") == "drift" else None
+
+
+def _window_of(
+    alert: Alert | None, window: dt.timedelta | None, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
     """The alert's own evaluation window when it recorded one, else `window` (default 1 h) before now."""
-    evidence = (alert.last_check or {}).get("evidence", {}) if alert is not None else {}
-    if window is None and evidence.get("since") and evidence.get("until"):
+    evidence = _evidence_of(alert)
+    if alert is not None and window is None and evidence.get("since") and evidence.get("until"):
         try:
             since = dt.datetime.fromisoformat(evidence["since"])
             until = dt.datetime.fromisoformat(evidence["until"])
@@ -97,7 +206,7 @@ def _window_of(alert: Any, window: dt.timedelta | None, now: dt.datetime) -> tup
     return now - span, now
 
 
-def _alert_dict(alert: Any) -> dict[str, Any]:
+def _alert_dict(alert: Alert) -> dict[str, Any]:
     return {
         "id": alert.id,
         "rule": alert.rule,
@@ -112,49 +221,86 @@ def _alert_dict(alert: Any) -> dict[str, Any]:
     }
 
 
-def _recent_rollouts(
-    ctx: Context, model: str, until: dt.datetime
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The newest promoted rollout within RECENT_DEPLOY, and the newest canary's disagreement evidence."""
-    from mloncall.rollout.models import Rollout
-
+def _production_version(ctx: Context, model: str) -> int | None:
+    """The version the routing serves as stable (what users get), or None if the model is not served."""
     with ctx.db.session() as s:
-        rows = s.scalars(
-            sa.select(Rollout).where(Rollout.model_name == model).order_by(Rollout.id.desc()).limit(20)
-        ).all()
-        recent = next(
-            (
-                r
-                for r in rows
-                if r.state in ("promoted", "rolled_back")
-                and r.finished_at is not None
-                and until - RECENT_DEPLOY <= r.finished_at <= until
-                and r.strategy != "rollback"
-            ),
-            None,
-        )
-        canary = next((r for r in rows if r.strategy == "canary" and r.analyses), None)
-        deploy = (
-            {
-                "rollout": recent.id,
-                "from_version": recent.from_version,
-                "to_version": recent.to_version,
-                "at": recent.finished_at.isoformat() if recent.finished_at else None,
-            }
-            if recent
-            else None
-        )
-        canary_info = None
-        if canary is not None:
-            last = canary.analyses[-1]
-            disagreement = next((c for c in last.get("checks", []) if c["name"] == "disagreement"), None)
-            canary_info = {
-                "rollout": canary.id,
-                "versions": [canary.from_version, canary.to_version],
-                "state": canary.state,
-                "disagreement": disagreement,
-            }
-    return deploy, canary_info
+        try:
+            return routing.effective(session=s, name=model).stable_version
+        except NotFound:
+            return None
+
+
+def _recent_rollouts(ctx: Context, model: str) -> list[Rollout]:
+    """The model's newest 20 rollouts, newest first, detached from the session that read them."""
+    with ctx.db.session() as s:
+        newest = list(reversed(rollouts.history(session=s, name=model)))[:20]
+        for r in newest:
+            s.expunge(r)
+    return newest
+
+
+def _recent_deploy(recent: list[Rollout], until: dt.datetime) -> dict[str, Any] | None:
+    """The newest rollout that finished within RECENT_DEPLOY before the window ended (rollbacks excepted)."""
+    deploy = next(
+        (
+            r
+            for r in recent
+            if r.state in ("promoted", "rolled_back")
+            and r.finished_at is not None
+            and until - RECENT_DEPLOY <= r.finished_at <= until
+            and r.strategy != "rollback"
+        ),
+        None,
+    )
+    if deploy is None:
+        return None
+    return {
+        "rollout": deploy.id,
+        "from_version": deploy.from_version,
+        "to_version": deploy.to_version,
+        "at": deploy.finished_at.isoformat() if deploy.finished_at else None,
+    }
+
+
+def _last_canary(recent: list[Rollout]) -> dict[str, Any] | None:
+    """The newest analysed canary and its last disagreement check."""
+    canary = next((r for r in recent if r.strategy == "canary" and r.analyses), None)
+    if canary is None:
+        return None
+    last = canary.analyses[-1]
+    disagreement = next((c for c in last.get("checks", []) if c["name"] == "disagreement"), None)
+    return {
+        "rollout": canary.id,
+        "versions": [canary.from_version, canary.to_version],
+        "state": canary.state,
+        "disagreement": disagreement,
+    }
+
+
+def focus_on(check: Check, version: int | None) -> Check:
+    """The check as judged for one version (its `parts` evidence), or unchanged if it has no such part."""
+    parts = check.evidence.get("parts") or {}
+    part = parts.get(f"v{version}") if version is not None else None
+    if not part:
+        return check
+    return Check(check.name, Outcome.parse(part["outcome"]), f"v{version}: {part['reason']}", check.evidence)
+
+
+# --- 2. assess ---------------------------------------------------------------------------------------------
+
+
+def assess_evidence(evidence: Evidence) -> tuple[str, str]:
+    """(assessment, action) of the gathered evidence, drift judged on the production version."""
+    judged = evidence.production_drift
+    n_features = max(len(judged.features), 1) if judged is not None else 1
+    return assess(
+        drift=judged.outcome if judged is not None else evidence.drift.outcome,
+        accuracy=evidence.accuracy.outcome,
+        quality=evidence.quality,
+        service=evidence.service,
+        recent_deploy=evidence.recent_deploy is not None,
+        drifted_share=len(drifted_features(evidence.drift, evidence.production)) / n_features,
+    )
 
 
 def assess(
@@ -188,99 +334,7 @@ def assess(
     return "likely false alarm", "silence as false alarm"
 
 
-def focus_on(check: Check, version: int | None) -> Check:
-    """The check as judged for one version (its `parts` evidence), or unchanged if it has no such part."""
-    parts = check.evidence.get("parts") or {}
-    part = parts.get(f"v{version}") if version is not None else None
-    if not part:
-        return check
-    return Check(check.name, Outcome.parse(part["outcome"]), f"v{version}: {part['reason']}", check.evidence)
-
-
-def investigate(
-    *,
-    ctx: Context,
-    alert_id: int | None = None,
-    model: str | None = None,
-    window: dt.timedelta | None = None,
-    now: dt.datetime | None = None,
-) -> Investigation:
-    """Gather the evidence for an alert (or a model with no alert) and assess it."""
-    from mloncall.alerts import service as alerts
-    from mloncall.monitoring import service as monitoring
-
-    now = now or clock.now()
-    alert = None
-    if alert_id is not None:
-        with ctx.db.session() as s:
-            alert = alerts.get_alert_or_raise(session=s, alert_id=alert_id)
-            s.expunge(alert)
-        model = model or alert.model
-    if not model:
-        from mloncall.core.errors import InvalidInput
-
-        raise InvalidInput("name a model: this alert carries no model label")
-    since, until = _window_of(alert, window, now)
-    span = until - since
-    evidence = (alert.last_check or {}).get("evidence", {}) if alert is not None else {}
-    rule_params = evidence.get("params") if evidence.get("kind") == "drift" else None
-    production = _production_version(ctx, model)
-
-    def run(kind: str) -> Check:
-        check = monitoring.run_monitor(ctx=ctx, kind=kind, model=model, window=span, params={}, now=until)
-        return focus_on(check, production)
-
-    drift = monitoring.drift_report(ctx=ctx, model=model, window=span, now=until, params=rule_params)
-    quality = [run(k) for k in QUALITY_KINDS]
-    accuracy = run("accuracy")
-    service = [run(k) for k in SERVICE_KINDS]
-    deploy, canary = _recent_rollouts(ctx, model, until)
-    judged = next((v for v in drift.versions if v.version == production), None)
-    drift_outcome = judged.outcome if judged is not None else drift.outcome
-    n_features = max(len(judged.features), 1) if judged is not None else 1
-    share = len(drifted_features(drift, production)) / n_features
-    assessment, action = assess(
-        drift=drift_outcome,
-        accuracy=accuracy.outcome,
-        quality=quality,
-        service=service,
-        recent_deploy=deploy is not None,
-        drifted_share=share,
-    )
-    findings = _findings(drift, quality, accuracy, service, deploy)
-    if judged is not None:
-        findings[0] = f"inputs of production v{production}: {judged.reason}"
-    recommendation = _recommend(action, model, drift, quality, accuracy, deploy, alert, production)
-    return Investigation(
-        alert=_alert_dict(alert) if alert is not None else {},
-        model=model,
-        since=since,
-        until=until,
-        drift=drift,
-        quality=quality,
-        accuracy=accuracy,
-        service=service,
-        canary=canary,
-        recent_deploy=deploy,
-        assessment=assessment,
-        recommendation=recommendation,
-        findings=findings,
-    )
-
-
-def _production_version(ctx: Context, model: str) -> int | None:
-    """The version the routing serves as stable (what users get), or None if the model is not served."""
-    from mloncall.core.errors import NotFound
-    from mloncall.serving import service as routing
-
-    with ctx.db.session() as s:
-        try:
-            return routing.effective(session=s, name=model).stable_version
-        except NotFound:
-            return None
-
-
-def drifted_features(drift: Any, version: int | None = None) -> list[str]:
+def drifted_features(drift: DriftReport, version: int | None = None) -> list[str]:
     """Features that drifted, for one version or for any."""
     names: list[str] = []
     for v in drift.versions:
@@ -292,44 +346,47 @@ def drifted_features(drift: Any, version: int | None = None) -> list[str]:
     return names
 
 
-def _findings(
-    drift: Any, quality: list[Check], accuracy: Check, service: list[Check], deploy: Any
-) -> list[str]:
-    out = [f"inputs: {drift.reason}"]
-    moved = drifted_features(drift)
+def _findings(evidence: Evidence) -> list[str]:
+    judged = evidence.production_drift
+    out = [
+        f"inputs of production v{evidence.production}: {judged.reason}"
+        if judged is not None
+        else f"inputs: {evidence.drift.reason}"
+    ]
+    moved = drifted_features(evidence.drift)
     if moved:
         out.append(f"drifted features: {', '.join(moved)}")
-    out.append(f"accuracy: {accuracy.reason}")
-    out.extend(f"{c.name}: {c.reason}" for c in quality if c.outcome is not Outcome.SUCCESSFUL)
-    out.extend(f"{c.name}: {c.reason}" for c in service if c.outcome is Outcome.FAILED)
+    out.append(f"accuracy: {evidence.accuracy.reason}")
+    out.extend(f"{c.name}: {c.reason}" for c in evidence.quality if c.outcome is not Outcome.SUCCESSFUL)
+    out.extend(f"{c.name}: {c.reason}" for c in evidence.service if c.outcome is Outcome.FAILED)
+    deploy = evidence.recent_deploy
     if deploy:
         out.append(f"recent deploy: v{deploy['from_version']} → v{deploy['to_version']} at {deploy['at']}")
     return out
 
 
-def _recommend(
-    action: str,
-    model: str,
-    drift: Any,
-    quality: list[Check],
-    accuracy: Check,
-    deploy: Any,
-    alert: Any,
-    production: int | None = None,
-) -> Recommendation:
-    moved = drifted_features(drift, production)
+# --- 3. recommend ------------------------------------------------------------------------------------------
+
+
+def recommend(*, action: str, evidence: Evidence, alert: Alert | None = None) -> Recommendation:
+    """Why the action fits this evidence, and the command that takes it."""
+    model, deploy = evidence.model, evidence.recent_deploy
+    moved = drifted_features(evidence.drift, evidence.production)
     ref = f"alert {alert.id}" if alert is not None else model
     close = (
         f"mloncall investigate {alert.id} --root-cause '...' --action '{action}'" if alert is not None else ""
     )
     if action == "rollback":
+        assert deploy is not None  # rollback is only recommended after a recent deploy
         return Recommendation(
             action,
             f"v{deploy['to_version']} went live before the problem; v{deploy['from_version']} was healthy",
             f"mloncall rollback {model} --reason '{ref}'",
         )
     if action == "fix upstream data":
-        bad = ", ".join(c.name for c in quality if c.outcome is Outcome.FAILED and c.name != "volume")
+        bad = ", ".join(
+            c.name for c in evidence.quality if c.outcome is Outcome.FAILED and c.name != "volume"
+        )
         return Recommendation(
             action,
             f"the inputs themselves are wrong ({bad}); the model is not the cause"
@@ -345,7 +402,7 @@ def _recommend(
             f"mloncall retrain {model} --data RECENT_LABELLED.csv",
         )
     if action == "check upstream data":
-        waiting = accuracy.outcome is Outcome.INCONCLUSIVE
+        waiting = evidence.accuracy.outcome is Outcome.INCONCLUSIVE
         return Recommendation(
             action,
             f"{', '.join(moved) or 'inputs'} moved away from the training data while accuracy "
