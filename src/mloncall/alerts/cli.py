@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mloncall.alerts import notify, rules, service
+from mloncall.alerts import notify, promrules, rules, service
+from mloncall.alerts.channels import channels_from_settings
 from mloncall.alerts.models import Alert
 from mloncall.alerts.schemas import AlertDetail, AlertOut, GroupOut, RuleSetOut, SilenceOut
 from mloncall.cli.support import audited_unit_of_work
@@ -153,7 +154,7 @@ def show(
     with _context() as ctx, ctx.db.session() as session:
         alert = service.get_alert_or_raise(session=session, alert_id=alert_id)
         silence = service.silenced_by(session=session, alert=alert)
-        detail = AlertDetail.from_alert_detail(alert, silenced_by=silence.id if silence else None)
+        detail = AlertDetail.from_alert(alert, silenced_by=silence.id if silence else None)
     if as_json:
         console.print_json(detail.model_dump(mode="json"))
         return
@@ -327,7 +328,7 @@ def silence(
             session=session, matchers=matcher, duration=length, comment=comment, actor=console.actor()
         )
         detail.update(silence_id=created.id)
-        out = SilenceOut.from_silence(created)
+        out = SilenceOut.model_validate(created)
     if as_json:
         console.print_json(out.model_dump(mode="json"))
         return
@@ -345,7 +346,7 @@ def silences(
     """Silences in force (and, with --all, the expired ones)."""
     with _context() as ctx, ctx.db.session() as session:
         found = [
-            SilenceOut.from_silence(s)
+            SilenceOut.model_validate(s)
             for s in service.list_silences(session=session, include_expired=show_all)
         ]
     if as_json:
@@ -381,7 +382,7 @@ def expire(
         audited_unit_of_work(ctx, action="alerts.silence.expire", target=f"silence:{silence_id}") as unit,
     ):
         session, _ = unit
-        out = SilenceOut.from_silence(
+        out = SilenceOut.model_validate(
             service.expire_silence(session=session, silence_id=silence_id, actor=console.actor())
         )
     if as_json:
@@ -398,7 +399,8 @@ def groups(
     """Alert groups: alerts of one model and runbook (or one Alertmanager group) together."""
     with _context() as ctx, ctx.db.session() as session:
         found = [
-            GroupOut.from_group(g, a) for g, a in service.list_groups(session=session, include_quiet=show_all)
+            GroupOut.model_validate(g)
+            for g, _ in service.list_groups(session=session, include_quiet=show_all)
         ]
     if as_json:
         console.print_json([g.model_dump(mode="json") for g in found])
@@ -419,7 +421,7 @@ def groups(
 def channels(as_json: JsonOption = False) -> None:
     """The notification channels configured in `[alerts]` of mloncall.toml (no secrets shown)."""
     with _context() as ctx:
-        found = notify.channels_from_settings(ctx.settings)
+        found = channels_from_settings(ctx.settings)
     if as_json:
         console.print_json([c.to_dict() for c in found])
         return
@@ -494,7 +496,7 @@ def rules_load(
         detail.update(
             version=active.version, sha256=active.sha256, changed=changed, rules=len(active.rules.rules)
         )
-        out = RuleSetOut.from_active(active)
+        out = RuleSetOut.model_validate(active)
     if as_json:
         console.print_json({"changed": changed, **out.model_dump(mode="json")})
         return
@@ -514,7 +516,7 @@ def rules_show(
         active = service.active_rules(session=session)
         sources = service.list_rule_sets(session=session)
         text = sources[0].source if sources else rules.default_rules_text()
-        out = RuleSetOut.from_active(active)
+        out = RuleSetOut.model_validate(active)
     if as_yaml:
         typer.echo(text, nl=not text.endswith("\n"))
         return
@@ -596,7 +598,9 @@ def prometheus_rules(
         raise InvalidInput(f"--max-error-rate must be between 0 and 1, not {max_error_rate}")
     if max_p99_ms <= 0:
         raise InvalidInput(f"--max-p99-ms must be positive, not {max_p99_ms}")
-    text = rules.prometheus_rules(job=job, max_error_rate=max_error_rate, max_p99_seconds=max_p99_ms / 1000)
+    text = promrules.prometheus_rules(
+        job=job, max_error_rate=max_error_rate, max_p99_seconds=max_p99_ms / 1000
+    )
     if output is None:
         typer.echo(text, nl=False)
         return
