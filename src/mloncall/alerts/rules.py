@@ -51,18 +51,8 @@ RUNBOOKS = (
     "access",
     "incident",
 )
-#: The monitor kinds the monitoring domain announces (`monitoring.service.MONITOR_KINDS`), for tests that
-#: build a catalog of their own.
-KNOWN_MONITOR_KINDS = (
-    "drift",
-    "missing_features",
-    "out_of_range",
-    "validation_failures",
-    "volume",
-    "accuracy",
-    "error_rate",
-    "latency",
-)
+#: The monitor kinds the monitoring domain announces, for tests that build a catalog of their own.
+KNOWN_MONITOR_KINDS = tuple(monitoring.MONITOR_KINDS)
 DEFAULT_GROUP_BY = ("model", "runbook")
 DEFAULT_HOLD_TIME = dt.timedelta(minutes=10)
 #: Labels mloncall sets on every alert of a rule; a rule's own labels may not override them.
