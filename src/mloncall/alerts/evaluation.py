@@ -131,7 +131,7 @@ class _Verdict:
         alert.last_evaluated_at = self.at
         alert.value = self.value
 
-    def record(
+    def record_change(
         self,
         session: Session,
         alert: Alert,
@@ -213,11 +213,11 @@ def _open(session: Session, previous: Alert | None, verdict: _Verdict, policy: P
     )
     verdict.observe(alert)
     if fires_now:
-        return verdict.record(
+        return verdict.record_change(
             session, alert, kind=EventKind.FIRING, before=None, reason="condition true (for: 0)",
             notify=NotifyEvent.FIRING,
         )  # fmt: skip
-    return verdict.record(
+    return verdict.record_change(
         session, alert, kind=EventKind.PENDING, before=None, notify=None,
         reason=f"condition true, firing if it holds for {format_duration(verdict.rule.for_)}",
     )  # fmt: skip
@@ -231,12 +231,12 @@ def _hold_again(session: Session, alert: Alert, verdict: _Verdict) -> Transition
     if verdict.rule.for_ <= dt.timedelta(0):
         before = move(alert, AlertState.FIRING)
         alert.fired_at = verdict.at
-        return verdict.record(
+        return verdict.record_change(
             session, alert, kind=EventKind.FIRING, before=before, reason="condition true again (for: 0)",
             notify=NotifyEvent.FIRING,
         )  # fmt: skip
     before = move(alert, AlertState.PENDING)
-    return verdict.record(
+    return verdict.record_change(
         session, alert, kind=EventKind.PENDING, before=before, notify=None,
         reason=f"condition true again, firing if it holds for {format_duration(verdict.rule.for_)}",
     )  # fmt: skip
@@ -249,7 +249,7 @@ def _fire_if_held(session: Session, alert: Alert, verdict: _Verdict) -> Transiti
         return None
     move(alert, AlertState.FIRING)
     alert.fired_at = verdict.at
-    return verdict.record(
+    return verdict.record_change(
         session, alert, kind=EventKind.FIRING, before=AlertState.PENDING, notify=NotifyEvent.FIRING,
         reason=f"condition held for {format_duration(held)} (for: {format_duration(verdict.rule.for_)})",
     )  # fmt: skip
@@ -259,7 +259,7 @@ def _condition_cleared(session: Session, alert: Alert, verdict: _Verdict) -> Tra
     """Pending -> inactive (nobody was told), firing -> resolved."""
     if alert.state == AlertState.PENDING:
         move(alert, AlertState.INACTIVE)
-        return verdict.record(
+        return verdict.record_change(
             session, alert, kind=EventKind.INACTIVE, before=AlertState.PENDING, notify=None,
             reason=f"condition cleared after {format_duration(verdict.at - alert.active_since)}, before "
             f"for: {format_duration(verdict.rule.for_)}; nobody was told",
