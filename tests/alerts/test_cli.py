@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mloncall.alerts import service
+from mloncall.alerts import evaluation
 from mloncall.alerts.cli import app, monitor_app
 from mloncall.core import clock, console
 from mloncall.core.errors import MloncallError
@@ -57,7 +57,7 @@ def home(
     create_alert_tables(ctx)
     ctx.close()
     fake = FakeMonitor()
-    monkeypatch.setattr(service, "default_monitor", lambda: fake)
+    monkeypatch.setattr(evaluation, "default_monitor", lambda: fake)
     monkeypatch.setattr(console, "out", Console(width=200, soft_wrap=False))
     yield fake
 

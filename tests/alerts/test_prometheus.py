@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mloncall.alerts import rules, service
+from mloncall.alerts import promrules, service
 from mloncall.alerts.models import Alert
 from mloncall.stores.context import Context
 from tests.alerts.conftest import build_app, make_tokens
@@ -41,7 +41,7 @@ def binary(*names: str) -> str:
 
 def test_generated_rules_pass_promtool_and_fire_on_5xx(tmp_path: Path) -> None:
     promtool = binary("promtool")
-    (tmp_path / "rules.yml").write_text(rules.prometheus_rules())
+    (tmp_path / "rules.yml").write_text(promrules.prometheus_rules())
     check = subprocess.run(
         [promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, check=False
     )

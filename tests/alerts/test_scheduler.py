@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from mloncall.alerts import scheduler, service
-from mloncall.alerts.notify import Channel
+from mloncall.alerts import evidence, scheduler, service
+from mloncall.alerts.channels import Channel
 from mloncall.alerts.rules import Catalog
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
@@ -93,12 +93,12 @@ def test_value_comes_from_the_deciding_part_of_real_monitor_evidence() -> None:
         "v2: error rate 7.00% > 1.00%",
         {"parts": {"v1": {"error_rate": 0.0}, "v2": {"error_rate": 0.07}}, "deciding": ["v2"]},
     )
-    assert service._value_of(check) == 0.07
+    assert evidence.value_of(check) == 0.07
     drift = Check(
         "drift", Outcome.FAILED, "", {"versions": [{"version": 3, "drifted_share": 0.75}], "deciding": ["v3"]}
     )
-    assert service._value_of(drift) == 0.75
-    assert service._value_of(Check("x", Outcome.FAILED, "", {"value": float("nan")})) is None
+    assert evidence.value_of(drift) == 0.75
+    assert evidence.value_of(Check("x", Outcome.FAILED, "", {"value": float("nan")})) is None
 
 
 def test_default_rules_with_the_real_monitors_on_a_model_without_logs(actx: Context) -> None:
@@ -125,6 +125,6 @@ def test_default_rules_with_the_real_monitors_on_a_model_without_logs(actx: Cont
 
 def test_channels_of_the_config_are_used_when_none_are_given(sctx: Context, receiver: Receiver) -> None:
     ctx = with_alerts_section(sctx, {"channels": [{"name": "hook", "type": "slack", "url": receiver.url}]})
-    from mloncall.alerts.notify import channels_from_settings
+    from mloncall.alerts.channels import channels_from_settings
 
     assert channels_from_settings(ctx.settings) == [Channel(name="hook", type="slack", url=receiver.url)]

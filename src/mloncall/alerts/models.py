@@ -9,13 +9,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from mloncall.alerts.states import (
+    OPEN_STATES,
+    AlertState,
+    NotificationStatus,
+    SilenceStatus,
+    most_urgent,
+    silence_state,
+    sql_in,
+)
+from mloncall.core import clock
 from mloncall.stores.db import Base
-
-#: pending: the condition holds but not yet for `for:`; firing; resolved; inactive: a pending alert whose
-#: condition cleared before it fired (nobody was told); closed: investigated, with root cause and action.
-ALERT_STATES = ("pending", "firing", "resolved", "inactive", "closed")
-OPEN_STATES = ("pending", "firing")
-SOURCES = ("mloncall", "alertmanager", "pagerduty")
 
 
 class RuleSet(Base):
@@ -48,16 +52,25 @@ class AlertGroup(Base):
 
     alerts: Mapped[list[Alert]] = relationship(back_populates="group", order_by="Alert.id")
 
+    @property
+    def alert_ids(self) -> list[int]:
+        return [a.id for a in self.alerts]
+
+    @property
+    def open_alerts(self) -> int:
+        return sum(a.state in OPEN_STATES for a in self.alerts)
+
+    @property
+    def state(self) -> AlertState:
+        """The most urgent state among the group's alerts."""
+        return most_urgent(a.state for a in self.alerts)
+
 
 class Alert(Base):
     """One alert: a rule's condition on one label set, from pending to closed."""
 
     __tablename__ = "alerts"
-    __table_args__ = (
-        sa.CheckConstraint(
-            "state IN ('pending', 'firing', 'resolved', 'inactive', 'closed')", name="ck_alerts_state"
-        ),
-    )
+    __table_args__ = (sa.CheckConstraint(sql_in("state", AlertState), name="ck_alerts_state"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     fingerprint: Mapped[str] = mapped_column(sa.String(128), index=True)
@@ -68,6 +81,7 @@ class Alert(Base):
     external_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True, default=None)
     rule: Mapped[str] = mapped_column(sa.String(255), index=True)
     model: Mapped[str | None] = mapped_column(sa.String(128), nullable=True, index=True)
+    #: An `AlertState` (see `mloncall.alerts.states` for the moves between them).
     state: Mapped[str] = mapped_column(sa.String(16), index=True)
     severity: Mapped[str] = mapped_column(sa.String(16))
     runbook: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
@@ -142,6 +156,11 @@ class Silence(Base):
     created_at: Mapped[dt.datetime]
     expired_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True, default=None)
 
+    @property
+    def status(self) -> SilenceStatus:
+        """Active, pending (starts later) or expired, now."""
+        return silence_state(self.starts_at, self.ends_at, clock.now())
+
 
 class Notification(Base):
     """One alert event to tell the channels about (the outbox): queued in the transition's unit of work, sent
@@ -149,10 +168,7 @@ class Notification(Base):
 
     __tablename__ = "alert_notifications"
     __table_args__ = (
-        sa.CheckConstraint(
-            "status IN ('pending', 'sending', 'sent', 'failed', 'suppressed', 'unrouted')",
-            name="ck_alert_notifications_status",
-        ),
+        sa.CheckConstraint(sql_in("status", NotificationStatus), name="ck_alert_notifications_status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -162,7 +178,8 @@ class Notification(Base):
     )
     #: firing, resolved or reopened.
     event: Mapped[str] = mapped_column(sa.String(16))
-    #: pending -> sending -> sent | failed | unrouted (no channel takes it); suppressed when silenced.
+    #: A `NotificationStatus`: pending -> sending -> sent | failed | unrouted (no channel takes it);
+    #: suppressed when silenced.
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     silence_id: Mapped[int | None] = mapped_column(nullable=True, default=None)
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True, default=None)
@@ -189,7 +206,7 @@ class DeliveryAttempt(Base):
     channel: Mapped[str] = mapped_column(sa.String(128))
     channel_type: Mapped[str] = mapped_column(sa.String(16))
     attempt: Mapped[int]
-    #: ok or failed.
+    #: A `DeliveryStatus`: ok or failed.
     status: Mapped[str] = mapped_column(sa.String(16))
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True, default=None)
     response_code: Mapped[int | None] = mapped_column(nullable=True, default=None)

@@ -1,255 +1,39 @@
-"""Notification channels: a generic JSON webhook, a Slack-compatible incoming webhook and SMTP e-mail.
+"""Telling the channels: the message of a notification, its webhook, Slack and e-mail bodies, and delivery
+with bounded retries. The channels and their configuration are `mloncall.alerts.channels`.
 
-Channels are configured in the `[alerts]` table of `mloncall.toml` (not in the rules file, so the rules can
-live in git without secrets; a secret can also come from the environment with `url_env`/`password_env`):
-
-```toml
-[[alerts.channels]]
-name = "ops-webhook"                 # unique; shown in every delivery record
-type = "webhook"                     # webhook | slack | email
-url = "https://hooks.example.com/mloncall"
-headers = { Authorization = "Bearer s3cret" }
-
-[[alerts.channels]]
-name = "ml-slack"
-type = "slack"
-url_env = "MLONCALL_SLACK_WEBHOOK"   # the URL from this environment variable
-severities = ["critical", "warning"] # optional filters: severities, events, sources
-
-[[alerts.channels]]
-name = "oncall-mail"
-type = "email"
-host = "smtp.example.com"
-port = 587
-starttls = true                      # or ssl = true for SMTPS; ca_file = "/etc/ssl/relay-ca.pem" to trust a private CA
-username = "mloncall"
-password_env = "MLONCALL_SMTP_PASSWORD"
-from = "mloncall@example.com"
-to = ["oncall@example.com"]
-```
-
-Every channel also takes `max_attempts` (3), `backoff` (1 s, doubled per retry) and `max_backoff` (30 s),
-and `timeout` (10 s). Events sent: `firing`, `resolved` and `reopened`. Each event is one `Notification`
-(the outbox row queued with the transition); `send_pending` sends it to every channel that takes it and
-records every attempt as a `DeliveryAttempt`. Network errors, HTTP 408/429/5xx and SMTP 4xx are retried;
-other refusals are not, since retrying cannot change their answer.
+Each event is one `Notification` (the outbox row queued with the transition); `send_pending` sends it to
+every channel that takes it and records every attempt as a `DeliveryAttempt`. Network errors, HTTP
+408/429/5xx and SMTP 4xx are retried; other refusals are not, since retrying cannot change their answer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall.alerts.models import Alert, DeliveryAttempt, Notification
-from mloncall.alerts.service import ALERT_SEVERITIES, NOTIFY_EVENTS, jsonable
+from mloncall.alerts.channels import Channel, channels_from_settings
+from mloncall.alerts.evidence import jsonable
+from mloncall.alerts.models import Alert, AlertEvent, DeliveryAttempt, Notification
+from mloncall.alerts.states import DeliveryStatus, NotificationStatus
 from mloncall.core import clock
-from mloncall.core.config import Settings
-from mloncall.core.errors import InvalidInput
 from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts.notify")
 
-CHANNEL_TYPES = ("webhook", "slack", "email")
 #: A notification claimed this long ago and never finished was left by a process that died: send it again.
 STALE_CLAIM = dt.timedelta(minutes=15)
 _USER_AGENT = "mloncall-alerts/1"
-
-
-# --- channels --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Channel:
-    """Where notifications go, and which ones."""
-
-    name: str
-    type: str
-    url: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    host: str | None = None
-    port: int = 25
-    starttls: bool = False
-    ssl: bool = False
-    #: A PEM file of CA certificates to trust for STARTTLS/SMTPS (an internal mail relay); default: the system's.
-    ca_file: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    sender: str | None = None
-    recipients: tuple[str, ...] = ()
-    events: tuple[str, ...] = NOTIFY_EVENTS
-    severities: tuple[str, ...] | None = None
-    sources: tuple[str, ...] | None = None
-    max_attempts: int = 3
-    backoff: float = 1.0
-    max_backoff: float = 30.0
-    timeout: float = 10.0
-
-    def accepts(self, event: str, alert: Alert) -> bool:
-        """Whether this channel wants to hear about this event of this alert."""
-        if event not in self.events:
-            return False
-        if self.severities is not None and alert.severity not in self.severities:
-            return False
-        return self.sources is None or alert.source in self.sources
-
-    def describe(self) -> str:
-        """Where it sends, without secrets."""
-        if self.type == "email":
-            return f"smtp://{self.host}:{self.port} -> {', '.join(self.recipients)}"
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "target": self.describe(),
-            "events": list(self.events),
-            "severities": list(self.severities) if self.severities is not None else None,
-            "sources": list(self.sources) if self.sources is not None else None,
-            "max_attempts": self.max_attempts,
-        }
-
-
-def _strings(value: Any, what: str, allowed: Sequence[str] | None = None) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise InvalidInput(f"{what} must be a non-empty list of strings")
-    if allowed is not None:
-        bad = [v for v in value if v not in allowed]
-        if bad:
-            raise InvalidInput(f"{what}: unknown {', '.join(map(repr, bad))}: use {', '.join(allowed)}")
-    return tuple(value)
-
-
-def _secret(raw: Mapping[str, Any], key: str, env: Mapping[str, str], where: str) -> str | None:
-    env_key = f"{key}_env"
-    if raw.get(env_key) is not None:
-        name = str(raw[env_key])
-        if not env.get(name):
-            raise InvalidInput(f"{where}: environment variable {name} ({env_key}) is not set")
-        return env[name]
-    value = raw.get(key)
-    if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"{where}: {key} must be a string")
-    return value
-
-
-_CHANNEL_KEYS = {
-    "name", "type", "url", "url_env", "headers", "host", "port", "starttls", "ssl", "username", "password",
-    "password_env", "from", "to", "ca_file", "events", "severities", "sources", "max_attempts", "backoff",
-    "max_backoff", "timeout",
-}  # fmt: skip
-
-
-def parse_channel(raw: Mapping[str, Any], *, index: int = 0, env: Mapping[str, str] | None = None) -> Channel:
-    """One channel from its configuration table; InvalidInput names the channel and the problem."""
-    env = os.environ if env is None else env
-    where = f"[alerts] channel #{index + 1}"
-    if not isinstance(raw, Mapping):
-        raise InvalidInput(f"{where} must be a table")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 128:
-        raise InvalidInput(f"{where}: 'name' is required (1-128 characters)")
-    where = f"[alerts] channel {name!r}"
-    unknown = sorted(set(raw) - _CHANNEL_KEYS)
-    if unknown:
-        raise InvalidInput(f"{where}: unknown key(s) {', '.join(unknown)}")
-    kind = raw.get("type")
-    if kind not in CHANNEL_TYPES:
-        raise InvalidInput(f"{where}: type must be one of {', '.join(CHANNEL_TYPES)}, not {kind!r}")
-    common: dict[str, Any] = {"name": name, "type": kind}
-    if "events" in raw:
-        common["events"] = _strings(raw["events"], f"{where}: events", NOTIFY_EVENTS)
-    if "severities" in raw:
-        common["severities"] = _strings(raw["severities"], f"{where}: severities", ALERT_SEVERITIES)
-    if "sources" in raw:
-        common["sources"] = _strings(
-            raw["sources"], f"{where}: sources", ("mloncall", "alertmanager", "pagerduty")
-        )
-    for key, low, high in (
-        ("max_attempts", 1, 20),
-        ("backoff", 0, 3600),
-        ("max_backoff", 0, 3600),
-        ("timeout", 0.1, 300),
-    ):
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-                raise InvalidInput(f"{where}: {key} must be a number from {low} to {high}, not {value!r}")
-            common[key] = int(value) if key == "max_attempts" else float(value)
-    if kind in ("webhook", "slack"):
-        url = _secret(raw, "url", env, where)
-        if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise InvalidInput(f"{where}: url must be an http(s) URL")
-        headers = raw.get("headers") or {}
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise InvalidInput(f"{where}: headers must be a table of strings")
-        return Channel(url=url, headers=dict(headers), **common)
-    host = raw.get("host")
-    if not isinstance(host, str) or not host:
-        raise InvalidInput(f"{where}: host is required for e-mail")
-    port = raw.get("port", 25)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise InvalidInput(f"{where}: port must be a TCP port, not {port!r}")
-    sender = raw.get("from")
-    if not isinstance(sender, str) or "@" not in sender:
-        raise InvalidInput(f"{where}: 'from' must be an e-mail address")
-    recipients = _strings(raw.get("to"), f"{where}: to")
-    if not all("@" in r for r in recipients):
-        raise InvalidInput(f"{where}: every 'to' must be an e-mail address")
-    for flag in ("starttls", "ssl"):
-        if flag in raw and not isinstance(raw[flag], bool):
-            raise InvalidInput(f"{where}: {flag} must be true or false")
-    if raw.get("starttls") and raw.get("ssl"):
-        raise InvalidInput(f"{where}: use starttls or ssl, not both")
-    username = raw.get("username")
-    if username is not None and not isinstance(username, str):
-        raise InvalidInput(f"{where}: username must be a string")
-    ca_file = raw.get("ca_file")
-    if ca_file is not None and (not isinstance(ca_file, str) or not ca_file):
-        raise InvalidInput(f"{where}: ca_file must be the path of a PEM file")
-    return Channel(
-        host=host,
-        port=port,
-        starttls=bool(raw.get("starttls", False)),
-        ca_file=ca_file,
-        ssl=bool(raw.get("ssl", False)),
-        username=username,
-        password=_secret(raw, "password", env, where),
-        sender=sender,
-        recipients=recipients,
-        **common,
-    )
-
-
-def channels_from_settings(settings: Settings, env: Mapping[str, str] | None = None) -> list[Channel]:
-    """The channels of `[alerts] channels` (none configured: an empty list)."""
-    raw = settings.section("alerts").get("channels", [])
-    if not isinstance(raw, list):
-        raise InvalidInput("[alerts] channels must be an array of tables ([[alerts.channels]])")
-    channels = [parse_channel(item, index=i, env=env) for i, item in enumerate(raw)]
-    names = [c.name for c in channels]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InvalidInput(f"[alerts] channel name(s) used twice: {', '.join(dupes)}")
-    return channels
 
 
 # --- messages --------------------------------------------------------------------------------------------
@@ -505,8 +289,8 @@ def _claim(ctx: Context, notification_id: int) -> bool:
     with ctx.db.session() as session:
         result = session.execute(
             sa.update(Notification)
-            .where(Notification.id == notification_id, Notification.status == "pending")
-            .values(status="sending", claimed_at=clock.now())
+            .where(Notification.id == notification_id, Notification.status == NotificationStatus.PENDING)
+            .values(status=NotificationStatus.SENDING, claimed_at=clock.now())
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
@@ -527,7 +311,7 @@ def _record_attempt(
                 channel=channel.name,
                 channel_type=channel.type,
                 attempt=attempt,
-                status="ok" if error is None else "failed",
+                status=DeliveryStatus.OK if error is None else DeliveryStatus.FAILED,
                 error=error.message[:2000] if error is not None else None,
                 response_code=code if error is None else error.code,
                 at=clock.now(),
@@ -575,18 +359,97 @@ def _release_stale_claims(ctx: Context) -> None:
     with ctx.db.session() as session:
         session.execute(
             sa.update(Notification)
-            .where(Notification.status == "sending", Notification.claimed_at < clock.now() - STALE_CLAIM)
-            .values(status="pending")
+            .where(
+                Notification.status == NotificationStatus.SENDING,
+                Notification.claimed_at < clock.now() - STALE_CLAIM,
+            )
+            .values(status=NotificationStatus.PENDING)
         )
 
 
 def _reason(session: Session, notification: Notification) -> str:
-    from mloncall.alerts.models import AlertEvent
-
     if notification.event_id is None:
         return ""
     event = session.get(AlertEvent, notification.event_id)
     return event.reason if event is not None else ""
+
+
+@dataclass
+class _Claimed:
+    """A claimed notification, read in its own session: its message and the channels to tell."""
+
+    notification: Notification
+    message: AlertMessage
+    targets: list[Channel]
+    #: Channels that took it already (before an interrupted process died), and the last attempt per channel.
+    sent_before: set[str]
+    tried: dict[str, int]
+
+
+def _read_claimed(ctx: Context, notification_id: int, channels: Sequence[Channel]) -> _Claimed:
+    with ctx.db.session() as session:
+        notification = session.get(Notification, notification_id)
+        assert notification is not None
+        alert = notification.alert
+        tried: dict[str, int] = {}
+        for d in notification.deliveries:
+            tried[d.channel] = max(tried.get(d.channel, 0), d.attempt)
+        return _Claimed(
+            notification=notification,
+            message=build_message(notification, alert, reason=_reason(session, notification)),
+            targets=[c for c in channels if c.accepts(notification.event, alert)],
+            sent_before={d.channel for d in notification.deliveries if d.status == DeliveryStatus.OK},
+            tried=tried,
+        )
+
+
+def _finish(
+    ctx: Context, notification_id: int, result: DispatchResult, errors: list[str], routed: bool
+) -> None:
+    with ctx.db.session() as session:
+        row = session.get(Notification, notification_id)
+        assert row is not None
+        row.status = result.status
+        row.error = (
+            "; ".join(errors)[:4000]
+            if errors
+            else (None if routed else "no configured channel takes this event")
+        )
+        row.finished_at = clock.now()
+
+
+def _dispatch(
+    ctx: Context, claimed: _Claimed, *, sender: Sender, sleep: Sleep
+) -> tuple[DispatchResult, list[str]]:
+    """Tell every target channel; the result and the errors of the channels that failed."""
+    notification = claimed.notification
+    result = DispatchResult(
+        notification_id=notification.id,
+        alert_id=notification.alert_id,
+        event=notification.event,
+        status=NotificationStatus.SENT,
+    )
+    errors = []
+    for channel in claimed.targets:
+        if channel.name in claimed.sent_before:
+            result.channels[channel.name] = (
+                NotificationStatus.SENT
+            )  # sent before this process was interrupted
+            continue
+        error = deliver(
+            ctx, notification, channel, claimed.message, first_attempt=claimed.tried.get(channel.name, 0) + 1,
+            sender=sender, sleep=sleep,
+        )  # fmt: skip
+        result.channels[channel.name] = (
+            NotificationStatus.SENT if error is None else NotificationStatus.FAILED
+        )
+        if error is not None:
+            errors.append(f"{channel.name}: {error}")
+    if not claimed.targets:
+        result.status = NotificationStatus.UNROUTED
+    elif errors:
+        result.status = NotificationStatus.FAILED
+    return result, errors
 
 
 def send_pending(
@@ -605,7 +468,7 @@ def send_pending(
         ids = list(
             session.scalars(
                 sa.select(Notification.id)
-                .where(Notification.status == "pending")
+                .where(Notification.status == NotificationStatus.PENDING)
                 .order_by(Notification.id)
                 .limit(limit)
             )
@@ -614,52 +477,8 @@ def send_pending(
     for notification_id in ids:
         if not _claim(ctx, notification_id):
             continue  # another process took it
-        with ctx.db.session() as session:
-            notification = session.get(Notification, notification_id)
-            assert notification is not None
-            alert = notification.alert
-            message = build_message(notification, alert, reason=_reason(session, notification))
-            targets = [c for c in channels if c.accepts(notification.event, alert)]
-            previous = {(d.channel, d.status) for d in notification.deliveries}
-            tried: dict[str, int] = {}
-            for d in notification.deliveries:
-                tried[d.channel] = max(tried.get(d.channel, 0), d.attempt)
-        result = DispatchResult(
-            notification_id=notification.id,
-            alert_id=notification.alert_id,
-            event=notification.event,
-            status="sent",
-        )
-        errors = []
-        for channel in targets:
-            if (channel.name, "ok") in previous:
-                result.channels[channel.name] = "sent"  # sent before this process was interrupted
-                continue
-            error = deliver(
-                ctx,
-                notification,
-                channel,
-                message,
-                first_attempt=tried.get(channel.name, 0) + 1,
-                sender=sender,
-                sleep=sleep,
-            )
-            result.channels[channel.name] = "sent" if error is None else "failed"
-            if error is not None:
-                errors.append(f"{channel.name}: {error}")
-        if not targets:
-            result.status = "unrouted"
-        elif errors:
-            result.status = "failed"
-        with ctx.db.session() as session:
-            row = session.get(Notification, notification_id)
-            assert row is not None
-            row.status = result.status
-            row.error = (
-                "; ".join(errors)[:4000]
-                if errors
-                else ("no configured channel takes this event" if not targets else None)
-            )
-            row.finished_at = clock.now()
+        claimed = _read_claimed(ctx, notification_id, channels)
+        result, errors = _dispatch(ctx, claimed, sender=sender, sleep=sleep)
+        _finish(ctx, notification_id, result, errors, routed=bool(claimed.targets))
         results.append(result)
     return results

@@ -19,14 +19,14 @@ rules:
       summary: "Inputs of {{ $labels.model }} drifted"
 ```
 
-Durations are Prometheus-style: `0`, `90s`, `15m`, `1h30m`, `2d`, `1w`.
+Durations are Prometheus-style: `0`, `90s`, `15m`, `1h30m`, `2d`, `1w`. The annotations' templates are
+filled in by `render`. Prometheus's own rules for mloncall's `/metrics` are written by `promrules`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib
 import importlib.resources
 import re
 from collections.abc import Callable, Sequence
@@ -38,6 +38,7 @@ import yaml
 from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import InvalidInput
 from mloncall.core.names import check_name
+from mloncall.monitoring import service as monitoring
 
 SEVERITIES = ("critical", "warning", "info")
 RUNBOOKS = (
@@ -50,17 +51,8 @@ RUNBOOKS = (
     "access",
     "incident",
 )
-#: The monitor kinds the monitoring domain announces; used only when it is not installed.
-KNOWN_MONITOR_KINDS = (
-    "drift",
-    "missing_features",
-    "out_of_range",
-    "validation_failures",
-    "volume",
-    "accuracy",
-    "error_rate",
-    "latency",
-)
+#: The monitor kinds the monitoring domain announces, for tests that build a catalog of their own.
+KNOWN_MONITOR_KINDS = tuple(monitoring.MONITOR_KINDS)
 DEFAULT_GROUP_BY = ("model", "runbook")
 DEFAULT_HOLD_TIME = dt.timedelta(minutes=10)
 #: Labels mloncall sets on every alert of a rule; a rule's own labels may not override them.
@@ -103,7 +95,7 @@ class Catalog:
     """Monitor kinds and their parameter check (the monitoring domain's, or a fake in tests)."""
 
     kinds: Sequence[str]
-    validate: Callable[[str, dict[str, Any]], None] | None = None
+    validate: Callable[[str, dict[str, Any]], object] | None = None
 
     def validate_params(self, kind: str, params: dict[str, Any]) -> None:
         if self.validate is not None:
@@ -111,14 +103,7 @@ class Catalog:
 
 
 def default_catalog() -> Catalog:
-    """The monitoring domain's kinds and `validate_params`, imported when first needed."""
-    try:
-        monitoring = importlib.import_module("mloncall.monitoring.service")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("mloncall.monitoring", "mloncall.monitoring.service"):
-            raise
-        # Without the monitoring domain nothing can be evaluated anyway; still check the kind.
-        return Catalog(kinds=KNOWN_MONITOR_KINDS)
+    """The monitoring domain's kinds and `validate_params` (tests pass a `Catalog` of their own)."""
     return Catalog(kinds=tuple(monitoring.MONITOR_KINDS), validate=monitoring.validate_params)
 
 
@@ -248,6 +233,18 @@ def parse_rules(text: str, *, origin: str = "<rules>", catalog: MonitorCatalog |
     return rule_file
 
 
+@dataclass(frozen=True)
+class _Fields:
+    """A rule's keys with their key and value nodes, and their values constructed on demand."""
+
+    entries: dict[str, tuple[yaml.ScalarNode, yaml.Node]]
+    construct: Callable[[yaml.Node], Any]
+
+    def get(self, key: str) -> tuple[yaml.Node | None, Any]:
+        entry = self.entries.get(key)
+        return (entry[1], self.construct(entry[1])) if entry is not None else (None, None)
+
+
 class _Parser:
     def __init__(self, catalog: MonitorCatalog) -> None:
         self.catalog = catalog
@@ -359,77 +356,16 @@ class _Parser:
             self.error(node, "each rule must be a mapping with name, model, monitor, window, for, ...")
             return None
         before = len(self.errors)
-        pairs = self._pairs(node, None)
-        fields = {k.value: (k, v) for k, v in pairs}
-        name_entry = fields.get("name")
-        name: str | None = None
-        if name_entry is not None:
-            raw = self.value(name_entry[1])
-            if isinstance(raw, str) and _RULE_NAME.match(raw):
-                name = raw
-            else:
-                self.error(
-                    name_entry[1],
-                    f"bad rule name {raw!r}: use 1-128 letters, digits, '_', '.', ':' or '-'",
-                )
-        for key, (key_node, _) in fields.items():
-            if key not in _RULE_KEYS:
-                self.error(key_node, f"unknown key {key!r}: use {', '.join(sorted(_RULE_KEYS))}", name)
-        missing = [k for k in _REQUIRED_KEYS if k not in fields]
-        if missing:
-            self.error(node, f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}", name)
-
-        def get(key: str) -> tuple[yaml.Node | None, Any]:
-            entry = fields.get(key)
-            return (entry[1], self.value(entry[1])) if entry is not None else (None, None)
-
-        model_node, model = get("model")
-        if model_node is not None and model != "*":
-            try:
-                check_name(model, "model name")
-            except InvalidInput as exc:
-                self.error(model_node, f"model: {exc.message} (or '*' for every served model)", name)
-        monitor_node, monitor = get("monitor")
-        monitor_ok = False
-        if monitor_node is not None:
-            if monitor in self.catalog.kinds:
-                monitor_ok = True
-            else:
-                self.error(
-                    monitor_node,
-                    f"unknown monitor {monitor!r}: use one of {', '.join(self.catalog.kinds)}",
-                    name,
-                )
-        params_node, params = get("params")
-        if params_node is None or params is None:
-            params = {}
-        elif not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-            self.error(params_node, "params must be a mapping of parameter names to values", name)
-            params = None
-        if monitor_ok and params is not None:
-            try:
-                self.catalog.validate_params(str(monitor), dict(params))
-            except InvalidInput as exc:
-                self.error(self._param_node(params_node, exc) or params_node or node, exc.message, name)
-        durations: dict[str, dt.timedelta] = {}
-        for key in ("window", "for"):
-            d_node, raw = get(key)
-            if d_node is None:
-                continue
-            try:
-                if not isinstance(raw, str) and raw != 0:
-                    raise InvalidInput(f"bad duration {raw!r}: write it with a unit, e.g. 15m")
-                durations[key] = parse_duration(raw, allow_zero=key == "for")
-            except InvalidInput as exc:
-                self.error(d_node, f"{key}: {exc.message}", name)
-        severity_node, severity = get("severity")
-        if severity_node is not None and severity not in SEVERITIES:
-            self.error(severity_node, f"bad severity {severity!r}: use one of {', '.join(SEVERITIES)}", name)
-        runbook_node, runbook = get("runbook")
-        if runbook_node is not None and runbook not in RUNBOOKS:
-            self.error(runbook_node, f"unknown runbook {runbook!r}: use one of {', '.join(RUNBOOKS)}", name)
-        labels = self._labels(get("labels"), name)
-        annotations = self._annotations(get("annotations"), name)
+        fields = _Fields({k.value: (k, v) for k, v in self._pairs(node, None)}, self.value)
+        name = self._rule_name(fields)
+        self._check_keys(node, fields, name)
+        model = self._model(fields, name)
+        monitor, params = self._monitor(node, fields, name)
+        durations = self._durations(fields, name)
+        severity = self._choice(fields, "severity", SEVERITIES, "bad severity", name)
+        runbook = self._choice(fields, "runbook", RUNBOOKS, "unknown runbook", name)
+        labels = self._labels(fields.get("labels"), name)
+        annotations = self._annotations(fields.get("annotations"), name)
         if len(self.errors) > before or name is None:
             return None
         return Rule(
@@ -445,6 +381,82 @@ class _Parser:
             annotations=annotations,
             line=node.start_mark.line + 1,
         )
+
+    def _rule_name(self, fields: _Fields) -> str | None:
+        node, raw = fields.get("name")
+        if node is None:
+            return None
+        if isinstance(raw, str) and _RULE_NAME.match(raw):
+            return raw
+        self.error(node, f"bad rule name {raw!r}: use 1-128 letters, digits, '_', '.', ':' or '-'")
+        return None
+
+    def _check_keys(self, node: yaml.Node, fields: _Fields, name: str | None) -> None:
+        for key, (key_node, _) in fields.entries.items():
+            if key not in _RULE_KEYS:
+                self.error(key_node, f"unknown key {key!r}: use {', '.join(sorted(_RULE_KEYS))}", name)
+        missing = [k for k in _REQUIRED_KEYS if k not in fields.entries]
+        if missing:
+            self.error(node, f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}", name)
+
+    def _model(self, fields: _Fields, name: str | None) -> Any:
+        model_node, model = fields.get("model")
+        if model_node is not None and model != "*":
+            try:
+                check_name(model, "model name")
+            except InvalidInput as exc:
+                self.error(model_node, f"model: {exc.message} (or '*' for every served model)", name)
+        return model
+
+    def _monitor(
+        self, node: yaml.Node, fields: _Fields, name: str | None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """The monitor kind and its params, checked by the catalog."""
+        monitor_node, monitor = fields.get("monitor")
+        monitor_ok = False
+        if monitor_node is not None:
+            if monitor in self.catalog.kinds:
+                monitor_ok = True
+            else:
+                self.error(
+                    monitor_node,
+                    f"unknown monitor {monitor!r}: use one of {', '.join(self.catalog.kinds)}",
+                    name,
+                )
+        params_node, params = fields.get("params")
+        if params_node is None or params is None:
+            params = {}
+        elif not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            self.error(params_node, "params must be a mapping of parameter names to values", name)
+            params = None
+        if monitor_ok and params is not None:
+            try:
+                self.catalog.validate_params(str(monitor), dict(params))
+            except InvalidInput as exc:
+                self.error(self._param_node(params_node, exc) or params_node or node, exc.message, name)
+        return monitor, params
+
+    def _durations(self, fields: _Fields, name: str | None) -> dict[str, dt.timedelta]:
+        durations: dict[str, dt.timedelta] = {}
+        for key in ("window", "for"):
+            d_node, raw = fields.get(key)
+            if d_node is None:
+                continue
+            try:
+                if not isinstance(raw, str) and raw != 0:
+                    raise InvalidInput(f"bad duration {raw!r}: write it with a unit, e.g. 15m")
+                durations[key] = parse_duration(raw, allow_zero=key == "for")
+            except InvalidInput as exc:
+                self.error(d_node, f"{key}: {exc.message}", name)
+        return durations
+
+    def _choice(
+        self, fields: _Fields, key: str, allowed: Sequence[str], problem: str, name: str | None
+    ) -> Any:
+        node, value = fields.get(key)
+        if node is not None and value not in allowed:
+            self.error(node, f"{problem} {value!r}: use one of {', '.join(allowed)}", name)
+        return value
 
     def _param_node(self, params_node: yaml.Node | None, error: InvalidInput) -> yaml.Node | None:
         """The key node of the (first) parameter an error names, for a precise line."""
@@ -534,126 +546,3 @@ def render(template: str, *, labels: dict[str, Any], value: Any, evidence: dict[
         return match.group(0)
 
     return _TEMPLATE.sub(substitute, template)
-
-
-# --- Prometheus rules for mloncall's own /metrics ---------------------------------------------------------
-
-
-def prometheus_rules(
-    *,
-    job: str = "mloncall",
-    max_error_rate: float = 0.01,
-    max_p99_seconds: float = 0.25,
-    max_validation_failure_rate: float = 0.05,
-    max_out_of_range_rate: float = 0.05,
-    min_volume_ratio: float = 0.5,
-) -> str:
-    """A Prometheus alerting rules file over the serving metrics, for teams that run their own Prometheus
-    (route its alerts back with Alertmanager's webhook to `/api/v1/alerts/alertmanager`)."""
-
-    def rule(
-        alert: str, expr: str, for_: str, severity: str, runbook: str, summary: str, description: str
-    ) -> dict[str, Any]:
-        return {
-            "alert": alert,
-            "expr": expr,
-            "for": for_,
-            "labels": {"severity": severity, "runbook": runbook, "source": "mloncall-prometheus"},
-            "annotations": {"summary": summary, "description": description},
-        }
-
-    requests = "sum by (model) (rate(mloncall_requests_total[{w}]))"
-    doc = {
-        "groups": [
-            {
-                "name": "mloncall-serving",
-                "rules": [
-                    rule(
-                        "MloncallDown",
-                        f'up{{job="{job}"}} == 0',
-                        "2m",
-                        "critical",
-                        "scaling",
-                        "mloncall at {{ $labels.instance }} cannot be scraped",
-                        "Prometheus has not scraped job " + job + " at {{ $labels.instance }} for 2 minutes.",
-                    ),
-                    rule(
-                        "MloncallHighErrorRate",
-                        'sum by (model) (rate(mloncall_requests_total{status=~"5.."}[5m]))\n  / '
-                        + requests.format(w="5m")
-                        + f"\n  > {max_error_rate:g}",
-                        "5m",
-                        "critical",
-                        "deployment",
-                        "{{ $labels.model }} answers with server errors",
-                        "{{ $value | humanizePercentage }} of the requests to {{ $labels.model }} failed with 5xx "
-                        f"over 5 minutes (maximum {max_error_rate:.2%}).",
-                    ),
-                    rule(
-                        "MloncallHighLatencyP99",
-                        "histogram_quantile(0.99,\n  sum by (model, le) (rate(mloncall_request_latency_seconds_bucket[5m])))"
-                        f"\n  > {max_p99_seconds:g}",
-                        "10m",
-                        "warning",
-                        "scaling",
-                        "p99 latency of {{ $labels.model }} is high",
-                        "p99 latency is {{ $value | humanizeDuration }} over 5 minutes "
-                        f"(maximum {max_p99_seconds * 1000:g} ms).",
-                    ),
-                    rule(
-                        "MloncallValidationFailures",
-                        "sum by (model) (rate(mloncall_validation_failures_total[10m]))\n  / "
-                        + requests.format(w="10m")
-                        + f"\n  > {max_validation_failure_rate:g}",
-                        "10m",
-                        "warning",
-                        "data-quality",
-                        "Requests to {{ $labels.model }} fail input validation",
-                        "{{ $value | humanizePercentage }} of the requests were refused by input validation "
-                        f"(maximum {max_validation_failure_rate:.0%}): check the upstream data.",
-                    ),
-                    rule(
-                        "MloncallOutOfRangeInputs",
-                        "sum by (model) (rate(mloncall_out_of_range_total[15m]))\n"
-                        "  / sum by (model) (rate(mloncall_predictions_total[15m]))"
-                        f"\n  > {max_out_of_range_rate:g}",
-                        "10m",
-                        "warning",
-                        "data-quality",
-                        "{{ $labels.model }} receives values outside the training range",
-                        "{{ $value | humanizePercentage }} out-of-range values per predicted row over 15 minutes "
-                        f"(maximum {max_out_of_range_rate:.0%}).",
-                    ),
-                    rule(
-                        "MloncallVolumeDrop",
-                        requests.format(w="30m")
-                        + f"\n  < {min_volume_ratio:g} * "
-                        + requests.format(w="30m").replace("[30m]", "[30m] offset 1d"),
-                        "15m",
-                        "warning",
-                        "pipeline",
-                        "Requests to {{ $labels.model }} dropped",
-                        f"Request rate is below {min_volume_ratio:.0%} of the same time yesterday: "
-                        "is a source gone quiet?",
-                    ),
-                ],
-            }
-        ]
-    }
-    header = (
-        "# Prometheus alerting rules for mloncall's /metrics, written by `mloncall monitor prometheus-rules`.\n"
-        "# Load with `rule_files:` in prometheus.yml; check with `promtool check rules FILE`.\n"
-    )
-    return header + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120, allow_unicode=True)
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (PromQL expressions) as `|` blocks, as people write them."""
-
-
-def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_BlockDumper.add_representer(str, _str_block)

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 
-from mloncall.alerts import notify, service
+from mloncall.alerts import evaluation, notify
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
 from mloncall.stores.context import Context
@@ -41,16 +41,16 @@ def configured_interval(ctx: Context) -> float:
 def run_once(
     ctx: Context,
     *,
-    monitor: service.MonitorFn | None = None,
+    monitor: evaluation.MonitorFn | None = None,
     sender: notify.Sender = notify.send,
     sleep: notify.Sleep = time.sleep,
-) -> tuple[service.Evaluation, list[notify.DispatchResult]]:
+) -> tuple[evaluation.Evaluation, list[notify.DispatchResult]]:
     """Evaluate every rule once, then send what the pass (or anything earlier) queued."""
-    evaluation = service.evaluate(ctx=ctx, monitor=monitor)
-    for t in evaluation.transitions:
+    result = evaluation.evaluate(ctx=ctx, monitor=monitor)
+    for t in result.transitions:
         log.info("alert #%s %s -> %s: %s", t.alert_id, t.from_state, t.to_state, t.reason)
     sent = notify.send_pending(ctx, sender=sender, sleep=sleep)
-    return evaluation, sent
+    return result, sent
 
 
 class Scheduler(LockedLoop):
@@ -60,7 +60,7 @@ class Scheduler(LockedLoop):
     lock_file = LOCK_FILE
 
     def __init__(
-        self, ctx: Context, interval: float | None = None, *, monitor: service.MonitorFn | None = None
+        self, ctx: Context, interval: float | None = None, *, monitor: evaluation.MonitorFn | None = None
     ) -> None:
         super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
         self.monitor = monitor

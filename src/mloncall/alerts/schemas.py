@@ -4,18 +4,23 @@ including the inbound Alertmanager webhook (version 4) and PagerDuty Events API 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mloncall.alerts.models import Alert, AlertEvent, AlertGroup, DeliveryAttempt, Notification, Silence
-from mloncall.alerts.service import ActiveRules, group_state, silence_status
+from mloncall.alerts.models import Alert, AlertGroup
+from mloncall.alerts.rules import RuleFile
 
 # --- answers ---------------------------------------------------------------------------------------------
+#
+# Built from the tables with `model_validate(row)`. FastAPI dumps an answer and validates the dump again, so
+# a field read from a differently named attribute accepts both names (`AliasChoices`).
 
 
 class AlertOut(BaseModel):
     """One alert, as listed."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     fingerprint: str
@@ -34,7 +39,9 @@ class AlertOut(BaseModel):
     acknowledged: bool
     acknowledged_at: dt.datetime | None
     acknowledged_by: str | None
-    silenced_by: int | None = Field(description="the active silence muting this alert's notifications now")
+    silenced_by: int | None = Field(
+        default=None, description="the active silence muting this alert's notifications now"
+    )
     active_since: dt.datetime
     fired_at: dt.datetime | None
     resolved_at: dt.datetime | None
@@ -48,44 +55,21 @@ class AlertOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
 
+    @field_validator("group", mode="before")
     @classmethod
-    def from_alert(cls, alert: Alert, *, silenced_by: int | None = None) -> AlertOut:
-        return cls(
-            id=alert.id,
-            fingerprint=alert.fingerprint,
-            source=alert.source,
-            external_id=alert.external_id,
-            rule=alert.rule,
-            model=alert.model,
-            state=alert.state,
-            severity=alert.severity,
-            runbook=alert.runbook,
-            labels=alert.labels or {},
-            annotations=alert.annotations or {},
-            value=alert.value,
-            group_id=alert.group_id,
-            group=alert.group.key if alert.group is not None else None,
-            acknowledged=alert.acknowledged,
-            acknowledged_at=alert.acknowledged_at,
-            acknowledged_by=alert.acknowledged_by,
-            silenced_by=silenced_by,
-            active_since=alert.active_since,
-            fired_at=alert.fired_at,
-            resolved_at=alert.resolved_at,
-            reopen_count=alert.reopen_count,
-            last_evaluated_at=alert.last_evaluated_at,
-            closed_at=alert.closed_at,
-            closed_by=alert.closed_by,
-            root_cause=alert.root_cause,
-            action=alert.action,
-            resolution_note=alert.resolution_note,
-            created_at=alert.created_at,
-            updated_at=alert.updated_at,
-        )
+    def _group_key(cls, value: Any) -> Any:
+        return value.key if isinstance(value, AlertGroup) else value
+
+    @classmethod
+    def from_alert(cls, alert: Alert, *, silenced_by: int | None = None) -> Self:
+        """The alert's answer; `silenced_by` is not the alert's own: it is the silence in force now."""
+        return cls.model_validate(alert).model_copy(update={"silenced_by": silenced_by})
 
 
 class EventOut(BaseModel):
     """One entry of an alert's history."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     at: dt.datetime
@@ -97,22 +81,10 @@ class EventOut(BaseModel):
     evidence: dict[str, Any]
     silence_id: int | None
 
-    @classmethod
-    def from_event(cls, event: AlertEvent) -> EventOut:
-        return cls(
-            id=event.id,
-            at=event.at,
-            kind=event.kind,
-            from_state=event.from_state,
-            to_state=event.to_state,
-            actor=event.actor,
-            reason=event.reason,
-            evidence=event.evidence or {},
-            silence_id=event.silence_id,
-        )
-
 
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     channel: str
     channel_type: str
     attempt: int
@@ -121,21 +93,11 @@ class DeliveryOut(BaseModel):
     response_code: int | None
     at: dt.datetime
 
-    @classmethod
-    def from_attempt(cls, d: DeliveryAttempt) -> DeliveryOut:
-        return cls(
-            channel=d.channel,
-            channel_type=d.channel_type,
-            attempt=d.attempt,
-            status=d.status,
-            error=d.error,
-            response_code=d.response_code,
-            at=d.at,
-        )
-
 
 class NotificationOut(BaseModel):
     """One event told (or not) to the channels, with every delivery attempt."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     event: str
@@ -146,63 +108,31 @@ class NotificationOut(BaseModel):
     finished_at: dt.datetime | None
     deliveries: list[DeliveryOut]
 
-    @classmethod
-    def from_notification(cls, n: Notification) -> NotificationOut:
-        return cls(
-            id=n.id,
-            event=n.event,
-            status=n.status,
-            silence_id=n.silence_id,
-            error=n.error,
-            created_at=n.created_at,
-            finished_at=n.finished_at,
-            deliveries=[DeliveryOut.from_attempt(d) for d in n.deliveries],
-        )
-
 
 class AlertDetail(AlertOut):
     """An alert with its latest evidence, its history and its notifications."""
 
     last_check: dict[str, Any]
-    history: list[EventOut]
+    history: list[EventOut] = Field(validation_alias=AliasChoices("events", "history"))
     notifications: list[NotificationOut]
-
-    @classmethod
-    def from_alert_detail(cls, alert: Alert, *, silenced_by: int | None = None) -> AlertDetail:
-        base = AlertOut.from_alert(alert, silenced_by=silenced_by).model_dump()
-        return cls(
-            **base,
-            last_check=alert.last_check or {},
-            history=[EventOut.from_event(e) for e in alert.events],
-            notifications=[NotificationOut.from_notification(n) for n in alert.notifications],
-        )
 
 
 class GroupOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     key: str
     source: str
     labels: dict[str, Any]
     state: str
-    alerts: list[int]
+    alerts: list[int] = Field(validation_alias=AliasChoices("alert_ids", "alerts"))
     open_alerts: int
     updated_at: dt.datetime
 
-    @classmethod
-    def from_group(cls, group: AlertGroup, alerts: list[Alert]) -> GroupOut:
-        return cls(
-            id=group.id,
-            key=group.key,
-            source=group.source,
-            labels=group.labels or {},
-            state=group_state(alerts),
-            alerts=[a.id for a in alerts],
-            open_alerts=sum(a.state in ("pending", "firing") for a in alerts),
-            updated_at=group.updated_at,
-        )
-
 
 class SilenceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     matchers: list[str]
     status: str
@@ -213,22 +143,17 @@ class SilenceOut(BaseModel):
     created_at: dt.datetime
     expired_by: str | None
 
+    @field_validator("matchers", mode="before")
     @classmethod
-    def from_silence(cls, s: Silence, at: dt.datetime | None = None) -> SilenceOut:
-        return cls(
-            id=s.id,
-            matchers=[f"{m['name']}{m['op']}{m['value']}" for m in s.matchers],
-            status=silence_status(s, at),
-            starts_at=s.starts_at,
-            ends_at=s.ends_at,
-            comment=s.comment,
-            created_by=s.created_by,
-            created_at=s.created_at,
-            expired_by=s.expired_by,
-        )
+    def _matcher_text(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [f"{m['name']}{m['op']}{m['value']}" if isinstance(m, dict) else m for m in value]
 
 
 class RuleSetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     version: int
     sha256: str
     origin: str
@@ -238,19 +163,10 @@ class RuleSetOut(BaseModel):
     hold_time: str
     rules: list[dict[str, Any]]
 
+    @field_validator("rules", mode="before")
     @classmethod
-    def from_active(cls, active: ActiveRules) -> RuleSetOut:
-        spec = active.rules.to_dict()
-        return cls(
-            version=active.version,
-            sha256=active.sha256,
-            origin=active.origin,
-            loaded_at=active.loaded_at,
-            loaded_by=active.loaded_by,
-            group_by=spec["group_by"],
-            hold_time=spec["hold_time"],
-            rules=spec["rules"],
-        )
+    def _rule_dicts(cls, value: Any) -> Any:
+        return [r.to_dict() for r in value.rules] if isinstance(value, RuleFile) else value
 
 
 # --- requests --------------------------------------------------------------------------------------------
@@ -308,6 +224,8 @@ class SilenceIn(_Body):
 
 
 class TransitionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     alert_id: int
     kind: str
     from_state: str | None

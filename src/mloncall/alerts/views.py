@@ -53,17 +53,7 @@ def _send_later(tasks: BackgroundTasks, ctx: Context) -> None:
 
 
 def _transition(t: service.Transition | None) -> TransitionOut | None:
-    if t is None:
-        return None
-    return TransitionOut(
-        alert_id=t.alert_id,
-        kind=t.kind,
-        from_state=t.from_state,
-        to_state=t.to_state,
-        reason=t.reason,
-        notify=t.notify,
-        silenced_by=t.silenced_by,
-    )
+    return TransitionOut.model_validate(t) if t is not None else None
 
 
 class AlertChange(BaseModel):
@@ -116,14 +106,13 @@ def list_groups(
     _: Principal = allow("alerts.read"),
 ) -> list[GroupOut]:
     return [
-        GroupOut.from_group(g, alerts)
-        for g, alerts in service.list_groups(session=session, include_quiet=all_groups)
+        GroupOut.model_validate(g) for g, _ in service.list_groups(session=session, include_quiet=all_groups)
     ]
 
 
 @router.get("/rules", summary="The active rule set")
 def show_rules(session: DbSession, _: Principal = allow("alerts.read")) -> RuleSetOut:
-    return RuleSetOut.from_active(service.active_rules(session=session))
+    return RuleSetOut.model_validate(service.active_rules(session=session))
 
 
 @router.put(
@@ -136,7 +125,7 @@ def load_rules(
         session=session, text=body.yaml, origin=body.origin, actor=principal.name
     )
     audit_note(request, version=active.version, sha256=active.sha256, changed=changed)
-    return RulesLoaded(changed=changed, rules=RuleSetOut.from_active(active))
+    return RulesLoaded(changed=changed, rules=RuleSetOut.model_validate(active))
 
 
 @router.get("/silences", summary="Silences, newest first")
@@ -146,7 +135,7 @@ def list_silences(
     _: Principal = allow("alerts.read"),
 ) -> list[SilenceOut]:
     return [
-        SilenceOut.from_silence(s)
+        SilenceOut.model_validate(s)
         for s in service.list_silences(session=session, include_expired=all_silences)
     ]
 
@@ -165,14 +154,14 @@ def create_silence(
         starts_at=body.starts_at,
     )
     audit_note(request, silence_id=silence.id)
-    return SilenceOut.from_silence(silence)
+    return SilenceOut.model_validate(silence)
 
 
 @router.post("/silences/{silence_id}/expire", summary="End a silence now")
 def expire_silence(
     silence_id: SilenceId, session: DbSession, principal: Principal = allow("alerts.silence")
 ) -> SilenceOut:
-    return SilenceOut.from_silence(
+    return SilenceOut.model_validate(
         service.expire_silence(session=session, silence_id=silence_id, actor=principal.name)
     )
 
@@ -216,7 +205,7 @@ def pagerduty_event(
 @router.get("/{alert_id}", summary="An alert with its evidence, history and notifications")
 def show_alert(alert_id: AlertId, session: DbSession, _: Principal = allow("alerts.read")) -> AlertDetail:
     alert = service.get_alert_or_raise(session=session, alert_id=alert_id)
-    return AlertDetail.from_alert_detail(
+    return AlertDetail.from_alert(
         alert, silenced_by=_silence_id(service.silenced_by(session=session, alert=alert))
     )
 
