@@ -28,7 +28,6 @@ from mloncall import __version__
 from mloncall.core import clock
 from mloncall.core.errors import MloncallError, NotFound
 from mloncall.serving.config import ServingConfig
-from mloncall.serving.logger import FeedbackBatch, PredictionLog
 from mloncall.serving.metrics import ServingMetrics
 from mloncall.serving.predictor import Predictor
 from mloncall.serving.protocol import infer_response, parse_json, requested_outputs, split_infer_body
@@ -44,6 +43,7 @@ from mloncall.serving.validation import (
     rows_from_oip,
 )
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import FeedbackBatch, PredictionLog
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
