@@ -65,6 +65,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 _TS = pa.timestamp("us", tz="UTC")
 _PARTITION = re.compile(r"date=\d{4}-\d{2}-\d{2}/hour=\d{2}")
 _FOOTER_CACHE_SIZE = 200_000
+#: The bounds of a read with no window (`read_log`): before and after any logged row.
+_OPEN_SINCE = -(1 << 62)
+_OPEN_UNTIL = 1 << 62
 
 #: Metrics of the log readers; the server merges this registry into `/metrics`.
 METRICS = CollectorRegistry(auto_describe=True)
@@ -493,18 +496,16 @@ def _listing(store: ArtifactStore, prefix: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def _keys(
-    store: ArtifactStore, kind: str, model: str, since_us: int | None, until_us: int | None
-) -> list[tuple[str, str]]:
+def _keys(store: ArtifactStore, kind: str, model: str, since_us: int, until_us: int) -> list[tuple[str, str]]:
     """(key, version) of the files that may hold rows in [since, until): a bounded window lists only its hour
     partitions; an open one lists the model's folder and keeps the partitions from `since`'s hour on."""
-    if since_us is not None and until_us is not None:
+    if until_us != _OPEN_UNTIL:
         keys: list[tuple[str, str]] = []
         for prefix in hour_prefixes(kind, model, since_us, until_us):
             keys.extend(_listing(store, prefix))
         return keys
     keys = _listing(store, f"{kind}/model={model}")
-    if since_us is not None:
+    if since_us != _OPEN_SINCE:
         first = partition(since_us // HOUR_US)
         keys = [(k, stamp) for k, stamp in keys if _partition_of(k) >= first]
     return keys
@@ -584,28 +585,25 @@ def _footer(store: ArtifactStore, key: str, stamp: str) -> _Footer:
     return footer
 
 
-def _overlap(footer: _Footer, since_us: int | None, until_us: int | None) -> str:
-    """'none', 'all' or 'some' of the file's rows fall in [since, until) (unknown stats: 'some'); a bound of
-    None is open."""
+def _overlap(footer: _Footer, since_us: int, until_us: int) -> str:
+    """'none', 'all' or 'some' of the file's rows fall in [since, until) (unknown stats: 'some')."""
     if footer.num_rows == 0:
         return "none"
     if footer.ts_min is None or footer.ts_max is None:
         return "some"
-    after_since = since_us is None or footer.ts_min >= since_us
-    before_until = until_us is None or footer.ts_max < until_us
-    if (since_us is not None and footer.ts_max < since_us) or (
-        until_us is not None and footer.ts_min >= until_us
-    ):
+    if footer.ts_max < since_us or footer.ts_min >= until_us:
         return "none"
-    return "all" if after_since and before_until else "some"
+    if footer.ts_min >= since_us and footer.ts_max < until_us:
+        return "all"
+    return "some"
 
 
 def _overlapping(
     store: ArtifactStore,
     kind: str,
     model: str,
-    since_us: int | None,
-    until_us: int | None,
+    since_us: int,
+    until_us: int,
     skipped: list[dict[str, str]],
 ) -> Iterator[tuple[str, _Footer, str]]:
     """(key, footer, overlap) of every file with rows in the window; a file whose footer cannot be read is
@@ -629,14 +627,9 @@ def ts_us(table: pa.Table) -> np.ndarray:
     return np.asarray(pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _in_window(table: pa.Table, since_us: int | None, until_us: int | None) -> pa.Table:
+def _in_window(table: pa.Table, since_us: int, until_us: int) -> pa.Table:
     t = ts_us(table)
-    keep = np.ones(t.shape, dtype=bool)
-    if since_us is not None:
-        keep &= t >= since_us
-    if until_us is not None:
-        keep &= t < until_us
-    return table.filter(pa.array(keep))
+    return table.filter(pa.array((t >= since_us) & (t < until_us)))
 
 
 def read_window(
@@ -666,8 +659,8 @@ def read_log(
     """Every row logged for a model, or None if there is none; with `since`, only the hour partitions from
     its hour on are read, and only rows at or after it kept. Unreadable files are skipped as by
     `read_window` (the same scan)."""
-    since_us = None if since is None else to_us(since)
-    table, _ = _scan(store, kind, model, since_us, None, columns=None, prefixes=(), skipped=[])
+    since_us = _OPEN_SINCE if since is None else to_us(since)
+    table, _ = _scan(store, kind, model, since_us, _OPEN_UNTIL, columns=None, prefixes=(), skipped=[])
     return table
 
 
@@ -675,15 +668,15 @@ def _scan(
     store: ArtifactStore,
     kind: str,
     model: str,
-    since_us: int | None,
-    until_us: int | None,
+    since_us: int,
+    until_us: int,
     *,
     columns: Sequence[str] | None,
     prefixes: Sequence[str],
     skipped: list[dict[str, str]],
 ) -> tuple[pa.Table | None, int]:
-    """The rows of one log in [since, until) (a bound of None is open) and how many files were read: the one
-    code path that reads log files, skipping, listing and counting the unreadable ones."""
+    """The rows of one log in [since, until) and how many files were read: the one code path that reads log
+    files, skipping, listing and counting the unreadable ones."""
     wanted = set(columns or ())
     parts: list[pa.Table] = []
     files_read = 0
