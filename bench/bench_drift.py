@@ -7,7 +7,7 @@ Anchor 1: plain per-feature scipy calls (ks_2samp + wasserstein_distance + a num
 Anchor 2: Evidently's DataDriftPreset on the same data, in its own virtual environment under bench/.envs/
 (created here with `python3 -m venv` + pip; skipped with the reason printed when that fails).
 Then the evaluation cost of the default rule set (every monitor kind) on one minute of logs at 1,000
-predictions/s, written as real prediction-log Parquet files through serving.logger.
+predictions/s, written as real prediction-log Parquet files through stores.predlog.
 
 Run: .venv/bin/python bench/bench_drift.py [--skip-evidently]
 """
@@ -32,8 +32,8 @@ from mloncall.data import iris
 from mloncall.monitoring import service
 from mloncall.monitoring.drift import DriftSettings, FeatureDrift, drift_features
 from mloncall.monitoring.drift_stats import SortedSample
-from mloncall.serving.logger import FeedbackBatch, PredictionLog
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import FeedbackBatch, PredictionLog
 from mloncall.training import service as training
 
 N_REF = 150_000

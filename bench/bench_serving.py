@@ -59,8 +59,8 @@ import orjson
 import uvloop
 
 from mloncall.core.config import Settings
-from mloncall.serving.logger import PREDICTIONS, read_log
 from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.predlog import PREDICTIONS, read_log
 
 ROOT = Path(__file__).resolve().parent
 MLFLOW_ENV = ROOT / ".envs" / "mlflow"

@@ -19,7 +19,7 @@ def test_demo_plays_every_runbook_stage(cli_env: dict[str, str]) -> None:
     from mloncall.alerts import service as alerts
     from mloncall.registry import service as registry
     from mloncall.rollout import service as rollouts
-    from mloncall.serving.logger import read_log
+    from mloncall.stores.predlog import read_log
 
     ctx = Context.from_settings(Settings.load(env=cli_env))
     with ctx.db.session() as s:

@@ -1,5 +1,5 @@
 """Monitoring fixtures: models trained through the training service, real prediction/feedback/rejection logs
-written as Parquet through serving.logger into the artifact store."""
+written as Parquet through stores.predlog into the artifact store."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mloncall.data import iris
-from mloncall.serving.logger import FeedbackBatch, PredictionLog, partition
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import FeedbackBatch, PredictionLog, partition
 from tests.conftest import make_context
 from tests.helpers import train_iris, write_csv
 

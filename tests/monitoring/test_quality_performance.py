@@ -204,7 +204,7 @@ def test_error_rate_and_latency(mctx: Context) -> None:
 
 
 def test_failed_requests_are_not_missing_features(mctx: Context) -> None:
-    from mloncall.serving.logger import PredictionLog
+    from mloncall.stores.predlog import PredictionLog
 
     train_iris(mctx, name="failing")
     end = at(26)

@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 from mloncall.registry.models import ModelVersion
 from mloncall.serving import service as routing
 from mloncall.serving.app import InferenceApp, create_inference_app
-from mloncall.serving.logger import read_log
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import read_log
 from tests.serving.conftest import FEATURES, ROW, alter_onnx, fast_config, register_iris
 
 VALUES = [ROW[f] for f in FEATURES]

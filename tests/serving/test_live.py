@@ -18,8 +18,8 @@ from mloncall.registry.models import ModelVersion
 from mloncall.serving import service as routing
 from mloncall.serving.app import create_inference_app
 from mloncall.serving.config import ServingConfig
-from mloncall.serving.logger import read_log
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import read_log
 from tests.serving.conftest import FEATURES, ROW, ThreadServer
 
 X = np.asarray([[ROW[f] for f in FEATURES], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mloncall.core.errors import StoreUnavailable
-from mloncall.serving.logger import FeedbackBatch, PredictionLog, read_log
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import FeedbackBatch, PredictionLog, read_log
 
 HOUR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

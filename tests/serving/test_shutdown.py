@@ -12,8 +12,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from mloncall.registry.models import ModelVersion
-from mloncall.serving.logger import read_log
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import read_log
 from tests.serving.conftest import FEATURES, ROW, start_uvicorn
 
 BODY = {

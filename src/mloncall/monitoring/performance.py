@@ -10,86 +10,46 @@ accuracy recorded for the version at training (holdout) minus a tolerance.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mloncall.core.outcome import Outcome
-from mloncall.monitoring.logs import LogWindow, error_mask, float_column, from_us, to_us, ts_us
 from mloncall.monitoring.reference import VersionInfo
 from mloncall.monitoring.schemas import AccuracyParams, ErrorRateParams, LatencyParams
+from mloncall.monitoring.stats import (
+    PERCENTILES,
+    Truth,
+    accuracy_on_labels,
+    class_recall,
+    correct_mask,
+    error_mask,
+    labelled_mask,
+    latencies_ms,
+    percentiles,
+    wilson_interval,
+)
 from mloncall.monitoring.verdict import Part, by_version, version_label
-
-PERCENTILES = (50, 95, 99)
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (defined for n = 0 as [0, 1])."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _arrow(result: Any) -> pa.Table:
-    """A DuckDB relation as an Arrow table (the method's name changed between DuckDB 1.x and 2.x)."""
-    fetch = getattr(result, "to_arrow_table", None) or result.arrow
-    table: pa.Table = fetch()
-    return table
+from mloncall.stores.predlog import LogWindow, from_us, to_us, ts_us
 
 
 def _labelled(predictions: pa.Table, feedback: pa.Table | None) -> pa.Table:
     """version, ts (us), predicted, truth for every served prediction (truth null while unlabelled)."""
     served = predictions.filter(pa.array(~error_mask(predictions)))
-    left = pa.table(
+    n = served.num_rows
+    return pa.table(
         {
-            "id": served.column("id"),
             "version": served.column("version")
             if "version" in served.column_names
-            else pa.nulls(served.num_rows, pa.int32()),
+            else pa.nulls(n, pa.int32()),
             "ts_us": pa.array(ts_us(served)),
             "predicted": served.column("label")
             if "label" in served.column_names
-            else pa.nulls(served.num_rows, pa.string()),
+            else pa.nulls(n, pa.string()),
+            "truth": Truth(feedback).of(served.column("id")),
         }
     )
-    con = duckdb.connect()
-    try:
-        con.register("p", left)
-        if (
-            feedback is None
-            or feedback.num_rows == 0
-            or not {"prediction_id", "label"} <= set(feedback.column_names)
-        ):
-            return _arrow(con.sql("SELECT version, ts_us, predicted, NULL::VARCHAR AS truth FROM p"))
-        fb = pa.table(
-            {
-                "prediction_id": feedback.column("prediction_id"),
-                "label": feedback.column("label"),
-                "ts_us": pa.array(ts_us(feedback)),
-            }
-        )
-        con.register("f", fb)
-        return _arrow(
-            con.sql(
-                """
-            SELECT p.version, p.ts_us, p.predicted, f.truth
-            FROM p LEFT JOIN (
-                SELECT prediction_id, arg_max(label, ts_us) AS truth
-                FROM f WHERE label IS NOT NULL GROUP BY prediction_id
-            ) AS f ON p.id = f.prediction_id
-            """
-            )
-        )
-    finally:
-        con.close()
 
 
 def accuracy(
@@ -109,71 +69,62 @@ def accuracy(
     parts: list[Part] = []
     for version, rows in by_version(joined):
         info = versions.get(version) if version is not None else None
-        parts.append(_judge_accuracy(version, rows, info, params, since_us, bucket_us))
+        evidence = _accuracy_evidence(rows, info, params, since_us, bucket_us)
+        parts.append(_judge_accuracy(version_label(version), evidence, params))
     return parts
 
 
-def _judge_accuracy(
-    version: int | None,
-    rows: pa.Table,
-    info: VersionInfo | None,
-    params: AccuracyParams,
-    since_us: int,
-    bucket_us: int,
-) -> Part:
-    label = version_label(version)
+def _accuracy_evidence(
+    rows: pa.Table, info: VersionInfo | None, params: AccuracyParams, since_us: int, bucket_us: int
+) -> dict[str, Any]:
+    """What the verdict on one version's predictions rests on: coverage, accuracy, recall, buckets."""
     n = rows.num_rows
     truth = rows.column("truth")
-    has_label = np.asarray(pc.is_valid(truth).to_numpy(zero_copy_only=False), dtype=bool)
-    same = pc.fill_null(pc.equal(rows.column("predicted"), truth), False)
-    correct_mask = np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
-    labelled = int(np.count_nonzero(has_label))
-    correct = int(np.count_nonzero(correct_mask))
-    coverage = labelled / n if n else 0.0
-    acc = correct / labelled if labelled else None
+    has_label = labelled_mask(truth)
+    correct = correct_mask(rows.column("predicted"), truth)
+    acc = accuracy_on_labels(rows.column("predicted"), truth)
     baseline = params.baseline if params.baseline is not None else (info.accuracy if info else None)
-    low, high = wilson_interval(correct, labelled)
-    evidence: dict[str, Any] = {
+    low, high = wilson_interval(acc.correct, acc.labelled)
+    recall = {
+        c: {"recall": hits / support, "support": support, "baseline": info.recall.get(c) if info else None}
+        for c, (hits, support) in class_recall(truth, correct).items()
+    }
+    b = np.minimum(
+        (np.asarray(rows.column("ts_us").to_numpy(zero_copy_only=False)) - since_us) // bucket_us,
+        params.buckets - 1,
+    )
+    buckets = []
+    for i in range(params.buckets):
+        inside = b == i
+        k = int(np.count_nonzero(has_label & inside))
+        buckets.append(
+            {
+                "start": from_us(since_us + i * bucket_us).isoformat(),
+                "predictions": int(np.count_nonzero(inside)),
+                "labelled": k,
+                "accuracy": int(np.count_nonzero(correct & inside)) / k if k else None,
+            }
+        )
+    return {
         "predictions": n,
-        "labelled": labelled,
-        "label_coverage": coverage,
-        "accuracy": acc,
-        "accuracy_ci95": [low, high] if labelled else None,
+        "labelled": acc.labelled,
+        "label_coverage": acc.labelled / n if n else 0.0,
+        "accuracy": acc.value,
+        "accuracy_ci95": [low, high] if acc.labelled else None,
         "baseline_accuracy": baseline,
         "tolerance": params.tolerance,
         "min_accuracy": (baseline - params.tolerance) if baseline is not None else None,
         "min_labels": params.min_labels,
         "min_label_coverage": params.min_label_coverage,
+        "per_class": recall,
+        "buckets": buckets,
     }
-    recall: dict[str, Any] = {}
-    if labelled:
-        support = _counts(truth.filter(pa.array(has_label)))
-        hits = _counts(truth.filter(pa.array(correct_mask)))
-        for c in sorted(support):
-            s = support[c]
-            recall[c] = {
-                "recall": hits.get(c, 0) / s,
-                "support": s,
-                "baseline": info.recall.get(c) if info else None,
-            }
-    evidence["per_class"] = recall
-    b = np.minimum(
-        (np.asarray(rows.column("ts_us").to_numpy(zero_copy_only=False)) - since_us) // bucket_us,
-        params.buckets - 1,
-    )
-    evidence["buckets"] = [
-        {
-            "start": from_us(since_us + i * bucket_us).isoformat(),
-            "predictions": int(np.count_nonzero(b == i)),
-            "labelled": int(np.count_nonzero(has_label & (b == i))),
-            "accuracy": (
-                int(np.count_nonzero(correct_mask & (b == i))) / k
-                if (k := int(np.count_nonzero(has_label & (b == i))))
-                else None
-            ),
-        }
-        for i in range(params.buckets)
-    ]
+
+
+def _judge_accuracy(label: str, evidence: dict[str, Any], params: AccuracyParams) -> Part:
+    """Waiting for labels, no recorded accuracy to compare with, or the accuracy and recall floors."""
+    n, labelled, coverage = evidence["predictions"], evidence["labelled"], evidence["label_coverage"]
+    acc, baseline = evidence["accuracy"], evidence["baseline_accuracy"]
     if labelled < params.min_labels or coverage < params.min_label_coverage:
         return Part(
             label, Outcome.INCONCLUSIVE,
@@ -194,7 +145,7 @@ def _judge_accuracy(
             f"accuracy {acc:.3f} < {floor:.3f} (recorded {baseline:.3f} - {params.tolerance:g}) on {labelled} labels"
         )
     if params.recall_tolerance is not None:
-        for c, row in recall.items():
+        for c, row in evidence["per_class"].items():
             base = row["baseline"]
             if (
                 base is not None
@@ -211,15 +162,6 @@ def _judge_accuracy(
         f"accuracy {acc:.3f} >= {floor:.3f} (recorded {baseline:.3f} - {params.tolerance:g}) on {labelled} labels",
         evidence,
     )  # fmt: skip
-
-
-def _counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
-    if len(values) == 0:
-        return {}
-    counts = pc.value_counts(values)
-    return {
-        str(v): int(c) for v, c in zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True)
-    }
 
 
 def error_rate(*, predictions: LogWindow, params: ErrorRateParams) -> list[Part]:
@@ -270,8 +212,7 @@ def latency(*, predictions: LogWindow, params: LatencyParams) -> list[Part]:
     limits = {50: params.max_p50_ms, 95: params.max_p95_ms, 99: params.max_p99_ms}
     parts: list[Part] = []
     for version, rows in by_version(predictions.table):
-        lat = float_column(rows, "latency_ms")
-        lat = lat[np.isfinite(lat)]
+        lat = latencies_ms(rows)
         label = version_label(version)
         evidence: dict[str, Any] = {
             "rows": int(lat.size),
@@ -288,8 +229,7 @@ def latency(*, predictions: LogWindow, params: LatencyParams) -> list[Part]:
                 )
             )
             continue
-        values = np.percentile(lat, PERCENTILES)
-        observed = {f"p{q}": float(v) for q, v in zip(PERCENTILES, values, strict=True)}
+        observed = {f"p{q}": v for q, v in percentiles(lat, PERCENTILES).items()}
         evidence.update({f"{k}_ms": v for k, v in observed.items()})
         over = [
             f"p{q} {observed[f'p{q}']:.1f} ms > {limit:g} ms"

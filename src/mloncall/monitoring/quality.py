@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mloncall.core.outcome import Outcome
-from mloncall.monitoring.logs import LogWindow, RowCount, error_mask, float_column, string_counts, to_us
 from mloncall.monitoring.reference import VersionInfo
 from mloncall.monitoring.schemas import (
     MissingFeaturesParams,
@@ -24,7 +23,9 @@ from mloncall.monitoring.schemas import (
     ValidationFailuresParams,
     VolumeParams,
 )
+from mloncall.monitoring.stats import error_mask, float_column, string_counts, value_counts
 from mloncall.monitoring.verdict import Part, by_version, version_label
+from mloncall.stores.predlog import LogWindow, RowCount, to_us
 
 OUT_OF_RANGE_FLAG = "out_of_range:"
 MISSING_REASON = "missing_feature"
@@ -141,11 +142,7 @@ def _flagged(rows: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
     hit_np = np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
     mask[parents[hit_np]] = True
     names = pc.utf8_slice_codeunits(flat.filter(hit), len(OUT_OF_RANGE_FLAG))
-    counts = pc.value_counts(names)
-    per_feature = {
-        str(v): int(c) for v, c in zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True)
-    }
-    return mask, per_feature
+    return mask, value_counts(names)
 
 
 def out_of_range(

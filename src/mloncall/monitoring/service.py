@@ -24,10 +24,9 @@ import pyarrow.compute as pc
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
-from mloncall.monitoring import logs, performance, quality
+from mloncall.monitoring import performance, quality
 from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
 from mloncall.monitoring.drift_stats import SortedSample
-from mloncall.monitoring.logs import LogWindow, error_mask, float_column, read_window, string_counts
 from mloncall.monitoring.reference import VersionInfo, reference_for, versions_of
 from mloncall.monitoring.schemas import (
     MONITOR_KINDS,
@@ -42,8 +41,11 @@ from mloncall.monitoring.schemas import (
     evidence_params,
     parse_params,
 )
+from mloncall.monitoring.stats import error_mask, float_column, string_counts
 from mloncall.monitoring.verdict import Part, by_version, combine, version_label
+from mloncall.stores import predlog as logs
 from mloncall.stores.context import Context
+from mloncall.stores.predlog import LogWindow, read_window
 
 __all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "validate_params"]
 

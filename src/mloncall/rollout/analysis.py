@@ -30,6 +30,16 @@ import pyarrow.compute as pc
 
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome, worst
+from mloncall.monitoring.stats import (
+    Accuracy,
+    Truth,
+    accuracy_on_labels,
+    drop_p_value,
+    latencies_ms,
+    paired_accuracy,
+    percentiles,
+    server_errors,
+)
 
 
 @dataclass(frozen=True)
@@ -118,23 +128,9 @@ def _n(table: pa.Table | None) -> int:
     return 0 if table is None else table.num_rows
 
 
-def _errors(table: pa.Table | None) -> int:
-    """Server-side failures (status >= 500); a 4xx is the client's input, not the version's fault."""
-    if table is None:
-        return 0
-    if "status" in table.column_names:
-        return int(pc.sum(pc.greater_equal(table.column("status"), 500)).as_py() or 0)
-    if "error" in table.column_names:
-        return int(pc.sum(pc.is_valid(table.column("error"))).as_py() or 0)
-    return 0
-
-
 def _p99(table: pa.Table | None) -> float | None:
-    if table is None or table.num_rows == 0:
-        return None
-    lat = table.column("latency_ms").to_numpy(zero_copy_only=False)
-    lat = lat[np.isfinite(lat)]
-    return float(np.percentile(lat, 99)) if lat.size else None
+    lat = latencies_ms(table)
+    return percentiles(lat, (99,))[99] if lat.size else None
 
 
 def class_counts(table: pa.Table | None, classes: list[str]) -> np.ndarray:
@@ -165,52 +161,130 @@ def class_shift_p(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
     return float(chi2_contingency(table).pvalue)
 
 
-def _accuracy(rows: pa.Table | None, truth: dict[str, str]) -> tuple[float | None, int]:
-    if rows is None or rows.num_rows == 0 or not truth:
-        return None, 0
-    ids = rows.column("id").to_pylist()
-    labels = rows.column("label").to_pylist()
-    pairs = [(lbl, truth[i]) for i, lbl in zip(ids, labels, strict=True) if i in truth]
-    if not pairs:
-        return None, 0
-    return float(np.mean([a == b for a, b in pairs])), len(pairs)
-
-
-def _paired_accuracy(rows: pa.Table | None, truth: dict[str, str]) -> tuple[float, float, int] | None:
-    """Candidate and baseline accuracy on the very same labelled requests (the baseline's shadow scores)."""
-    if rows is None or rows.num_rows == 0 or not truth or "shadow_label" not in rows.column_names:
-        return None
-    ids = rows.column("id").to_pylist()
-    labels = rows.column("label").to_pylist()
-    shadows = rows.column("shadow_label").to_pylist()
-    triples = [
-        (lbl, sh, truth[i])
-        for i, lbl, sh in zip(ids, labels, shadows, strict=True)
-        if sh is not None and i in truth
-    ]
-    if not triples:
-        return None
-    cand = float(np.mean([lbl == y for lbl, _, y in triples]))
-    base = float(np.mean([sh == y for _, sh, y in triples]))
-    return cand, base, len(triples)
-
-
-def _drop_p_value(a_c: float, n_c: int, a_b: float, n_b: int) -> float:
-    """One-sided two-proportion z-test p-value that the candidate's accuracy is lower than the baseline's."""
-    from scipy.stats import norm
-
-    pooled = (a_c * n_c + a_b * n_b) / (n_c + n_b)
-    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_c + 1 / n_b))
-    return float(norm.sf((a_b - a_c) / se))
-
-
-def feedback_truth(feedback: pa.Table | None) -> dict[str, str]:
+def feedback_truth(feedback: pa.Table | None) -> Truth:
     """prediction id -> true label; the newest label wins if one was sent twice."""
-    if feedback is None or feedback.num_rows == 0:
-        return {}
-    return dict(
-        zip(feedback.column("prediction_id").to_pylist(), feedback.column("label").to_pylist(), strict=True)
+    return Truth(feedback)
+
+
+def _check(name: str, failed: bool, reason: str, evidence: dict[str, Any]) -> Check:
+    return Check(name, Outcome.FAILED if failed else Outcome.SUCCESSFUL, reason, evidence)
+
+
+@dataclass(frozen=True)
+class _Sides:
+    """The two sides being compared, by name, and the thresholds that judge them."""
+
+    candidate: pa.Table | None
+    baseline: pa.Table | None
+    candidate_name: str
+    baseline_name: str
+    t: Thresholds
+
+
+def _error_rate(s: _Sides) -> Check:
+    n_c, n_b = _n(s.candidate), _n(s.baseline)
+    e_c = server_errors(s.candidate) / n_c if n_c else 0.0
+    e_b = server_errors(s.baseline) / n_b if n_b else 0.0
+    return _check(
+        "error rate",
+        e_c > e_b + s.t.max_error_rate,
+        f"{s.candidate_name} {e_c:.2%} vs {s.baseline_name} {e_b:.2%} (allowed +{s.t.max_error_rate:.2%})",
+        {"candidate": e_c, "baseline": e_b, "threshold": s.t.max_error_rate, "n": n_c},
     )
+
+
+def _latency(s: _Sides) -> Check | str:
+    p_c, p_b = _p99(s.candidate), _p99(s.baseline)
+    if p_c is None or p_b is None:
+        return "p99 latency: no baseline requests in the window"
+    limit = s.t.max_latency_ratio * p_b + s.t.latency_slack_ms
+    return _check(
+        "p99 latency",
+        p_c > limit,
+        f"{s.candidate_name} {p_c:.2f} ms vs {s.baseline_name} {p_b:.2f} ms (limit {limit:.2f} ms)",
+        {"candidate_ms": p_c, "baseline_ms": p_b, "limit_ms": limit},
+    )
+
+
+def _disagreement(s: _Sides) -> Check | str:
+    shadow = None
+    if s.candidate is not None and "shadow_label" in s.candidate.column_names:
+        shadow = s.candidate.filter(pc.is_valid(s.candidate.column("shadow_label")))
+    if shadow is None or shadow.num_rows == 0:
+        return f"disagreement: {s.baseline_name} scored none of {s.candidate_name}'s requests"
+    differs = pc.not_equal(shadow.column("label"), shadow.column("shadow_label"))
+    rate = float(pc.mean(pc.cast(differs, pa.float64())).as_py() or 0.0)
+    return _check(
+        "disagreement",
+        rate > s.t.max_disagreement,
+        f"{s.baseline_name} predicts another class on {rate:.1%} of {s.candidate_name}'s requests "
+        f"(limit {s.t.max_disagreement:.0%})",
+        {"rate": rate, "n": shadow.num_rows, "threshold": s.t.max_disagreement},
+    )
+
+
+def _class_mix(s: _Sides, classes: list[str]) -> Check | str:
+    cc, bc = class_counts(s.candidate, classes), class_counts(s.baseline, classes)
+    if cc.sum() == 0 or bc.sum() == 0:
+        return "class mix: no predictions on one side"
+    dist, p = js_distance(cc, bc), class_shift_p(cc, bc)
+    return _check(
+        "class mix",
+        dist > s.t.max_class_shift and p < s.t.class_shift_p,
+        f"Jensen-Shannon distance {dist:.3f} (limit {s.t.max_class_shift}), chi-square p={p:.2g}",
+        {
+            "js_distance": dist,
+            "p_value": p,
+            "candidate": dict(zip(classes, cc.tolist(), strict=True)),
+            "baseline": dict(zip(classes, bc.tolist(), strict=True)),
+        },
+    )
+
+
+def _paired_accuracy(s: _Sides, truth: Truth) -> Check | None:
+    """On the same labelled requests (the baseline's shadow scores), when there are enough of them."""
+    paired = paired_accuracy(s.candidate, truth) if s.candidate is not None else None
+    if paired is None or paired[0].labelled < s.t.min_labels:
+        return None
+    a_c, a_b, n = paired[0].value, paired[1].value, paired[0].labelled
+    assert a_c is not None and a_b is not None
+    return _check(
+        "accuracy",
+        a_b - a_c > s.t.max_accuracy_drop,
+        f"on the same {n} labelled requests {s.candidate_name} {a_c:.3f} vs {s.baseline_name} {a_b:.3f} "
+        f"(allowed drop {s.t.max_accuracy_drop})",
+        {"candidate": a_c, "baseline": a_b, "labels": n, "paired": True, "threshold": s.t.max_accuracy_drop},
+    )
+
+
+def _unpaired_accuracy(s: _Sides, truth: Truth) -> Check | str:
+    """Each side on its own labelled requests: the drop must also be significant."""
+    acc_c, acc_b = _accuracy(s.candidate, truth), _accuracy(s.baseline, truth)
+    n_lc, n_lb = acc_c.labelled, acc_b.labelled
+    a_c, a_b = acc_c.value, acc_b.value
+    if a_c is None or a_b is None or n_lc < s.t.min_labels or n_lb < s.t.min_labels:
+        return f"accuracy: {n_lc} and {n_lb} feedback labels (need {s.t.min_labels} each)"
+    p = drop_p_value(a_c, n_lc, a_b, n_lb)
+    return _check(
+        "accuracy",
+        a_b - a_c > s.t.max_accuracy_drop and p < s.t.accuracy_p,
+        f"{s.candidate_name} {a_c:.3f} on {n_lc} labels vs {s.baseline_name} {a_b:.3f} on {n_lb} "
+        f"(allowed drop {s.t.max_accuracy_drop}, one-sided p={p:.2g})",
+        {
+            "candidate": a_c,
+            "baseline": a_b,
+            "labels": [n_lc, n_lb],
+            "p_value": p,
+            "paired": False,
+            "threshold": s.t.max_accuracy_drop,
+        },
+    )
+
+
+def _accuracy(rows: pa.Table | None, truth: Truth) -> Accuracy:
+    if rows is None or rows.num_rows == 0:
+        return Accuracy(0, 0)
+    return accuracy_on_labels(rows.column("label"), truth.of(rows.column("id")))
 
 
 def compare(
@@ -220,127 +294,24 @@ def compare(
     candidate_name: str,
     baseline_name: str,
     classes: list[str],
-    truth: dict[str, str],
+    truth: Truth,
     thresholds: Thresholds,
     disagreement: bool = True,
 ) -> tuple[list[Check], list[str]]:
     """Judge the candidate's rows against the baseline's: error rate, p99 latency, disagreement, class mix,
-    accuracy. Returns the checks and the names of metrics skipped for lack of data."""
-    t = thresholds
-    checks: list[Check] = []
-    skipped: list[str] = []
-    n_c, n_b = _n(candidate), _n(baseline)
-
-    e_c = _errors(candidate) / n_c if n_c else 0.0
-    e_b = _errors(baseline) / n_b if n_b else 0.0
-    bad = e_c > e_b + t.max_error_rate
-    checks.append(
-        Check(
-            "error rate",
-            Outcome.FAILED if bad else Outcome.SUCCESSFUL,
-            f"{candidate_name} {e_c:.2%} vs {baseline_name} {e_b:.2%} (allowed +{t.max_error_rate:.2%})",
-            {"candidate": e_c, "baseline": e_b, "threshold": t.max_error_rate, "n": n_c},
-        )
-    )
-
-    p_c, p_b = _p99(candidate), _p99(baseline)
-    if p_c is None or p_b is None:
-        skipped.append("p99 latency: no baseline requests in the window")
-    else:
-        limit = t.max_latency_ratio * p_b + t.latency_slack_ms
-        checks.append(
-            Check(
-                "p99 latency",
-                Outcome.FAILED if p_c > limit else Outcome.SUCCESSFUL,
-                f"{candidate_name} {p_c:.2f} ms vs {baseline_name} {p_b:.2f} ms (limit {limit:.2f} ms)",
-                {"candidate_ms": p_c, "baseline_ms": p_b, "limit_ms": limit},
-            )
-        )
-
-    if disagreement:
-        shadow = None
-        if candidate is not None and "shadow_label" in candidate.column_names:
-            shadow = candidate.filter(pc.is_valid(candidate.column("shadow_label")))
-        if shadow is None or shadow.num_rows == 0:
-            skipped.append(f"disagreement: {baseline_name} scored none of {candidate_name}'s requests")
-        else:
-            differs = pc.not_equal(shadow.column("label"), shadow.column("shadow_label"))
-            rate = float(pc.mean(pc.cast(differs, pa.float64())).as_py() or 0.0)
-            checks.append(
-                Check(
-                    "disagreement",
-                    Outcome.FAILED if rate > t.max_disagreement else Outcome.SUCCESSFUL,
-                    f"{baseline_name} predicts another class on {rate:.1%} of {candidate_name}'s requests "
-                    f"(limit {t.max_disagreement:.0%})",
-                    {"rate": rate, "n": shadow.num_rows, "threshold": t.max_disagreement},
-                )
-            )
-
-    cc, bc = class_counts(candidate, classes), class_counts(baseline, classes)
-    if cc.sum() == 0 or bc.sum() == 0:
-        skipped.append("class mix: no predictions on one side")
-    else:
-        dist, p = js_distance(cc, bc), class_shift_p(cc, bc)
-        shifted = dist > t.max_class_shift and p < t.class_shift_p
-        checks.append(
-            Check(
-                "class mix",
-                Outcome.FAILED if shifted else Outcome.SUCCESSFUL,
-                f"Jensen-Shannon distance {dist:.3f} (limit {t.max_class_shift}), chi-square p={p:.2g}",
-                {
-                    "js_distance": dist,
-                    "p_value": p,
-                    "candidate": dict(zip(classes, cc.tolist(), strict=True)),
-                    "baseline": dict(zip(classes, bc.tolist(), strict=True)),
-                },
-            )
-        )
-
-    paired = _paired_accuracy(candidate, truth) if disagreement else None
-    if paired is not None and paired[2] >= t.min_labels:
-        a_c, a_b, n = paired
-        drop = a_b - a_c
-        checks.append(
-            Check(
-                "accuracy",
-                Outcome.FAILED if drop > t.max_accuracy_drop else Outcome.SUCCESSFUL,
-                f"on the same {n} labelled requests {candidate_name} {a_c:.3f} vs {baseline_name} {a_b:.3f} "
-                f"(allowed drop {t.max_accuracy_drop})",
-                {
-                    "candidate": a_c,
-                    "baseline": a_b,
-                    "labels": n,
-                    "paired": True,
-                    "threshold": t.max_accuracy_drop,
-                },
-            )
-        )
-        return checks, skipped
-    acc_c, n_lc = _accuracy(candidate, truth)
-    acc_b, n_lb = _accuracy(baseline, truth)
-    if acc_c is None or acc_b is None or n_lc < t.min_labels or n_lb < t.min_labels:
-        skipped.append(f"accuracy: {n_lc} and {n_lb} feedback labels (need {t.min_labels} each)")
-    else:
-        a_c, a_b = acc_c, acc_b
-        drop = a_b - a_c
-        p = _drop_p_value(a_c, n_lc, a_b, n_lb)
-        failed = drop > t.max_accuracy_drop and p < t.accuracy_p
-        checks.append(
-            Check(
-                "accuracy",
-                Outcome.FAILED if failed else Outcome.SUCCESSFUL,
-                f"{candidate_name} {a_c:.3f} on {n_lc} labels vs {baseline_name} {a_b:.3f} on {n_lb} "
-                f"(allowed drop {t.max_accuracy_drop}, one-sided p={p:.2g})",
-                {
-                    "candidate": a_c,
-                    "baseline": a_b,
-                    "labels": [n_lc, n_lb],
-                    "p_value": p,
-                    "paired": False,
-                    "threshold": t.max_accuracy_drop,
-                },
-            )
-        )
+    accuracy (on the same requests when the baseline shadow-scored them). Returns the checks and the names of
+    metrics skipped for lack of data."""
+    sides = _Sides(candidate, baseline, candidate_name, baseline_name, thresholds)
+    paired = _paired_accuracy(sides, truth) if disagreement else None
+    judged = [
+        _error_rate(sides),
+        _latency(sides),
+        _disagreement(sides) if disagreement else None,
+        _class_mix(sides, classes),
+        paired if paired is not None else _unpaired_accuracy(sides, truth),
+    ]
+    checks = [j for j in judged if isinstance(j, Check)]
+    skipped = [j for j in judged if isinstance(j, str)]
     return checks, skipped
 
 

@@ -420,7 +420,7 @@ def rollback(*, session: Session, store: ArtifactStore, name: str, actor: str, r
 
 def serving_logs(store: ArtifactStore, name: str, since: dt.datetime) -> tuple[Any, Any]:
     """The model's prediction and feedback logs since a moment (what analysis and acceptance judge)."""
-    from mloncall.serving.logger import FEEDBACK, PREDICTIONS, read_log
+    from mloncall.stores.predlog import FEEDBACK, PREDICTIONS, read_log
 
     return read_log(store, PREDICTIONS, name, since=since), read_log(store, FEEDBACK, name, since=since)
 

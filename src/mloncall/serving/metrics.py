@@ -19,6 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from mloncall.stores.predlog import METRICS as LOG_METRICS
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -115,7 +117,5 @@ class ServingMetrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
-        # The monitors (alert evaluation runs in this process) count the log files they had to skip.
-        from mloncall.monitoring.logs import METRICS as MONITOR_METRICS
-
-        return generate_latest(self.registry) + generate_latest(MONITOR_METRICS)
+        # The log readers (alert evaluation runs in this process) count the log files they had to skip.
+        return generate_latest(self.registry) + generate_latest(LOG_METRICS)

@@ -1,0 +1,524 @@
+"""The inference routes' handlers: reading a body, routing to a version, scoring, logging, answering.
+
+`Handlers` holds what a request needs (the router, the prediction log, the metrics, the config). Every
+handler takes (scope, receive, params, labels, t0) and returns (status, body, content type, extra headers);
+`params` are the path's parameters in pattern order (model, then version), and `labels` (inference routes
+only) say what the request turned out to be, so its failure is counted even when it fails half way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mloncall import __version__
+from mloncall.core import clock
+from mloncall.core.errors import MloncallError, NotFound
+from mloncall.serving.asgi import Receive, Scope
+from mloncall.serving.config import ServingConfig
+from mloncall.serving.metrics import ServingMetrics
+from mloncall.serving.predictor import Predictor
+from mloncall.serving.protocol import infer_response, parse_json, requested_outputs, split_infer_body
+from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose
+from mloncall.serving.validation import (
+    RequestError,
+    bad,
+    kind_of,
+    out_of_range,
+    range_error,
+    range_flags,
+    rows_from_instances,
+    rows_from_oip,
+)
+from mloncall.stores.predlog import FeedbackBatch, PredictionLog
+
+log = logging.getLogger("mloncall.serving.handlers")
+
+JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+_ACCEPTED_TYPES = (b"", b"application/json")
+_UNKNOWN = "(unknown)"
+_MAX_FEEDBACK = 10_000
+_MAX_ID = 128
+
+#: (status, body, content type, extra headers) of one answer.
+Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]] | None]
+
+
+def _error(status: int, message: str, reason: str | None = None) -> RequestError:
+    return RequestError(status, message, reason)
+
+
+#: Validation reasons that say something about the data a client sends (runbook 6), kept in the rejections log.
+_DATA_REASONS = frozenset({"missing_feature", "unknown_feature", "out_of_range", "not_finite", "wrong_type"})
+_QUOTED = re.compile(r"'([^']{1,128})'")
+
+
+class Labels:
+    """What a request turned out to be, for its metrics even when it fails."""
+
+    __slots__ = ("model", "route", "version")
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.version = ""
+        self.route = ""
+
+
+@dataclass(slots=True)
+class _Scored:
+    """One request's answer, before it is encoded."""
+
+    predictor: Predictor
+    route: str
+    labels: list[str]
+    probabilities: np.ndarray
+    flags: list[list[str]] | None
+    ids: list[str]
+    shadow_version: int | None = None
+    shadow_labels: list[str] | None = None
+
+
+class Handlers:
+    """The inference routes' handlers over one worker's router, prediction log and metrics."""
+
+    def __init__(
+        self, *, config: ServingConfig, router: Router, prediction_log: PredictionLog, metrics: ServingMetrics
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.prediction_log = prediction_log
+        self.metrics = metrics
+        self._server_metadata = orjson.dumps(
+            {"name": "mloncall", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    # --- inference ---
+
+    async def _body(
+        self, scope: Scope, receive: Receive, binary_ok: bool = False
+    ) -> tuple[bytes, dict[bytes, bytes]]:
+        headers = dict(scope["headers"])
+        ctype = headers.get(b"content-type")
+        if ctype is not None:
+            base = ctype.split(b";", 1)[0].strip().lower()
+            if base not in _ACCEPTED_TYPES and not (binary_ok and base == OCTETS):
+                raise _error(
+                    415,
+                    f"content type {ctype.decode('latin-1')!r} is not supported; send application/json",
+                    "wrong_content_type",
+                )
+        limit = self.config.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _error(
+                413, f"request body of {int(declared)} bytes is over the {limit}-byte limit", "body_too_large"
+            )
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        body: bytes = message.get("body", b"")
+        if message.get("more_body"):
+            chunks = [body]
+            size = len(body)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise Disconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _error(413, f"request body is over the {limit}-byte limit", "body_too_large")
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+        if len(body) > limit:
+            raise _error(
+                413, f"request body of {len(body)} bytes is over the {limit}-byte limit", "body_too_large"
+            )
+        if not body:
+            raise _error(400, "the request body is empty; send a JSON object", "empty_body")
+        return body, headers
+
+    def _route(self, model: str) -> ModelRoute:
+        route = self.router.routes.get(model)
+        if route is None:
+            if model in self.router.known:
+                raise _error(
+                    503, f"model {model!r} is not served: it has no routing and no 'production' alias"
+                )
+            if not self.router.ready:
+                raise _error(503, "the server is starting: routing not loaded yet")
+            raise _error(404, f"unknown model {model!r}")
+        if route.stable is None:
+            raise _error(503, f"model {model!r} is not ready: {'; '.join(route.problems)}")
+        return route
+
+    async def _explicit(self, model: str, version_text: str) -> Predictor:
+        if not version_text.isdigit() or int(version_text) < 1:
+            raise _error(
+                404, f"model {model!r} has no version {version_text!r}: versions are positive integers"
+            )
+        version = int(version_text)
+        router = self.router
+        predictor = router.loaded(model, version)
+        if predictor is not None:
+            return predictor
+        if model not in router.known and router.ready:
+            raise _error(404, f"unknown model {model!r}")
+        failure = router.failure(model, version)
+        if failure is not None:
+            raise _error(503, f"{model}:{version} is not ready: {failure}")
+        try:
+            return await asyncio.to_thread(router.load, model, version)
+        except NotFound as exc:
+            raise _error(404, exc.message) from None
+        except MloncallError as exc:
+            raise _error(503, f"{model}:{version} is not ready: {exc.message}") from None
+
+    def _sticky(self, route: ModelRoute | None, headers: dict[bytes, bytes], fields: Any) -> str | None:
+        if route is None or route.sticky_key is None:
+            return None
+        value = headers.get(route.sticky_header)  # type: ignore[arg-type]
+        if value is not None:
+            return value.decode("latin-1")
+        if type(fields) is dict:
+            found = fields.get(route.sticky_key)
+            if isinstance(found, str | int) and not isinstance(found, bool):
+                return str(found)
+        return None
+
+    async def infer(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """POST /v2/models/{model}[/versions/{version}]/infer: Open Inference Protocol v2."""
+        assert labels is not None  # an inference route
+        model = params[0]
+        version_text = params[1] if len(params) > 1 else None
+        route = self.router.routes.get(model)
+        labels.model = model if (route is not None or model in self.router.known) else ""
+        explicit: Predictor | None = None
+        if version_text is not None:
+            labels.route = EXPLICIT
+            explicit = await self._explicit(model, version_text)
+            labels.model = model
+            labels.version = str(explicit.version)
+        else:
+            route = self._route(model)
+        body, headers = await self._body(scope, receive, binary_ok=True)
+        header_length = headers.get(b"inference-header-content-length")
+        doc, binary = split_infer_body(
+            body, header_length.decode("latin-1") if header_length is not None else None
+        )
+        request_id = doc.get("id")
+        if request_id is not None and type(request_id) is not str:
+            raise bad(f"'id' must be a string, got {kind_of(request_id)}")
+        if explicit is not None:
+            predictor, route_name = explicit, EXPLICIT
+        else:
+            assert route is not None
+            predictor, route_name = choose(route, self._sticky(route, headers, doc.get("parameters")))
+            labels.version = str(predictor.version)
+            labels.route = route_name
+        max_rows = route.max_rows if route is not None else self.config.default_max_rows
+        X = rows_from_oip(doc.get("inputs"), predictor.schema, max_rows, binary)
+        outputs, binary_out = requested_outputs(doc)
+        scored = self._score(predictor, route_name, route, X, lambda r: f"row {r}")
+        parameters: dict[str, Any] = {"prediction_ids": ",".join(scored.ids)}
+        if scored.flags is not None:
+            parameters["flags"] = orjson.dumps(scored.flags).decode()
+        out, json_length = infer_response(
+            model=model,
+            version=predictor.version,
+            request_id=request_id,
+            labels=scored.labels,
+            probabilities=scored.probabilities,
+            outputs=outputs,
+            binary=binary_out,
+            parameters=parameters,
+        )
+        self._record(model, scored, X, t0, request_id or _header(headers, b"x-request-id"))
+        if json_length is None:
+            return 200, out, JSON, None
+        return 200, out, OCTETS, [(b"inference-header-content-length", str(json_length).encode())]
+
+    async def predict(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """POST /predict: {"instances": [{feature: value, ...}]} for humans."""
+        assert labels is not None  # an inference route
+        body, headers = await self._body(scope, receive)
+        doc = parse_json(body)
+        if type(doc) is not dict:
+            raise bad(
+                f"the request must be a JSON object with 'instances', got {kind_of(doc)}", "wrong_shape"
+            )
+        model = doc.get("model")
+        if model is None:
+            if not self.router.routes:
+                raise _error(503, "no model is being served")
+            model = min(self.router.routes)
+        elif type(model) is not str:
+            raise bad(f"'model' must be a string, got {kind_of(model)}")
+        route = self.router.routes.get(model)
+        labels.model = model if (route is not None or model in self.router.known) else ""
+        route = self._route(model)
+        if "instances" not in doc:
+            raise bad(
+                "the request has no 'instances': send {\"instances\": [{feature: value, ...}]}", "wrong_shape"
+            )
+        predictor, route_name = choose(route, self._sticky(route, headers, doc))
+        labels.version = str(predictor.version)
+        labels.route = route_name
+        X = rows_from_instances(doc["instances"], predictor.schema, route.max_rows)
+        scored = self._score(predictor, route_name, route, X, lambda r: f"instances[{r}]")
+        classes = predictor.classes
+        flags = scored.flags
+        predictions = [
+            {
+                "id": pid,
+                "label": label,
+                "probabilities": dict(zip(classes, row, strict=True)),
+                "flags": flags[i] if flags is not None else [],
+            }
+            for i, (pid, label, row) in enumerate(
+                zip(scored.ids, scored.labels, scored.probabilities.tolist(), strict=True)
+            )
+        ]
+        out = orjson.dumps({"predictions": predictions, "model": model, "version": predictor.version})
+        self._record(model, scored, X, t0, _header(headers, b"x-request-id"))
+        return 200, out, JSON, None
+
+    def _score(
+        self,
+        predictor: Predictor,
+        route_name: str,
+        route: ModelRoute | None,
+        X: np.ndarray,
+        row_name: Callable[[int], str],
+    ) -> _Scored:
+        """Check the training range, predict, shadow-score canary rows with stable."""
+        schema = predictor.schema
+        mask = out_of_range(X, schema)
+        flags = None
+        if mask is not None:
+            policy = route.out_of_range_policy if route is not None else "flag"
+            if policy == "reject":
+                raise range_error(X, mask, schema, row_name)
+            flags = range_flags(mask, schema)
+            model, version = predictor.model, str(predictor.version)
+            for j in np.flatnonzero(mask.any(axis=0)):
+                self.metrics.flagged(model, version, schema.features[j], int(mask[:, j].sum()))
+        X32 = X.astype(np.float32)
+        labels, probs = predictor.predict(X32)
+        ids = [str(uuid.uuid4()) for _ in range(len(labels))]
+        scored = _Scored(predictor, route_name, labels, probs, flags, ids)
+        if route_name == CANARY and route is not None and route.shadow_ok and route.stable is not None:
+            stable = route.stable
+            try:
+                rows = (
+                    X32
+                    if route.shadow_columns is None
+                    else np.ascontiguousarray(X32[:, route.shadow_columns])
+                )
+                scored.shadow_labels, _ = stable.predict(rows)
+                scored.shadow_version = stable.version
+            except Exception:  # the answer stands; only the comparison is lost
+                log.exception("shadow scoring by %s failed", stable)
+        return scored
+
+    def _record(self, model: str, scored: _Scored, X: np.ndarray, t0: float, request_id: str | None) -> None:
+        """Log the rows and count the request, before the response is sent: nothing served is lost."""
+        seconds = time.perf_counter() - t0
+        predictor = scored.predictor
+        self.prediction_log.record(
+            ts=clock.now().timestamp(),
+            model=model,
+            version=predictor.version,
+            route=scored.route,
+            features=predictor.schema.features,
+            X=X,
+            ids=scored.ids,
+            labels=scored.labels,
+            probabilities=scored.probabilities,
+            latency_ms=seconds * 1000.0,
+            flags=scored.flags,
+            shadow_version=scored.shadow_version,
+            shadow_labels=scored.shadow_labels,
+            request_id=request_id,
+        )
+        self.metrics.served(model, str(predictor.version), scored.route, seconds, scored.labels)
+
+    def failed(
+        self, labels: Labels, status: int, error: str, reason: str | None, t0: float, scope: Scope
+    ) -> None:
+        """Count a failed inference request; once routed to a version, log it too (its error rate)."""
+        self.metrics.failed(labels.model or _UNKNOWN, labels.version, labels.route, status, reason)
+        if reason in _DATA_REASONS and labels.model:
+            named = _QUOTED.search(error)
+            self.prediction_log.record_rejection(
+                ts=clock.now().timestamp(),
+                model=labels.model,
+                reason=reason,
+                field=named.group(1) if named else None,
+            )
+        if labels.version:
+            self.prediction_log.record_error(
+                ts=clock.now().timestamp(),
+                model=labels.model,
+                version=int(labels.version),
+                route=labels.route,
+                status=status,
+                error=error,
+                latency_ms=(time.perf_counter() - t0) * 1000.0,
+                request_id=_header(dict(scope["headers"]), b"x-request-id"),
+            )
+
+    # --- feedback ---
+
+    async def feedback(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """POST /v2/models/{model}/feedback: the true labels of earlier predictions, by prediction id."""
+        model = params[0]
+        if model not in self.router.known:
+            if not self.router.ready:
+                raise _error(503, "the server is starting: routing not loaded yet")
+            raise _error(404, f"unknown model {model!r}")
+        route = self.router.routes.get(model)
+        classes: set[str] = set()
+        for p in (route.stable, route.canary) if route is not None else ():
+            if p is not None:
+                classes.update(p.classes)
+        if not classes:
+            raise _error(503, f"model {model!r} is not served, so its labels cannot be checked")
+        body, _ = await self._body(scope, receive)
+        doc = parse_json(body)
+        items = doc.get("labels") if type(doc) is dict else None
+        if type(items) is not list or not items:
+            raise bad('send {"labels": [{"id": prediction id, "label": class}, ...]}')
+        if len(items) > _MAX_FEEDBACK:
+            raise bad(f"{len(items)} labels, more than the limit of {_MAX_FEEDBACK} per request")
+        ids: list[str] = []
+        values: list[str] = []
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                raise bad(f"labels[{i}]: expected an object with 'id' and 'label', got {kind_of(item)}")
+            pid, label = item.get("id"), item.get("label")
+            if type(pid) is not str or not pid or len(pid) > _MAX_ID:
+                raise bad(
+                    f"labels[{i}].id: expected a prediction id (a non-empty string), got {kind_of(pid)}"
+                )
+            if type(label) is not str:
+                raise bad(f"labels[{i}].label: expected a class name, got {kind_of(label)}")
+            if label not in classes:
+                expected = ", ".join(sorted(classes))
+                raise bad(f"labels[{i}].label: unknown label {label!r}; expected one of {expected}")
+            ids.append(pid)
+            values.append(label)
+        self.prediction_log.record_feedback(
+            FeedbackBatch(ts=clock.now().timestamp(), model=model, ids=ids, labels=values)
+        )
+        return 200, orjson.dumps({"model": model, "recorded": len(ids)}), JSON, None
+
+    # --- health and metadata ---
+
+    async def server_metadata(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /v2."""
+        return 200, self._server_metadata, JSON, None
+
+    async def live(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /v2/health/live."""
+        return 200, b'{"live":true}', JSON, None
+
+    async def ready(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /v2/health/ready: routing loaded and every routed model ready."""
+        router = self.router
+        if not router.ready:
+            reason = router.last_error or "routing not loaded yet"
+            return 503, orjson.dumps({"error": f"not ready: {reason}"}), JSON, None
+        broken = [
+            f"{name}: {'; '.join(r.problems)}" for name, r in sorted(router.routes.items()) if not r.ready
+        ]
+        if broken:
+            return 503, orjson.dumps({"error": "not ready: " + " | ".join(broken)}), JSON, None
+        return 200, b'{"ready":true}', JSON, None
+
+    async def metrics_text(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /metrics: the Prometheus text exposition."""
+        body = await asyncio.to_thread(self.metrics.render)
+        return 200, body, self.metrics.content_type.encode(), None
+
+    async def model_ready(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /v2/models/{model}[/versions/{version}]/ready."""
+        model, predictor = await self._target(params)
+        if predictor is not None:
+            doc = {"name": model, "version": str(predictor.version), "ready": True}
+        else:
+            doc = {"name": model, "ready": True, "routing": self._route(model).describe()}
+        return 200, orjson.dumps(doc), JSON, None
+
+    async def model_metadata(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /v2/models/{model}[/versions/{version}]."""
+        model, predictor = await self._target(params)
+        if predictor is not None:
+            doc = _model_doc(model, [predictor.version], predictor)
+        else:
+            route = self._route(model)
+            assert route.stable is not None
+            versions = [route.stable.version] + ([route.canary.version] if route.canary is not None else [])
+            doc = _model_doc(model, versions, route.stable)
+            doc["routing"] = route.describe()
+        return 200, orjson.dumps(doc), JSON, None
+
+    async def _target(self, params: tuple[str, ...]) -> tuple[str, Predictor | None]:
+        """The model a path names and, under `/versions/{version}`, that version (loaded on demand)."""
+        model = params[0]
+        return model, (await self._explicit(model, params[1]) if len(params) > 1 else None)
+
+
+class Disconnected(Exception):
+    """The client went away before sending its body: nothing to answer."""
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _model_doc(model: str, versions: list[int], predictor: Predictor) -> dict[str, Any]:
+    schema = predictor.schema
+    return {
+        "name": model,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, schema.width]}],
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.classes)]},
+        ],
+        "features": list(schema.features),
+        "classes": list(schema.classes),
+    }
