@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from mloncall.core.errors import InvalidInput, StoreUnavailable
+from mloncall.core.errors import InvalidInput, NotFound, StoreUnavailable
 
 #: Alembic's script folder. Alembic loads its env.py by path, so no store imports the domains' tables.
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -48,6 +48,34 @@ class Base(DeclarativeBase):
     """Base of every table."""
 
     type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: sa.JSON, list[Any]: sa.JSON}
+
+
+Row = TypeVar("Row")
+
+
+def get_or_raise(session: Session, table: type[Row], key: Any, *, what: str) -> Row:
+    """The row of `table` with primary key `key`; NotFound names it (`alert group 3 does not exist`)."""
+    row = session.get(table, key)
+    if row is None:
+        raise NotFound(
+            f"{what} {key!r} does not exist" if isinstance(key, str) else f"{what} {key} does not exist"
+        )
+    return row
+
+
+def find_one(session: Session, table: type[Row], **equal_to: Any) -> Row | None:
+    """The one row of `table` whose columns equal the given values, or None."""
+    stmt = sa.select(table).filter_by(**equal_to)
+    return session.scalars(stmt).one_or_none()
+
+
+def find_one_or_raise(session: Session, table: type[Row], *, what: str, **equal_to: Any) -> Row:
+    """`find_one`, or NotFound naming what was looked for (`dataset 'iris' does not exist`)."""
+    row = find_one(session, table, **equal_to)
+    if row is None:
+        key = ", ".join(repr(v) for v in equal_to.values())
+        raise NotFound(f"{what} {key} does not exist")
+    return row
 
 
 def safe_url(url: str) -> str:
