@@ -106,8 +106,7 @@ def demo(
     if not settings.db_url.startswith("sqlite") or "://" in settings.artifacts:
         raise Conflict("the demo runs on the embedded defaults: unset MLONCALL_DB_URL and MLONCALL_ARTIFACTS")
     _prepare_home(settings, reset)
-    with installation() as ctx:
-        ctx.store.check()
+    with installation(create=True) as ctx:  # the demo owns its home: it sets it up as `init` does
         story = Story()
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="mloncall-demo-") as tmp:

@@ -1,0 +1,48 @@
+"""The structure is checked, not hoped for: every module below the interfaces is under the contracts."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "mloncall"
+DOMAINS = ("access", "alerts", "data", "monitoring", "registry", "rollout", "serving", "training")
+#: A domain's interface rooms: thin HTTP routes, thin commands and what the commands print.
+INTERFACE_ROOMS = {"views", "cli", "render"}
+
+
+def _contract(name: str) -> configparser.SectionProxy:
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    return config[f"importlinter:contract:{name}"]
+
+
+def _modules(option: str, contract: str) -> set[str]:
+    return {line.strip() for line in _contract(contract)[option].splitlines() if line.strip()}
+
+
+def test_every_domain_module_but_views_and_commands_is_forbidden_the_interfaces() -> None:
+    expected = {"mloncall.core", "mloncall.stores"}
+    for domain in DOMAINS:
+        for path in (PACKAGE / domain).glob("*.py"):
+            if path.stem not in INTERFACE_ROOMS and path.stem != "__init__":
+                expected.add(f"mloncall.{domain}.{path.stem}")
+    assert _modules("source_modules", "services-do-not-know-interfaces") == expected
+
+
+def test_every_domain_is_in_the_floors_and_every_command_module_independent() -> None:
+    floors = _contract("floors")["layers"]
+    domains_line = next(line for line in floors.splitlines() if "mloncall.access" in line)
+    assert {name.strip() for name in domains_line.split(":")} == {f"mloncall.{d}" for d in DOMAINS}
+    commands = {f"mloncall.{p.parent.name}.cli" for p in PACKAGE.glob("*/cli.py")}
+    assert commands <= _modules("modules", "cli-modules-independent")
+    views = {f"mloncall.{p.parent.name}.views" for p in PACKAGE.glob("*/views.py")}
+    assert views == _modules("modules", "views-independent")
+
+
+def test_no_module_of_the_project_is_imported_through_importlib() -> None:
+    hidden = re.compile(r"import_module\(\s*f?[\"']mloncall|__import__\(\s*f?[\"']mloncall")
+    offenders = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if hidden.search(p.read_text())]
+    assert offenders == []
