@@ -34,6 +34,7 @@ from mloncall.alerts.states import (
 from mloncall.core import clock
 from mloncall.core.durations import format_duration
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
+from mloncall.core.records import Record
 
 #: Severities an alert may carry (a rule uses the first, third and fourth; PagerDuty adds `error`).
 ALERT_SEVERITIES = ("critical", "error", "warning", "info")
@@ -42,7 +43,7 @@ _DESCRIPTIVE_LABELS = ("severity", "runbook", "monitor", "alertname")
 
 
 @dataclass
-class Transition:
+class Transition(Record):
     """One change of an alert, as returned by evaluation and the inbound receivers."""
 
     alert_id: int
@@ -56,21 +57,6 @@ class Transition:
     at: dt.datetime
     notify: str | None = None
     silenced_by: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "alert_id": self.alert_id,
-            "rule": self.rule,
-            "model": self.model,
-            "fingerprint": self.fingerprint,
-            "kind": self.kind,
-            "from_state": self.from_state,
-            "to_state": self.to_state,
-            "reason": self.reason,
-            "at": self.at.isoformat(),
-            "notify": self.notify,
-            "silenced_by": self.silenced_by,
-        }
 
 
 @dataclass(frozen=True)
