@@ -6,13 +6,14 @@ turn into one line and an exit code. Notifications a change queues are sent befo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
+from rich.table import Table
 from sqlalchemy.orm import Session
 
 from mloncall.alerts import notify, promrules, render, rules, service
@@ -36,6 +37,8 @@ monitor_app = typer.Typer(help="Evaluate the alert rules; write Prometheus rules
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 AlertIdArgument = Annotated[int, typer.Argument(help="The alert's id.")]
+#: A row of a listing the commands print (a response model, as the API answers).
+Out = TypeVar("Out", bound=BaseModel)
 
 
 def _send(ctx: Context) -> None:
@@ -74,6 +77,18 @@ def _answer(out: BaseModel | Sequence[BaseModel], as_json: bool) -> bool:
     return as_json
 
 
+def _listing(
+    found: Sequence[Out], as_json: bool, *, none: str, table: Callable[[Sequence[Out]], Table]
+) -> None:
+    """Print a listing: as JSON if asked, else as its table, or say that there is nothing to list."""
+    if _answer(found, as_json):
+        return
+    if not found:
+        console.out.print(none)
+        return
+    console.out.print(table(found))
+
+
 def _alert_out(session: Session, alert: Alert, silences: Sequence[Silence] | None = None) -> AlertOut:
     silence = service.silenced_by(session=session, alert=alert, silences=silences)
     return AlertOut.from_alert(alert, silenced_by=silence.id if silence else None)
@@ -98,12 +113,8 @@ def list_alerts(
         found = service.list_alerts(session=session, state=state, model=model, rule=rule, limit=limit)
         silences = service.active_silences(session=session)
         alerts = [_alert_out(session, a, silences) for a in found]
-    if _answer(alerts, as_json):
-        return
-    if not alerts:
-        console.out.print("no alerts" + (f" in state {state}" if state else "") + ": all quiet")
-        return
-    console.out.print(render.alerts_table(alerts))
+    none = "no alerts" + (f" in state {state}" if state else "") + ": all quiet"
+    _listing(alerts, as_json, none=none, table=render.alerts_table)
 
 
 @app.command("show")
@@ -214,12 +225,9 @@ def silences(
             SilenceOut.model_validate(s)
             for s in service.list_silences(session=session, include_expired=show_all)
         ]
-    if _answer(found, as_json):
-        return
-    if not found:
-        console.out.print("no silences" + ("" if show_all else " in force"))
-        return
-    console.out.print(render.silences_table(found))
+    _listing(
+        found, as_json, none="no silences" + ("" if show_all else " in force"), table=render.silences_table
+    )
 
 
 @app.command("expire")
@@ -246,12 +254,12 @@ def groups(
             GroupOut.model_validate(g)
             for g, _ in service.list_groups(session=session, include_quiet=show_all)
         ]
-    if _answer(found, as_json):
-        return
-    if not found:
-        console.out.print("no alert groups" + ("" if show_all else " with open alerts"))
-        return
-    console.out.print(render.groups_table(found))
+    _listing(
+        found,
+        as_json,
+        none="no alert groups" + ("" if show_all else " with open alerts"),
+        table=render.groups_table,
+    )
 
 
 @app.command("channels")

@@ -41,6 +41,7 @@ from mloncall.core import clock
 from mloncall.core.durations import format_duration
 from mloncall.core.errors import MloncallError
 from mloncall.core.outcome import Check, Outcome
+from mloncall.core.records import Record
 from mloncall.monitoring import service as monitoring
 from mloncall.stores.context import Context
 
@@ -314,7 +315,7 @@ def resolve_orphans(
 
 
 @dataclass
-class RuleCheck:
+class RuleCheck(Record):
     """One rule judged on one model."""
 
     rule: str
@@ -322,15 +323,6 @@ class RuleCheck:
     monitor: str
     check: Check
     transition: Transition | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "model": self.model,
-            "monitor": self.monitor,
-            "check": self.check.to_dict(),
-            "transition": self.transition.to_dict() if self.transition else None,
-        }
 
 
 @dataclass

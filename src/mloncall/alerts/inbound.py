@@ -42,6 +42,7 @@ from mloncall.alerts.schemas import AlertmanagerAlert, AlertmanagerPayload, Page
 from mloncall.alerts.states import OPEN_STATES, AlertSource, AlertState, EventKind, NotifyEvent
 from mloncall.core import clock
 from mloncall.core.errors import NotFound
+from mloncall.core.records import Record
 
 _ZERO_TIME_YEAR = 1  # Alertmanager's "0001-01-01T00:00:00Z": no end yet
 
@@ -126,19 +127,15 @@ def external_resolved(
 
 
 @dataclass
-class InboundAlert:
+class InboundAlert(Record):
     fingerprint: str
     alert_id: int | None
     state: str | None
     transition: Transition | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "alert_id": self.alert_id,
-            "state": self.state,
-            "transition": self.transition.kind if self.transition else None,
-        }
+        # The answer names the change only (`fired`, `resolved`); the alert's history holds the rest.
+        return {**super().to_dict(), "transition": self.transition.kind if self.transition else None}
 
 
 @dataclass

@@ -33,7 +33,9 @@ from mloncall.alerts.states import (
 )
 from mloncall.core import clock
 from mloncall.core.durations import format_duration
-from mloncall.core.errors import Conflict, InvalidInput, NotFound
+from mloncall.core.errors import Conflict, InvalidInput
+from mloncall.core.records import Record
+from mloncall.stores.db import get_or_raise
 
 #: Severities an alert may carry (a rule uses the first, third and fourth; PagerDuty adds `error`).
 ALERT_SEVERITIES = ("critical", "error", "warning", "info")
@@ -42,7 +44,7 @@ _DESCRIPTIVE_LABELS = ("severity", "runbook", "monitor", "alertname")
 
 
 @dataclass
-class Transition:
+class Transition(Record):
     """One change of an alert, as returned by evaluation and the inbound receivers."""
 
     alert_id: int
@@ -56,21 +58,6 @@ class Transition:
     at: dt.datetime
     notify: str | None = None
     silenced_by: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "alert_id": self.alert_id,
-            "rule": self.rule,
-            "model": self.model,
-            "fingerprint": self.fingerprint,
-            "kind": self.kind,
-            "from_state": self.from_state,
-            "to_state": self.to_state,
-            "reason": self.reason,
-            "at": self.at.isoformat(),
-            "notify": self.notify,
-            "silenced_by": self.silenced_by,
-        }
 
 
 @dataclass(frozen=True)
@@ -121,10 +108,7 @@ def get_alert(*, session: Session, alert_id: int) -> Alert | None:
 
 def get_alert_or_raise(*, session: Session, alert_id: int) -> Alert:
     """The alert with this id; NotFound otherwise."""
-    alert = session.get(Alert, alert_id)
-    if alert is None:
-        raise NotFound(f"alert {alert_id} does not exist")
-    return alert
+    return get_or_raise(session, Alert, alert_id, what="alert")
 
 
 def _state_filter(state: str) -> sa.ColumnElement[bool]:
@@ -437,10 +421,8 @@ def list_groups(*, session: Session, include_quiet: bool = False) -> list[tuple[
 
 
 def get_group_or_raise(*, session: Session, group_id: int) -> AlertGroup:
-    group = session.get(AlertGroup, group_id)
-    if group is None:
-        raise NotFound(f"alert group {group_id} does not exist")
-    return group
+    """The alert group with this id; NotFound otherwise."""
+    return get_or_raise(session, AlertGroup, group_id, what="alert group")
 
 
 def group_state(alerts: Iterable[Alert]) -> str:

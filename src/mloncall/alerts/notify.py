@@ -27,6 +27,7 @@ from mloncall.alerts.evidence import jsonable
 from mloncall.alerts.models import Alert, AlertEvent, DeliveryAttempt, Notification
 from mloncall.alerts.states import DeliveryStatus, NotificationStatus
 from mloncall.core import clock
+from mloncall.core.records import Record
 from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts.notify")
@@ -268,21 +269,12 @@ def backoff_delays(channel: Channel) -> list[float]:
 
 
 @dataclass
-class DispatchResult:
+class DispatchResult(Record):
     notification_id: int
     alert_id: int
     event: str
     status: str
     channels: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "notification_id": self.notification_id,
-            "alert_id": self.alert_id,
-            "event": self.event,
-            "status": self.status,
-            "channels": self.channels,
-        }
 
 
 def _claim(ctx: Context, notification_id: int) -> bool:

@@ -38,6 +38,7 @@ import yaml
 from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import InvalidInput
 from mloncall.core.names import check_name
+from mloncall.core.records import Record
 from mloncall.monitoring import service as monitoring
 
 SEVERITIES = ("critical", "warning", "info")
@@ -111,7 +112,7 @@ def default_catalog() -> Catalog:
 
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One validated alert rule."""
 
     name: str
@@ -125,21 +126,6 @@ class Rule:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     line: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.model,
-            "monitor": self.monitor,
-            "params": self.params,
-            "window": format_duration(self.window),
-            "for": format_duration(self.for_),
-            "severity": self.severity,
-            "runbook": self.runbook,
-            "labels": self.labels,
-            "annotations": self.annotations,
-            "line": self.line,
-        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rule:

@@ -15,7 +15,8 @@ from mloncall.alerts.evidence import clip
 from mloncall.alerts.models import Alert, Silence
 from mloncall.alerts.states import SilenceStatus, silence_state
 from mloncall.core import clock
-from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.core.errors import InvalidInput
+from mloncall.stores.db import get_or_raise
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 MATCH_OPS = ("=", "!=", "=~", "!~")
@@ -140,10 +141,8 @@ def create_silence(
 
 
 def get_silence_or_raise(*, session: Session, silence_id: int) -> Silence:
-    silence = session.get(Silence, silence_id)
-    if silence is None:
-        raise NotFound(f"silence {silence_id} does not exist")
-    return silence
+    """The silence with this id; NotFound otherwise."""
+    return get_or_raise(session, Silence, silence_id, what="silence")
 
 
 def list_silences(*, session: Session, include_expired: bool = False) -> Sequence[Silence]:

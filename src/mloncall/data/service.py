@@ -29,7 +29,7 @@ from mloncall.data.profile import content_hash, profile
 from mloncall.data.schemas import DatasetSchema
 from mloncall.data.validation import validate
 from mloncall.stores.artifacts import ArtifactStore
-from mloncall.stores.db import Database
+from mloncall.stores.db import Database, get_or_raise
 
 # --- reading the catalogue -------------------------------------------------------------------------------
 
@@ -74,10 +74,7 @@ def get_version_or_raise(*, session: Session, name: str, version: int) -> Datase
 
 def get_version_by_id_or_raise(*, session: Session, dataset_version_id: int) -> DatasetVersion:
     """A dataset version by its id (as models and parents record it)."""
-    dv = session.get(DatasetVersion, dataset_version_id)
-    if dv is None:
-        raise NotFound(f"dataset version id {dataset_version_id} does not exist")
-    return dv
+    return get_or_raise(session, DatasetVersion, dataset_version_id, what="dataset version id")
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

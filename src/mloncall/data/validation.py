@@ -19,6 +19,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from mloncall.core.errors import InvalidInput
+from mloncall.core.records import Record
 from mloncall.data.schemas import DatasetSchema, FeatureSpec
 
 #: At most this many failures are kept (all are counted); the message shows the first SUMMARY_FAILURES.
@@ -29,7 +30,7 @@ _NAN_WORDS = {"nan", "+nan", "-nan"}
 
 
 @dataclass
-class Failure:
+class Failure(Record):
     """One problem in the data: which column and 1-based data row (header not counted), and why."""
 
     column: str | None
@@ -45,13 +46,7 @@ class Failure:
         return self.reason
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "column": self.column,
-            "row": self.row,
-            "reason": self.reason,
-            "value": self.value,
-            "message": str(self),
-        }
+        return {**super().to_dict(), "message": str(self)}
 
 
 class DataValidationError(InvalidInput):

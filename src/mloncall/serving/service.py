@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
+from mloncall.core.records import Record
 from mloncall.registry import service as registry
 from mloncall.serving.models import DEFAULT_MAX_ROWS, OUT_OF_RANGE_POLICIES, Routing
 
@@ -27,7 +28,7 @@ MAX_ROWS_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
-class RoutingView:
+class RoutingView(Record):
     """The routing in force for a model, whether from its routing row or from its production alias."""
 
     model: str
@@ -41,21 +42,6 @@ class RoutingView:
     source: str
     updated_at: dt.datetime | None
     updated_by: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "stable_version": self.stable_version,
-            "canary_version": self.canary_version,
-            "canary_weight": self.canary_weight,
-            "sticky_key": self.sticky_key,
-            "out_of_range_policy": self.out_of_range_policy,
-            "max_rows": self.max_rows,
-            "generation": self.generation,
-            "source": self.source,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-            "updated_by": self.updated_by,
-        }
 
 
 def view_of(row: Routing) -> RoutingView:
