@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -348,9 +348,7 @@ class Histogram:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "edges": self.edges,
-            "reference": self.reference,
-            "current": self.current,
+            **asdict(self),
             "reference_share": shares(self.reference),
             "current_share": shares(self.current),
         }

@@ -99,29 +99,28 @@ def partition(hour: int) -> str:
 # --- writer ----------------------------------------------------------------------------------------------
 
 
-class _Rows:
-    """Buffered rows of one (model, hour, feature list), column by column: cheap to append and to flush."""
+#: What a request shares by all its rows: (rows, ts, version, route, latency_ms, shadow_version, request_id,
+#: status, error); buffered once a request, spread over its rows when the group is written.
+_Request = tuple[int, float, int, str, float, int | None, str | None, int, str | None]
 
-    __slots__ = (
-        "X", "error", "flags", "ids", "labels", "latency_ms", "probabilities", "request_id", "route",
-        "shadow_label", "shadow_version", "status", "ts", "version",
-    )  # fmt: skip
+
+class _Rows:
+    """Buffered rows of one (model, hour, feature list): cheap to append and to flush.
+
+    Per-row values are kept column by column; what a request shares by all its rows is one `_Request` tuple,
+    so the hot path appends one tuple, not ten columns.
+    """
+
+    __slots__ = ("X", "flags", "ids", "labels", "probabilities", "requests", "shadow_label")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.ts: list[float] = []
-        self.version: list[int] = []
-        self.route: list[str] = []
         self.X: list[list[float]] = []
         self.labels: list[str | None] = []
         self.probabilities: list[list[float] | None] = []
-        self.latency_ms: list[float] = []
         self.flags: list[list[str]] = []
-        self.shadow_version: list[int | None] = []
         self.shadow_label: list[str | None] = []
-        self.request_id: list[str | None] = []
-        self.status: list[int] = []
-        self.error: list[str | None] = []
+        self.requests: list[_Request] = []
 
 
 _NO_FLAGS: list[str] = []  # shared and never mutated
@@ -208,27 +207,12 @@ class PredictionLog:
             g.labels.extend(labels)
             g.probabilities.extend(rows_p)
             if n == 1:
-                g.ts.append(ts)
-                g.version.append(version)
-                g.route.append(route)
-                g.latency_ms.append(latency_ms)
                 g.flags.append(flags[0] if flags is not None else _NO_FLAGS)
-                g.shadow_version.append(shadow_version)
                 g.shadow_label.append(shadow_labels[0] if shadow_labels is not None else None)
-                g.request_id.append(request_id)
-                g.status.append(200)
-                g.error.append(None)
             else:
-                g.ts.extend(repeat(ts, n))
-                g.version.extend(repeat(version, n))
-                g.route.extend(repeat(route, n))
-                g.latency_ms.extend(repeat(latency_ms, n))
                 g.flags.extend(flags if flags is not None else repeat(_NO_FLAGS, n))
-                g.shadow_version.extend(repeat(shadow_version, n))
                 g.shadow_label.extend(shadow_labels if shadow_labels is not None else repeat(None, n))
-                g.request_id.extend(repeat(request_id, n))
-                g.status.extend(repeat(200, n))
-                g.error.extend(repeat(None, n))
+            g.requests.append((n, ts, version, route, latency_ms, shadow_version, request_id, 200, None))
             self._rows += n
             full = self._rows >= self.flush_rows
         if full:
@@ -253,18 +237,11 @@ class PredictionLog:
             if g is None:
                 g = self._groups[key] = _Rows()
             g.ids.append(str(uuid.uuid4()))
-            g.ts.append(ts)
-            g.version.append(version)
-            g.route.append(route)
             g.labels.append(None)
             g.probabilities.append(None)
-            g.latency_ms.append(latency_ms)
             g.flags.append(_NO_FLAGS)
-            g.shadow_version.append(None)
             g.shadow_label.append(None)
-            g.request_id.append(request_id)
-            g.status.append(status)
-            g.error.append(error)
+            g.requests.append((1, ts, version, route, latency_ms, None, request_id, status, error))
             self._rows += 1
 
     def record_feedback(self, batch: FeedbackBatch) -> None:
@@ -379,24 +356,35 @@ def prediction_table(model: str, features: tuple[str, ...], rows: _Rows) -> pa.T
     """The Arrow table of one group's buffered rows."""
     n = len(rows.ids)
     X = np.asarray(rows.X, dtype=np.float64).reshape(len(rows.X), len(features))
+    counts, ts, version, route, latency_ms, shadow_version, request_id, status, error = (
+        zip(*rows.requests, strict=True) if rows.requests else ((),) * 9
+    )
+    # each request's values, repeated over its rows (requests of one row, the usual case, need no take)
+    spread = None if counts.count(1) == len(counts) else pa.array(np.repeat(np.arange(len(counts)), counts))
+
+    def per_row(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+        array = pa.array(values, kind)
+        return array if spread is None else array.take(spread)
+
+    ts_s = np.asarray(ts) if spread is None else np.repeat(np.asarray(ts), counts)
     cols: dict[str, pa.Array] = {
         "id": pa.array(rows.ids, pa.string()),
-        "ts": pa.array(np.round(np.asarray(rows.ts) * 1e6).astype(np.int64), pa.int64()).cast(_TS),
+        "ts": pa.array(np.round(ts_s * 1e6).astype(np.int64), pa.int64()).cast(_TS),
         "model": pa.array([model] * n, pa.string()),
-        "version": pa.array(rows.version, pa.int32()),
-        "route": pa.array(rows.route, pa.string()),
+        "version": per_row(version, pa.int32()),
+        "route": per_row(route, pa.string()),
     }
     for j, f in enumerate(features):
         cols[f"f_{f}"] = pa.array(np.ascontiguousarray(X[:, j]), pa.float64())
     cols["label"] = pa.array(rows.labels, pa.string())
     cols["probabilities"] = pa.array(rows.probabilities, pa.list_(pa.float32()))
-    cols["latency_ms"] = pa.array(rows.latency_ms, pa.float64())
+    cols["latency_ms"] = per_row(latency_ms, pa.float64())
     cols["flags"] = pa.array(rows.flags, pa.list_(pa.string()))
-    cols["shadow_version"] = pa.array(rows.shadow_version, pa.int32())
+    cols["shadow_version"] = per_row(shadow_version, pa.int32())
     cols["shadow_label"] = pa.array(rows.shadow_label, pa.string())
-    cols["request_id"] = pa.array(rows.request_id, pa.string())
-    cols["status"] = pa.array(rows.status, pa.int16())
-    cols["error"] = pa.array(rows.error, pa.string())
+    cols["request_id"] = per_row(request_id, pa.string())
+    cols["status"] = per_row(status, pa.int16())
+    cols["error"] = per_row(error, pa.string())
     return pa.table(cols)
 
 
