@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from mloncall.access.models import ApiToken, AuditRecord, Principal, TokenStatus
 from mloncall.core import clock
-from mloncall.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from mloncall.core.errors import Conflict, InvalidInput, PermissionDenied, Unauthenticated
+from mloncall.stores.db import find_one, find_one_or_raise, get_or_raise
 
 # --- roles and permissions -------------------------------------------------------------------------------
 
@@ -95,15 +96,12 @@ def check_principal_name(name: str) -> str:
 
 def get_principal(*, session: Session, name: str) -> Principal | None:
     """The principal called name, or None."""
-    return session.scalars(sa.select(Principal).where(Principal.name == name)).one_or_none()
+    return find_one(session, Principal, name=name)
 
 
 def get_principal_or_raise(*, session: Session, name: str) -> Principal:
     """The principal called name; NotFound names it otherwise."""
-    principal = get_principal(session=session, name=name)
-    if principal is None:
-        raise NotFound(f"principal {name!r} does not exist")
-    return principal
+    return find_one_or_raise(session, Principal, what="principal", name=name)
 
 
 def list_principals(*, session: Session) -> Sequence[Principal]:
@@ -188,10 +186,7 @@ def create_token(
 
 def get_token_or_raise(*, session: Session, token_id: int) -> ApiToken:
     """The token with this id; NotFound otherwise."""
-    token = session.get(ApiToken, token_id)
-    if token is None:
-        raise NotFound(f"token {token_id} does not exist")
-    return token
+    return get_or_raise(session, ApiToken, token_id, what="token")
 
 
 def list_tokens(*, session: Session, principal_name: str | None = None) -> Sequence[ApiToken]:

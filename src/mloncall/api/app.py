@@ -244,21 +244,19 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, status, body, exc.headers)
 
 
-async def _on_db_integrity_error(request: Request, exc: Exception) -> Response:
+def _db_reason(exc: Exception) -> str:
+    """The first line of the driver's message (the rest is SQL and parameters), or the error itself."""
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()
-    body = {
-        "error": f"the change conflicts with the stored state: {reason[0] if reason else exc}",
-        "code": "conflict",
-    }
+    return reason[0] if reason else str(exc)
+
+
+async def _on_db_integrity_error(request: Request, exc: Exception) -> Response:
+    body = {"error": f"the change conflicts with the stored state: {_db_reason(exc)}", "code": "conflict"}
     return _error_response(request, 409, body)
 
 
 async def _on_db_data_error(request: Request, exc: Exception) -> Response:
-    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
-    body = {
-        "error": f"a value the database cannot take: {reason[0] if reason else exc}",
-        "code": "invalid_input",
-    }
+    body = {"error": f"a value the database cannot take: {_db_reason(exc)}", "code": "invalid_input"}
     return _error_response(request, 400, body)
 
 

@@ -29,22 +29,14 @@ from mloncall.data.profile import content_hash, profile
 from mloncall.data.schemas import DatasetSchema
 from mloncall.data.validation import validate
 from mloncall.stores.artifacts import ArtifactStore
-from mloncall.stores.db import Database, get_or_raise
+from mloncall.stores.db import Database, find_one, find_one_or_raise, get_or_raise
 
 # --- reading the catalogue -------------------------------------------------------------------------------
 
 
-def get_dataset(*, session: Session, name: str) -> Dataset | None:
-    """The dataset called name, or None."""
-    return session.scalars(sa.select(Dataset).where(Dataset.name == name)).one_or_none()
-
-
 def get_dataset_or_raise(*, session: Session, name: str) -> Dataset:
     """The dataset called name; NotFound names it otherwise."""
-    dataset = get_dataset(session=session, name=name)
-    if dataset is None:
-        raise NotFound(f"dataset {name!r} does not exist")
-    return dataset
+    return find_one_or_raise(session, Dataset, what="dataset", name=name)
 
 
 def list_datasets(*, session: Session) -> Sequence[Dataset]:
@@ -208,7 +200,7 @@ def _insert_version(*, db: Database, values: dict[str, Any], name: str) -> tuple
                 existing = _version_with_hash(session=session, name=name, digest=values["content_hash"])
                 if existing is not None:
                     return existing, False
-                dataset = get_dataset(session=session, name=name)
+                dataset = find_one(session, Dataset, name=name)
                 if dataset is None:
                     dataset = Dataset(name=name, created_at=clock.now(), created_by=values["created_by"])
                     session.add(dataset)

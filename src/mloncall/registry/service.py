@@ -23,7 +23,7 @@ from mloncall.core.outcome import Check, Outcome
 from mloncall.registry import formats
 from mloncall.registry.models import Alias, AliasEvent, ArtifactFile, Model, ModelVersion
 from mloncall.stores.artifacts import ArtifactStore
-from mloncall.stores.db import Database, on_commit
+from mloncall.stores.db import Database, find_one, find_one_or_raise, on_commit
 
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
@@ -34,17 +34,9 @@ RESERVED_ALIASES = ("production", "canary", "previous")
 # --- reading ---------------------------------------------------------------------------------------------
 
 
-def get_model(*, session: Session, name: str) -> Model | None:
-    """The model called name, or None."""
-    return session.scalars(sa.select(Model).where(Model.name == name)).one_or_none()
-
-
 def get_model_or_raise(*, session: Session, name: str) -> Model:
     """The model called name; NotFound names it otherwise."""
-    model = get_model(session=session, name=name)
-    if model is None:
-        raise NotFound(f"model {name!r} does not exist")
-    return model
+    return find_one_or_raise(session, Model, what="model", name=name)
 
 
 def list_models(*, session: Session) -> Sequence[Model]:
@@ -182,7 +174,7 @@ def _insert_version(*, db: Database, prefix: str, written: dict[str, Any], new: 
     for attempt in range(attempts):
         try:
             with db.session() as session:
-                model = get_model(session=session, name=new.name)
+                model = find_one(session, Model, name=new.name)
                 if model is None:
                     model = Model(name=new.name, created_at=clock.now(), created_by=new.created_by)
                     session.add(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -199,36 +200,28 @@ def _steer(name: str, action: str, reason: str, json_out: bool) -> None:
         console.out.print(f"rollout #{out.id} of {name} v{out.to_version}: {out.state} ({out.reason})")
 
 
-@rollout_app.command()
-def pause(
-    name: str = typer.Argument(..., help="Model name."), reason: str = REASON, json_out: bool = JSON
-) -> None:
-    """Hold the canary at its current weight."""
-    _steer(name, "pause", reason, json_out)
+#: The hand-steering commands: each acts on the model's active rollout through `_steer`.
+_STEERING = (
+    ("pause", "Hold the canary at its current weight."),
+    ("resume", "Continue a paused rollout (its current step is judged again on fresh traffic)."),
+    ("promote", "Make the canary production now, skipping the remaining steps."),
+    ("abort", "Send all traffic back to the stable version at once."),
+)
 
 
-@rollout_app.command()
-def resume(
-    name: str = typer.Argument(..., help="Model name."), reason: str = REASON, json_out: bool = JSON
-) -> None:
-    """Continue a paused rollout (its current step is judged again on fresh traffic)."""
-    _steer(name, "resume", reason, json_out)
+def _steering_command(action: str, doc: str) -> Callable[..., None]:
+    def command(
+        name: str = typer.Argument(..., help="Model name."), reason: str = REASON, json_out: bool = JSON
+    ) -> None:
+        _steer(name, action, reason, json_out)
+
+    command.__name__ = command.__qualname__ = action
+    command.__doc__ = doc
+    return command
 
 
-@rollout_app.command()
-def promote(
-    name: str = typer.Argument(..., help="Model name."), reason: str = REASON, json_out: bool = JSON
-) -> None:
-    """Make the canary production now, skipping the remaining steps."""
-    _steer(name, "promote", reason, json_out)
-
-
-@rollout_app.command()
-def abort(
-    name: str = typer.Argument(..., help="Model name."), reason: str = REASON, json_out: bool = JSON
-) -> None:
-    """Send all traffic back to the stable version at once."""
-    _steer(name, "abort", reason, json_out)
+for _action, _doc in _STEERING:
+    rollout_app.command(name=_action)(_steering_command(_action, _doc))
 
 
 @rollout_app.command()

@@ -178,6 +178,18 @@ def _event(
         r.finished_at = now
 
 
+def _leave_pending(session: Session, r: Rollout, *, to_state: RolloutState, actor: str, reason: str) -> None:
+    """The first move of a new rollout, made on its pre-checks: they are the move's evidence."""
+    _event(session, r, to_state=to_state, actor=actor, reason=reason, evidence={"prechecks": r.prechecks})
+
+
+def _promote_target(session: Session, r: Rollout, *, actor: str, reason: str) -> None:
+    """Production moves from the rollout's stable version to the version it deploys."""
+    _move_production(
+        session, name=r.model_name, new=r.to_version, old=r.from_version, actor=actor, reason=reason
+    )
+
+
 def _move_production(
     session: Session, *, name: str, new: int, old: int | None, actor: str, reason: str
 ) -> None:
@@ -202,13 +214,8 @@ def deploy(*, session: Session, store: ArtifactStore, ref: str, spec: DeploySpec
     session.add(r)
     if worst(c.outcome for c in checks) is not Outcome.SUCCESSFUL:
         failed = "; ".join(f"{c.name}: {c.reason}" for c in checks if not c.passed)
-        _event(
-            session,
-            r,
-            to_state=RolloutState.ABORTED,
-            actor=actor,
-            reason=f"pre-check failed: {failed}",
-            evidence={"prechecks": r.prechecks},
+        _leave_pending(
+            session, r, to_state=RolloutState.ABORTED, actor=actor, reason=f"pre-check failed: {failed}"
         )
     elif r.strategy == Strategy.DIRECT:
         _promote_directly(session, r, actor=actor)
@@ -272,21 +279,9 @@ def _new_rollout(
 
 def _promote_directly(session: Session, r: Rollout, *, actor: str) -> None:
     """A direct deployment whose pre-checks passed: production moves at once."""
-    _move_production(
-        session,
-        name=r.model_name,
-        new=r.to_version,
-        old=r.from_version,
-        actor=actor,
-        reason=f"direct deployment #{r.id or ''}".strip(),
-    )
-    _event(
-        session,
-        r,
-        to_state=RolloutState.PROMOTED,
-        actor=actor,
-        reason="direct deployment: pre-checks passed",
-        evidence={"prechecks": r.prechecks},
+    _promote_target(session, r, actor=actor, reason=f"direct deployment #{r.id or ''}".strip())
+    _leave_pending(
+        session, r, to_state=RolloutState.PROMOTED, actor=actor, reason="direct deployment: pre-checks passed"
     )
 
 
@@ -302,13 +297,12 @@ def _start_canary(session: Session, r: Rollout, *, actor: str) -> None:
         actor=actor,
         reason="canary rollout started",
     )
-    _event(
+    _leave_pending(
         session,
         r,
         to_state=RolloutState.RUNNING,
         actor=actor,
         reason=f"pre-checks passed; canary at {r.steps[0]}%",
-        evidence={"prechecks": r.prechecks},
     )
 
 
@@ -316,14 +310,7 @@ def promote(*, session: Session, rollout: Rollout, actor: str, reason: str = "")
     """Make the canary production now: 100% of traffic, aliases moved."""
     if not rollout.active:
         raise Conflict(f"rollout #{rollout.id} is {rollout.state}: nothing to promote")
-    _move_production(
-        session,
-        name=rollout.model_name,
-        new=rollout.to_version,
-        old=rollout.from_version,
-        actor=actor,
-        reason=reason or f"rollout #{rollout.id} promoted",
-    )
+    _promote_target(session, rollout, actor=actor, reason=reason or f"rollout #{rollout.id} promoted")
     _event(session, rollout, to_state=RolloutState.PROMOTED, actor=actor, reason=reason or "promoted")
     session.flush()
     return rollout
@@ -456,8 +443,7 @@ def evaluate(
     analysis = analyse(session=session, store=store, rollout=rollout, now=now)
     step_done = (now - rollout.step_started_at).total_seconds() >= rollout.step_duration_s
     if analysis.outcome is Outcome.FAILED:
-        record = {"step": rollout.step_index, "weight": rollout.weight, **analysis.to_dict()}
-        rollout.analyses = [*rollout.analyses, record]
+        record = _keep_analysis(rollout, analysis)
         abort(
             session=session,
             rollout=rollout,
@@ -471,20 +457,11 @@ def evaluate(
     elapsed = (now - rollout.step_started_at).total_seconds()
     if analysis.outcome is Outcome.INCONCLUSIVE and elapsed < rollout.step_duration_s + JUDGE_GRACE_S:
         return None  # the serving workers flush their logs every couple of seconds: wait for the last rows
-    record = {"step": rollout.step_index, "weight": rollout.weight, **analysis.to_dict()}
-    rollout.analyses = [*rollout.analyses, record]
+    record = _keep_analysis(rollout, analysis)
     if analysis.outcome is Outcome.INCONCLUSIVE:
-        _event(
-            session,
-            rollout,
-            to_state=RolloutState.PAUSED,
-            actor=actor,
-            reason=f"analysis inconclusive at {rollout.weight:.0%}: {analysis.reason}; resume or abort",
-            evidence=record,
-        )
-        session.flush()
-        return StepTaken.PAUSED
-    if rollout.step_index >= len(rollout.steps) - 1:
+        to_state, taken = RolloutState.PAUSED, StepTaken.PAUSED
+        reason = f"analysis inconclusive at {rollout.weight:.0%}: {analysis.reason}; resume or abort"
+    elif rollout.step_index >= len(rollout.steps) - 1:
         promote(
             session=session,
             rollout=rollout,
@@ -492,16 +469,19 @@ def evaluate(
             reason=f"all {len(rollout.steps)} canary steps passed analysis",
         )
         return StepTaken.PROMOTED
-    rollout.step_index += 1
-    rollout.step_started_at = now
-    routing.set_weight(session=session, name=rollout.model_name, weight=rollout.weight, actor=actor)
-    _event(
-        session,
-        rollout,
-        to_state=RolloutState.RUNNING,
-        actor=actor,
-        reason=f"step passed ({analysis.reason}); canary now at {rollout.weight:.0%}",
-        evidence=record,
-    )
+    else:
+        rollout.step_index += 1
+        rollout.step_started_at = now
+        routing.set_weight(session=session, name=rollout.model_name, weight=rollout.weight, actor=actor)
+        to_state, taken = RolloutState.RUNNING, StepTaken.ADVANCED
+        reason = f"step passed ({analysis.reason}); canary now at {rollout.weight:.0%}"
+    _event(session, rollout, to_state=to_state, actor=actor, reason=reason, evidence=record)
     session.flush()
-    return StepTaken.ADVANCED
+    return taken
+
+
+def _keep_analysis(rollout: Rollout, analysis: Analysis) -> dict[str, Any]:
+    """Append the analysis to the rollout's record of judged steps and return the entry kept."""
+    record = {"step": rollout.step_index, "weight": rollout.weight, **analysis.to_dict()}
+    rollout.analyses = [*rollout.analyses, record]
+    return record
