@@ -1,0 +1,363 @@
+"""The prediction log's one reader: windows, row counts and whole logs, skipping unreadable files (see `mloncall.stores.predlog`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mloncall.core.errors import StoreUnavailable
+from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.predlog.kinds import (
+    FILES_SKIPPED,
+    FOOTER_CACHE_SIZE,
+    HOUR_US,
+    OPEN_SINCE,
+    OPEN_UNTIL,
+    PARTITION_PATTERN,
+    from_us,
+    log,
+    partition,
+    to_us,
+)
+
+# --- reader ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Footer:
+    num_rows: int
+    names: tuple[str, ...]
+    ts_min: int | None
+    ts_max: int | None
+
+
+@dataclass
+class LogWindow:
+    """The rows of one log with since <= ts < until, and what was read or skipped to get them."""
+
+    kind: str
+    since: dt.datetime
+    until: dt.datetime
+    table: pa.Table | None
+    files_read: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.table is None else self.table.num_rows
+
+    def has(self, column: str) -> bool:
+        return self.table is not None and column in self.table.column_names
+
+    def evidence(self) -> dict[str, Any]:
+        return {"files_read": self.files_read, "skipped_files": list(self.skipped)}
+
+
+@dataclass
+class RowCount:
+    """How many rows one log holds in a window, counted from footers where a file lies wholly inside it."""
+
+    rows: int
+    first_us: int | None
+    files_read: int
+    skipped: list[dict[str, str]]
+
+
+_footers: OrderedDict[tuple[str, str, str], _Footer] = OrderedDict()
+_footers_lock = threading.Lock()
+_seen_bad: set[tuple[str, str]] = set()
+
+
+def hour_prefixes(kind: str, model: str, since_us: int, until_us: int) -> list[str]:
+    """The partition folders of every hour overlapping [since, until)."""
+    first = since_us // HOUR_US
+    last = (until_us - 1) // HOUR_US
+    out = []
+    for hour in range(first, last + 1):
+        t = from_us(hour * HOUR_US)
+        out.append(f"{kind}/model={model}/date={t:%Y-%m-%d}/hour={t:%H}")
+    return out
+
+
+def _listing(store: ArtifactStore, prefix: str) -> list[tuple[str, str]]:
+    """(key, version) of the Parquet files under a prefix; the version (size and modification time) keys the
+    footer cache, so a file replaced under the same name is read afresh."""
+    base = posixpath.join(store.base, prefix)
+    try:
+        found = store.fs.find(base, detail=True)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:
+        raise StoreUnavailable(f"could not list {store.url(prefix)}: {_reason(exc)}") from None
+    start = len(store.base.rstrip("/")) + 1
+    out = []
+    for path, info in found.items():
+        key = path[start:] if path.startswith(store.base) else path
+        if not key.endswith(".parquet") or posixpath.basename(key).startswith(".tmp-"):
+            continue
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
+        out.append((key, f"{info.get('size')}:{stamp}"))
+    return sorted(out)
+
+
+def _keys(store: ArtifactStore, kind: str, model: str, since_us: int, until_us: int) -> list[tuple[str, str]]:
+    """(key, version) of the files that may hold rows in [since, until): a bounded window lists only its hour
+    partitions; an open one lists the model's folder and keeps the partitions from `since`'s hour on."""
+    if until_us != OPEN_UNTIL:
+        keys: list[tuple[str, str]] = []
+        for prefix in hour_prefixes(kind, model, since_us, until_us):
+            keys.extend(_listing(store, prefix))
+        return keys
+    keys = _listing(store, f"{kind}/model={model}")
+    if since_us != OPEN_SINCE:
+        first = partition(since_us // HOUR_US)
+        keys = [(k, stamp) for k, stamp in keys if _partition_of(k) >= first]
+    return keys
+
+
+def _partition_of(key: str) -> str:
+    match = PARTITION_PATTERN.search(key)
+    return match.group(0) if match else ""
+
+
+def _read(store: ArtifactStore, key: str, columns: list[str]) -> pa.Table:
+    """Only the named columns of one file (a local path is memory-friendly; a remote file is streamed)."""
+    path = posixpath.join(store.base, key)
+    if store.is_local:
+        return pq.ParquetFile(path).read(columns=columns)
+    with store.fs.open(path, "rb") as fh:
+        return pq.ParquetFile(fh).read(columns=columns)
+
+
+def _metadata(store: ArtifactStore, key: str) -> Any:
+    path = posixpath.join(store.base, key)
+    if store.is_local:
+        return pq.read_metadata(path)
+    with store.fs.open(path, "rb") as fh:
+        return pq.read_metadata(fh)
+
+
+def _reason(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _skip(
+    store: ArtifactStore, kind: str, key: str, exc: BaseException, skipped: list[dict[str, str]]
+) -> None:
+    """Report an unreadable file; it is logged and counted once, and listed on every read that meets it."""
+    reason = _reason(exc)
+    ident = (store.root, key)
+    with _footers_lock:
+        first_time = ident not in _seen_bad
+        _seen_bad.add(ident)
+    if first_time:
+        log.warning("skipping unreadable %s log file %s: %s", kind, key, reason)
+        FILES_SKIPPED.labels(kind=kind).inc()
+    skipped.append({"file": key, "reason": reason})
+
+
+def _footer(store: ArtifactStore, key: str, stamp: str) -> _Footer:
+    cache_key = (store.root, key, stamp)
+    with _footers_lock:
+        hit = _footers.get(cache_key)
+        if hit is not None:
+            _footers.move_to_end(cache_key)
+            return hit
+    meta = _metadata(store, key)
+    names = tuple(meta.schema.to_arrow_schema().names)
+    ts_min: int | None = None
+    ts_max: int | None = None
+    if "ts" in names and meta.num_row_groups:
+        j = names.index("ts")
+        lows: list[int] = []
+        highs: list[int] = []
+        for i in range(meta.num_row_groups):
+            stats = meta.row_group(i).column(j).statistics
+            if stats is None or not stats.has_min_max or not isinstance(stats.min_raw, int):
+                lows = highs = []
+                break
+            lows.append(stats.min_raw)
+            highs.append(stats.max_raw)
+        if lows:
+            ts_min, ts_max = min(lows), max(highs)
+    footer = _Footer(num_rows=meta.num_rows, names=names, ts_min=ts_min, ts_max=ts_max)
+    with _footers_lock:
+        _footers[cache_key] = footer
+        if len(_footers) > FOOTER_CACHE_SIZE:
+            _footers.popitem(last=False)
+    return footer
+
+
+def _overlap(footer: _Footer, since_us: int, until_us: int) -> str:
+    """'none', 'all' or 'some' of the file's rows fall in [since, until) (unknown stats: 'some')."""
+    if footer.num_rows == 0:
+        return "none"
+    if footer.ts_min is None or footer.ts_max is None:
+        return "some"
+    if footer.ts_max < since_us or footer.ts_min >= until_us:
+        return "none"
+    if footer.ts_min >= since_us and footer.ts_max < until_us:
+        return "all"
+    return "some"
+
+
+def _overlapping(
+    store: ArtifactStore,
+    kind: str,
+    model: str,
+    since_us: int,
+    until_us: int,
+    skipped: list[dict[str, str]],
+) -> Iterator[tuple[str, _Footer, str]]:
+    """(key, footer, overlap) of every file with rows in the window; a file whose footer cannot be read is
+    skipped and listed."""
+    for key, stamp in _keys(store, kind, model, since_us, until_us):
+        try:
+            footer = _footer(store, key, stamp)
+        except Exception as exc:  # a bad file is reported, never fatal
+            _skip(store, kind, key, exc, skipped)
+            continue
+        overlap = _overlap(footer, since_us, until_us)
+        if overlap != "none":
+            yield key, footer, overlap
+
+
+def ts_us(table: pa.Table) -> np.ndarray:
+    """The ts column as int64 microseconds since the epoch."""
+    col = table.column("ts")
+    if pa.types.is_timestamp(col.type) and col.type.unit != "us":
+        col = pc.cast(col, pa.timestamp("us", tz="UTC"))
+    return np.asarray(pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _in_window(table: pa.Table, since_us: int, until_us: int) -> pa.Table:
+    t = ts_us(table)
+    return table.filter(pa.array((t >= since_us) & (t < until_us)))
+
+
+def read_window(
+    store: ArtifactStore,
+    *,
+    kind: str,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    columns: Sequence[str] | None = None,
+    prefixes: Sequence[str] = (),
+) -> LogWindow:
+    """Rows of `kind` for `model` with since <= ts < until: the named columns plus every column starting with
+    one of `prefixes` (all columns when both are empty). Unreadable files are skipped and listed."""
+    result = LogWindow(kind=kind, since=since, until=until, table=None)
+    since_us, until_us = to_us(since), to_us(until)
+    if until_us > since_us:
+        result.table, result.files_read = _scan(
+            store, kind, model, since_us, until_us, columns=columns, prefixes=prefixes, skipped=result.skipped
+        )
+    return result
+
+
+def read_log(
+    store: ArtifactStore, kind: str, model: str, *, since: dt.datetime | None = None
+) -> pa.Table | None:
+    """Every row logged for a model, or None if there is none; with `since`, only the hour partitions from
+    its hour on are read, and only rows at or after it kept. Unreadable files are skipped as by
+    `read_window` (the same scan)."""
+    since_us = OPEN_SINCE if since is None else to_us(since)
+    table, _ = _scan(store, kind, model, since_us, OPEN_UNTIL, columns=None, prefixes=(), skipped=[])
+    return table
+
+
+def _scan(
+    store: ArtifactStore,
+    kind: str,
+    model: str,
+    since_us: int,
+    until_us: int,
+    *,
+    columns: Sequence[str] | None,
+    prefixes: Sequence[str],
+    skipped: list[dict[str, str]],
+) -> tuple[pa.Table | None, int]:
+    """The rows of one log in [since, until) and how many files were read: the one code path that reads log
+    files, skipping, listing and counting the unreadable ones."""
+    wanted = set(columns or ())
+    parts: list[pa.Table] = []
+    files_read = 0
+    for key, footer, overlap in _overlapping(store, kind, model, since_us, until_us, skipped):
+        if wanted or prefixes:
+            cols = [c for c in footer.names if c in wanted or c.startswith(tuple(prefixes))]
+            if "ts" in footer.names and "ts" not in cols:
+                cols.append("ts")
+        else:
+            cols = list(footer.names)
+        try:
+            table = _read(store, key, cols)
+        except Exception as exc:  # a bad file is reported, never fatal
+            _skip(store, kind, key, exc, skipped)
+            continue
+        files_read += 1
+        if "ts" not in table.column_names:
+            _skip(store, kind, key, ValueError("the file has no ts column"), skipped)
+            continue
+        if overlap == "some":
+            table = _in_window(table, since_us, until_us)
+        if table.num_rows:
+            parts.append(table)
+    return _concat(parts), files_read
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table | None:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        return pa.concat_tables(parts, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.concat_tables(parts, promote_options="permissive")
+
+
+def count_rows(
+    store: ArtifactStore, *, kind: str, model: str, since: dt.datetime, until: dt.datetime
+) -> RowCount:
+    """Rows with since <= ts < until, and the earliest ts among them: files wholly inside the window are
+    counted from their footer alone, only files straddling an edge have their ts column read."""
+    since_us, until_us = to_us(since), to_us(until)
+    count = RowCount(0, None, 0, [])
+    if until_us <= since_us:
+        return count
+    for key, footer, overlap in _overlapping(store, kind, model, since_us, until_us, count.skipped):
+        low: int | None
+        if overlap == "all" and footer.ts_min is not None:
+            n, low = footer.num_rows, footer.ts_min
+        else:
+            try:
+                t = ts_us(_read(store, key, ["ts"]))
+            except Exception as exc:
+                _skip(store, kind, key, exc, count.skipped)
+                continue
+            inside = t[(t >= since_us) & (t < until_us)]
+            n, low = int(inside.size), (int(inside.min()) if inside.size else None)
+        count.files_read += 1
+        count.rows += n
+        if low is not None:
+            count.first_us = low if count.first_us is None else min(count.first_us, low)
+    return count
+
+
+def clear_cache() -> None:
+    """Forget cached footers (tests)."""
+    with _footers_lock:
+        _footers.clear()
+        _seen_bad.clear()
