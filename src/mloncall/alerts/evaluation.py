@@ -17,22 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
+from mloncall.alerts import lifecycle
 from mloncall.alerts import rules as rules_mod
 from mloncall.alerts.evidence import check_dict, value_of
-from mloncall.alerts.lifecycle import (
-    AlertFacts,
-    Transition,
-    current_alert,
-    ensure_group,
-    fingerprint,
-    group_key,
-    move,
-    new_alert,
-    record,
-    reopen,
-    resolve_now,
-    within_hold,
-)
+from mloncall.alerts.lifecycle import AlertFacts, Transition
 from mloncall.alerts.models import Alert
 from mloncall.alerts.rules import Rule
 from mloncall.alerts.rulesets import Policy, active_rules
@@ -113,7 +101,7 @@ class _Verdict:
             for k, v in rule.annotations.items()
         }
         facts = AlertFacts(
-            fingerprint=fingerprint(rule.name, labels),
+            fingerprint=lifecycle.fingerprint(rule.name, labels),
             source=AlertSource.MLONCALL,
             rule=rule.name,
             model=model,
@@ -142,7 +130,7 @@ class _Verdict:
         reason: str,
         notify: str | None,
     ) -> Transition:
-        return record(
+        return lifecycle.record(
             session, alert, kind=kind, from_state=before, actor=self.actor, at=self.at, evidence=self.evidence,
             reason=f"{reason}: {self.reason}", notify=notify,
         )  # fmt: skip
@@ -165,7 +153,7 @@ def apply_check(
     ERROR: nothing changes (the evidence is kept on an open alert); not enough data never fires or resolves.
     """
     verdict = _Verdict.of(rule, model, check, at or clock.now(), actor)
-    alert = current_alert(session=session, fingerprint=verdict.facts.fingerprint)
+    alert = lifecycle.current_alert(session=session, fingerprint=verdict.facts.fingerprint)
     if alert is not None and alert.state in OPEN_STATES:
         verdict.observe(alert)
     if check.outcome is Outcome.FAILED:
@@ -182,13 +170,13 @@ def _condition_holds(
     if (
         alert is None
         or alert.state == AlertState.CLOSED
-        or (alert.state == AlertState.RESOLVED and not within_hold(alert, at, policy.hold_time))
+        or (alert.state == AlertState.RESOLVED and not lifecycle.within_hold(alert, at, policy.hold_time))
     ):
         return _open(session, alert, verdict, policy)
     if alert.state == AlertState.INACTIVE or (alert.state == AlertState.RESOLVED and alert.fired_at is None):
         return _hold_again(session, alert, verdict)
     if alert.state == AlertState.RESOLVED:
-        return reopen(
+        return lifecycle.reopen(
             session, alert, actor=verdict.actor, at=at, evidence=verdict.evidence, reason=verdict.reason,
             hold_time=policy.hold_time, observe=verdict.observe,
         )  # fmt: skip
@@ -200,16 +188,16 @@ def _condition_holds(
 def _open(session: Session, previous: Alert | None, verdict: _Verdict, policy: Policy) -> Transition:
     """A new alert: firing at once with `for: 0`, else pending."""
     labels = verdict.facts.labels
-    group = ensure_group(
+    group = lifecycle.ensure_group(
         session,
-        key=group_key(labels, policy.group_by),
+        key=lifecycle.group_key(labels, policy.group_by),
         source=AlertSource.MLONCALL,
         labels={k: labels.get(k, "") for k in policy.group_by},
         at=verdict.at,
     )
     fires_now = verdict.rule.for_ <= dt.timedelta(0)
     state = AlertState.FIRING if fires_now else AlertState.PENDING
-    alert = new_alert(
+    alert = lifecycle.new_alert(
         session, previous=previous, facts=verdict.facts, group=group, state=state, at=verdict.at
     )
     verdict.observe(alert)
@@ -230,13 +218,13 @@ def _hold_again(session: Session, alert: Alert, verdict: _Verdict) -> Transition
     alert.active_since = verdict.at
     alert.resolved_at = None
     if verdict.rule.for_ <= dt.timedelta(0):
-        before = move(alert, AlertState.FIRING)
+        before = lifecycle.move(alert, AlertState.FIRING)
         alert.fired_at = verdict.at
         return verdict.record_change(
             session, alert, kind=EventKind.FIRING, before=before, reason="condition true again (for: 0)",
             notify=NotifyEvent.FIRING,
         )  # fmt: skip
-    before = move(alert, AlertState.PENDING)
+    before = lifecycle.move(alert, AlertState.PENDING)
     return verdict.record_change(
         session, alert, kind=EventKind.PENDING, before=before, notify=None,
         reason=f"condition true again, firing if it holds for {format_duration(verdict.rule.for_)}",
@@ -248,7 +236,7 @@ def _fire_if_held(session: Session, alert: Alert, verdict: _Verdict) -> Transiti
     held = verdict.at - alert.active_since
     if held < verdict.rule.for_:
         return None
-    move(alert, AlertState.FIRING)
+    lifecycle.move(alert, AlertState.FIRING)
     alert.fired_at = verdict.at
     return verdict.record_change(
         session, alert, kind=EventKind.FIRING, before=AlertState.PENDING, notify=NotifyEvent.FIRING,
@@ -259,14 +247,14 @@ def _fire_if_held(session: Session, alert: Alert, verdict: _Verdict) -> Transiti
 def _condition_cleared(session: Session, alert: Alert, verdict: _Verdict) -> Transition | None:
     """Pending -> inactive (nobody was told), firing -> resolved."""
     if alert.state == AlertState.PENDING:
-        move(alert, AlertState.INACTIVE)
+        lifecycle.move(alert, AlertState.INACTIVE)
         return verdict.record_change(
             session, alert, kind=EventKind.INACTIVE, before=AlertState.PENDING, notify=None,
             reason=f"condition cleared after {format_duration(verdict.at - alert.active_since)}, before "
             f"for: {format_duration(verdict.rule.for_)}; nobody was told",
         )  # fmt: skip
     if alert.state == AlertState.FIRING:
-        return resolve_now(
+        return lifecycle.resolve_now(
             session, alert, actor=verdict.actor, at=verdict.at, evidence=verdict.evidence,
             reason=f"condition no longer true: {verdict.reason}",
         )  # fmt: skip
@@ -299,14 +287,14 @@ def resolve_orphans(
             else f"model {alert.model!r} is no longer served"
         )
         if alert.state == AlertState.PENDING:
-            before = move(alert, AlertState.INACTIVE)
+            before = lifecycle.move(alert, AlertState.INACTIVE)
             taken.append(
-                record(
+                lifecycle.record(
                     session, alert, kind=EventKind.INACTIVE, from_state=before, actor=actor, at=at, reason=why
                 )
             )
         else:
-            taken.append(resolve_now(session, alert, actor=actor, at=at, reason=why))
+            taken.append(lifecycle.resolve_now(session, alert, actor=actor, at=at, reason=why))
         alert.current_key = None  # not re-opened by a rule that may come back under the same name
     return taken
 
@@ -416,7 +404,7 @@ def evaluate(
                 monitor=rule.monitor,
                 check=_run_monitor(run, ctx, rule, model, at),
             )
-            evaluated.add(fingerprint(rule.name, rule.alert_labels(model)))
+            evaluated.add(lifecycle.fingerprint(rule.name, rule.alert_labels(model)))
             complete = _apply_in_own_unit(ctx, item, rule, policy, at, actor) and complete
             result.checks.append(item)
             if item.transition is not None:

@@ -1,6 +1,6 @@
 """Prometheus alerting rules over mloncall's own `/metrics`, for teams that run their own Prometheus (route its
-alerts back with Alertmanager's webhook to `/api/v1/alerts/alertmanager`). Each rule is one small function of
-the thresholds; `prometheus_rules` writes them as one rules file."""
+alerts back with Alertmanager's webhook to `/api/v1/alerts/alertmanager`). The rules are one table, `SERVING_RULES`,
+whose expressions and texts are functions of the thresholds; `prometheus_rules` writes them as one rules file."""
 
 from __future__ import annotations
 
@@ -28,116 +28,88 @@ class Thresholds:
     min_volume_ratio: float = 0.5
 
 
-def _rule(
-    alert: str, expr: str, for_: str, severity: str, runbook: str, summary: str, description: str
-) -> dict[str, Any]:
-    return {
-        "alert": alert,
-        "expr": expr,
-        "for": for_,
-        "labels": {"severity": severity, "runbook": runbook, "source": "mloncall-prometheus"},
-        "annotations": {"summary": summary, "description": description},
-    }
+def _rate(series: str, window: str, offset: str = "") -> str:
+    """PromQL: the per-second rate of a counter over `window` (`offset` earlier), per model."""
+    return f"sum by (model) (rate({series}[{window}]{' offset ' + offset if offset else ''}))"
 
 
-def _requests(window: str) -> str:
-    return f"sum by (model) (rate(mloncall_requests_total[{window}]))"
+def _share_above(part: str, whole: str, window: str, limit: float) -> str:
+    """PromQL: per model, the rate of `part` is more than `limit` of the rate of `whole`."""
+    return f"{_rate(part, window)}\n  / {_rate(whole, window)}\n  > {limit:g}"
 
 
-def _down(t: Thresholds) -> dict[str, Any]:
-    return _rule(
-        "MloncallDown",
-        f'up{{job="{t.job}"}} == 0',
-        "2m",
-        "critical",
-        "scaling",
-        "mloncall at {{ $labels.instance }} cannot be scraped",
-        "Prometheus has not scraped job " + t.job + " at {{ $labels.instance }} for 2 minutes.",
-    )
+_REQUESTS = "mloncall_requests_total"
 
 
-def _high_error_rate(t: Thresholds) -> dict[str, Any]:
-    return _rule(
-        "MloncallHighErrorRate",
-        'sum by (model) (rate(mloncall_requests_total{status=~"5.."}[5m]))\n  / '
-        + _requests("5m")
-        + f"\n  > {t.max_error_rate:g}",
-        "5m",
-        "critical",
-        "deployment",
-        "{{ $labels.model }} answers with server errors",
-        "{{ $value | humanizePercentage }} of the requests to {{ $labels.model }} failed with 5xx "
-        f"over 5 minutes (maximum {t.max_error_rate:.2%}).",
-    )
+@dataclass(frozen=True)
+class PromRule:
+    """One alerting rule: what it is called, when it fires and what it says; the expression and the description
+    are functions of the thresholds."""
 
+    alert: str
+    for_: str
+    severity: str
+    runbook: str
+    summary: str
+    expr: Callable[[Thresholds], str]
+    description: Callable[[Thresholds], str]
 
-def _high_latency(t: Thresholds) -> dict[str, Any]:
-    return _rule(
-        "MloncallHighLatencyP99",
-        "histogram_quantile(0.99,\n  sum by (model, le) (rate(mloncall_request_latency_seconds_bucket[5m])))"
-        f"\n  > {t.max_p99_seconds:g}",
-        "10m",
-        "warning",
-        "scaling",
-        "p99 latency of {{ $labels.model }} is high",
-        "p99 latency is {{ $value | humanizeDuration }} over 5 minutes "
-        f"(maximum {t.max_p99_seconds * 1000:g} ms).",
-    )
-
-
-def _validation_failures(t: Thresholds) -> dict[str, Any]:
-    return _rule(
-        "MloncallValidationFailures",
-        "sum by (model) (rate(mloncall_validation_failures_total[10m]))\n  / "
-        + _requests("10m")
-        + f"\n  > {t.max_validation_failure_rate:g}",
-        "10m",
-        "warning",
-        "data-quality",
-        "Requests to {{ $labels.model }} fail input validation",
-        "{{ $value | humanizePercentage }} of the requests were refused by input validation "
-        f"(maximum {t.max_validation_failure_rate:.0%}): check the upstream data.",
-    )
-
-
-def _out_of_range(t: Thresholds) -> dict[str, Any]:
-    return _rule(
-        "MloncallOutOfRangeInputs",
-        "sum by (model) (rate(mloncall_out_of_range_total[15m]))\n"
-        "  / sum by (model) (rate(mloncall_predictions_total[15m]))"
-        f"\n  > {t.max_out_of_range_rate:g}",
-        "10m",
-        "warning",
-        "data-quality",
-        "{{ $labels.model }} receives values outside the training range",
-        "{{ $value | humanizePercentage }} out-of-range values per predicted row over 15 minutes "
-        f"(maximum {t.max_out_of_range_rate:.0%}).",
-    )
-
-
-def _volume_drop(t: Thresholds) -> dict[str, Any]:
-    return _rule(
-        "MloncallVolumeDrop",
-        _requests("30m")
-        + f"\n  < {t.min_volume_ratio:g} * "
-        + _requests("30m").replace("[30m]", "[30m] offset 1d"),
-        "15m",
-        "warning",
-        "pipeline",
-        "Requests to {{ $labels.model }} dropped",
-        f"Request rate is below {t.min_volume_ratio:.0%} of the same time yesterday: is a source gone quiet?",
-    )
+    def render(self, t: Thresholds) -> dict[str, Any]:
+        """The rule as Prometheus reads it."""
+        return {
+            "alert": self.alert,
+            "expr": self.expr(t),
+            "for": self.for_,
+            "labels": {"severity": self.severity, "runbook": self.runbook, "source": "mloncall-prometheus"},
+            "annotations": {"summary": self.summary, "description": self.description(t)},
+        }
 
 
 #: The rules of the `mloncall-serving` group, in the order they are written.
-SERVING_RULES: tuple[Callable[[Thresholds], dict[str, Any]], ...] = (
-    _down,
-    _high_error_rate,
-    _high_latency,
-    _validation_failures,
-    _out_of_range,
-    _volume_drop,
-)
+SERVING_RULES: tuple[PromRule, ...] = (
+    PromRule(
+        "MloncallDown", "2m", "critical", "scaling", "mloncall at {{ $labels.instance }} cannot be scraped",
+        expr=lambda t: f'up{{job="{t.job}"}} == 0',
+        description=lambda t: "Prometheus has not scraped job " + t.job + " at {{ $labels.instance }} for 2 minutes.",
+    ),
+    PromRule(
+        "MloncallHighErrorRate", "5m", "critical", "deployment", "{{ $labels.model }} answers with server errors",
+        expr=lambda t: _share_above(_REQUESTS + '{status=~"5.."}', _REQUESTS, "5m", t.max_error_rate),
+        description=lambda t: "{{ $value | humanizePercentage }} of the requests to {{ $labels.model }} failed "
+        f"with 5xx over 5 minutes (maximum {t.max_error_rate:.2%}).",
+    ),
+    PromRule(
+        "MloncallHighLatencyP99", "10m", "warning", "scaling", "p99 latency of {{ $labels.model }} is high",
+        expr=lambda t: "histogram_quantile(0.99,\n  sum by (model, le) "
+        f"(rate(mloncall_request_latency_seconds_bucket[5m])))\n  > {t.max_p99_seconds:g}",
+        description=lambda t: "p99 latency is {{ $value | humanizeDuration }} over 5 minutes "
+        f"(maximum {t.max_p99_seconds * 1000:g} ms).",
+    ),
+    PromRule(
+        "MloncallValidationFailures", "10m", "warning", "data-quality",
+        "Requests to {{ $labels.model }} fail input validation",
+        expr=lambda t: _share_above(
+            "mloncall_validation_failures_total", _REQUESTS, "10m", t.max_validation_failure_rate
+        ),
+        description=lambda t: "{{ $value | humanizePercentage }} of the requests were refused by input "
+        f"validation (maximum {t.max_validation_failure_rate:.0%}): check the upstream data.",
+    ),
+    PromRule(
+        "MloncallOutOfRangeInputs", "10m", "warning", "data-quality",
+        "{{ $labels.model }} receives values outside the training range",
+        expr=lambda t: _share_above(
+            "mloncall_out_of_range_total", "mloncall_predictions_total", "15m", t.max_out_of_range_rate
+        ),
+        description=lambda t: "{{ $value | humanizePercentage }} out-of-range values per predicted row over "
+        f"15 minutes (maximum {t.max_out_of_range_rate:.0%}).",
+    ),
+    PromRule(
+        "MloncallVolumeDrop", "15m", "warning", "pipeline", "Requests to {{ $labels.model }} dropped",
+        expr=lambda t: f"{_rate(_REQUESTS, '30m')}\n  < {t.min_volume_ratio:g} * {_rate(_REQUESTS, '30m', '1d')}",
+        description=lambda t: f"Request rate is below {t.min_volume_ratio:.0%} of the same time yesterday: "
+        "is a source gone quiet?",
+    ),
+)  # fmt: skip
 
 
 def prometheus_rules(
@@ -158,7 +130,9 @@ def prometheus_rules(
         max_out_of_range_rate=max_out_of_range_rate,
         min_volume_ratio=min_volume_ratio,
     )
-    doc = {"groups": [{"name": "mloncall-serving", "rules": [make(thresholds) for make in SERVING_RULES]}]}
+    doc = {
+        "groups": [{"name": "mloncall-serving", "rules": [rule.render(thresholds) for rule in SERVING_RULES]}]
+    }
     return _HEADER + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120, allow_unicode=True)
 
 

@@ -9,9 +9,10 @@ may `alerts.write` (operator). Notifications queued by a request are sent after 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from mloncall.access.models import Principal
@@ -32,7 +33,6 @@ from mloncall.alerts.schemas import (
 )
 from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
 from mloncall.core.durations import parse_duration
-from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts")
 
@@ -42,14 +42,19 @@ AlertId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="alert id")]
 SilenceId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="silence id")]
 
 
-def _send_later(tasks: BackgroundTasks, ctx: Context) -> None:
-    def run() -> None:
+def _send_later(ctx: CurrentContext, tasks: BackgroundTasks) -> Callable[[], None]:
+    """What a route that may queue notifications calls to have them sent after its answer."""
+
+    def send() -> None:
         try:
             notify.send_pending(ctx)
         except Exception:  # the answer is sent already; the scheduler's next pass retries
             log.exception("sending alert notifications failed")
 
-    tasks.add_task(run)
+    return lambda: tasks.add_task(send)
+
+
+SendLater = Annotated[Callable[[], None], Depends(_send_later)]
 
 
 def _transition(t: service.Transition | None) -> TransitionOut | None:
@@ -171,8 +176,7 @@ def alertmanager_webhook(
     payload: AlertmanagerPayload,
     request: Request,
     session: DbSession,
-    ctx: CurrentContext,
-    tasks: BackgroundTasks,
+    send_later: SendLater,
     principal: Principal = allow("alerts.write"),
 ) -> dict[str, Any]:
     audit_note(request, group_key=payload.groupKey, status=payload.status, alerts=len(payload.alerts))
@@ -180,7 +184,7 @@ def alertmanager_webhook(
         session=session, payload=payload, actor=f"alertmanager:{principal.name}"
     )
     if any(a.transition is not None and a.transition.notify for a in result.alerts):
-        _send_later(tasks, ctx)
+        send_later()
     return result.to_dict()
 
 
@@ -191,14 +195,13 @@ def pagerduty_event(
     event: PagerDutyEvent,
     request: Request,
     session: DbSession,
-    ctx: CurrentContext,
-    tasks: BackgroundTasks,
+    send_later: SendLater,
     principal: Principal = allow("alerts.write"),
 ) -> dict[str, Any]:
     audit_note(request, event_action=event.event_action, dedup_key=event.dedup_key)
     result = inbound.receive_pagerduty(session=session, event=event, actor=f"pagerduty:{principal.name}")
     if result.transition is not None and result.transition.notify:
-        _send_later(tasks, ctx)
+        send_later()
     return result.to_dict()
 
 
@@ -229,14 +232,13 @@ def resolve(
     body: ResolveIn,
     request: Request,
     session: DbSession,
-    ctx: CurrentContext,
-    tasks: BackgroundTasks,
+    send_later: SendLater,
     principal: Principal = allow("alerts.resolve"),
 ) -> AlertChange:
     audit_note(request, note=body.note)
     alert, t = service.resolve(session=session, alert_id=alert_id, note=body.note, actor=principal.name)
     if t.notify:
-        _send_later(tasks, ctx)
+        send_later()
     return AlertChange(alert=AlertOut.from_alert(alert), transition=_transition(t))
 
 
@@ -246,8 +248,7 @@ def close(
     body: CloseIn,
     request: Request,
     session: DbSession,
-    ctx: CurrentContext,
-    tasks: BackgroundTasks,
+    send_later: SendLater,
     principal: Principal = allow("alerts.resolve"),
 ) -> AlertOut:
     audit_note(request, root_cause=body.root_cause, action=body.action)
@@ -259,5 +260,5 @@ def close(
         note=body.note,
         actor=principal.name,
     )
-    _send_later(tasks, ctx)
+    send_later()
     return AlertOut.from_alert(alert)
