@@ -71,6 +71,7 @@ def alerts_table(alerts: Sequence[AlertOut]) -> Table:
         "alerts",
         ["id", "state", "severity", "rule", "model", "runbook", "value", "since", "group", "source"],
         rows,
+        drop_first=("source", "group", "runbook", "value"),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from mloncall.core.outcome import Outcome
 
@@ -42,12 +43,42 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+#: Columns whose cells are never cut: people copy an id, read a state, and search for a name.
+ESSENTIAL_COLUMNS = frozenset(
+    {"id", "state", "status", "severity", "name", "model", "rule", "version", "alias", "principal", "alert"}
+)
+
+
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    drop_first: Sequence[str] = (),
+    width: int | None = None,
+) -> Table:
+    """A table that stays readable in the terminal's width (80 columns included).
+
+    When the cells would not fit, the columns named in `drop_first` are left out, in that order, until they
+    do; essential columns (an id, a state, a name) are never cut, the others wrap.
+    """
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
+    keep = list(range(len(columns)))
+    available = width or out.size.width
+    natural = [max([len(columns[i]), *(Text.from_markup(r[i]).cell_len for r in cells)]) for i in keep]
+    for name in drop_first:
+        if sum(natural[i] + 3 for i in keep) + 1 <= available:
+            break
+        if name in columns:
+            keep.remove(columns.index(name))
     t = Table(title=title, title_justify="left", header_style="bold")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+    for i in keep:
+        if columns[i] in ESSENTIAL_COLUMNS:
+            t.add_column(columns[i], min_width=min(natural[i], 40), overflow="fold")
+        else:
+            t.add_column(columns[i], overflow="fold")
+    for r in cells:
+        t.add_row(*[r[i] for i in keep])
     return t
 
 
