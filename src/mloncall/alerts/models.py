@@ -19,7 +19,7 @@ from mloncall.alerts.states import (
     sql_in,
 )
 from mloncall.core import clock
-from mloncall.stores.db import Base
+from mloncall.stores.db import Base, TransitionEvent
 
 
 class RuleSet(Base):
@@ -122,20 +122,13 @@ class Alert(Base):
         return self.acknowledged_at is not None
 
 
-class AlertEvent(Base):
+class AlertEvent(TransitionEvent, Base):
     """One entry of an alert's history: a state change, an acknowledgement, a close, with the evidence."""
 
     __tablename__ = "alert_events"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     alert_id: Mapped[int] = mapped_column(sa.ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
-    at: Mapped[dt.datetime]
     kind: Mapped[str] = mapped_column(sa.String(32))
-    from_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
-    to_state: Mapped[str] = mapped_column(sa.String(16))
-    actor: Mapped[str] = mapped_column(sa.String(128))
-    reason: Mapped[str] = mapped_column(sa.Text, default="")
-    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
     silence_id: Mapped[int | None] = mapped_column(nullable=True, default=None)
 
     alert: Mapped[Alert] = relationship(back_populates="events")

@@ -8,17 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mloncall.stores.db import Base
+from mloncall.stores.db import Base, NamedEntity
 
 
-class Dataset(Base):
+class Dataset(NamedEntity, Base):
     __tablename__ = "datasets"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    description: Mapped[str] = mapped_column(sa.Text, default="")
-    created_at: Mapped[dt.datetime]
-    created_by: Mapped[str] = mapped_column(sa.String(128))
 
     versions: Mapped[list[DatasetVersion]] = relationship(
         back_populates="dataset", order_by="DatasetVersion.version", cascade="all, delete-orphan"

@@ -27,7 +27,7 @@ from mloncall.data.files import first_line
 from mloncall.data.models import Dataset, DatasetVersion
 from mloncall.data.profile import content_hash, profile
 from mloncall.data.schemas import DatasetSchema
-from mloncall.data.validation import validate
+from mloncall.data.validation import infer_schema, validate
 from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.db import Database, find_one, find_one_or_raise, get_or_raise
 
@@ -162,6 +162,17 @@ def register(
     if not created:
         store.delete(key)
     return dv
+
+
+def register_rows(
+    *, db: Database, store: ArtifactStore, name: str, raw: pd.DataFrame, target: str, origin: str, **how: Any
+) -> tuple[DatasetVersion, pd.DataFrame]:
+    """Infer a schema for raw rows (`target` is the label column), validate them against it and register
+    them as in `register` (`how` holds its `source`, `created_by`, `parents`); `origin` names the rows in
+    error messages. Returns the version and the validated rows."""
+    schema = infer_schema(raw, target=target, source=origin)
+    frame = validate(raw, schema=schema, source=origin, range_margin=None)
+    return register(db=db, store=store, name=name, df=frame, schema=schema, **how), frame
 
 
 def _check_parent_ids(parents: list[int] | None) -> list[int]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from mloncall.access.models import Principal
 from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
 from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
-from mloncall.data import files, service, validation
+from mloncall.data import files, service
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
@@ -52,14 +52,13 @@ def upload(
 ) -> DatasetVersionRead:
     with uploaded_table(request, body) as path:
         raw = files.read_table(path)
-    schema = validation.infer_schema(raw, target=target, source="request body")
-    frame = validation.validate(raw, schema=schema, source="request body", range_margin=None)
-    dv = service.register(
+    dv, _ = service.register_rows(
         db=ctx.db,
         store=ctx.store,
         name=name,
-        df=frame,
-        schema=schema,
+        raw=raw,
+        target=target,
+        origin="request body",
         source="uploaded over HTTP",
         created_by=principal.name,
     )

@@ -9,17 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import mloncall.data.models  # noqa: F401  (model_versions references dataset_versions)
-from mloncall.stores.db import Base
+from mloncall.stores.db import Base, NamedEntity
 
 
-class Model(Base):
+class Model(NamedEntity, Base):
     __tablename__ = "models"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    description: Mapped[str] = mapped_column(sa.Text, default="")
-    created_at: Mapped[dt.datetime]
-    created_by: Mapped[str] = mapped_column(sa.String(128))
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.version", cascade="all, delete-orphan"

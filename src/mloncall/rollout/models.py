@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mloncall.stores.db import Base
+from mloncall.stores.db import Base, TransitionEvent
 
 
 class RolloutState(enum.StrEnum):
@@ -117,20 +117,13 @@ class Rollout(Base):
         return float(self.steps[min(self.step_index, len(self.steps) - 1)]) / 100.0
 
 
-class RolloutEvent(Base):
+class RolloutEvent(TransitionEvent, Base):
     """One transition: when, who, from which state to which, at what weight, why, and the evidence."""
 
     __tablename__ = "rollout_events"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     rollout_id: Mapped[int] = mapped_column(sa.ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
-    at: Mapped[dt.datetime]
-    actor: Mapped[str] = mapped_column(sa.String(128))
-    from_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
-    to_state: Mapped[str] = mapped_column(sa.String(16))
     step_index: Mapped[int]
     weight: Mapped[float] = mapped_column(sa.Float)
-    reason: Mapped[str] = mapped_column(sa.Text, default="")
-    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     rollout: Mapped[Rollout] = relationship(back_populates="events")

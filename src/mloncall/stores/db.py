@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from mloncall.core.errors import InvalidInput, NotFound, StoreUnavailable
@@ -48,6 +48,32 @@ class Base(DeclarativeBase):
     """Base of every table."""
 
     type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: sa.JSON, list[Any]: sa.JSON}
+
+
+class NamedEntity:
+    """The columns every named, owned thing shares (a model, a dataset): an id, a unique name, who made it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(128))
+
+
+class TransitionEvent:
+    """The columns of one recorded state change: when, who, from which state to which, why, the evidence.
+
+    Every state machine of the project (rollouts, alerts, runbook runs) keeps its history in a table made
+    of these columns plus a foreign key to the thing that moved.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    from_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 Row = TypeVar("Row")

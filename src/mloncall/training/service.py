@@ -9,6 +9,7 @@ metrics are `training.estimators`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import platform
 import subprocess
@@ -64,10 +65,14 @@ class TrainingRun:
 
 @dataclass
 class _Log:
-    """The training log, archived with the version for reproducibility."""
+    """One training job: where it writes, who asked, when it started, and its log (archived with the
+    version for reproducibility)."""
 
+    ctx: Context
+    created_by: str
     progress: Progress | None = None
     lines: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
     def __call__(self, message: str) -> None:
         self.lines.append(f"{clock.now().isoformat(timespec='milliseconds')} {message}")
@@ -103,14 +108,30 @@ def _libraries() -> dict[str, str]:
     return libs
 
 
-def _fit(
-    *,
-    log: _Log,
-    train: pd.DataFrame,
-    schema: dict[str, Any],
-    algorithm: str,
-    seed: int,
-) -> Any:
+@dataclass(frozen=True)
+class _Recipe:
+    """How a version is trained; a retrained challenger reuses its champion's."""
+
+    algorithm: str
+    seed: int
+    test_size: float
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A fitted estimator with the rows it was fitted and judged on and its metrics, ready to register."""
+
+    recipe: _Recipe
+    estimator: Any
+    train: pd.DataFrame
+    hold: pd.DataFrame
+    dataset_version: DatasetVersion
+    dataset_name: str
+    metrics: dict[str, Any]
+
+
+def _fit(log: _Log, recipe: _Recipe, *, train: pd.DataFrame, schema: dict[str, Any]) -> Any:
+    algorithm, seed = recipe.algorithm, recipe.seed
     features = [f["name"] for f in schema["features"]]
     target = schema["target"]["name"]
     if train[target].nunique() < 2:
@@ -129,24 +150,10 @@ def _holdout_bytes(hold: pd.DataFrame) -> bytes:
 
 
 def _register(
-    *,
-    ctx: Context,
-    log: _Log,
-    name: str,
-    estimator: Any,
-    train: pd.DataFrame,
-    hold: pd.DataFrame,
-    dataset_version: DatasetVersion,
-    dataset_name: str,
-    algorithm: str,
-    seed: int,
-    test_size: float,
-    metrics: dict[str, Any],
-    created_by: str,
-    description: str,
-    gate: dict[str, Any] | None,
-    started: float,
+    log: _Log, candidate: _Candidate, *, name: str, description: str, gate: dict[str, Any] | None
 ) -> TrainingRun:
+    estimator, train, hold = candidate.estimator, candidate.train, candidate.hold
+    dataset_version, metrics, recipe = candidate.dataset_version, candidate.metrics, candidate.recipe
     schema = dataset_version.schema
     features = [f["name"] for f in schema["features"]]
     log(
@@ -155,14 +162,14 @@ def _register(
     )
     lineage = {
         "dataset": {
-            "name": dataset_name,
+            "name": candidate.dataset_name,
             "version": dataset_version.version,
             "content_hash": dataset_version.content_hash,
             "row_count": dataset_version.row_count,
         },
         "train_rows": len(train),
         "holdout_rows": len(hold),
-        "seed": seed,
+        "seed": recipe.seed,
         "code": _code_version(),
     }
     libraries = _libraries()
@@ -170,14 +177,14 @@ def _register(
     log(f"libraries: {', '.join(f'{k} {v}' for k, v in libraries.items())}")
     new = registry.NewVersion(
         name=name,
-        algorithm=algorithm,
+        algorithm=recipe.algorithm,
         feature_names=features,
         class_labels=list(schema["target"]["classes"]),
         signature=signature_of(train, schema),
         metrics=metrics,
-        params={"algorithm": algorithm, "seed": seed, "test_size": test_size, **estimator_params(estimator)},
+        params={**dataclasses.asdict(recipe), **estimator_params(estimator)},
         lineage=lineage,
-        created_by=created_by,
+        created_by=log.created_by,
         description=description,
         gate=gate,
         dataset_version_id=dataset_version.id,
@@ -185,12 +192,13 @@ def _register(
     log("ONNX conversion checked against scikit-learn on the holdout rows; registering")
     new.extra_files = {HOLDOUT_FILE: _holdout_bytes(hold), LOG_FILE: log.text().encode()}
     X_val = hold[features].to_numpy(np.float64) if len(hold) else train[features].to_numpy(np.float64)
+    ctx = log.ctx
     mv = registry.register_version(db=ctx.db, store=ctx.store, estimator=estimator, X_val=X_val, new=new)
     return TrainingRun(
         model_version=mv,
         dataset_version=dataset_version,
         metrics=metrics,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - log.started,
         log=log.text(),
         gate=gate,
     )
@@ -213,35 +221,35 @@ def train(
 ) -> TrainingRun:
     """Train a classifier on a CSV/Parquet file, a registered dataset (`name[:version]`) or, given neither,
     the bundled Iris data, and register it as the model's next version."""
-    started = time.perf_counter()
+    log = _Log(ctx, created_by, progress)
     check_name(name, "model name")
     build_estimator(algorithm, seed)
     if not 0 < test_size < 1:
         raise InvalidInput(f"test size must be between 0 and 1, got {test_size}")
-    log = _Log(progress)
+    recipe = _Recipe(algorithm, seed, test_size)
     raw, source, dataset_name = _training_data(
         ctx=ctx, name=name, data=data, dataset=dataset, dataset_name=dataset_name
     )
     log(f"read {len(raw)} rows from {source}")
-    schema = data_validation.infer_schema(raw, target=target)
-    frame = data_validation.validate(raw, schema=schema, source=str(data or "iris"), range_margin=None)
-    log(
-        f"validated {len(frame)} rows: {len(schema['features'])} features, classes {schema['target']['classes']}"
-    )
-    dv = data_service.register(
+    dv, frame = data_service.register_rows(
         db=ctx.db,
         store=ctx.store,
         name=dataset_name,
-        df=frame,
-        schema=schema,
+        raw=raw,
+        target=target,
+        origin=str(data or "iris"),
         source=source,
         created_by=created_by,
+    )
+    schema = dv.schema
+    log(
+        f"validated {len(frame)} rows: {len(schema['features'])} features, classes {schema['target']['classes']}"
     )
     log(f"dataset {dataset_name}:{dv.version} content hash {dv.content_hash}")
     frame = frame.assign(**{ROW_COLUMN: np.arange(len(frame))})
     train_rows, hold = split(frame, target, test_size, seed)
     log(f"split {len(train_rows)} train / {len(hold)} holdout rows (stratified, seed {seed})")
-    estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
+    estimator = _fit(log, recipe, train=train_rows, schema=schema)
     features = [f["name"] for f in schema["features"]]
     eval_rows = hold if len(hold) else train_rows
     metrics = evaluate(
@@ -249,24 +257,8 @@ def train(
         estimator.predict(eval_rows[features].to_numpy(np.float64)),
         list(schema["target"]["classes"]),
     )
-    return _register(
-        ctx=ctx,
-        log=log,
-        name=name,
-        estimator=estimator,
-        train=train_rows,
-        hold=hold,
-        dataset_version=dv,
-        dataset_name=dataset_name,
-        algorithm=algorithm,
-        seed=seed,
-        test_size=test_size,
-        metrics=metrics,
-        created_by=created_by,
-        description=description,
-        gate=None,
-        started=started,
-    )
+    candidate = _Candidate(recipe, estimator, train_rows, hold, dv, dataset_name, metrics)
+    return _register(log, candidate, name=name, description=description, gate=None)
 
 
 def _training_data(
@@ -302,39 +294,26 @@ def retrain(
 ) -> TrainingRun:
     """Retrain on the champion's data plus new rows and register the challenger with its gate verdict."""
     label = source_label or str(data)
-    started = time.perf_counter()
     for which, margin in (("recall", recall_margin), ("reference", reference_margin)):
         if not 0 <= margin <= 1:
             raise InvalidInput(f"{which} margin must be between 0 and 1, got {margin}")
-    log = _Log(progress)
+    log = _Log(ctx, created_by, progress)
     champion, base_dv = _champion(ctx=ctx, name=name)
     champion_ref = f"{name}:{champion.version}"
-    algorithm = champion.algorithm
-    seed = int(champion.params.get("seed", 42)) if seed is None else seed
-    test_size = float(champion.params.get("test_size", 0.3))
-    log(f"champion {champion_ref} ({algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
+    recipe = _Recipe(
+        champion.algorithm,
+        int(champion.params.get("seed", 42)) if seed is None else seed,
+        float(champion.params.get("test_size", 0.3)),
+    )
+    log(f"champion {champion_ref} ({recipe.algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
     union, base_rows, dv = _grown_dataset(
-        ctx=ctx,
-        log=log,
-        champion=champion,
-        base_dv=base_dv,
-        data=data,
-        label=label,
-        range_margin=range_margin,
-        created_by=created_by,
+        log, champion=champion, base_dv=base_dv, data=data, label=label, range_margin=range_margin
     )
     schema = base_dv.schema
-    train_rows, hold, champion_rows = _challengesplit(
-        ctx=ctx,
-        log=log,
-        champion=champion,
-        union=union,
-        base_rows=base_rows,
-        target=schema["target"]["name"],
-        test_size=test_size,
-        seed=seed,
+    train_rows, hold, champion_rows = _challenge_split(
+        log, recipe, champion=champion, union=union, base_rows=base_rows, target=schema["target"]["name"]
     )
-    estimator = _fit(log=log, train=train_rows, schema=schema, algorithm=algorithm, seed=seed)
+    estimator = _fit(log, recipe, train=train_rows, schema=schema)
     challenger_metrics, gate = judge_challenger(
         ctx=ctx,
         champion=champion,
@@ -346,24 +325,9 @@ def retrain(
         reference_margin=reference_margin,
     )
     log(f"gate {gate['verdict'].upper()}: {gate['reason']}")
-    return _register(
-        ctx=ctx,
-        log=log,
-        name=name,
-        estimator=estimator,
-        train=train_rows,
-        hold=hold,
-        dataset_version=dv,
-        dataset_name=base_dv.dataset.name,
-        algorithm=algorithm,
-        seed=seed,
-        test_size=test_size,
-        metrics=challenger_metrics,
-        created_by=created_by,
-        description=description or f"retrained from {champion_ref} with {label}",
-        gate=gate,
-        started=started,
-    )
+    candidate = _Candidate(recipe, estimator, train_rows, hold, dv, base_dv.dataset.name, challenger_metrics)
+    description = description or f"retrained from {champion_ref} with {label}"
+    return _register(log, candidate, name=name, description=description, gate=gate)
 
 
 def _champion(*, ctx: Context, name: str) -> tuple[ModelVersion, DatasetVersion]:
@@ -389,15 +353,13 @@ def _champion(*, ctx: Context, name: str) -> tuple[ModelVersion, DatasetVersion]
 
 
 def _grown_dataset(
-    *,
-    ctx: Context,
     log: _Log,
+    *,
     champion: ModelVersion,
     base_dv: DatasetVersion,
     data: Path,
     label: str,
     range_margin: float | None,
-    created_by: str,
 ) -> tuple[pd.DataFrame, int, DatasetVersion]:
     """The champion's rows plus the new ones (validated against its schema), registered as the dataset's next
     version; returns the union, how many of its rows are the champion's, and the new version."""
@@ -408,6 +370,7 @@ def _grown_dataset(
     check_schema = {**schema, "features": champion.signature.get("features", schema["features"])}
     new_rows = data_validation.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
     log(f"validated {len(new_rows)} new rows against {champion_ref}'s schema (range margin {range_margin})")
+    ctx = log.ctx
     base = data_service.read(store=ctx.store, dataset_version=base_dv)
     union = pd.concat([base, new_rows[list(base.columns)]], ignore_index=True)
     union_schema = data_validation.infer_schema(union, target=schema["target"]["name"])
@@ -419,7 +382,7 @@ def _grown_dataset(
         df=union,
         schema=union_schema,
         source=f"{base_dv.dataset.name}:{base_dv.version} + {label}",
-        created_by=created_by,
+        created_by=log.created_by,
         parents=[base_dv.id],
     )
     log(
@@ -428,16 +391,8 @@ def _grown_dataset(
     return union, len(base), dv
 
 
-def _challengesplit(
-    *,
-    ctx: Context,
-    log: _Log,
-    champion: ModelVersion,
-    union: pd.DataFrame,
-    base_rows: int,
-    target: str,
-    test_size: float,
-    seed: int,
+def _challenge_split(
+    log: _Log, recipe: _Recipe, *, champion: ModelVersion, union: pd.DataFrame, base_rows: int, target: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, set[int]]:
     """Training and evaluation rows, and the row numbers of the champion's own holdout among them.
 
@@ -445,11 +400,11 @@ def _challengesplit(
     """
     champion_ref = f"{champion.model.name}:{champion.version}"
     champion_hold = pd.read_parquet(
-        io.BytesIO(registry.read_file(store=ctx.store, model_version=champion, name=HOLDOUT_FILE))
+        io.BytesIO(registry.read_file(store=log.ctx.store, model_version=champion, name=HOLDOUT_FILE))
     )
     union = union.assign(**{ROW_COLUMN: np.arange(len(union))})
     fresh = union.iloc[base_rows:]
-    _, fresh_hold = split(fresh, target, test_size, seed)
+    _, fresh_hold = split(fresh, target, recipe.test_size, recipe.seed)
     champion_rows = set(champion_hold[ROW_COLUMN].astype(int).tolist())
     is_hold = union[ROW_COLUMN].isin(champion_rows | set(fresh_hold[ROW_COLUMN].tolist()))
     log(f"evaluation rows: {len(champion_hold)} from {champion_ref}'s holdout + {len(fresh_hold)} new")
