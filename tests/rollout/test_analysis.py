@@ -116,7 +116,7 @@ def test_accuracy_is_compared_on_the_same_requests() -> None:
 
 
 def test_unpaired_accuracy_drop_must_be_significant() -> None:
-    from mloncall.rollout.analysis import Thresholds, compare, feedback_truth
+    from mloncall.rollout.analysis import Sides, Thresholds, compare, feedback_truth
 
     def rows(version: int, correct: int, n: int, offset: int) -> pa.Table:
         return _log(
@@ -129,9 +129,8 @@ def test_unpaired_accuracy_drop_must_be_significant() -> None:
     def judge(candidate: pa.Table, baseline: pa.Table) -> Outcome:
         ids = candidate.column("id").to_pylist() + baseline.column("id").to_pylist()
         truth = feedback_truth(pa.table({"prediction_id": ids, "label": ["a"] * len(ids)}))
-        checks, _ = compare(candidate=candidate, baseline=baseline, candidate_name="v2", baseline_name="v1",
-                            classes=CLASSES, truth=truth, thresholds=Thresholds(max_class_shift=1.0),
-                            disagreement=False)  # fmt: skip
+        sides = Sides(candidate, baseline, "v2", "v1", Thresholds(max_class_shift=1.0))
+        checks, _ = compare(sides, classes=CLASSES, truth=truth, disagreement=False)
         return next(c for c in checks if c.name == "accuracy").outcome
 
     # 0.89 vs 0.95 on ~100 labels is within noise; 0.70 vs 0.95 on 400 is not.

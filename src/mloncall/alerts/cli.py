@@ -364,9 +364,8 @@ def prometheus_rules(
         raise InvalidInput(f"--max-error-rate must be between 0 and 1, not {max_error_rate}")
     if max_p99_ms <= 0:
         raise InvalidInput(f"--max-p99-ms must be positive, not {max_p99_ms}")
-    text = promrules.prometheus_rules(
-        job=job, max_error_rate=max_error_rate, max_p99_seconds=max_p99_ms / 1000
-    )
+    limits = promrules.Thresholds(job=job, max_error_rate=max_error_rate, max_p99_seconds=max_p99_ms / 1000)
+    text = promrules.prometheus_rules(limits)
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -65,6 +65,26 @@ class PromRule:
         }
 
 
+def _share_rule(
+    alert: str,
+    for_: str,
+    runbook: str,
+    summary: str,
+    part: str,
+    whole: str,
+    window: str,
+    limit: Callable[[Thresholds], float],
+    description: str,
+) -> PromRule:
+    """A warning that fires while one counter's rate is more than a share of another's; `{limit}` in the
+    description is that share."""
+    return PromRule(
+        alert, for_, "warning", runbook, summary,
+        expr=lambda t: _share_above(part, whole, window, limit(t)),
+        description=lambda t: description.replace("{limit}", f"{limit(t):.0%}"),
+    )  # fmt: skip
+
+
 #: The rules of the `mloncall-serving` group, in the order they are written.
 SERVING_RULES: tuple[PromRule, ...] = (
     PromRule(
@@ -85,23 +105,18 @@ SERVING_RULES: tuple[PromRule, ...] = (
         description=lambda t: "p99 latency is {{ $value | humanizeDuration }} over 5 minutes "
         f"(maximum {t.max_p99_seconds * 1000:g} ms).",
     ),
-    PromRule(
-        "MloncallValidationFailures", "10m", "warning", "data-quality",
-        "Requests to {{ $labels.model }} fail input validation",
-        expr=lambda t: _share_above(
-            "mloncall_validation_failures_total", _REQUESTS, "10m", t.max_validation_failure_rate
-        ),
-        description=lambda t: "{{ $value | humanizePercentage }} of the requests were refused by input "
-        f"validation (maximum {t.max_validation_failure_rate:.0%}): check the upstream data.",
+    _share_rule(
+        "MloncallValidationFailures", "10m", "data-quality", "Requests to {{ $labels.model }} fail input validation",
+        "mloncall_validation_failures_total", _REQUESTS, "10m", lambda t: t.max_validation_failure_rate,
+        "{{ $value | humanizePercentage }} of the requests were refused by input validation (maximum {limit}): "
+        "check the upstream data.",
     ),
-    PromRule(
-        "MloncallOutOfRangeInputs", "10m", "warning", "data-quality",
+    _share_rule(
+        "MloncallOutOfRangeInputs", "10m", "data-quality",
         "{{ $labels.model }} receives values outside the training range",
-        expr=lambda t: _share_above(
-            "mloncall_out_of_range_total", "mloncall_predictions_total", "15m", t.max_out_of_range_rate
-        ),
-        description=lambda t: "{{ $value | humanizePercentage }} out-of-range values per predicted row over "
-        f"15 minutes (maximum {t.max_out_of_range_rate:.0%}).",
+        "mloncall_out_of_range_total", "mloncall_predictions_total", "15m", lambda t: t.max_out_of_range_rate,
+        "{{ $value | humanizePercentage }} out-of-range values per predicted row over 15 minutes "
+        "(maximum {limit}).",
     ),
     PromRule(
         "MloncallVolumeDrop", "15m", "warning", "pipeline", "Requests to {{ $labels.model }} dropped",
@@ -112,24 +127,9 @@ SERVING_RULES: tuple[PromRule, ...] = (
 )  # fmt: skip
 
 
-def prometheus_rules(
-    *,
-    job: str = "mloncall",
-    max_error_rate: float = 0.01,
-    max_p99_seconds: float = 0.25,
-    max_validation_failure_rate: float = 0.05,
-    max_out_of_range_rate: float = 0.05,
-    min_volume_ratio: float = 0.5,
-) -> str:
+def prometheus_rules(thresholds: Thresholds | None = None) -> str:
     """A Prometheus alerting rules file over the serving metrics."""
-    thresholds = Thresholds(
-        job=job,
-        max_error_rate=max_error_rate,
-        max_p99_seconds=max_p99_seconds,
-        max_validation_failure_rate=max_validation_failure_rate,
-        max_out_of_range_rate=max_out_of_range_rate,
-        min_volume_ratio=min_volume_ratio,
-    )
+    thresholds = thresholds or Thresholds()
     doc = {
         "groups": [{"name": "mloncall-serving", "rules": [rule.render(thresholds) for rule in SERVING_RULES]}]
     }

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from mloncall.core.errors import Conflict
 from mloncall.core.outcome import Check, Outcome, worst
 from mloncall.registry import service as registry
-from mloncall.rollout.analysis import Thresholds, compare, feedback_truth, window
+from mloncall.rollout.analysis import Sides, Thresholds, compare, feedback_truth, window
 from mloncall.rollout.models import Rollout, RolloutState, Strategy
 from mloncall.rollout.prechecks import SMOKE_TOLERANCE, smoke_test
 from mloncall.rollout.service import serving_logs
@@ -110,16 +110,8 @@ def _no_anomaly(*, rollout: Rollout, baseline: Any, candidate: Any, classes: lis
             Outcome.INCONCLUSIVE,
             f"need traffic on v{old} before and on v{new} after the promotion",
         )
-    compared, skipped = compare(
-        candidate=candidate,
-        baseline=baseline,
-        candidate_name=f"v{new}",
-        baseline_name=f"v{old}",
-        classes=classes,
-        truth=truth,
-        thresholds=Thresholds.from_overrides(rollout.thresholds),
-        disagreement=False,
-    )
+    sides = Sides(candidate, baseline, f"v{new}", f"v{old}", Thresholds.from_overrides(rollout.thresholds))
+    compared, skipped = compare(sides, classes=classes, truth=truth, disagreement=False)
     return Check(
         "no anomaly vs previous",
         worst(c.outcome for c in compared),

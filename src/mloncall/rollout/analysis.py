@@ -171,8 +171,9 @@ def _check(name: str, failed: bool, reason: str, evidence: dict[str, Any]) -> Ch
 
 
 @dataclass(frozen=True)
-class _Sides:
-    """The two sides being compared, by name, and the thresholds that judge them."""
+class Sides:
+    """The two sides being compared (a version's requests each), by name, and the thresholds that judge
+    them: the canary against stable during a rollout, the new version against the previous after one."""
 
     candidate: pa.Table | None
     baseline: pa.Table | None
@@ -181,7 +182,7 @@ class _Sides:
     t: Thresholds
 
 
-def _error_rate(s: _Sides) -> Check:
+def _error_rate(s: Sides) -> Check:
     n_c, n_b = _n(s.candidate), _n(s.baseline)
     e_c = server_errors(s.candidate) / n_c if n_c else 0.0
     e_b = server_errors(s.baseline) / n_b if n_b else 0.0
@@ -193,7 +194,7 @@ def _error_rate(s: _Sides) -> Check:
     )
 
 
-def _latency(s: _Sides) -> Check | str:
+def _latency(s: Sides) -> Check | str:
     p_c, p_b = _p99(s.candidate), _p99(s.baseline)
     if p_c is None or p_b is None:
         return "p99 latency: no baseline requests in the window"
@@ -206,7 +207,7 @@ def _latency(s: _Sides) -> Check | str:
     )
 
 
-def _disagreement(s: _Sides) -> Check | str:
+def _disagreement(s: Sides) -> Check | str:
     shadow = None
     if s.candidate is not None and "shadow_label" in s.candidate.column_names:
         shadow = s.candidate.filter(pc.is_valid(s.candidate.column("shadow_label")))
@@ -223,7 +224,7 @@ def _disagreement(s: _Sides) -> Check | str:
     )
 
 
-def _class_mix(s: _Sides, classes: list[str]) -> Check | str:
+def _class_mix(s: Sides, classes: list[str]) -> Check | str:
     cc, bc = class_counts(s.candidate, classes), class_counts(s.baseline, classes)
     if cc.sum() == 0 or bc.sum() == 0:
         return "class mix: no predictions on one side"
@@ -241,7 +242,7 @@ def _class_mix(s: _Sides, classes: list[str]) -> Check | str:
     )
 
 
-def _paired_accuracy(s: _Sides, truth: Truth) -> Check | None:
+def _paired_accuracy(s: Sides, truth: Truth) -> Check | None:
     """On the same labelled requests (the baseline's shadow scores), when there are enough of them."""
     paired = paired_accuracy(s.candidate, truth) if s.candidate is not None else None
     if paired is None or paired[0].labelled < s.t.min_labels:
@@ -257,7 +258,7 @@ def _paired_accuracy(s: _Sides, truth: Truth) -> Check | None:
     )
 
 
-def _unpaired_accuracy(s: _Sides, truth: Truth) -> Check | str:
+def _unpaired_accuracy(s: Sides, truth: Truth) -> Check | str:
     """Each side on its own labelled requests: the drop must also be significant."""
     acc_c, acc_b = _accuracy(s.candidate, truth), _accuracy(s.baseline, truth)
     n_lc, n_lb = acc_c.labelled, acc_b.labelled
@@ -288,20 +289,11 @@ def _accuracy(rows: pa.Table | None, truth: Truth) -> Accuracy:
 
 
 def compare(
-    *,
-    candidate: pa.Table | None,
-    baseline: pa.Table | None,
-    candidate_name: str,
-    baseline_name: str,
-    classes: list[str],
-    truth: Truth,
-    thresholds: Thresholds,
-    disagreement: bool = True,
+    sides: Sides, *, classes: list[str], truth: Truth, disagreement: bool = True
 ) -> tuple[list[Check], list[str]]:
     """Judge the candidate's rows against the baseline's: error rate, p99 latency, disagreement, class mix,
     accuracy (on the same requests when the baseline shadow-scored them). Returns the checks and the names of
     metrics skipped for lack of data."""
-    sides = _Sides(candidate, baseline, candidate_name, baseline_name, thresholds)
     paired = _paired_accuracy(sides, truth) if disagreement else None
     judged = [
         _error_rate(sides),
@@ -344,14 +336,7 @@ def analyse_canary(
     traffic = Check(
         "traffic", Outcome.SUCCESSFUL, f"{counts['canary']} canary requests (>= {min_requests})", counts
     )
-    checks, skipped = compare(
-        candidate=canary_rows,
-        baseline=stable_rows,
-        candidate_name=f"v{canary}",
-        baseline_name=f"v{stable}",
-        classes=classes,
-        truth=feedback_truth(feedback),
-        thresholds=thresholds,
-    )
+    sides = Sides(canary_rows, stable_rows, f"v{canary}", f"v{stable}", thresholds)
+    checks, skipped = compare(sides, classes=classes, truth=feedback_truth(feedback))
     checks.insert(0, traffic)
     return Analysis(worst(c.outcome for c in checks), checks, skipped, counts, step_since, until)
