@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -42,21 +42,17 @@ def train(
     from mloncall.training import service
 
     _train_and_report(
+        service.train,
         f"training {name}",
         json_out,
-        lambda ctx, step: service.train(
-            ctx=ctx,
-            name=name,
-            data=data,
-            dataset_name=dataset,
-            target=target,
-            algorithm=algorithm.lower(),
-            seed=seed,
-            test_size=test_size,
-            created_by=console.actor(),
-            description=description,
-            progress=step,
-        ),
+        name=name,
+        data=data,
+        dataset_name=dataset,
+        target=target,
+        algorithm=algorithm.lower(),
+        seed=seed,
+        test_size=test_size,
+        description=description,
     )
 
 
@@ -85,32 +81,29 @@ def retrain(
     from mloncall.training import service
 
     run = _train_and_report(
+        service.retrain,
         f"retraining {name}",
         json_out,
-        lambda ctx, step: service.retrain(
-            ctx=ctx,
-            name=name,
-            data=data,
-            seed=seed,
-            recall_margin=recall_margin,
-            reference_margin=reference_margin,
-            range_margin=range_margin,
-            created_by=console.actor(),
-            description=description,
-            progress=step,
-        ),
+        name=name,
+        data=data,
+        seed=seed,
+        recall_margin=recall_margin,
+        reference_margin=reference_margin,
+        range_margin=range_margin,
+        description=description,
     )
     if run.gate and run.gate["verdict"] != "pass":
         raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
 
 
 def _train_and_report(
-    title: str, json_out: bool, job: Callable[[Context, Callable[[str], None]], TrainingRun]
+    job: Callable[..., TrainingRun], title: str, json_out: bool, **options: Any
 ) -> TrainingRun:
-    """Run a training job in the initialised installation with a progress line, then show its version."""
+    """Run a training job (`train` or `retrain` of the service, given its options) in the initialised
+    installation with a progress line, then show the version it registered."""
     with installation(create=True) as ctx:
         with console.progress(title, enabled=not json_out) as step:
-            run = job(ctx, step)
+            run = job(ctx=ctx, created_by=console.actor(), progress=step, **options)
         _report(ctx, run, json_out)
     return run
 
