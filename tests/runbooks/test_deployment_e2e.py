@@ -14,8 +14,18 @@ from tests.rollout.conftest import ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live-server")]
 
-FAST = ["-p", "steps=50,100", "-p", "step_duration=2s", "-p", "min_requests=30", "-p", "health_window=3s",
-        "-p", "timeout=120s"]  # fmt: skip
+FAST = [
+    "-p",
+    "steps=50,100",
+    "-p",
+    "step_duration=2s",
+    "-p",
+    "min_requests=30",
+    "-p",
+    "health_window=3s",
+    "-p",
+    "timeout=120s",
+]
 
 
 def _states(run: dict) -> dict[str, str]:  # type: ignore[type-arg]
@@ -32,10 +42,16 @@ def test_a_good_version_is_deployed_and_accepted(
     run = json.loads(res.stdout)
     assert (run["state"], run["outcome"]) == ("finished", "successful"), run["acceptance"]
     assert _states(run) == {
-        "verify": "successful", "configure": "successful", "load": "successful", "smoke": "successful",
-        "rollout": "successful", "health": "successful", "rollback-plan": "successful",
-        "rollback-verified": "successful", "rollback-exercised": "skipped",
-    }  # fmt: skip
+        "verify": "successful",
+        "configure": "successful",
+        "load": "successful",
+        "smoke": "successful",
+        "rollout": "successful",
+        "health": "successful",
+        "rollback-plan": "successful",
+        "rollback-verified": "successful",
+        "rollback-exercised": "skipped",
+    }
     rollout = next(s for s in run["steps"] if s["name"] == "rollout")
     assert rollout["confirmation"]["by"] and "canary rollout" in rollout["confirmation"]["question"]
     assert rollout["evidence"]["before"]["outcome"] == "successful"  # the precondition, recorded before
@@ -55,7 +71,9 @@ def test_a_bad_model_ends_failed_with_the_rollback_done_and_recorded(
 ) -> None:
     _server, traffic = served
     bad = iris.iris_frame()
-    bad["species"] = bad["species"].map({"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"})
+    bad["species"] = bad["species"].map(
+        {"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"}
+    )
     ok("train", "iris-classifier", "--data", str(write_csv(tmp_path / "bad.csv", bad)), env=cli_env)
     res = run_cli("runbook", "run", "deployment", "iris-classifier:2", *FAST, "--yes", "--json", env=cli_env)
     assert res.returncode == 1, res.stderr

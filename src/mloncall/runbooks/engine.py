@@ -248,7 +248,7 @@ def _drive(rc: RunContext) -> None:
         if not _needs_running(spec, row):
             continue
         rc.step_name = spec.name
-        verdict = _execute_step(rc, spec, row.state)
+        verdict = _execute_step(rc, spec, row)
         if verdict != CONTINUE:
             return
     finish(rc)
@@ -260,14 +260,14 @@ def _needs_running(spec: Step, row: RunbookStep) -> bool:
     return row.state == StepState.FAILED and (spec.stop_on_failure or row.error is not None)
 
 
-def _execute_step(rc: RunContext, spec: Step, state: str) -> str:
-    interrupted = state == StepState.RUNNING
+def _execute_step(rc: RunContext, spec: Step, row: RunbookStep) -> str:
+    interrupted = row.state == StepState.RUNNING
     if spec.kind == StepKind.MANUAL:
         return _manual(rc, spec)
     if spec.kind != StepKind.ACTION:
         return _run_body(rc, spec, spec.run, extra={"resumed": True} if interrupted else {})
-    if interrupted and not spec.idempotent:
-        return _recover(rc, spec)
+    if not spec.idempotent and row.started_at is not None:
+        return _recover(rc, spec)  # it ran before, maybe in part: never again without a look and a person
     before = _precondition(rc, spec)
     if before is not None and not before.passed:
         return _fail(
