@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -126,7 +127,7 @@ def _start(ctx: Context, confirmer: Any, **params: Any) -> int:
 
 def test_bad_input_is_refused_before_anything_runs(any_ctx: Context) -> None:
     yes = Unattended("alice", yes=True)
-    with pytest.raises(NotFound, match="no runbook 'nope': known runbooks are .*deployment"):
+    with pytest.raises(NotFound, match=r"no runbook 'nope': known runbooks are .*deployment"):
         engine.start(any_ctx, runbook="nope", params={}, confirmer=yes)
     for params, positional, message in [
         ({}, [], "needs model"),
@@ -136,7 +137,7 @@ def test_bad_input_is_refused_before_anything_runs(any_ctx: Context) -> None:
         ({"model": "x"}, ["iris"], "given twice"),
         ({}, ["iris", "extra"], "takes 1 argument"),
     ]:
-        with pytest.raises(InvalidInput, match=message):
+        with pytest.raises(InvalidInput, match=re.escape(message)):
             engine.start(any_ctx, runbook="test-book", params=params, positional=positional, confirmer=yes)
     with pytest.raises(InvalidInput, match="strategy=.*use one of canary, direct"):
         catalog.get_runbook("deployment").parse_params({"strategy": "yolo"}, ["m:2"])
@@ -152,7 +153,7 @@ def test_a_run_records_every_step_and_resuming_it_finished_is_refused(any_ctx: C
     assert act[3]["after"] == {"changed": True} and act[4]["by"] == "alice"
     assert run["steps"]["note"][4]["note"] == "checked the dashboard"
     assert CALLS == ["look", "act", "after"]
-    with pytest.raises(Conflict, match="finished successful .*nothing to resume"):
+    with pytest.raises(Conflict, match=r"finished successful .*nothing to resume"):
         engine.resume(any_ctx, rid, confirmer=Answers())
     from mloncall.access import service as access
 
