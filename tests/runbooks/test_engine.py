@@ -139,7 +139,7 @@ def test_bad_input_is_refused_before_anything_runs(any_ctx: Context) -> None:
     ]:
         with pytest.raises(InvalidInput, match=re.escape(message)):
             engine.start(any_ctx, runbook="test-book", params=params, positional=positional, confirmer=yes)
-    with pytest.raises(InvalidInput, match="strategy=.*use one of canary, direct"):
+    with pytest.raises(InvalidInput, match=r"strategy=.*use one of canary, direct"):
         catalog.get_runbook("deployment").parse_params({"strategy": "yolo"}, ["m:2"])
     assert CALLS == []
 
