@@ -30,7 +30,7 @@ def _load() -> None:
     """The project's runbooks, imported when first asked for (they pull in the domains' services)."""
     if "deployment" in RUNBOOKS:
         return
-    from mloncall.runbooks import deployment
+    from mloncall.runbooks import deployment, monitoring
 
-    for book in (deployment.RUNBOOK,):
+    for book in (deployment.RUNBOOK, monitoring.RUNBOOK):
         RUNBOOKS.setdefault(book.name, book)

@@ -166,14 +166,17 @@ def start(
 ) -> int:
     """Create a run of the named runbook with checked parameters, execute it; returns its id."""
     book = get_runbook(runbook)
-    parsed = book.parse_params(params, positional)
     if book.needs_alert and alert_id is None:
         raise InvalidInput(f"runbook {book.name} works on an alert: give --alert ID")
+    given = dict(params)
     with ctx.db.session() as s:
         if alert_id is not None:
             from mloncall.alerts import service as alerts
 
-            alerts.get_alert_or_raise(session=s, alert_id=alert_id)
+            alert = alerts.get_alert_or_raise(session=s, alert_id=alert_id)
+            if any(p.name == "model" for p in book.params) and alert.model and not given.get("model"):
+                given["model"] = alert.model
+        parsed = book.parse_params(given, positional)
         run = service.create_run(
             session=s, runbook=book, params=parsed, actor=confirmer.actor, alert_id=alert_id
         )
