@@ -38,7 +38,7 @@ def test_kill_9_in_the_middle_of_retraining_then_resume_repeats_nothing(
     ok("models", "alias", "set", "iris-classifier", "production", "1", env=cli_env)
     data = new_samples_csv(tmp_path)
     fast = ["-p", "steps=50,100", "-p", "step_duration=4s", "-p", "min_requests=30", "-p", "health_window=3s"]
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
