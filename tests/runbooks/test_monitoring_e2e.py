@@ -44,6 +44,9 @@ def test_a_false_alarm_ends_with_a_silence_and_the_alert_closed(
         time.sleep(0.5)
     time.sleep(3)  # the workers flush their prediction logs every couple of seconds
     alert_id = _fire(cli_env)
+    assert f"mloncall runbook run monitoring --alert {alert_id}" in ok(
+        "alerts", "show", str(alert_id), env=cli_env
+    )
     res = run_cli("runbook", "run", "monitoring", "--alert", str(alert_id), "--yes", "--json", env=cli_env)
     assert res.returncode == 0, res.stderr + res.stdout[-3000:]
     run = json.loads(res.stdout)
