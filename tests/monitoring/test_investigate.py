@@ -59,6 +59,7 @@ def test_assessment_table(
         service=service,
         recent_deploy=deploy,
         drifted_share=share,
+        previous_ok=deploy,  # in these histories the version before the deploy verifies and was healthy
     )
     assert got == expected
 

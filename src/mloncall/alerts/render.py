@@ -136,6 +136,8 @@ def print_alert(d: AlertDetail) -> None:
     for key in ("summary", "description"):
         if d.annotations.get(key):
             console.out.print(f"  {d.annotations[key]}")
+    if d.runbook and d.state != "closed":
+        console.out.print(f"  runbook: [bold]mloncall runbook run {d.runbook} --alert {d.id}[/]")
     console.out.print(_facts(d))
     check = d.last_check
     if check:

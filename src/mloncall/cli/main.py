@@ -79,6 +79,7 @@ _mount(rollout_cli.app)
 _mount(alerts_cli.app, "alerts")
 _mount(alerts_cli.monitor_app, "monitor")
 _mount(runbooks_cli.app)
+_mount(runbooks_cli.runbook_app, "runbook")
 _mount(demo_cli.app)
 
 

@@ -1,14 +1,9 @@
 """Runbook 3 as one command: review an alert, investigate inputs and outputs, tell drift from degradation
 from bad input data from a false alarm, and recommend the action.
 
-| drift | accuracy | data quality | assessment | recommended action |
-| --- | --- | --- | --- | --- |
-| any | any | failing | bad input data | fix upstream data (runbooks 4 and 6) |
-| a few features | dropped | ok | drift and degradation | fix upstream data: a few inputs moving at once is a changed source, not a changed world |
-| most features | dropped | ok | drift and degradation | retrain on recent labelled data: the population moved |
-| no | dropped | ok | degradation without drift | rollback if a deploy preceded it, else retrain (the relation changed) |
-| yes | stable or unknown | ok | drift without degradation | check the upstream source of the drifted features; retrain if accuracy drops |
-| no | stable or unknown | ok | likely false alarm | silence the alert and tune the rule |
+The assessment and the action follow the table in `runbooks.decision` (drift, an accuracy drop, data
+quality, service health, a recent deploy, a previous version that verifies and was healthy, whether labels
+arrive). Rollback is recommended only when such a previous version exists.
 
 Everything is judged on the version in production (the routed stable version): an aborted canary's rows in
 the same window are shown but do not decide. A recent deploy means a rollout promoted within
@@ -35,6 +30,7 @@ from mloncall.monitoring import service as monitoring
 from mloncall.monitoring.drift import DriftReport, VersionDrift
 from mloncall.rollout import service as rollouts
 from mloncall.rollout.models import Rollout
+from mloncall.runbooks import decision
 from mloncall.serving import service as routing
 from mloncall.stores.context import Context
 
@@ -68,6 +64,8 @@ class Evidence:
     service: list[Check]
     recent_deploy: dict[str, Any] | None
     canary: dict[str, Any] | None
+    #: the version a rollback would return to: {"version", "ok", "why"} (`decision`: rollback needs ok)
+    previous: dict[str, Any]
 
     @property
     def production_drift(self) -> VersionDrift | None:
@@ -97,6 +95,7 @@ class Investigation(Evidence):
             "service": [c.to_dict() for c in self.service],
             "canary": self.canary,
             "recent_deploy": self.recent_deploy,
+            "previous": self.previous,
             "assessment": self.assessment,
             "recommendation": self.recommendation.to_dict(),
             "findings": self.findings,
@@ -155,6 +154,7 @@ def gather_evidence(
     accuracy = run("accuracy")
     service = [run(k) for k in SERVICE_KINDS]
     recent = _recent_rollouts(ctx, model)
+    deploy = _recent_deploy(recent, until)
     return Evidence(
         model=model,
         since=since,
@@ -164,8 +164,11 @@ def gather_evidence(
         quality=quality,
         accuracy=accuracy,
         service=service,
-        recent_deploy=_recent_deploy(recent, until),
+        recent_deploy=deploy,
         canary=_last_canary(recent),
+        previous=previous_version(
+            ctx=ctx, model=model, deploy=deploy, production=production, span=span, until=until
+        ),
     )
 
 
@@ -300,6 +303,9 @@ def assess_evidence(evidence: Evidence) -> tuple[str, str]:
         service=evidence.service,
         recent_deploy=evidence.recent_deploy is not None,
         drifted_share=len(drifted_features(evidence.drift, evidence.production)) / n_features,
+        previous_ok=bool(evidence.previous.get("ok")),
+        labels_arriving=bool(evidence.accuracy.evidence.get("feedback_rows", 1)),
+        previous_why=str(evidence.previous.get("why", "")),
     )
 
 
@@ -311,27 +317,74 @@ def assess(
     service: list[Check],
     recent_deploy: bool,
     drifted_share: float = 0.0,
+    previous_ok: bool = False,
+    labels_arriving: bool = True,
+    previous_why: str = "",
 ) -> tuple[str, str]:
-    """(assessment, action) from the monitors' outcomes, following the table in the module docstring."""
-    bad_data = [c for c in quality if c.outcome is Outcome.FAILED and c.name != "volume"]
-    service_bad = any(c.outcome is Outcome.FAILED for c in service)
-    drifted = drift is Outcome.FAILED
-    degraded = accuracy is Outcome.FAILED
-    if bad_data:
-        return "bad input data", "fix upstream data"
-    if service_bad and recent_deploy:
-        return "service degradation after a deploy", "rollback"
-    if drifted and degraded:
-        return "drift and degradation", "fix upstream data" if drifted_share <= 0.5 else "retrain"
-    if degraded:
-        return "degradation without drift", "rollback" if recent_deploy else "retrain"
-    if drifted:
-        return "drift without degradation", "check upstream data"
-    if service_bad:
-        return "service degradation", "scale or investigate the server"
-    if any(c.outcome is Outcome.FAILED for c in quality):
-        return "traffic dropped", "check upstream data"
-    return "likely false alarm", "silence as false alarm"
+    """(assessment, action) from the monitors' outcomes, following `decision`'s table."""
+    found = decision.decide(
+        decision.Facts(
+            data_quality_failing=any(c.outcome is Outcome.FAILED and c.name != "volume" for c in quality),
+            service_failing=any(c.outcome is Outcome.FAILED for c in service),
+            drift=drift is Outcome.FAILED,
+            accuracy_drop=accuracy is Outcome.FAILED,
+            recent_deploy=recent_deploy,
+            previous_ok=previous_ok,
+            labels_arriving=labels_arriving,
+            drifted_share=drifted_share,
+            traffic_dropped=any(c.outcome is Outcome.FAILED and c.name == "volume" for c in quality),
+            previous_why=previous_why or "no previous version verified healthy",
+        )
+    )
+    return found.assessment, found.action
+
+
+def previous_version(
+    *,
+    ctx: Context,
+    model: str,
+    deploy: dict[str, Any] | None,
+    production: int | None,
+    span: dt.timedelta,
+    until: dt.datetime,
+) -> dict[str, Any]:
+    """The version a rollback would return to, whether its artifacts verify, and whether it was healthy
+    on comparable traffic (its own, over the same span, before the deploy)."""
+    from mloncall.registry import service as registry
+
+    with ctx.db.session() as s:
+        alias = registry.get_alias(session=s, name=model, alias="previous")
+        version = deploy["from_version"] if deploy else (alias.model_version.version if alias else None)
+        if version is None or version == production:
+            return {
+                "version": None,
+                "ok": False,
+                "why": f"there is no previous version: v{production} is the only one ever in production",
+            }
+        mv = registry.get_version_or_raise(session=s, name=model, version=version)
+        intact = registry.verify(store=ctx.store, model_version=mv).check
+    if not intact.passed:
+        return {
+            "version": version,
+            "ok": False,
+            "why": f"previous v{version} does not verify: {intact.reason}",
+        }
+    before = dt.datetime.fromisoformat(deploy["at"]) if deploy and deploy.get("at") else until - span
+    checks = [
+        focus_on(
+            monitoring.run_monitor(ctx=ctx, kind=k, model=model, window=span, params={}, now=before), version
+        )
+        for k in ("accuracy", "error_rate")
+    ]
+    healthy = all(c.outcome is not Outcome.FAILED for c in checks) and any(c.passed for c in checks)
+    why = "; ".join(f"{c.name}: {c.reason}" for c in checks)
+    return {
+        "version": version,
+        "ok": healthy,
+        "why": f"previous v{version} "
+        + ("was healthy" if healthy else "was not shown healthy")
+        + f" ({why})",
+    }
 
 
 def drifted_features(drift: DriftReport, version: int | None = None) -> list[str]:
@@ -377,10 +430,11 @@ def recommend(*, action: str, evidence: Evidence, alert: Alert | None = None) ->
         f"mloncall investigate {alert.id} --root-cause '...' --action '{action}'" if alert is not None else ""
     )
     if action == "rollback":
-        assert deploy is not None  # rollback is only recommended after a recent deploy
+        previous = evidence.previous  # rollback is decided only when a verified, healthy previous exists
+        went_live = f"v{deploy['to_version']} went live before the problem; " if deploy else ""
         return Recommendation(
             action,
-            f"v{deploy['to_version']} went live before the problem; v{deploy['from_version']} was healthy",
+            f"{went_live}v{previous['version']} verifies and {previous['why'].split(' ', 2)[-1]}",
             f"mloncall rollback {model} --reason '{ref}'",
         )
     if action == "fix upstream data":
@@ -396,9 +450,10 @@ def recommend(*, action: str, evidence: Evidence, alert: Alert | None = None) ->
             "check the upstream source and pipeline, then " + (close or "re-run the monitors"),
         )
     if action == "retrain":
+        no_rollback = f"; no rollback: {evidence.previous['why']}" if deploy else ""
         return Recommendation(
             action,
-            "accuracy dropped on current data; a model trained on it should recover",
+            "accuracy dropped on current data; a model trained on it should recover" + no_rollback,
             f"mloncall retrain {model} --data RECENT_LABELLED.csv",
         )
     if action == "check upstream data":

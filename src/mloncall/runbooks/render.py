@@ -1,9 +1,13 @@
-"""What `mloncall investigate` prints: the alert, the drift table, the checks, the assessment and the action."""
+"""What the runbook commands print: an investigation (the alert, drift, checks, assessment, action), the
+runbooks, and a run's steps and acceptance."""
 
 from __future__ import annotations
 
+from rich.table import Table
+
 from mloncall.core import console
 from mloncall.runbooks.investigate import Investigation
+from mloncall.runbooks.spec import Runbook
 
 DRIFT_COLUMNS = [
     "version",
@@ -81,3 +85,113 @@ def _print_outputs(found: Investigation) -> None:
 
 def _f(v: object) -> str:
     return f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+# --- runbook runs ------------------------------------------------------------------------------------------
+
+STATE_STYLE = {
+    "successful": "green",
+    "failed": "red",
+    "inconclusive": "yellow",
+    "waiting": "magenta",
+    "running": "cyan",
+    "skipped": "dim",
+    "pending": "dim",
+    "stopped": "red",
+    "finished": "green",
+}
+
+
+def styled(state: str | None) -> str:
+    return f"[{STATE_STYLE.get(state or '', 'white')}]{state or '-'}[/]"
+
+
+def steps_table(record: dict[str, object]) -> Table:
+    """The steps of a run: number, name, kind, state, what it found."""
+    steps = record["steps"]
+    assert isinstance(steps, list)
+    rows = [
+        [s["position"], s["name"], s["kind"], styled(s["state"]), (s["error"] or s["reason"] or "")[:160]]
+        for s in steps
+    ]
+    title = f"run #{record['id']} {record['runbook']} on {record['target']}: {record['state']}"
+    if record.get("outcome"):
+        title += f" ({record['outcome']})"
+    return console.table(title, ["#", "name", "kind", "state", "result"], rows)
+
+
+def print_run(record: dict[str, object]) -> None:
+    console.out.print(steps_table(record))
+    acceptance = record.get("acceptance") or {}
+    assert isinstance(acceptance, dict)
+    if acceptance:
+        rows = [[c["name"], styled(c["outcome"]), c["reason"][:200]] for c in acceptance["checks"]]
+        console.out.print(console.table("acceptance", ["criterion", "result", "evidence"], rows))
+    console.out.print(f"{record['state']}: {record['reason']}")
+
+
+def print_runs(records: list[dict[str, object]]) -> None:
+    rows = [
+        [
+            r["id"],
+            r["runbook"],
+            r["target"],
+            styled(str(r["state"])),
+            r["outcome"] or "-",
+            r["started_by"],
+            str(r["created_at"])[:19],
+        ]
+        for r in records
+    ]
+    console.out.print(
+        console.table(
+            "runbook runs",
+            ["id", "runbook", "target", "state", "outcome", "by", "started"],
+            rows,
+            drop_first=("by", "target"),
+        )
+    )
+
+
+def print_catalog(books: list[Runbook]) -> None:
+    rows = [
+        [
+            b.name,
+            b.title,
+            len(b.steps),
+            " ".join(p.name.upper() for p in b.params if p.positional)
+            + (" --alert ID" if b.needs_alert else ""),
+        ]
+        for b in books
+    ]
+    console.out.print(console.table("runbooks", ["name", "title", "steps", "arguments"], rows))
+
+
+def print_runbook(b: Runbook) -> None:
+    console.out.print(
+        f"[bold]{b.name}[/]: {b.title}\n[bold]Scenario[/] {b.scenario}\n[bold]Objective[/] {b.objective}"
+    )
+    console.out.print(
+        console.table(
+            "parameters",
+            ["name", "type", "default", "meaning"],
+            [
+                [
+                    p.name + (" (required)" if p.required else ""),
+                    p.type,
+                    "-" if p.default is None else p.default,
+                    p.help,
+                ]
+                for p in b.params
+            ],
+        )
+    )
+    console.out.print(
+        console.table(
+            "steps",
+            ["#", "name", "kind", "title"],
+            [[i, s.name, s.kind, s.title] for i, s in enumerate(b.steps, 1)],
+        )
+    )
+    console.out.print("[bold]Acceptance[/]\n" + "\n".join(f"  - {c.name}" for c in b.acceptance))
+    console.out.print("[bold]Contacts[/]\n" + "\n".join(f"  - {c}" for c in b.contacts))

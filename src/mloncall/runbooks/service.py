@@ -1,0 +1,189 @@
+"""Runs and their steps in the metadata database: create, read, and move them, each move recorded in the
+run's timeline and in the audit log. Functions take a session and never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mloncall.access import service as access
+from mloncall.core import clock
+from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.runbooks.models import RunbookEvent, RunbookRun, RunbookStep
+from mloncall.runbooks.spec import Runbook
+from mloncall.runbooks.states import RunState, StepState, check_run_move, check_step_move
+from mloncall.stores.db import get_or_raise
+
+
+def create_run(
+    *,
+    session: Session,
+    runbook: Runbook,
+    params: dict[str, Any],
+    actor: str,
+    alert_id: int | None = None,
+    parent: RunbookRun | None = None,
+    parent_step: str | None = None,
+) -> RunbookRun:
+    """A new run of the runbook, every step pending, its start in the timeline and the audit log."""
+    now = clock.now()
+    run = RunbookRun(
+        runbook=runbook.name,
+        target=runbook.target(params),
+        params=params,
+        state=RunState.RUNNING,
+        started_by=actor,
+        alert_id=alert_id,
+        parent_id=parent.id if parent is not None else None,
+        parent_step=parent_step,
+        created_at=now,
+        updated_at=now,
+        reason="started",
+    )
+    run.steps = [
+        RunbookStep(position=i, name=s.name, kind=s.kind, title=s.title, state=StepState.PENDING)
+        for i, s in enumerate(runbook.steps, start=1)
+    ]
+    session.add(run)
+    session.flush()
+    why = f"started on {run.target}" + (f" as part of run #{parent.id}" if parent is not None else "")
+    _record(session, run, step=None, from_state=None, to_state=RunState.RUNNING, actor=actor, reason=why)
+    return run
+
+
+def get_run_or_raise(*, session: Session, run_id: int) -> RunbookRun:
+    return get_or_raise(session, RunbookRun, run_id, what="runbook run")
+
+
+def list_runs(*, session: Session, runbook: str | None = None, limit: int = 50) -> Sequence[RunbookRun]:
+    """Runs newest first, optionally of one runbook."""
+    if limit < 1:
+        raise InvalidInput(f"limit must be at least 1, not {limit}")
+    stmt = sa.select(RunbookRun)
+    if runbook is not None:
+        stmt = stmt.where(RunbookRun.runbook == runbook)
+    return session.scalars(stmt.order_by(RunbookRun.id.desc()).limit(limit)).all()
+
+
+def child_run(*, session: Session, parent_id: int, step: str) -> RunbookRun | None:
+    """The sub-run a parent's step started, if any."""
+    return session.scalars(
+        sa.select(RunbookRun)
+        .where(RunbookRun.parent_id == parent_id, RunbookRun.parent_step == step)
+        .order_by(RunbookRun.id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def children(*, session: Session, run_id: int) -> Sequence[RunbookRun]:
+    return session.scalars(
+        sa.select(RunbookRun).where(RunbookRun.parent_id == run_id).order_by(RunbookRun.id)
+    ).all()
+
+
+def root_id(*, session: Session, run: RunbookRun) -> int:
+    """The id of the run at the top of this run's tree (the one that holds the lease)."""
+    current = run
+    while current.parent_id is not None:
+        parent = session.get(RunbookRun, current.parent_id)
+        if parent is None:
+            break
+        current = parent
+    return current.id
+
+
+def step_of(run: RunbookRun, name: str) -> RunbookStep:
+    for s in run.steps:
+        if s.name == name:
+            return s
+    raise NotFound(f"run #{run.id} has no step {name!r}")
+
+
+def move_step(
+    *,
+    session: Session,
+    step: RunbookStep,
+    to_state: StepState,
+    actor: str,
+    reason: str,
+    **fields: Any,
+) -> RunbookStep:
+    """Move a step (the allowed moves are `states.STEP_TRANSITIONS`), set its fields, record the move."""
+    check_step_move(step.name, step.state, to_state)
+    before = step.state
+    now = clock.now()
+    if to_state == StepState.RUNNING:
+        step.started_at = now
+        step.finished_at = None
+        step.attempts = (step.attempts or 0) + 1
+        step.error = None
+    if to_state in (StepState.SUCCESSFUL, StepState.INCONCLUSIVE, StepState.FAILED, StepState.SKIPPED):
+        step.finished_at = now
+    step.state = to_state
+    step.actor = actor
+    step.reason = reason
+    for key, value in fields.items():
+        setattr(step, key, value)
+    step.run.updated_at = now
+    _record(
+        session, step.run, step=step.name, from_state=before, to_state=to_state, actor=actor, reason=reason
+    )
+    return step
+
+
+def move_run(
+    *,
+    session: Session,
+    run: RunbookRun,
+    to_state: RunState,
+    actor: str,
+    reason: str,
+    outcome: str | None = None,
+) -> RunbookRun:
+    check_run_move(run.id, run.state, to_state)
+    before = run.state
+    run.state = to_state
+    run.reason = reason
+    run.updated_at = clock.now()
+    if to_state == RunState.FINISHED:
+        run.finished_at = run.updated_at
+        run.outcome = outcome
+    _record(session, run, step=None, from_state=before, to_state=to_state, actor=actor, reason=reason)
+    return run
+
+
+def _record(
+    session: Session,
+    run: RunbookRun,
+    *,
+    step: str | None,
+    from_state: str | None,
+    to_state: str,
+    actor: str,
+    reason: str,
+) -> None:
+    """One line of the run's timeline and one audit record, in the same unit of work as the move."""
+    at = clock.now()
+    session.add(
+        RunbookEvent(
+            run_id=run.id,
+            step=step,
+            from_state=from_state,
+            to_state=to_state,
+            at=at,
+            actor=actor,
+            reason=reason,
+        )
+    )
+    access.record(
+        session=session,
+        actor=actor,
+        action=f"runbooks.{run.runbook}.{'step' if step else 'run'}",
+        target=f"run:{run.id}" + (f"/{step}" if step else ""),
+        outcome=str(to_state),
+        detail={"from": from_state, "to": str(to_state), "reason": reason[:500]},
+    )
+    session.flush()

@@ -1,0 +1,154 @@
+"""How a runbook is declared: its typed parameters, its ordered steps of four kinds, its acceptance
+criteria and contact points. A runbook module builds one `Runbook`; `catalog` lists them by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mloncall.core.durations import parse_duration
+from mloncall.core.errors import InvalidInput
+from mloncall.core.outcome import Check
+from mloncall.runbooks.states import StepKind
+
+if TYPE_CHECKING:
+    from mloncall.runbooks.engine import RunContext
+
+StepFn = Callable[["RunContext"], Check]
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed parameter: `str`, `int`, `float`, `bool`, `duration` (kept as its text) or `steps` (10,50,100)."""
+
+    name: str
+    help: str
+    type: str = "str"
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    positional: bool = False
+
+    def parse(self, raw: Any) -> Any:
+        """The value from its text (or a JSON value), or InvalidInput naming the parameter and the rule."""
+        text = str(raw).strip()
+        bad = f"invalid parameter {self.name}={text!r}"
+        if self.choices and text not in self.choices:
+            raise InvalidInput(f"{bad}: use one of {', '.join(self.choices)}")
+        try:
+            if self.type == "int":
+                return int(text)
+            if self.type == "float":
+                return float(text)
+        except ValueError:
+            raise InvalidInput(f"{bad}: expected a {'whole ' if self.type == 'int' else ''}number") from None
+        if self.type == "bool":
+            if text.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise InvalidInput(f"{bad}: use true or false")
+            return text.lower() in TRUE_WORDS
+        if self.type == "duration":
+            parse_duration(text, what=self.name)
+            return text
+        if self.type == "steps":
+            from mloncall.rollout.service import parse_steps
+
+            return parse_steps(text if isinstance(raw, str) else list(raw))
+        if not text:
+            raise InvalidInput(f"{bad}: it may not be empty")
+        return text
+
+
+@dataclass(frozen=True)
+class Step:
+    """One numbered step. `check` reads only; `action` changes state after confirmation, with a
+    precondition re-checked before it runs; `manual` asks a person; `decision` chooses the next steps.
+
+    A non-idempotent action that may have half-run is never repeated blindly: `trace` says what it left
+    (None: nothing), and `resume` continues from that trace without repeating it.
+    """
+
+    name: str
+    title: str
+    kind: StepKind
+    run: StepFn
+    question: str | Callable[[RunContext], str] = ""
+    idempotent: bool = True
+    precondition: StepFn | None = None
+    trace: Callable[[RunContext], str | None] | None = None
+    resume: StepFn | None = None
+    #: a failed outcome stops the run (True), or is recorded and the run goes on to decide (False)
+    stop_on_failure: bool = True
+    #: a decision's choices: the later steps it may run; those it does not choose are skipped
+    chooses_among: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """An acceptance criterion: a check evaluated at the end of a run, and again on demand."""
+
+    name: str
+    check: StepFn
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    title: str
+    scenario: str
+    objective: str
+    params: tuple[Param, ...]
+    steps: tuple[Step, ...]
+    acceptance: tuple[Criterion, ...]
+    contacts: tuple[str, ...]
+    #: what the run acts on (`model:iris-classifier`), from its parsed parameters: the lease's key
+    target: Callable[[Mapping[str, Any]], str]
+    needs_alert: bool = False
+    troubleshooting: tuple[str, ...] = field(default_factory=tuple)
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+    def parse_params(self, given: Mapping[str, Any], positional: list[str] | None = None) -> dict[str, Any]:
+        """Every parameter parsed and checked: unknown, missing and invalid ones are InvalidInput."""
+        known = {p.name: p for p in self.params}
+        values = dict(given)
+        slots = [p for p in self.params if p.positional]
+        args = list(positional or [])
+        if len(args) > len(slots):
+            raise InvalidInput(
+                f"runbook {self.name} takes {len(slots)} argument(s) "
+                f"({', '.join(p.name.upper() for p in slots) or 'none'}), got {len(args)}"
+            )
+        for p, arg in zip(slots, args, strict=False):
+            if p.name in values:
+                raise InvalidInput(f"{p.name} given twice: as an argument and as --param {p.name}=...")
+            values[p.name] = arg
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InvalidInput(
+                f"unknown parameter {', '.join(unknown)} for runbook {self.name}: "
+                f"it takes {', '.join(known) or 'none'}"
+            )
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in values and values[p.name] is not None:
+                out[p.name] = p.parse(values[p.name])
+            elif p.required:
+                how = p.name.upper() if p.positional else f"--param {p.name}=..."
+                raise InvalidInput(f"runbook {self.name} needs {p.name} ({p.help}): give {how}")
+            else:
+                out[p.name] = p.default
+        return out
+
+
+def parse_pairs(items: list[str]) -> dict[str, str]:
+    """`--param K=V` items as a mapping; a malformed item is InvalidInput."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"invalid --param {item!r}: use NAME=VALUE, e.g. strategy=canary")
+        out[key.strip()] = value.strip()
+    return out
