@@ -5,11 +5,20 @@ from __future__ import annotations
 from mloncall.access import models as access_models
 from mloncall.alerts import models as alerts_models
 from mloncall.data import models as data_models
+from mloncall.incidents import models as incidents_models
 from mloncall.registry import models as registry_models
 from mloncall.rollout import models as rollout_models
 from mloncall.serving import models as serving_models
 from mloncall.stores.db import Base
 
 #: The modules that define tables (a new domain's `models` is added here).
-TABLE_MODULES = (access_models, alerts_models, data_models, registry_models, rollout_models, serving_models)
+TABLE_MODULES = (
+    access_models,
+    alerts_models,
+    data_models,
+    incidents_models,
+    registry_models,
+    rollout_models,
+    serving_models,
+)
 metadata = Base.metadata
