@@ -8,7 +8,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "mloncall"
-DOMAINS = ("access", "alerts", "data", "monitoring", "registry", "rollout", "serving", "training")
+DOMAINS = (
+    "access",
+    "alerts",
+    "data",
+    "incidents",
+    "monitoring",
+    "registry",
+    "rollout",
+    "serving",
+    "training",
+)
 #: Orchestration packages whose modules are held to the same contract as a domain's.
 CHECKED_LIKE_DOMAINS = ("runbooks",)
 #: A domain's interface rooms: thin HTTP routes, thin commands and what the commands print.

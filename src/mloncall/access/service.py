@@ -35,6 +35,9 @@ _VERB_ROLE: dict[str, str] = {
             "write", "create", "update", "set", "alias", "unalias", "register", "upload", "validate",
             "deploy", "train", "retrain", "promote", "rollback", "abort", "pause", "resume", "run",
             "ack", "acknowledge", "resolve", "silence", "assign", "note", "evaluate",
+            # incidents: what an incident's commander and responders do while it is worked
+            "open", "handoff", "bridge", "escalate", "mitigate", "close", "merge", "unmerge", "link", "detach",
+            "postmortem", "override",
         ),
         OPERATOR,
     ),

@@ -259,6 +259,33 @@ def send(channel: Channel, message: AlertMessage) -> int:
     return send_email(channel, email_message(message, channel))
 
 
+@dataclass(frozen=True)
+class PlainMessage:
+    """A message that is not one alert's event (an incident's update, a page, a reminder): a title, plain
+    text, the generic webhook's JSON body, and `X-Mloncall-*` headers for its e-mail."""
+
+    title: str
+    text: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def send_plain(channel: Channel, message: PlainMessage) -> int:
+    """One attempt at sending a plain message to a channel (webhook: its body; Slack: its text; e-mail)."""
+    if channel.type == "webhook":
+        return post_json(channel, jsonable(message.body))
+    if channel.type == "slack":
+        return post_json(channel, {"text": f"{message.title}\n{message.text}"[:3000]})
+    mail = EmailMessage()
+    mail["Subject"] = f"[mloncall] {message.title}"
+    mail["From"] = channel.sender or "mloncall@localhost"
+    mail["To"] = ", ".join(channel.recipients)
+    for name, value in message.headers.items():
+        mail[f"X-Mloncall-{name}"] = value
+    mail.set_content(message.text + "\n")
+    return send_email(channel, mail)
+
+
 Sender = Callable[[Channel, AlertMessage], int]
 Sleep = Callable[[float], object]
 
@@ -311,6 +338,37 @@ def _record_attempt(
         )
 
 
+Attempt = Callable[[int, DeliveryError | None, int | None], None]
+
+
+def with_retries(
+    channel: Channel,
+    send_once: Callable[[], int],
+    *,
+    on_attempt: Attempt,
+    first_attempt: int = 1,
+    sleep: Sleep = time.sleep,
+) -> str | None:
+    """Call send_once with bounded retries and exponential backoff, telling on_attempt (number, error, code)
+    of every try; None if it went through, else the last error. Alert and incident messages share it."""
+    delays = backoff_delays(channel)
+    error: DeliveryError | None = None
+    for i in range(channel.max_attempts):
+        try:
+            code = send_once()
+        except DeliveryError as exc:
+            error = exc
+            on_attempt(first_attempt + i, exc, None)
+            log.warning("channel %s: attempt %s failed: %s", channel.name, first_attempt + i, exc.message)
+            if not exc.retryable or i == channel.max_attempts - 1:
+                break
+            sleep(delays[i])
+            continue
+        on_attempt(first_attempt + i, None, code)
+        return None
+    return error.message if error is not None else "not sent"
+
+
 def deliver(
     ctx: Context,
     notification: Notification,
@@ -323,28 +381,13 @@ def deliver(
 ) -> str | None:
     """Send with bounded retries and exponential backoff, recording every attempt; None if sent, else the
     last error."""
-    delays = backoff_delays(channel)
-    error: DeliveryError | None = None
-    for i in range(channel.max_attempts):
-        try:
-            code = sender(channel, message)
-        except DeliveryError as exc:
-            error = exc
-            _record_attempt(ctx, notification, channel, first_attempt + i, exc, None)
-            log.warning(
-                "channel %s, alert #%s: attempt %s failed: %s",
-                channel.name,
-                notification.alert_id,
-                first_attempt + i,
-                exc.message,
-            )
-            if not exc.retryable or i == channel.max_attempts - 1:
-                break
-            sleep(delays[i])
-            continue
-        _record_attempt(ctx, notification, channel, first_attempt + i, None, code)
-        return None
-    return error.message if error is not None else "not sent"
+    return with_retries(
+        channel,
+        lambda: sender(channel, message),
+        on_attempt=lambda n, error, code: _record_attempt(ctx, notification, channel, n, error, code),
+        first_attempt=first_attempt,
+        sleep=sleep,
+    )
 
 
 def _release_stale_claims(ctx: Context) -> None:

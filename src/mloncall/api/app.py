@@ -33,6 +33,8 @@ from mloncall.alerts import views as alert_views
 from mloncall.api.deps import MUTATING_METHODS, _action, _request_audit, current_principal, refuse_nul_bytes
 from mloncall.core.errors import MloncallError, StoreUnavailable
 from mloncall.data import views as data_views
+from mloncall.incidents import jobs as incident_jobs
+from mloncall.incidents import views as incident_views
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
@@ -50,6 +52,7 @@ ROUTERS = (
     training_views.router,
     rollout_views.router,
     alert_views.router,
+    incident_views.router,
 )
 
 
@@ -62,7 +65,7 @@ class BackgroundJob(Protocol):
 
 
 #: Background jobs the server runs, each built from the installation's context.
-BACKGROUND_JOBS = (rollout_scheduler.Scheduler, alert_scheduler.Scheduler)
+BACKGROUND_JOBS = (rollout_scheduler.Scheduler, alert_scheduler.Scheduler, incident_jobs.Scheduler)
 
 _STATUS_CODES = {
     400: "invalid_input",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mloncall.access import models as access_models
 from mloncall.alerts import models as alerts_models
 from mloncall.data import models as data_models
+from mloncall.incidents import models as incidents_models
 from mloncall.registry import models as registry_models
 from mloncall.rollout import models as rollout_models
 from mloncall.runbooks import models as runbooks_models
@@ -16,6 +17,7 @@ TABLE_MODULES = (
     access_models,
     alerts_models,
     data_models,
+    incidents_models,
     registry_models,
     rollout_models,
     runbooks_models,

@@ -1,0 +1,576 @@
+"""`mloncall incident ...` and `mloncall oncall ...`: thin commands over `mloncall.incidents.service`.
+
+Changes are audited with the actor `cli:<user>`; messages a change queues are sent before the command returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from mloncall.cli.support import audited_unit_of_work, installation
+from mloncall.core import console
+from mloncall.core.errors import InvalidInput
+from mloncall.incidents import jobs, outbox, render, service
+from mloncall.incidents.schemas import (
+    ActionItemOut,
+    IncidentDetail,
+    IncidentOut,
+    LinkOut,
+    OnCallOut,
+    PolicyOut,
+    PostmortemOut,
+    RoleOut,
+    ScheduleOut,
+    TimelineOut,
+    UpdateOut,
+)
+from mloncall.stores.context import Context
+
+app = typer.Typer(
+    help="Incidents: open, acknowledge, roles, bridge, updates, resolve, post-mortem.", no_args_is_help=True
+)
+action_app = typer.Typer(help="Action items of post-mortems.", no_args_is_help=True)
+app.add_typer(action_app, name="action")
+oncall_app = typer.Typer(
+    help="On call: who is on call, schedules, overrides, escalation policies.", no_args_is_help=True
+)
+schedule_app = typer.Typer(help="On-call rotations.", no_args_is_help=True)
+policy_app = typer.Typer(help="Escalation policies.", no_args_is_help=True)
+oncall_app.add_typer(schedule_app, name="schedule")
+oncall_app.add_typer(policy_app, name="policy")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Id = Annotated[int, typer.Argument(help="The incident's id.", min=1)]
+
+
+def _send(ctx: Context) -> None:
+    try:
+        results = outbox.send_pending(ctx)
+    except InvalidInput as exc:
+        console.err.print(f"[yellow]messages not sent:[/] {exc.message}")
+        return
+    for r in results:
+        if r.status == "failed":
+            console.err.print(
+                f"[yellow]incident #{r.incident_id}: the {r.kind} message failed on some channels[/]"
+            )
+
+
+@contextmanager
+def _change(action: str, target: str) -> Iterator[tuple[Session, Context, dict[str, Any]]]:
+    """One audited change; the messages it queued go out after it commits."""
+    with installation() as ctx:
+        with audited_unit_of_work(ctx, action=action, target=target) as (session, detail):
+            yield session, ctx, detail
+        _send(ctx)
+
+
+def _out(model: BaseModel | list[Any], as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        console.print_json(
+            [m.model_dump(mode="json") for m in model]
+            if isinstance(model, list)
+            else model.model_dump(mode="json")
+        )
+    elif text is not None:
+        console.out.print(text, highlight=False, soft_wrap=True)
+
+
+def _detail(session: Session, incident_id: int) -> IncidentDetail:
+    incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
+    return IncidentDetail(
+        incident=IncidentOut.model_validate(incident),
+        roles=service.current_roles(session=session, incident_id=incident_id),
+        alerts=[LinkOut.model_validate(x) for x in service.links(session=session, incident_id=incident_id)],
+        role_history=[
+            RoleOut.model_validate(r) for r in service.role_history(session=session, incident_id=incident_id)
+        ],
+    )
+
+
+def _settings(ctx: Context) -> service.IncidentSettings:
+    return service.incident_settings(ctx.settings)
+
+
+@app.command("open")
+def open_(
+    title: Annotated[str, typer.Argument(help="What is wrong, in a few words.")],
+    severity: Annotated[str, typer.Option("--severity", "-s", help="SEV1 (worst) to SEV5.")] = "SEV3",
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    cadence: Annotated[
+        str | None, typer.Option("--cadence", help="Update cadence, e.g. 30m (default: the severity's).")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Escalation policy (default: the severity's).")
+    ] = None,
+    alert: Annotated[
+        list[int] | None, typer.Option("--alert", help="An alert that belongs to it (repeatable).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open an incident by hand."""
+    with _change("incident.open", title) as (session, ctx, _):
+        incident = service.open_incident(
+            session=session, settings=_settings(ctx), title=title, severity=severity, actor=console.actor(),
+            model=model, cadence=cadence, policy=policy,
+        )  # fmt: skip
+        for alert_id in alert or []:
+            service.link_alert(
+                session=session,
+                incident_id=incident.id,
+                alert_id=alert_id,
+                actor=console.actor(),
+                reason="named when opened",
+            )
+        out = IncidentOut.model_validate(incident)
+    _out(out, as_json, f"opened incident #{out.id} ({out.severity}): {out.title}")
+
+
+@app.command("list")
+def list_(
+    state: Annotated[str | None, typer.Option("--state", help="A state or 'open'.")] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Incidents, newest first."""
+    with installation() as ctx, ctx.db.session() as session:
+        rows = [
+            IncidentOut.model_validate(r)
+            for r in service.list_incidents(session=session, state=state, model=model, limit=limit)
+        ]
+    if not as_json:
+        console.out.print(render.incidents_table(rows))
+    _out(rows, as_json)
+
+
+@app.command("show")
+def show(incident_id: Id, as_json: JsonOption = False) -> None:
+    """One incident: state, roles, bridge, alerts with the reason each joined."""
+    with installation() as ctx, ctx.db.session() as session:
+        detail = _detail(session, incident_id)
+    _out(detail, as_json, "\n".join(render.detail_lines(detail)))
+
+
+@app.command("ack")
+def ack(
+    incident_id: Id, note: Annotated[str, typer.Option("--note")] = "", as_json: JsonOption = False
+) -> None:
+    """Acknowledge: you are on it; escalation stops."""
+    with _change("incident.ack", str(incident_id)) as (session, _, _d):
+        out = IncidentOut.model_validate(
+            service.acknowledge(session=session, incident_id=incident_id, actor=console.actor(), note=note)
+        )
+    _out(out, as_json, f"incident #{incident_id} acknowledged by {out.acknowledged_by}")
+
+
+@app.command("assign")
+def assign(incident_id: Id, role: str, principal: str, as_json: JsonOption = False) -> None:
+    """Give a role (commander, communications, operations, scribe) to a principal."""
+    with _change("incident.assign", str(incident_id)) as (session, _, _d):
+        out = RoleOut.model_validate(
+            service.assign(
+                session=session,
+                incident_id=incident_id,
+                role=role,
+                principal=principal,
+                actor=console.actor(),
+            )
+        )
+    _out(out, as_json, f"incident #{incident_id}: {out.principal} is {out.role}")
+
+
+@app.command("handoff")
+def handoff(
+    incident_id: Id,
+    role: str,
+    to: str,
+    note: Annotated[str, typer.Option("--note")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Hand a held role to someone else."""
+    with _change("incident.handoff", str(incident_id)) as (session, _, _d):
+        out = RoleOut.model_validate(
+            service.handoff(
+                session=session, incident_id=incident_id, role=role, to=to, actor=console.actor(), note=note
+            )
+        )
+    _out(out, as_json, f"incident #{incident_id}: {out.role} handed to {out.principal}")
+
+
+@app.command("bridge")
+def bridge(
+    incident_id: Id,
+    url: Annotated[str | None, typer.Option("--url", help="A URL or chat channel.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The incident's one bridge: recorded the first time, the same one every time after."""
+    with _change("incident.bridge", str(incident_id)) as (session, ctx, _d):
+        incident, created = service.open_bridge(
+            session=session,
+            settings=_settings(ctx),
+            incident_id=incident_id,
+            actor=console.actor(),
+            bridge=url,
+        )
+        out = IncidentOut.model_validate(incident)
+    _out(out, as_json, f"{'opened' if created else 'the bridge is'} {out.bridge}")
+
+
+@app.command("update")
+def update(
+    incident_id: Id,
+    status: Annotated[str, typer.Option("--status", help="What is happening now.")],
+    impact: Annotated[str, typer.Option("--impact", help="What is affected.")] = "",
+    next_: Annotated[str, typer.Option("--next", help="What comes next.")] = "",
+    next_update: Annotated[
+        str | None, typer.Option("--next-update", help="When the next update is due, e.g. 20m.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Post a status update to the subscribers and the timeline."""
+    with _change("incident.update", str(incident_id)) as (session, _, _d):
+        row = service.post_update(
+            session=session, incident_id=incident_id, status=status, actor=console.actor(), impact=impact, next_steps=next_, next_update=next_update,
+        )  # fmt: skip
+        out = UpdateOut.model_validate(row)
+    _out(out, as_json, out.summary)
+
+
+@app.command("escalate")
+def escalate(
+    incident_id: Id,
+    to: Annotated[
+        str | None, typer.Option("--to", help="schedule:NAME or person:NAME (default: the next step).")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason")] = "escalated by hand",
+) -> None:
+    """Page the next escalation step (or someone named) now."""
+    with _change("incident.escalate", str(incident_id)) as (session, ctx, _d):
+        incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
+        if to is None:
+            if not incident.escalation_policy:
+                raise InvalidInput(
+                    f"incident {incident_id} has no escalation policy: pass --to schedule:NAME or person:NAME"
+                )
+            policy = service.get_policy_or_raise(session=session, name=incident.escalation_policy)
+            to = str(policy.steps[min(incident.escalation_step + 1, len(policy.steps) - 1)]["notify"])
+        page = service.page(
+            session=session,
+            incident=incident,
+            target=to,
+            reason=reason,
+            actor=console.actor(),
+            settings=_settings(ctx),
+        )
+        who = page.principal
+    console.out.print(f"paged {who} ({to})")
+
+
+@app.command("mitigate")
+def mitigate(
+    incident_id: Id, note: Annotated[str, typer.Option("--note", help="What contained the impact.")]
+) -> None:
+    """The impact is contained."""
+    with _change("incident.mitigate", str(incident_id)) as (session, _, _d):
+        service.mitigate(session=session, incident_id=incident_id, actor=console.actor(), note=note)
+    console.out.print(f"incident #{incident_id} mitigated")
+
+
+@app.command("resolve")
+def resolve(
+    incident_id: Id,
+    summary: Annotated[str, typer.Option("--summary", help="What ended the problem.")],
+    cause: Annotated[str, typer.Option("--cause", help="The root cause, if known.")] = "",
+) -> None:
+    """Resolve: no more pages or reminders; subscribers are told."""
+    with _change("incident.resolve", str(incident_id)) as (session, _, _d):
+        service.resolve(
+            session=session, incident_id=incident_id, actor=console.actor(), summary=summary, cause=cause
+        )
+    console.out.print(f"incident #{incident_id} resolved; next: mloncall incident postmortem {incident_id}")
+
+
+@app.command("close")
+def close(incident_id: Id) -> None:
+    """Close the loop (only once the post-mortem is complete)."""
+    with _change("incident.close", str(incident_id)) as (session, _, _d):
+        service.close(session=session, incident_id=incident_id, actor=console.actor())
+    console.out.print(f"incident #{incident_id} closed")
+
+
+@app.command("merge")
+def merge(
+    duplicate: Id,
+    into: Annotated[int, typer.Argument(help="The incident that survives.", min=1)],
+    reason: Annotated[str, typer.Option("--reason")] = "",
+) -> None:
+    """Merge a duplicate into another incident (it keeps its id and points to the survivor)."""
+    with _change("incident.merge", str(duplicate)) as (session, _, _d):
+        service.merge(
+            session=session, duplicate_id=duplicate, into_id=into, actor=console.actor(), reason=reason
+        )
+    console.out.print(f"incident #{duplicate} merged into #{into}")
+
+
+@app.command("unmerge")
+def unmerge(incident_id: Id, reason: Annotated[str, typer.Option("--reason")] = "") -> None:
+    """Undo a merge."""
+    with _change("incident.unmerge", str(incident_id)) as (session, _, _d):
+        row = service.unmerge(session=session, incident_id=incident_id, actor=console.actor(), reason=reason)
+        state = row.state
+    console.out.print(f"incident #{incident_id} unmerged ({state})")
+
+
+@app.command("detach")
+def detach(incident_id: Id, alert_id: int, reason: Annotated[str, typer.Option("--reason")] = "") -> None:
+    """Undo an alert's join (it is not joined again automatically)."""
+    with _change("incident.detach", str(incident_id)) as (session, _, _d):
+        service.detach(
+            session=session, incident_id=incident_id, alert_id=alert_id, actor=console.actor(), reason=reason
+        )
+    console.out.print(f"alert #{alert_id} detached from incident #{incident_id}")
+
+
+@app.command("note")
+def note(incident_id: Id, text: str) -> None:
+    """Add a note to the timeline."""
+    with _change("incident.note", str(incident_id)) as (session, _, _d):
+        service.add_note(session=session, incident_id=incident_id, text=text, actor=console.actor())
+    console.out.print("noted")
+
+
+@app.command("timeline")
+def timeline(incident_id: Id, as_json: JsonOption = False) -> None:
+    """The timeline: alerts, deploys, roles, updates, pages, notes, oldest first."""
+    with installation() as ctx, ctx.db.session() as session:
+        rows = [TimelineOut(**i.__dict__) for i in service.timeline(session=session, incident_id=incident_id)]
+    if not as_json:
+        console.out.print(render.timeline_table(rows))
+    _out(rows, as_json)
+
+
+@app.command("postmortem")
+def postmortem(
+    incident_id: Id,
+    complete: Annotated[
+        bool, typer.Option("--complete", help="Mark it complete (needs --went-well, --went-badly).")
+    ] = False,
+    went_well: Annotated[str, typer.Option("--went-well")] = "",
+    went_badly: Annotated[str, typer.Option("--went-badly")] = "",
+    root_cause: Annotated[str, typer.Option("--root-cause")] = "",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the Markdown to this file.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Draft the post-mortem from the timeline and the evidence (or mark it complete)."""
+    with _change("incident.postmortem", str(incident_id)) as (session, ctx, _d):
+        if complete:
+            pm = service.complete(
+                session=session, store=ctx.store, incident_id=incident_id, actor=console.actor(),
+                went_well=went_well, went_badly=went_badly, root_cause=root_cause,
+            )  # fmt: skip
+        else:
+            pm = service.draft(
+                session=session, store=ctx.store, incident_id=incident_id, actor=console.actor()
+            )
+        out = PostmortemOut.model_validate(pm)
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_text(out.markdown, encoding="utf-8")
+        tmp.replace(output)
+    _out(out, as_json, None if output else out.markdown)
+
+
+@app.command("sweep")
+def sweep(as_json: JsonOption = False) -> None:
+    """One pass of the incident scheduler: route firing alerts, escalate, remind, send."""
+    with installation() as ctx:
+        done = jobs.run_once(ctx)
+    if as_json:
+        console.print_json(done.to_dict())
+    else:
+        console.out.print(
+            f"routed {done.routed or 'nothing'}; escalated {done.escalated}; reminded {done.update_reminders}; sent {len(done.sent)}"
+        )
+
+
+@action_app.command("add")
+def action_add(
+    incident_id: Id,
+    title: str,
+    owner: Annotated[str, typer.Option("--owner")],
+    due: Annotated[str, typer.Option("--due", help="YYYY-MM-DD")],
+) -> None:
+    """Add an action item with an owner and a due date."""
+    try:
+        day = dt.date.fromisoformat(due)
+    except ValueError:
+        raise InvalidInput(f"bad due date {due!r}: use YYYY-MM-DD") from None
+    with _change("incident.update", str(incident_id)) as (session, _, _d):
+        item = service.add_action_item(
+            session=session, incident_id=incident_id, title=title, owner=owner, due=day, actor=console.actor()
+        )
+        item_id = item.id
+    console.out.print(f"action item #{item_id} added")
+
+
+@action_app.command("done")
+def action_done(item_id: int) -> None:
+    """Mark an action item done."""
+    with _change("incident.update", f"action-item {item_id}") as (session, _, _d):
+        service.finish_action_item(session=session, item_id=item_id, actor=console.actor())
+    console.out.print(f"action item #{item_id} done")
+
+
+@action_app.command("list")
+def action_list(
+    incident_id: Annotated[int | None, typer.Option("--incident")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="open or done")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Action items, by due date."""
+    with installation() as ctx, ctx.db.session() as session:
+        rows = [
+            ActionItemOut.model_validate(i)
+            for i in service.action_items(session=session, incident_id=incident_id, status=status)
+        ]
+    if not as_json:
+        console.out.print(console.table("action items", ["id", "incident", "status", "due", "owner", "title"],
+                                        [[r.id, r.incident_id, r.status, r.due, r.owner, r.title] for r in rows]))  # fmt: skip
+    _out(rows, as_json)
+
+
+# --- on call ---------------------------------------------------------------------------------------------
+
+
+@oncall_app.command("now")
+def now(
+    schedule: Annotated[str | None, typer.Option("--schedule")] = None, as_json: JsonOption = False
+) -> None:
+    """Who is on call now."""
+    with installation() as ctx, ctx.db.session() as session:
+        rows = [OnCallOut(**o.__dict__) for o in service.oncall_now(session=session, schedule=schedule)]
+    if not as_json:
+        console.out.print(render.oncall_table(rows))
+    _out(rows, as_json)
+
+
+@schedule_app.command("create")
+def schedule_create(
+    name: str,
+    members: Annotated[str, typer.Option("--members", help="Comma-separated principals, in rotation order.")],
+    time_zone: Annotated[str, typer.Option("--tz")] = "UTC",
+    handoff: Annotated[str, typer.Option("--handoff", help="Local handoff time HH:MM.")] = "09:00",
+    shift: Annotated[str, typer.Option("--shift", help="Shift length, e.g. 1d or 1w.")] = "1w",
+    start: Annotated[
+        str | None, typer.Option("--start", help="First handoff day YYYY-MM-DD (default today).")
+    ] = None,
+) -> None:
+    """Create a rotation."""
+    try:
+        day = dt.date.fromisoformat(start) if start else None
+    except ValueError:
+        raise InvalidInput(f"bad start {start!r}: use YYYY-MM-DD") from None
+    with _change("oncall.manage", name) as (session, _, _d):
+        service.create_schedule(
+            session=session, name=name, members=[m.strip() for m in members.split(",") if m.strip()], time_zone=time_zone,
+            handoff=handoff, shift=shift, start=day, actor=console.actor(),
+        )  # fmt: skip
+    console.out.print(f"schedule {name} created")
+
+
+@schedule_app.command("list")
+def schedule_list(as_json: JsonOption = False) -> None:
+    """Every schedule."""
+    with installation() as ctx, ctx.db.session() as session:
+        rows = [ScheduleOut.model_validate(s) for s in service.list_schedules(session=session)]
+    if not as_json:
+        console.out.print(console.table("schedules", ["name", "members", "time zone", "starts"],
+                                        [[r.name, ", ".join(map(str, r.members)), r.time_zone, r.starts] for r in rows]))  # fmt: skip
+    _out(rows, as_json)
+
+
+@schedule_app.command("override")
+def schedule_override(
+    name: str, principal: str,
+    starts: Annotated[str, typer.Option("--from", help="ISO time with offset.")],
+    until: Annotated[str, typer.Option("--until", help="ISO time with offset.")],
+    reason: Annotated[str, typer.Option("--reason")] = "",
+) -> None:  # fmt: skip
+    """Someone takes the schedule for a while."""
+    try:
+        a, b = dt.datetime.fromisoformat(starts), dt.datetime.fromisoformat(until)
+    except ValueError:
+        raise InvalidInput(
+            "--from and --until take ISO times with an offset, e.g. 2026-01-05T09:00+01:00"
+        ) from None
+    with _change("oncall.override", name) as (session, _, _d):
+        service.add_override(
+            session=session,
+            schedule=name,
+            principal=principal,
+            starts_at=a,
+            ends_at=b,
+            actor=console.actor(),
+            reason=reason,
+        )
+    console.out.print(f"{principal} takes {name} from {starts} until {until}")
+
+
+@schedule_app.command("export")
+def schedule_export(
+    name: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the .ics here (default stdout).")
+    ] = None,
+    days: Annotated[int, typer.Option("--days")] = 28,
+    member: Annotated[str | None, typer.Option("--member", help="Only this person's shifts.")] = None,
+) -> None:
+    """The shifts as iCalendar."""
+    with installation() as ctx, ctx.db.session() as session:
+        data = service.to_ical(session=session, schedule=name, days=days, member=member)
+    if output is None:
+        console.out.file.write(data.decode("utf-8"))
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(output)
+    console.err.print(f"wrote {output}")
+
+
+@policy_app.command("create")
+def policy_create(
+    name: str,
+    step: Annotated[
+        list[str], typer.Option("--step", help="TARGET=WAIT, e.g. schedule:primary=5m (in order).")
+    ],
+    repeat: Annotated[int, typer.Option("--repeat", help="Repeat all steps this many more times.")] = 0,
+) -> None:
+    """Create an escalation policy."""
+    with _change("oncall.manage", name) as (session, _, _d):
+        row = service.create_policy(
+            session=session, name=name, steps=step, repeat=repeat, actor=console.actor()
+        )
+        out = PolicyOut.model_validate(row)
+    console.out.print(f"policy {out.name}: {len(out.steps)} step(s), repeat {out.repeat}")
+
+
+@policy_app.command("list")
+def policy_list(as_json: JsonOption = False) -> None:
+    """Every escalation policy."""
+    with installation() as ctx, ctx.db.session() as session:
+        rows = [PolicyOut.model_validate(p) for p in service.list_policies(session=session)]
+    if not as_json:
+        console.out.print(console.table("policies", ["name", "steps", "repeat"],
+                                        [[r.name, " > ".join(str(s["notify"]) for s in r.steps), r.repeat] for r in rows]))  # fmt: skip
+    _out(rows, as_json)

@@ -1,0 +1,61 @@
+"""Tables and text the incident and on-call commands print (80 columns)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from mloncall.core import console
+from mloncall.incidents.schemas import IncidentDetail, IncidentOut, OnCallOut, TimelineOut
+
+
+def _t(value: object) -> str:
+    return "" if value is None else str(value)[:16].replace("T", " ")
+
+
+def incidents_table(rows: Sequence[IncidentOut]) -> Table:
+    return console.table(
+        "incidents",
+        ["id", "severity", "state", "model", "title", "opened"],
+        [[r.id, r.severity, r.state, r.model, r.title, _t(r.opened_at.isoformat())] for r in rows],
+        drop_first=["opened", "model"],
+    )
+
+
+def detail_lines(d: IncidentDetail) -> list[str]:
+    i = d.incident
+    lines = [
+        f"incident #{i.id} {i.severity} {i.state}: {i.title}",
+        f"model {i.model or '-'}  detected {_t(i.detected_at.isoformat())}  opened {_t(i.opened_at.isoformat())}",
+        f"bridge {i.bridge or '-'}  next update due {_t(i.next_update_due.isoformat() if i.next_update_due else None) or '-'}",
+        "roles: " + ", ".join(f"{r}={who or 'unclaimed'}" for r, who in d.roles.items()),
+    ]
+    if i.merged_into_id:
+        lines.append(f"merged into incident #{i.merged_into_id}")
+    active = [a for a in d.alerts if a.detached_at is None]
+    lines.append(
+        f"alerts: {len(active)} linked"
+        + (f", {len(d.alerts) - len(active)} detached" if len(active) < len(d.alerts) else "")
+    )
+    lines.extend(f"  #{a.alert_id}: {a.reason}" for a in active[:10])
+    if len(active) > 10:
+        lines.append(f"  ... and {len(active) - 10} more (--json for all)")
+    return lines
+
+
+def timeline_table(rows: Sequence[TimelineOut]) -> Table:
+    return console.table(
+        "timeline",
+        ["at", "kind", "actor", "text"],
+        [[_t(r.at.isoformat()), r.kind, r.actor, r.text] for r in rows],
+        drop_first=["actor"],
+    )
+
+
+def oncall_table(rows: Sequence[OnCallOut]) -> Table:
+    return console.table(
+        "on call now",
+        ["schedule", "principal", "until", "override"],
+        [[r.schedule, r.principal, _t(r.until.isoformat()), "yes" if r.override else ""] for r in rows],
+    )

@@ -1,0 +1,189 @@
+"""One incident per problem, on SQLite and PostgreSQL: alert groups held by one open incident (a unique
+constraint), ML-lineage joins with their reasons, undoing a join, merge and unmerge, and the alert storm."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from mloncall.alerts import lifecycle
+from mloncall.alerts.states import AlertSource, AlertState
+from mloncall.core import clock
+from mloncall.core.errors import Conflict, InvalidInput
+from mloncall.incidents import jobs, service
+from mloncall.incidents.models import GroupClaim, Incident, IncidentAlert, Message
+from mloncall.incidents.states import IncidentState
+from mloncall.stores.context import Context
+from tests.incidents.conftest import fire
+
+
+def settings_of(ctx: Context) -> service.IncidentSettings:
+    return service.incident_settings(ctx.settings)
+
+
+def test_an_alert_opens_an_incident_and_its_group_joins_it(ictx: Context) -> None:
+    first = fire(ictx, rule="accuracy-drop")
+    second = fire(ictx, rule="high-error-rate")
+    with ictx.db.session() as session:
+        result = service.intake(session=session, settings=settings_of(ictx))
+    assert [r.action for r in result.routed] == ["opened", "joined"]
+    with ictx.db.session() as session:
+        (incident,) = service.list_incidents(session=session)
+        assert incident.severity == "SEV2" and incident.state == IncidentState.TRIGGERED
+        assert incident.model == "iris"
+        links = service.links(session=session, incident_id=incident.id)
+        assert [link.alert_id for link in links] == [first, second]
+        assert links[1].reason.startswith('the same alert group mloncall:{model="iris"')
+        # the first signal is when the first alert's condition began to hold
+        assert incident.detected_at == clock.now() - dt.timedelta(minutes=5)
+    with ictx.db.session() as session:  # a second pass has nothing to route
+        assert service.intake(session=session, settings=settings_of(ictx)).routed == []
+
+
+def test_one_open_incident_per_alert_group_is_a_database_constraint(ictx: Context) -> None:
+    fire(ictx)
+    with ictx.db.session() as session:
+        service.intake(session=session, settings=settings_of(ictx))
+    with ictx.db.session() as session:
+        claim = session.scalars(sa.select(GroupClaim)).one()
+        other = service.open_incident(
+            session=session, settings=settings_of(ictx), title="dup", severity="SEV3", actor="t"
+        )
+        claim_info = (claim.group_id, other.id)
+    with pytest.raises(IntegrityError), ictx.db.session() as session:
+        session.add(GroupClaim(group_id=claim_info[0], incident_id=claim_info[1], origin_incident_id=claim_info[1],
+                               claimed_at=clock.now()))  # fmt: skip
+        session.flush()
+
+
+def test_alerts_on_the_same_model_version_join_across_groups_with_the_reason(ictx: Context) -> None:
+    fire(ictx, rule="accuracy-drop", labels={"version": "3"})
+    fire(ictx, rule="feature-drift", severity="warning", labels={"version": "3", "runbook": "data-quality"})
+    fire(ictx, rule="volume-drop", model="other", severity="warning")
+    with ictx.db.session() as session:
+        routed = service.intake(session=session, settings=settings_of(ictx)).routed
+    assert [r.action for r in routed] == ["opened", "joined", "skipped"]
+    assert routed[1].reason.startswith("the same model version iris:3, within 1h")
+    assert routed[2].reason == "severity warning opens no incident"
+    with ictx.db.session() as session:
+        (incident,) = service.list_incidents(session=session)
+        assert "version:iris:3" in incident.lineage
+        assert session.scalar(sa.select(sa.func.count()).select_from(GroupClaim)) == 2
+
+
+def test_lineage_outside_the_window_opens_a_new_incident(ictx: Context, clock_at: clock.FrozenClock) -> None:
+    fire(ictx, labels={"version": "3"})
+    with ictx.db.session() as session:
+        service.intake(session=session, settings=settings_of(ictx))
+    clock_at.advance(hours=2)
+    fire(ictx, rule="high-error-rate", labels={"version": "3", "runbook": "serving"})
+    with ictx.db.session() as session:
+        (routed,) = service.intake(session=session, settings=settings_of(ictx)).routed
+    assert routed.action == "opened"
+
+
+def test_undoing_a_join_keeps_the_record_and_does_not_rejoin(ictx: Context) -> None:
+    fire(ictx, labels={"version": "3"})
+    drift = fire(ictx, rule="feature-drift", severity="warning", labels={"version": "3", "runbook": "dq"})
+    with ictx.db.session() as session:
+        service.intake(session=session, settings=settings_of(ictx))
+        (incident,) = service.list_incidents(session=session)
+        incident_id = incident.id
+    with ictx.db.session() as session:
+        service.detach(
+            session=session, incident_id=incident_id, alert_id=drift, actor="alice", reason="unrelated"
+        )
+    with ictx.db.session() as session:
+        assert service.intake(session=session, settings=settings_of(ictx)).routed == []
+        link = session.scalars(sa.select(IncidentAlert).where(IncidentAlert.alert_id == drift)).one()
+        assert link.detached_by == "alice" and link.detach_reason == "unrelated"
+        assert session.scalar(sa.select(sa.func.count()).select_from(GroupClaim)) == 1  # its group let go
+        texts = [i.text for i in service.timeline(session=session, incident_id=incident_id)]
+        assert any("detached (join undone): unrelated" in t for t in texts)
+    with pytest.raises(Conflict), ictx.db.session() as session:
+        service.detach(
+            session=session, incident_id=incident_id, alert_id=drift, actor="alice", reason="again"
+        )
+
+
+def test_merge_and_unmerge(ictx: Context) -> None:
+    a_alert = fire(ictx, model="iris")
+    b_alert = fire(ictx, model="wine")
+    with ictx.db.session() as session:
+        service.intake(session=session, settings=settings_of(ictx))
+        b, a = service.list_incidents(session=session)
+        a_id, b_id = a.id, b.id
+    with ictx.db.session() as session:
+        dup = service.merge(
+            session=session, duplicate_id=b_id, into_id=a_id, actor="alice", reason="same outage"
+        )
+        assert dup.state == IncidentState.MERGED and dup.merged_into_id == a_id and dup.id == b_id
+    with ictx.db.session() as session:
+        assert {link.alert_id for link in service.links(session=session, incident_id=a_id)} == {
+            a_alert,
+            b_alert,
+        }
+        with pytest.raises(Conflict, match="merged into incident"):
+            service.post_update(session=session, incident_id=b_id, status="x", actor="bob")
+    # a new alert in the duplicate's group joins the survivor
+    fire(ictx, model="wine", rule="high-error-rate")
+    with ictx.db.session() as session:
+        (routed,) = service.intake(session=session, settings=settings_of(ictx)).routed
+        assert routed.incident_id == a_id
+    with ictx.db.session() as session:
+        back = service.unmerge(session=session, incident_id=b_id, actor="alice")
+        assert back.state == IncidentState.TRIGGERED and back.merged_into_id is None
+    with ictx.db.session() as session:
+        assert [link.alert_id for link in service.links(session=session, incident_id=b_id)] == [b_alert]
+
+
+def test_merging_into_itself_or_into_a_closed_incident_is_refused(ictx: Context) -> None:
+    s = settings_of(ictx)
+    with ictx.db.session() as session:
+        a = service.open_incident(session=session, settings=s, title="a", severity="SEV3", actor="t")
+        b = service.open_incident(session=session, settings=s, title="b", severity="SEV3", actor="t")
+        ids = a.id, b.id
+    with pytest.raises(InvalidInput, match="into itself"), ictx.db.session() as session:
+        service.merge(session=session, duplicate_id=ids[0], into_id=ids[0], actor="t")
+    with ictx.db.session() as session:
+        service.resolve(session=session, incident_id=ids[1], actor="t", summary="gone")
+    with pytest.raises(Conflict, match="it is resolved"), ictx.db.session() as session:
+        service.merge(session=session, duplicate_id=ids[0], into_id=ids[1], actor="t")
+    with ictx.db.session() as session:
+        session.get(Incident, ids[1]).state = IncidentState.CLOSED  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="it is closed"), ictx.db.session() as session:
+        service.merge(session=session, duplicate_id=ids[0], into_id=ids[1], actor="t")
+
+
+def test_an_alert_storm_ends_as_one_incident_with_bounded_notifications(ictx: Context) -> None:
+    """1,000 alerts for one model within a minute: one incident, 1,000 linked alerts, a few messages."""
+    start = clock.now() - dt.timedelta(minutes=1)
+    with ictx.db.session() as session:
+        for i in range(1000):
+            at = start + dt.timedelta(milliseconds=60 * i)
+            labels = {"model": "iris", "runbook": "monitoring", "shard": str(i)}
+            facts = lifecycle.AlertFacts(
+                fingerprint=lifecycle.fingerprint("storm", labels), source=AlertSource.MLONCALL, rule="storm",
+                model="iris", severity="critical", runbook="monitoring", labels=labels, annotations={},
+            )  # fmt: skip
+            group = lifecycle.ensure_group(
+                session,
+                key=lifecycle.group_key(labels, ("model", "runbook")),
+                source="mloncall",
+                labels={},
+                at=at,
+            )
+            lifecycle.new_alert(
+                session, previous=None, facts=facts, group=group, state=AlertState.FIRING, at=at
+            )
+    sent = jobs.run_once(ictx, channels=[])
+    assert sent.routed == {"opened": 1, "joined": 999}
+    with ictx.db.session() as session:
+        (incident,) = service.list_incidents(session=session)
+        assert len(service.links(session=session, incident_id=incident.id)) == 1000
+        messages = session.scalar(sa.select(sa.func.count()).select_from(Message))
+        assert messages is not None and 1 <= messages <= 3  # opened (+ the first page when a policy exists)
+    assert jobs.run_once(ictx, channels=[]).routed == {}
