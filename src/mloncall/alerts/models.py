@@ -186,16 +186,11 @@ class Notification(Base):
     )
 
 
-class DeliveryAttempt(Base):
-    """One try at sending a notification: who was told, when, and how it went."""
-
-    __tablename__ = "alert_delivery_attempts"
+class DeliveryColumns:
+    """The columns of one try at sending something to one channel (an alert's notification, an incident's
+    message): which channel, the attempt, how it went, when."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    notification_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("alert_notifications.id", ondelete="CASCADE"), index=True
-    )
-    alert_id: Mapped[int] = mapped_column(sa.ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
     channel: Mapped[str] = mapped_column(sa.String(128))
     channel_type: Mapped[str] = mapped_column(sa.String(16))
     attempt: Mapped[int]
@@ -204,5 +199,16 @@ class DeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True, default=None)
     response_code: Mapped[int | None] = mapped_column(nullable=True, default=None)
     at: Mapped[dt.datetime]
+
+
+class DeliveryAttempt(DeliveryColumns, Base):
+    """One try at sending a notification: who was told, when, and how it went."""
+
+    __tablename__ = "alert_delivery_attempts"
+
+    notification_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("alert_notifications.id", ondelete="CASCADE"), index=True
+    )
+    alert_id: Mapped[int] = mapped_column(sa.ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
 
     notification: Mapped[Notification] = relationship(back_populates="deliveries")

@@ -327,15 +327,24 @@ def _record_attempt(
             DeliveryAttempt(
                 notification_id=notification.id,
                 alert_id=notification.alert_id,
-                channel=channel.name,
-                channel_type=channel.type,
-                attempt=attempt,
-                status=DeliveryStatus.OK if error is None else DeliveryStatus.FAILED,
-                error=error.message[:2000] if error is not None else None,
-                response_code=code if error is None else error.code,
-                at=clock.now(),
+                **delivery_columns(channel, attempt, error, code),
             )
         )
+
+
+def delivery_columns(
+    channel: Channel, attempt: int, error: DeliveryError | None, code: int | None
+) -> dict[str, Any]:
+    """The `DeliveryColumns` of one try at sending to a channel, from how it went."""
+    return {
+        "channel": channel.name,
+        "channel_type": channel.type,
+        "attempt": attempt,
+        "status": DeliveryStatus.OK if error is None else DeliveryStatus.FAILED,
+        "error": error.message[:2000] if error is not None else None,
+        "response_code": code if error is None else error.code,
+        "at": clock.now(),
+    }
 
 
 Attempt = Callable[[int, DeliveryError | None, int | None], None]

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from mloncall.alerts.models import DeliveryColumns
 from mloncall.incidents.states import (
     OPEN_STATES,
     ActionItemStatus,
@@ -203,23 +204,15 @@ class Message(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, default=None)
 
 
-class Delivery(Base):
+class Delivery(DeliveryColumns, Base):
     """One try at sending a message to one channel: who was told, when, and how it went."""
 
     __tablename__ = "incident_deliveries"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(
         sa.ForeignKey("incident_messages.id", ondelete="CASCADE"), index=True
     )
     incident_id: Mapped[int] = mapped_column(sa.ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
-    channel: Mapped[str] = mapped_column(sa.String(128))
-    channel_type: Mapped[str] = mapped_column(sa.String(16))
-    attempt: Mapped[int]
-    status: Mapped[str] = mapped_column(sa.String(16))
-    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True, default=None)
-    response_code: Mapped[int | None] = mapped_column(nullable=True, default=None)
-    at: Mapped[dt.datetime]
 
 
 class Page(Base):

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from mloncall.alerts import notify
 from mloncall.alerts.channels import Channel, channels_from_settings
-from mloncall.alerts.states import DeliveryStatus
 from mloncall.core import clock
 from mloncall.core.records import Record
 from mloncall.incidents.models import Delivery, Incident, Message
@@ -110,13 +109,7 @@ def _record(
             Delivery(
                 message_id=message.id,
                 incident_id=message.incident_id,
-                channel=channel.name,
-                channel_type=channel.type,
-                attempt=attempt,
-                status=DeliveryStatus.OK if error is None else DeliveryStatus.FAILED,
-                error=error.message[:2000] if error is not None else None,
-                response_code=code if error is None else error.code,
-                at=clock.now(),
+                **notify.delivery_columns(channel, attempt, error, code),
             )
         )
 
