@@ -105,10 +105,8 @@ def open_incident(
     send_later: SendLater,
     who: Principal = allow("incidents.open"),
 ) -> IncidentDetail:
-    incident = service.open_incident(
-        session=session, settings=settings, title=body.title, severity=body.severity, actor=who.name,
-        model=body.model, description=body.description, cadence=body.cadence, policy=body.policy,
-    )  # fmt: skip
+    fields = {k: v for k, v in body if k != "alert_ids"}
+    incident = service.open_incident(session=session, settings=settings, actor=who.name, **fields)
     for alert_id in body.alert_ids:
         service.link_alert(
             session=session,
@@ -141,14 +139,7 @@ def ack(
 def assign(
     incident_id: IncidentId, body: AssignIn, session: DbSession, who: Principal = allow("incidents.assign")
 ) -> RoleOut:
-    row = service.assign(
-        session=session,
-        incident_id=incident_id,
-        role=body.role,
-        principal=body.principal,
-        actor=who.name,
-        note=body.note,
-    )
+    row = service.assign(session=session, incident_id=incident_id, actor=who.name, **dict(body))
     return RoleOut.model_validate(row)
 
 
@@ -343,9 +334,8 @@ def complete(
     who: Principal = allow("incidents.postmortem"),
 ) -> PostmortemOut:  # fmt: skip
     pm = service.complete(
-        session=session, store=ctx.store, incident_id=incident_id, actor=who.name, went_well=body.went_well,
-        went_badly=body.went_badly, root_cause=body.root_cause,
-    )  # fmt: skip
+        session=session, store=ctx.store, incident_id=incident_id, actor=who.name, **dict(body)
+    )
     return PostmortemOut.model_validate(pm)
 
 
@@ -356,14 +346,7 @@ def add_item(
     session: DbSession,
     who: Principal = allow("incidents.update"),
 ) -> ActionItemOut:
-    row = service.add_action_item(
-        session=session,
-        incident_id=incident_id,
-        title=body.title,
-        owner=body.owner,
-        due=body.due,
-        actor=who.name,
-    )
+    row = service.add_action_item(session=session, incident_id=incident_id, actor=who.name, **dict(body))
     return ActionItemOut.model_validate(row)
 
 
@@ -394,11 +377,7 @@ def oncall_now(
 def create_schedule(
     body: ScheduleIn, session: DbSession, who: Principal = allow("oncall.manage")
 ) -> ScheduleOut:
-    row = service.create_schedule(
-        session=session, name=body.name, members=body.members, time_zone=body.time_zone, handoff=body.handoff,
-        shift=body.shift, start=body.start, actor=who.name,
-        description=body.description,
-    )  # fmt: skip
+    row = service.create_schedule(session=session, actor=who.name, **dict(body))
     return ScheduleOut.model_validate(row)
 
 
@@ -416,10 +395,7 @@ def override(
     session: DbSession,
     who: Principal = allow("oncall.override"),
 ) -> dict[str, Any]:
-    o = service.add_override(
-        session=session, schedule=name, principal=body.principal, starts_at=body.starts_at, ends_at=body.ends_at,
-        actor=who.name, reason=body.reason,
-    )  # fmt: skip
+    o = service.add_override(session=session, schedule=name, actor=who.name, **dict(body))
     return {
         "id": o.id,
         "schedule": name,
@@ -443,9 +419,7 @@ def ical(
 
 @router.post("/oncall/policies", status_code=201, summary="Create an escalation policy")
 def create_policy(body: PolicyIn, session: DbSession, who: Principal = allow("oncall.manage")) -> PolicyOut:
-    row = service.create_policy(
-        session=session, name=body.name, steps=body.steps, repeat=body.repeat, actor=who.name
-    )
+    row = service.create_policy(session=session, actor=who.name, **dict(body))
     return PolicyOut.model_validate(row)
 
 
