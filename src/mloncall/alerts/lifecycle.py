@@ -23,12 +23,12 @@ from mloncall.alerts.models import Alert, AlertEvent, AlertGroup, Notification
 from mloncall.alerts.silences import match_labels, matching_silence
 from mloncall.alerts.states import (
     ALERT_STATES,
+    ALERT_TRANSITIONS,
     OPEN_STATES,
     AlertState,
     EventKind,
     NotificationStatus,
     NotifyEvent,
-    check_alert_move,
     most_urgent,
 )
 from mloncall.core import clock
@@ -158,7 +158,7 @@ def history(*, session: Session, alert_id: int) -> Sequence[AlertEvent]:
 def move(alert: Alert, to: AlertState) -> str:
     """Set the alert's state, if the move is allowed (see `states.ALERT_TRANSITIONS`); the state it left."""
     before = alert.state
-    alert.state = check_alert_move(before, to)
+    alert.state = ALERT_TRANSITIONS.check(f"alert #{alert.id}", before, to)
     return before
 
 
@@ -260,7 +260,7 @@ def new_alert(
         external_id=facts.external_id,
         rule=facts.rule[:255],
         model=facts.model,
-        state=check_alert_move(None, state),
+        state=ALERT_TRANSITIONS.check("a new alert", None, state),
         severity=facts.severity,
         runbook=facts.runbook,
         labels=facts.labels,

@@ -12,7 +12,7 @@ import datetime as dt
 import enum
 from collections.abc import Iterable
 
-from mloncall.core.errors import Conflict
+from mloncall.core.states import Moves
 
 
 class AlertState(enum.StrEnum):
@@ -30,16 +30,19 @@ OPEN_STATES = (AlertState.PENDING, AlertState.FIRING)
 #: Where an alert may go from each state (None: a new alert). Closing is allowed from every state but
 #: `closed`; `resolved -> firing` is a re-open within the hold time; `resolved -> pending` happens to a
 #: resolved alert that never fired.
-ALERT_TRANSITIONS: dict[AlertState | None, frozenset[AlertState]] = {
-    None: frozenset({AlertState.PENDING, AlertState.FIRING}),
-    AlertState.PENDING: frozenset(
-        {AlertState.FIRING, AlertState.INACTIVE, AlertState.RESOLVED, AlertState.CLOSED}
-    ),
-    AlertState.FIRING: frozenset({AlertState.RESOLVED, AlertState.CLOSED}),
-    AlertState.RESOLVED: frozenset({AlertState.FIRING, AlertState.PENDING, AlertState.CLOSED}),
-    AlertState.INACTIVE: frozenset({AlertState.PENDING, AlertState.FIRING, AlertState.CLOSED}),
-    AlertState.CLOSED: frozenset(),
-}
+ALERT_TRANSITIONS = Moves(
+    AlertState,
+    {
+        None: frozenset({AlertState.PENDING, AlertState.FIRING}),
+        AlertState.PENDING: frozenset(
+            {AlertState.FIRING, AlertState.INACTIVE, AlertState.RESOLVED, AlertState.CLOSED}
+        ),
+        AlertState.FIRING: frozenset({AlertState.RESOLVED, AlertState.CLOSED}),
+        AlertState.RESOLVED: frozenset({AlertState.FIRING, AlertState.PENDING, AlertState.CLOSED}),
+        AlertState.INACTIVE: frozenset({AlertState.PENDING, AlertState.FIRING, AlertState.CLOSED}),
+        AlertState.CLOSED: frozenset(),
+    },
+)
 
 
 #: The states of a group's alerts, most urgent first.
@@ -56,15 +59,6 @@ def most_urgent(states: Iterable[str]) -> AlertState:
     """The most urgent of some alerts' states (`inactive` for none)."""
     present = set(states)
     return next((s for s in _URGENCY if s in present), AlertState.INACTIVE)
-
-
-def check_alert_move(before: str | None, after: str) -> AlertState:
-    """The target state, if an alert may move there from `before`; Conflict otherwise."""
-    origin = AlertState(before) if before is not None else None
-    target = AlertState(after)
-    if target not in ALERT_TRANSITIONS[origin]:
-        raise Conflict(f"an alert cannot go from {before or 'new'} to {after}")
-    return target
 
 
 class EventKind(enum.StrEnum):
@@ -104,21 +98,24 @@ class NotificationStatus(enum.StrEnum):
 
 #: pending -> sending when one sender claims it; sending -> pending when its claim went stale (the sender
 #: died); sending -> sent | failed | unrouted when it finishes. A suppressed notification is final.
-NOTIFICATION_TRANSITIONS: dict[NotificationStatus, frozenset[NotificationStatus]] = {
-    NotificationStatus.PENDING: frozenset({NotificationStatus.SENDING}),
-    NotificationStatus.SENDING: frozenset(
-        {
-            NotificationStatus.PENDING,
-            NotificationStatus.SENT,
-            NotificationStatus.FAILED,
-            NotificationStatus.UNROUTED,
-        }
-    ),
-    NotificationStatus.SENT: frozenset(),
-    NotificationStatus.FAILED: frozenset(),
-    NotificationStatus.SUPPRESSED: frozenset(),
-    NotificationStatus.UNROUTED: frozenset(),
-}
+NOTIFICATION_TRANSITIONS = Moves(
+    NotificationStatus,
+    {
+        NotificationStatus.PENDING: frozenset({NotificationStatus.SENDING}),
+        NotificationStatus.SENDING: frozenset(
+            {
+                NotificationStatus.PENDING,
+                NotificationStatus.SENT,
+                NotificationStatus.FAILED,
+                NotificationStatus.UNROUTED,
+            }
+        ),
+        NotificationStatus.SENT: frozenset(),
+        NotificationStatus.FAILED: frozenset(),
+        NotificationStatus.SUPPRESSED: frozenset(),
+        NotificationStatus.UNROUTED: frozenset(),
+    },
+)
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -23,11 +23,11 @@ from mloncall.incidents.config import IncidentSettings, parse_severity
 from mloncall.incidents.models import GroupClaim, Incident, IncidentAlert, IncidentEvent, Postmortem
 from mloncall.incidents.states import (
     OPEN_STATES,
+    TRANSITIONS,
     IncidentState,
     MessageKind,
     PostmortemStatus,
     TimelineKind,
-    check_move,
 )
 from mloncall.incidents.timeline import add_entry, clip
 from mloncall.stores.db import get_or_raise
@@ -106,7 +106,7 @@ def move(
 ) -> IncidentEvent:
     """Change the incident's state if the move is allowed (`states.TRANSITIONS`), recording it."""
     before = incident.state
-    incident.state = check_move(incident.id, before, to)
+    incident.state = TRANSITIONS.check(f"incident {incident.id}", before, to)
     return record(session, incident, before=before, actor=actor, reason=reason, evidence=evidence)
 
 
@@ -140,7 +140,7 @@ def open_incident(
         escalation.get_policy_or_raise(session=session, name=policy)
     at = clock.now()
     incident = Incident(
-        title=clip(title.strip(), 255), severity=sev, state=check_move(0, None, IncidentState.TRIGGERED), model=model,
+        title=clip(title.strip(), 255), severity=sev, state=TRANSITIONS.check("a new incident", None, IncidentState.TRIGGERED), model=model,
         description=description, opened_by=clip(actor, 128), detected_at=detected_at or at, opened_at=at,
         lineage=[], last_signal_at=at, cadence_s=every.total_seconds(), next_update_due=at + every,
         escalation_policy=policy or settings.of(sev).policy,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from mloncall.core.errors import Conflict
+from mloncall.core.states import Moves
 
 
 class IncidentState(enum.StrEnum):
@@ -26,28 +26,27 @@ OPEN_STATES = (IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED, IncidentStat
 
 #: Where an incident may go from each state (None: a new incident). Resolving straight from `triggered` is
 #: allowed (the alert cleared before anyone acknowledged); `resolved -> triggered` is a re-open.
-TRANSITIONS: dict[IncidentState | None, frozenset[IncidentState]] = {
-    None: frozenset({IncidentState.TRIGGERED}),
-    IncidentState.TRIGGERED: frozenset(
-        {IncidentState.ACKNOWLEDGED, IncidentState.MITIGATED, IncidentState.RESOLVED, IncidentState.MERGED}
-    ),
-    IncidentState.ACKNOWLEDGED: frozenset(
-        {IncidentState.MITIGATED, IncidentState.RESOLVED, IncidentState.MERGED}
-    ),
-    IncidentState.MITIGATED: frozenset({IncidentState.RESOLVED, IncidentState.MERGED}),
-    IncidentState.RESOLVED: frozenset({IncidentState.CLOSED, IncidentState.TRIGGERED}),
-    IncidentState.CLOSED: frozenset(),
-    IncidentState.MERGED: frozenset(OPEN_STATES),
-}
-
-
-def check_move(incident_id: int, before: str | None, after: str) -> IncidentState:
-    """The target state, if an incident may move there from `before`; Conflict saying why otherwise."""
-    origin = IncidentState(before) if before is not None else None
-    target = IncidentState(after)
-    if target not in TRANSITIONS[origin]:
-        raise Conflict(f"incident {incident_id} is {before or 'new'}: it cannot become {after}")
-    return target
+TRANSITIONS = Moves(
+    IncidentState,
+    {
+        None: frozenset({IncidentState.TRIGGERED}),
+        IncidentState.TRIGGERED: frozenset(
+            {
+                IncidentState.ACKNOWLEDGED,
+                IncidentState.MITIGATED,
+                IncidentState.RESOLVED,
+                IncidentState.MERGED,
+            }
+        ),
+        IncidentState.ACKNOWLEDGED: frozenset(
+            {IncidentState.MITIGATED, IncidentState.RESOLVED, IncidentState.MERGED}
+        ),
+        IncidentState.MITIGATED: frozenset({IncidentState.RESOLVED, IncidentState.MERGED}),
+        IncidentState.RESOLVED: frozenset({IncidentState.CLOSED, IncidentState.TRIGGERED}),
+        IncidentState.CLOSED: frozenset(),
+        IncidentState.MERGED: frozenset(OPEN_STATES),
+    },
+)
 
 
 class Severity(enum.StrEnum):

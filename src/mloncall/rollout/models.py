@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from mloncall.core.states import Moves
 from mloncall.stores.db import Base, TransitionEvent
 
 
@@ -25,26 +26,24 @@ class RolloutState(enum.StrEnum):
 
 #: Every move a rollout may make. `pending` is where a new row starts, before its pre-checks are judged;
 #: running -> running is a canary step passed (the weight goes up); a final state goes nowhere.
-TRANSITIONS: dict[RolloutState, frozenset[RolloutState]] = {
-    RolloutState.PENDING: frozenset(
-        {RolloutState.RUNNING, RolloutState.PROMOTED, RolloutState.ABORTED, RolloutState.ROLLED_BACK}
-    ),
-    RolloutState.RUNNING: frozenset(
-        {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.PROMOTED, RolloutState.ABORTED}
-    ),
-    RolloutState.PAUSED: frozenset({RolloutState.RUNNING, RolloutState.PROMOTED, RolloutState.ABORTED}),
-    RolloutState.PROMOTED: frozenset(),
-    RolloutState.ABORTED: frozenset(),
-    RolloutState.ROLLED_BACK: frozenset(),
-}
+TRANSITIONS = Moves(
+    RolloutState,
+    {
+        RolloutState.PENDING: frozenset(
+            {RolloutState.RUNNING, RolloutState.PROMOTED, RolloutState.ABORTED, RolloutState.ROLLED_BACK}
+        ),
+        RolloutState.RUNNING: frozenset(
+            {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.PROMOTED, RolloutState.ABORTED}
+        ),
+        RolloutState.PAUSED: frozenset({RolloutState.RUNNING, RolloutState.PROMOTED, RolloutState.ABORTED}),
+        RolloutState.PROMOTED: frozenset(),
+        RolloutState.ABORTED: frozenset(),
+        RolloutState.ROLLED_BACK: frozenset(),
+    },
+)
 
 ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
-FINAL_STATES = tuple(state for state, moves in TRANSITIONS.items() if not moves)
-
-
-def can_move(from_state: str, to_state: str) -> bool:
-    """Whether TRANSITIONS allows a rollout in from_state to go to to_state."""
-    return RolloutState(to_state) in TRANSITIONS[RolloutState(from_state)]
+FINAL_STATES = TRANSITIONS.final
 
 
 class Strategy(enum.StrEnum):

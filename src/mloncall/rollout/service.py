@@ -35,12 +35,12 @@ from mloncall.registry.models import ModelVersion
 from mloncall.rollout.analysis import Analysis, Thresholds, analyse_canary
 from mloncall.rollout.models import (
     ACTIVE_STATES,
+    TRANSITIONS,
     Rollout,
     RolloutEvent,
     RolloutState,
     StepTaken,
     Strategy,
-    can_move,
 )
 from mloncall.rollout.prechecks import SMOKE_TOLERANCE, prechecks, smoke_test
 from mloncall.serving import service as routing
@@ -154,8 +154,7 @@ def _event(
     evidence: dict[str, Any] | None = None,
 ) -> None:
     """Move r to to_state (one of TRANSITIONS' moves from where it is) and record the move as an event."""
-    if not can_move(r.state, to_state):
-        raise Conflict(f"rollout #{r.id} is {r.state}: it cannot become {to_state}")
+    TRANSITIONS.check(f"rollout #{r.id}", r.state, to_state)
     now = clock.now()
     session.add(
         RolloutEvent(
