@@ -191,3 +191,17 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         db.check()
     with pytest.raises(InvalidInput, match="not a valid SQLAlchemy URL"):
         Database("not a url")
+
+
+def test_a_version_or_id_past_the_integer_columns_is_not_found_at_the_service(ctx: Context) -> None:
+    from mloncall.alerts import service as alerts
+    from mloncall.data import service as datasets
+
+    train_iris(ctx)
+    with ctx.db.session() as session:
+        with pytest.raises(NotFound):
+            registry.get_version_or_raise(session=session, name="iris-classifier", version=2**63)
+        with pytest.raises(NotFound):
+            alerts.get_alert_or_raise(session=session, alert_id=2**63)
+        with pytest.raises(NotFound):
+            datasets.get_version_by_id_or_raise(session=session, dataset_version_id=-(2**63) - 1)

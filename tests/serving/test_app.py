@@ -520,3 +520,14 @@ def test_metrics_count_log_files_the_monitors_skipped(
         if s.name == "mloncall_monitor_log_files_skipped_total"
     ]
     assert skipped and sum(skipped) >= 1
+
+
+# --- ids past the database's integers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [str(2**63), "99999999999999999999999", str(2**31)])
+def test_a_version_too_large_is_404_never_500(client: TestClient, version: str) -> None:
+    base = f"/v2/models/iris/versions/{version}"
+    assert "no version" in error_of(client.get(f"{base}/ready"), 404)
+    assert "no version" in error_of(client.get(base), 404)
+    assert "no version" in error_of(client.post(f"{base}/infer", json=oip()), 404)

@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from mloncall.core.names import IdField
 from mloncall.registry.models import AliasEvent, Model, ModelVersion
 
 
@@ -174,7 +175,7 @@ class AliasSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: IdField
     reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
 
 

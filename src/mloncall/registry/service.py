@@ -52,9 +52,7 @@ def list_models(*, session: Session) -> Sequence[Model]:
 def get_version_or_raise(*, session: Session, name: str, version: int) -> ModelVersion:
     """One version of a model; NotFound says whether the model or the version is missing."""
     model = get_model_or_raise(session=session, name=name)
-    mv = session.scalars(
-        sa.select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
-    ).one_or_none()
+    mv = find_one(session, ModelVersion, model_id=model.id, version=version)
     if mv is None:
         raise NotFound(f"model {name!r} has no version {version} (never registered, or deleted)")
     return mv

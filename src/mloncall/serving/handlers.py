@@ -23,6 +23,7 @@ import orjson
 from mloncall import __version__
 from mloncall.core import clock
 from mloncall.core.errors import MloncallError, NotFound
+from mloncall.core.names import MAX_ID, parse_id
 from mloncall.serving.asgi import Receive, Scope
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.metrics import ServingMetrics
@@ -165,11 +166,13 @@ class Handlers:
         return route
 
     async def _explicit(self, model: str, version_text: str) -> Predictor:
-        if not version_text.isdigit() or int(version_text) < 1:
+        version = parse_id(version_text)
+        if version is None:
             raise _error(
-                404, f"model {model!r} has no version {version_text!r}: versions are positive integers"
+                404,
+                f"model {model!r} has no version {version_text!r}: versions are positive integers up to "
+                f"{MAX_ID}",
             )
-        version = int(version_text)
         router = self.router
         predictor = router.loaded(model, version)
         if predictor is not None:
