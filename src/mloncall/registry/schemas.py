@@ -184,7 +184,7 @@ class FileCheckOut(BaseModel):
 
     name: str
     key: str
-    status: str = Field(description="ok, missing or altered")
+    status: str = Field(description="ok, missing, altered, or unexpected (in the folder, never recorded)")
     expected: str
     actual: str | None
     size: int

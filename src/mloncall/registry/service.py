@@ -294,6 +294,10 @@ def delete_version(*, session: Session, store: ArtifactStore, name: str, version
 # --- integrity -------------------------------------------------------------------------------------------
 
 
+#: The name of the check `verify` reports (a deployment's first pre-check).
+INTEGRITY_CHECK = "artifact integrity"
+
+
 @dataclass
 class FileCheck:
     name: str
@@ -301,9 +305,12 @@ class FileCheck:
     expected: str
     actual: str | None
     size: int
+    recorded: bool = True  # False: in the version's folder, but no record names it
 
     @property
     def status(self) -> str:
+        if not self.recorded:
+            return "unexpected"
         if self.actual is None:
             return "missing"
         return "ok" if self.actual == self.expected else "altered"
@@ -321,9 +328,9 @@ class VerifyReport:
     def check(self) -> Check:
         bad = [f for f in self.files if f.status != "ok"]
         if not bad:
-            return Check("artifact integrity", Outcome.SUCCESSFUL, f"all {len(self.files)} files intact")
+            return Check(INTEGRITY_CHECK, Outcome.SUCCESSFUL, f"all {len(self.files)} files intact")
         return Check(
-            "artifact integrity",
+            INTEGRITY_CHECK,
             Outcome.FAILED,
             "; ".join(f"{f.name} {f.status}" for f in bad),
             {"bad": [f.name for f in bad]},
@@ -354,8 +361,20 @@ def verify(*, store: ArtifactStore, model_version: ModelVersion) -> VerifyReport
                 checks.append(
                     FileCheck(f"{MANIFEST_FILE}:{fname}", manifest.key, entry["sha256"], "mismatch", 0)
                 )
+    checks.extend(_unexpected_files(store=store, model_version=model_version))
     ref = f"{model_version.model.name}:{model_version.version}"
     return VerifyReport(ref=ref, files=checks, seconds=time.perf_counter() - start)
+
+
+def _unexpected_files(*, store: ArtifactStore, model_version: ModelVersion) -> list[FileCheck]:
+    """Files in the version's folder that no record names: a version is exactly its recorded files."""
+    recorded = {f.key for f in model_version.files}
+    prefix = model_version.artifact_prefix
+    return [
+        FileCheck(key.removeprefix(f"{prefix}/"), key, "", store.sha256_of(key), 0, recorded=False)
+        for key in store.list(prefix)
+        if key not in recorded
+    ]
 
 
 def _file(model_version: ModelVersion, name: str) -> ArtifactFile:
