@@ -196,3 +196,18 @@ def test_health_is_503_json_when_the_database_is_unreachable(tmp_path: Path) -> 
         refused = client.get("/api/v1/whoami", headers={"Authorization": "Bearer mlo_x"})
         assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"
     ctx.close()
+
+
+def test_the_last_admin_token_cannot_be_revoked_through_the_api(api: Api) -> None:
+    tokens = api.request("GET", "/api/v1/tokens").json()
+    [admin] = [t for t in tokens if t["role"] == "admin"]
+    refused = api.request("DELETE", f"/api/v1/tokens/{admin['id']}")
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["code"] == "conflict" and "last active admin token" in body["error"]
+    assert api.request("GET", "/api/v1/whoami").status_code == 200  # still works
+    second = api.request("POST", "/api/v1/tokens", json={"principal": "root2", "role": "admin"})
+    assert second.status_code == 201, second.text
+    assert api.request("DELETE", f"/api/v1/tokens/{admin['id']}").status_code == 200
+    again = second.json()["token"]["id"]
+    assert api.request("DELETE", f"/api/v1/tokens/{again}", role="operator").status_code == 403
