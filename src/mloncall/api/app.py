@@ -315,7 +315,10 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
         try:
             ctx.db.check()
         except StoreUnavailable as exc:
-            return JSONResponse({"status": "unavailable", **exc.to_dict()}, status_code=503)
+            # Anonymous: the database's address and the driver's text go to the log only.
+            logger.warning("health check failed: %s", exc.message)
+            body = {"status": "unavailable", "error": "the metadata database cannot be reached"}
+            return JSONResponse({**body, "code": exc.code}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     for router in ROUTERS:

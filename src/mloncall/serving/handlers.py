@@ -29,7 +29,7 @@ from mloncall.serving.config import ServingConfig
 from mloncall.serving.metrics import ServingMetrics
 from mloncall.serving.predictor import Predictor
 from mloncall.serving.protocol import infer_response, parse_json, requested_outputs, split_infer_body
-from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose
+from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose, public_reason
 from mloncall.serving.validation import (
     RequestError,
     bad,
@@ -187,7 +187,7 @@ class Handlers:
         except NotFound as exc:
             raise _error(404, exc.message) from None
         except MloncallError as exc:
-            raise _error(503, f"{model}:{version} is not ready: {exc.message}") from None
+            raise _error(503, f"{model}:{version} is not ready: {public_reason(exc)}") from None
 
     def _sticky(self, route: ModelRoute | None, headers: dict[bytes, bytes], fields: Any) -> str | None:
         if route is None or route.sticky_key is None:
@@ -454,7 +454,12 @@ class Handlers:
         """GET /v2/health/ready: routing loaded and every routed model ready."""
         router = self.router
         if not router.ready:
-            reason = router.last_error or "routing not loaded yet"
+            # The refresh error (a driver's text, a file path) is in the log, not in an anonymous answer.
+            reason = (
+                "the routing cannot be read (see the server log)"
+                if router.last_error
+                else "routing not loaded yet"
+            )
             return 503, orjson.dumps({"error": f"not ready: {reason}"}), JSON, None
         broken = [
             f"{name}: {'; '.join(r.problems)}" for name, r in sorted(router.routes.items()) if not r.ready
