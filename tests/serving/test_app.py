@@ -554,3 +554,62 @@ def test_anonymous_503s_carry_no_path_no_hash_and_no_stack_text(
         assert not [leak for leak in leaks if leak in text], text
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert onnx.sha256[:12] in logged  # the detail is the log's
+
+
+# --- every refusal in the rejections log -----------------------------------------------------------------
+
+
+def _rejections(app: InferenceApp, sctx: Context, model: str = "iris") -> list[tuple[str, str | None]]:
+    app.prediction_log.flush()
+    table = read_log(sctx.store, "rejections", model)
+    assert table is not None
+    return list(zip(table.column("reason").to_pylist(), table.column("field").to_pylist(), strict=True))
+
+
+def test_every_refused_inference_request_is_in_the_rejections_log_with_its_field(
+    app: InferenceApp, client: TestClient, sctx: Context
+) -> None:
+    json_type = {"Content-Type": "application/json"}
+    refused = [
+        client.post(INFER, content=b'{"inputs": [', headers=json_type),
+        client.post(INFER, content=b"x" * (300 * 1024), headers=json_type),
+        client.post(INFER, content=b"{}", headers={"Content-Type": "text/csv"}),
+        client.post(INFER, json={"inputs": {"name": "input"}}),
+        client.post(INFER, json=oip(rows=[VALUES] * 1001)),
+        client.post(INFER, json=oip(rows=[[5.1, "x", 1.4, 0.2]])),
+        client.post("/predict", json={"model": "iris", "instances": [{**ROW, "sepal_width": "wide"}]}),
+        client.post("/predict", json={"model": "iris", "instances": "rows"}),
+    ]
+    assert [r.status_code for r in refused] == [400, 413, 415, 400, 400, 400, 400, 400]
+    logged = _rejections(app, sctx)
+    assert sorted(logged) == sorted(
+        [
+            ("malformed_json", "body"),
+            ("body_too_large", "body"),
+            ("wrong_content_type", "body"),
+            ("wrong_shape", "inputs"),
+            ("too_many_rows", "input"),
+            ("wrong_type", "sepal_width"),
+            ("wrong_type", "sepal_width"),
+            ("wrong_shape", "instances"),
+        ]
+    ), logged
+
+
+def test_oip_input_names_are_strict_and_control_characters_are_escaped(
+    app: InferenceApp, client: TestClient, sctx: Context
+) -> None:
+    body = oip()
+    body["inputs"][0]["name"] = "nope"
+    assert "unknown input 'nope'" in error_of(client.post(INFER, json=body), 400)
+    twice = {"inputs": [oip()["inputs"][0], oip()["inputs"][0]]}
+    assert "'input' is given twice" in error_of(client.post(INFER, json=twice), 400)
+    sneaky = "in\u202eput"
+    body["inputs"][0]["name"] = sneaky
+    message = error_of(client.post(INFER, json=body), 400)
+    assert "\u202e" not in message and "\\u202e" in message
+    instance = {**ROW, f"colour{sneaky}": 1.0}
+    message = error_of(client.post("/predict", json={"model": "iris", "instances": [instance]}), 400)
+    assert "\u202e" not in message and "\\u202e" in message
+    fields = [field or "" for _, field in _rejections(app, sctx)]
+    assert all("\u202e" not in f for f in fields) and any("\\u202e" in f for f in fields)

@@ -183,7 +183,7 @@ class InferenceApp:
             status, body, ctype = exc.status, orjson.dumps({"error": exc.message}), JSON
             extra = exc.headers
             if labels is not None:
-                self.handlers.failed(labels, status, exc.message, exc.reason, t0, scope)
+                self.handlers.failed(labels, status, exc.message, exc, t0, scope)
         except Disconnected:
             return
         except Exception as exc:  # a bug or a broken store: say so, never hang the client
