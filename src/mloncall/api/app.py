@@ -31,6 +31,7 @@ from mloncall.access import views as access_views
 from mloncall.alerts import scheduler as alert_scheduler
 from mloncall.alerts import views as alert_views
 from mloncall.api.deps import MUTATING_METHODS, _action, _request_audit, current_principal, refuse_nul_bytes
+from mloncall.api.openapi import truthful_openapi
 from mloncall.core.errors import MloncallError, StoreUnavailable
 from mloncall.data import views as data_views
 from mloncall.registry import views as registry_views
@@ -323,4 +324,5 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
 
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(refuse_nul_bytes), Depends(current_principal)])
+    app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     return app
