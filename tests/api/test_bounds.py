@@ -37,3 +37,9 @@ def test_an_id_or_version_too_large_is_refused_with_the_error_body(
     assert response.status_code in (400, 404), response.text
     body = response.json()
     assert body["code"] in ("invalid_input", "not_found") and body["error"], body
+
+
+def test_a_rules_file_with_a_control_character_is_400_not_500(iris: Api) -> None:
+    response = iris.request("PUT", "/api/v1/alerts/rules", json={"yaml": "\u0096rules: []"})
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_input"

@@ -261,6 +261,15 @@ async def _on_db_data_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, 400, body)
 
 
+async def _on_unencodable_text(request: Request, exc: Exception) -> Response:
+    # JSON may escape a lone surrogate (\ud800) that no UTF-8 file, hash or database column can hold.
+    body = {
+        "error": "the request holds text that is not valid Unicode (a lone surrogate)",
+        "code": "invalid_input",
+    }
+    return _error_response(request, 400, body)
+
+
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, 500, {"error": "internal error", "code": "internal"})
@@ -309,6 +318,7 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(SAIntegrityError, _on_db_integrity_error)
     app.add_exception_handler(DataError, _on_db_data_error)  # e.g. an integer out of range, a NUL in a string
+    app.add_exception_handler(UnicodeEncodeError, _on_unencodable_text)
     app.add_exception_handler(Exception, _on_unexpected_error)
 
     @app.get("/healthz", tags=["health"], summary="Is the metadata database reachable? (no token needed)")
