@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mloncall.access import cli as access_cli
 from mloncall.access import service as access
 from mloncall.core import console
-from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.stores.context import Context
 
 
@@ -92,3 +92,13 @@ def test_bad_input_is_refused_before_anything_is_written(root: typer.Typer) -> N
     assert [e["outcome"] for e in log] == ["error:invalid_input"], (
         "the refused create is audited, not written"
     )
+
+
+def test_the_last_admin_token_cannot_be_revoked_from_the_cli(root: typer.Typer) -> None:
+    runner = CliRunner()
+    created = runner.invoke(root, ["tokens", "create", "root", "--role", "admin", "--json"])
+    assert created.exit_code == 0, created.output
+    token_id = json.loads(created.output)["token"]["id"]
+    refused = runner.invoke(root, ["tokens", "revoke", str(token_id)])
+    assert isinstance(refused.exception, Conflict), refused.output
+    assert "last active admin token" in refused.exception.message

@@ -196,3 +196,39 @@ def test_health_is_503_json_when_the_database_is_unreachable(tmp_path: Path) -> 
         refused = client.get("/api/v1/whoami", headers={"Authorization": "Bearer mlo_x"})
         assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"
     ctx.close()
+
+
+def test_the_last_admin_token_cannot_be_revoked_through_the_api(api: Api) -> None:
+    tokens = api.request("GET", "/api/v1/tokens").json()
+    [admin] = [t for t in tokens if t["role"] == "admin"]
+    refused = api.request("DELETE", f"/api/v1/tokens/{admin['id']}")
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["code"] == "conflict" and "last active admin token" in body["error"]
+    assert api.request("GET", "/api/v1/whoami").status_code == 200  # still works
+    second = api.request("POST", "/api/v1/tokens", json={"principal": "root2", "role": "admin"})
+    assert second.status_code == 201, second.text
+    assert api.request("DELETE", f"/api/v1/tokens/{admin['id']}").status_code == 200
+    again = second.json()["token"]["id"]
+    assert api.request("DELETE", f"/api/v1/tokens/{again}", role="operator").status_code == 403
+
+
+def test_the_openapi_document_lists_every_error_status_and_no_422_the_server_never_answers(api: Api) -> None:
+    doc = api.request("GET", "/openapi.json", role=None).json()
+    assert doc["components"]["schemas"]["ErrorBody"]["required"] == ["error", "code"]
+    for path, operations in doc["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            expected = {"400", "401", "403", "404", "503"}
+            if method != "get":
+                expected |= {"409", "413"}
+            assert expected <= responses.keys(), (method, path, sorted(responses))
+            if (method, path) != ("post", "/api/v1/models/{name}/deployments"):
+                assert "422" not in responses, (method, path)
+            for code in expected:
+                schema = responses[code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+    upload = doc["paths"]["/api/v1/datasets/{name}"]["post"]["responses"]
+    assert "415" in upload

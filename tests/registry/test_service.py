@@ -191,3 +191,28 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         db.check()
     with pytest.raises(InvalidInput, match="not a valid SQLAlchemy URL"):
         Database("not a url")
+
+
+def test_a_version_or_id_past_the_integer_columns_is_not_found_at_the_service(ctx: Context) -> None:
+    from mloncall.alerts import service as alerts
+    from mloncall.data import service as datasets
+
+    train_iris(ctx)
+    with ctx.db.session() as session:
+        with pytest.raises(NotFound):
+            registry.get_version_or_raise(session=session, name="iris-classifier", version=2**63)
+        with pytest.raises(NotFound):
+            alerts.get_alert_or_raise(session=session, alert_id=2**63)
+        with pytest.raises(NotFound):
+            datasets.get_version_by_id_or_raise(session=session, dataset_version_id=-(2**63) - 1)
+
+
+def test_verify_flags_a_file_nobody_recorded_in_the_version_folder(any_store_ctx: Context) -> None:
+    ctx = any_store_ctx
+    mv = train_iris(ctx).model_version
+    ctx.store.put_bytes(f"{mv.artifact_prefix}/extra.bin", b"not part of the version")
+    report = registry.verify(store=ctx.store, model_version=mv)
+    status = {f.name: f.status for f in report.files}
+    assert status["extra.bin"] == "unexpected"
+    assert not report.ok and "extra.bin unexpected" in report.check.reason
+    assert "intact" not in report.check.reason

@@ -125,7 +125,7 @@ def test_altered_artifact_stops_the_deploy(
     data[-3] ^= 0x01
     path.write_bytes(bytes(data))
     res = run_cli("deploy", "iris-classifier:2", env=cli_env)
-    assert res.returncode == 1 and "model.onnx altered" in res.stderr
+    assert res.returncode == 5 and "model.onnx altered" in res.stderr
     history = json.loads(ok("rollout", "history", "iris-classifier", "--json", env=cli_env))
     assert history[-1]["state"] == "aborted" and "pre-check failed" in history[-1]["reason"]
     status = json.loads(ok("rollout", "status", "iris-classifier", "--json", env=cli_env))

@@ -472,12 +472,13 @@ def test_a_model_failure_is_a_logged_500(
         raise RuntimeError("onnx exploded")
 
     monkeypatch.setattr(stable, "_run", broken)
-    assert "internal error: onnx exploded" in error_of(client.post(INFER, json=oip()), 500)
+    assert error_of(client.post(INFER, json=oip()), 500) == "internal error"  # the text is the log's
     app.prediction_log.flush()
     table = read_log(sctx.store, "predictions", "iris")
     assert table is not None
     row = table.to_pylist()[0]
     assert (row["status"], row["version"], row["route"], row["label"]) == (500, 1, "stable", None)
+    assert "onnx exploded" in row["error"]
     samples = metric_samples(client)["mloncall_requests_total"]
     assert [s.labels["status"] for s in samples] == ["500"]
 
@@ -520,3 +521,95 @@ def test_metrics_count_log_files_the_monitors_skipped(
         if s.name == "mloncall_monitor_log_files_skipped_total"
     ]
     assert skipped and sum(skipped) >= 1
+
+
+# --- ids past the database's integers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [str(2**63), "99999999999999999999999", str(2**31)])
+def test_a_version_too_large_is_404_never_500(client: TestClient, version: str) -> None:
+    base = f"/v2/models/iris/versions/{version}"
+    assert "no version" in error_of(client.get(f"{base}/ready"), 404)
+    assert "no version" in error_of(client.get(base), 404)
+    assert "no version" in error_of(client.post(f"{base}/infer", json=oip()), 404)
+
+
+def test_anonymous_503s_carry_no_path_no_hash_and_no_stack_text(
+    sctx: Context, iris_v1: ModelVersion, caplog: pytest.LogCaptureFixture
+) -> None:
+    onnx = next(f for f in iris_v1.files if f.name == "model.onnx")
+    alter_onnx(sctx, iris_v1)
+    leaks = [str(sctx.settings.home), sctx.store.root, onnx.key, onnx.sha256[:12], "Traceback", "sha256"]
+    with TestClient(create_inference_app(sctx, config=fast_config())) as c:
+        answers = [
+            c.post("/predict", json={"instances": [ROW]}),
+            c.post(INFER, json=oip()),
+            c.get("/v2/health/ready"),
+            c.get("/v2/models/iris/ready"),
+            c.get("/v2/models/iris/versions/1/ready"),
+        ]
+    for response in answers:
+        text = error_of(response, 503)
+        assert "model.onnx is altered" in text, text
+        assert not [leak for leak in leaks if leak in text], text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert onnx.sha256[:12] in logged  # the detail is the log's
+
+
+# --- every refusal in the rejections log -----------------------------------------------------------------
+
+
+def _rejections(app: InferenceApp, sctx: Context, model: str = "iris") -> list[tuple[str, str | None]]:
+    app.prediction_log.flush()
+    table = read_log(sctx.store, "rejections", model)
+    assert table is not None
+    return list(zip(table.column("reason").to_pylist(), table.column("field").to_pylist(), strict=True))
+
+
+def test_every_refused_inference_request_is_in_the_rejections_log_with_its_field(
+    app: InferenceApp, client: TestClient, sctx: Context
+) -> None:
+    json_type = {"Content-Type": "application/json"}
+    refused = [
+        client.post(INFER, content=b'{"inputs": [', headers=json_type),
+        client.post(INFER, content=b"x" * (300 * 1024), headers=json_type),
+        client.post(INFER, content=b"{}", headers={"Content-Type": "text/csv"}),
+        client.post(INFER, json={"inputs": {"name": "input"}}),
+        client.post(INFER, json=oip(rows=[VALUES] * 1001)),
+        client.post(INFER, json=oip(rows=[[5.1, "x", 1.4, 0.2]])),
+        client.post("/predict", json={"model": "iris", "instances": [{**ROW, "sepal_width": "wide"}]}),
+        client.post("/predict", json={"model": "iris", "instances": "rows"}),
+    ]
+    assert [r.status_code for r in refused] == [400, 413, 415, 400, 400, 400, 400, 400]
+    logged = _rejections(app, sctx)
+    assert sorted(logged) == sorted(
+        [
+            ("malformed_json", "body"),
+            ("body_too_large", "body"),
+            ("wrong_content_type", "body"),
+            ("wrong_shape", "inputs"),
+            ("too_many_rows", "input"),
+            ("wrong_type", "sepal_width"),
+            ("wrong_type", "sepal_width"),
+            ("wrong_shape", "instances"),
+        ]
+    ), logged
+
+
+def test_oip_input_names_are_strict_and_control_characters_are_escaped(
+    app: InferenceApp, client: TestClient, sctx: Context
+) -> None:
+    body = oip()
+    body["inputs"][0]["name"] = "nope"
+    assert "unknown input 'nope'" in error_of(client.post(INFER, json=body), 400)
+    twice = {"inputs": [oip()["inputs"][0], oip()["inputs"][0]]}
+    assert "'input' is given twice" in error_of(client.post(INFER, json=twice), 400)
+    sneaky = "in\u202eput"
+    body["inputs"][0]["name"] = sneaky
+    message = error_of(client.post(INFER, json=body), 400)
+    assert "\u202e" not in message and "\\u202e" in message
+    instance = {**ROW, f"colour{sneaky}": 1.0}
+    message = error_of(client.post("/predict", json={"model": "iris", "instances": [instance]}), 400)
+    assert "\u202e" not in message and "\\u202e" in message
+    fields = [field or "" for _, field in _rejections(app, sctx)]
+    assert all("\u202e" not in f for f in fields) and any("\\u202e" in f for f in fields)

@@ -14,7 +14,7 @@ import typer
 
 from mloncall.access import service
 from mloncall.access.schemas import AuditRecordOut, TokenCreated, TokenOut
-from mloncall.cli.support import audited_unit_of_work, installation
+from mloncall.cli.support import audited_unit_of_work, id_argument, installation, limit_option
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 
@@ -120,7 +120,7 @@ def list_(
 
 @app.command("revoke")
 def revoke(
-    token_id: Annotated[int, typer.Argument(metavar="ID", help="The token id from `mloncall tokens list`.")],
+    token_id: Annotated[int, id_argument("The token id from `mloncall tokens list`.")],
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a token: requests with it are refused from now on."""
@@ -144,7 +144,7 @@ def revoke(
 def audit(
     actor: Annotated[str | None, typer.Option(help="Only this actor (e.g. alice, cli:bob).")] = None,
     action: Annotated[str | None, typer.Option(help="Only actions containing this text.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 50,
+    limit: Annotated[int, limit_option("At most this many records.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Show the audit log, newest first."""

@@ -201,12 +201,41 @@ def list_tokens(*, session: Session, principal_name: str | None = None) -> Seque
 
 
 def revoke_token(*, session: Session, token_id: int) -> ApiToken:
-    """Revoke a token (idempotent: revoking twice keeps the first time)."""
+    """Revoke a token (idempotent: revoking twice keeps the first time).
+
+    Conflict for the last active token of an enabled admin: without it nobody could issue tokens over the
+    API again, and recovery would need shell access to the installation.
+    """
     token = get_token_or_raise(session=session, token_id=token_id)
+    if token.revoked_at is None and _is_last_admin_token(session=session, token=token):
+        raise Conflict(
+            f"token {token.id} ({token.prefix}…) is the last active admin token: create another admin token "
+            "first (`mloncall tokens create NAME --role admin`), then revoke this one"
+        )
     if token.revoked_at is None:
         token.revoked_at = clock.now()
         session.flush()
     return token
+
+
+def _is_last_admin_token(*, session: Session, token: ApiToken) -> bool:
+    principal = token.principal
+    if principal.role != ADMIN or principal.disabled or token.status != "active":
+        return False
+    now = clock.now()
+    others = session.scalars(
+        sa.select(ApiToken)
+        .join(Principal)
+        .where(
+            Principal.role == ADMIN,
+            Principal.disabled.is_(False),
+            ApiToken.id != token.id,
+            ApiToken.revoked_at.is_(None),
+            sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
+        .limit(1)
+    ).first()
+    return others is None
 
 
 def identify(*, session: Session, secret: str) -> ApiToken | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from mloncall.access import service
 from mloncall.access.models import Principal
 from mloncall.access.schemas import AuditRecordOut, TokenCreate, TokenCreated, TokenOut, WhoAmI
-from mloncall.api.deps import MAX_DB_INT, CurrentPrincipal, DbSession, allow, audit_note
+from mloncall.api.deps import CurrentPrincipal, DbSession, LimitQuery, TokenIdPath, allow, audit_note
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -24,7 +24,7 @@ def list_audit(
     session: DbSession,
     actor: Annotated[str | None, Query(max_length=128, description="exactly this actor")] = None,
     action: Annotated[str | None, Query(max_length=128, description="actions containing this text")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: LimitQuery = 100,
     _: Principal = allow("audit.read"),
 ) -> list[AuditRecordOut]:
     records = service.list_audit(session=session, actor=actor, action=action, limit=limit)
@@ -57,7 +57,7 @@ def create_token(
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token (admin, or the token's own principal)")
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)],
+    token_id: TokenIdPath,
     request: Request,
     session: DbSession,
     principal: CurrentPrincipal,

@@ -21,7 +21,7 @@ from mloncall.alerts.channels import channels_from_settings
 from mloncall.alerts.models import Alert, Silence
 from mloncall.alerts.schemas import AlertDetail, AlertOut, GroupOut, RuleSetOut, SilenceOut
 from mloncall.alerts.states import NotificationStatus
-from mloncall.cli.support import audited_unit_of_work, installation
+from mloncall.cli.support import audited_unit_of_work, id_argument, installation, limit_option
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
@@ -36,7 +36,7 @@ app.add_typer(rules_app, name="rules")
 monitor_app = typer.Typer(help="Evaluate the alert rules; write Prometheus rules.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-AlertIdArgument = Annotated[int, typer.Argument(help="The alert's id.")]
+AlertIdArgument = Annotated[int, id_argument("The alert's id.")]
 #: A row of a listing the commands print (a response model, as the API answers).
 Out = TypeVar("Out", bound=BaseModel)
 
@@ -105,7 +105,7 @@ def list_alerts(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
     rule: Annotated[str | None, typer.Option(help="Only this rule's alerts.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, limit_option("At most this many, newest first.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Alerts, newest first."""
@@ -231,9 +231,7 @@ def silences(
 
 
 @app.command("expire")
-def expire(
-    silence_id: Annotated[int, typer.Argument(help="The silence's id.")], as_json: JsonOption = False
-) -> None:
+def expire(silence_id: Annotated[int, id_argument("The silence's id.")], as_json: JsonOption = False) -> None:
     """End a silence now."""
     with _change("alerts.silence.expire", f"silence:{silence_id}") as (session, _):
         out = SilenceOut.model_validate(

@@ -246,7 +246,11 @@ class _Parser:
         return self._loader.construct_object(node, deep=True)
 
     def parse(self, text: str) -> RuleFile | None:
-        loader = yaml.SafeLoader(text)
+        try:
+            loader = yaml.SafeLoader(text)  # its reader refuses non-printable characters at once
+        except yaml.YAMLError as exc:
+            self.errors.append(RuleError(line=0, rule=None, message=f"YAML error: {exc}"))
+            return None
         self._loader = loader
         try:
             try:

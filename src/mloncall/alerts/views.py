@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from mloncall.access.models import Principal
@@ -31,15 +31,20 @@ from mloncall.alerts.schemas import (
     SilenceOut,
     TransitionOut,
 )
-from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.api.deps import (
+    AlertIdPath,
+    CurrentContext,
+    DbSession,
+    LimitQuery,
+    SilenceIdPath,
+    allow,
+    audit_note,
+)
 from mloncall.core.durations import parse_duration
 
 log = logging.getLogger("mloncall.alerts")
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
-
-AlertId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="alert id")]
-SilenceId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="silence id")]
 
 
 def _send_later(ctx: CurrentContext, tasks: BackgroundTasks) -> Callable[[], None]:
@@ -85,7 +90,7 @@ def list_alerts(
     model: Annotated[str | None, Query(max_length=128)] = None,
     rule: Annotated[str | None, Query(max_length=255)] = None,
     source: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: LimitQuery = 100,
     _: Principal = allow("alerts.read"),
 ) -> list[AlertOut]:
     alerts = service.list_alerts(
@@ -164,7 +169,7 @@ def create_silence(
 
 @router.post("/silences/{silence_id}/expire", summary="End a silence now")
 def expire_silence(
-    silence_id: SilenceId, session: DbSession, principal: Principal = allow("alerts.silence")
+    silence_id: SilenceIdPath, session: DbSession, principal: Principal = allow("alerts.silence")
 ) -> SilenceOut:
     return SilenceOut.model_validate(
         service.expire_silence(session=session, silence_id=silence_id, actor=principal.name)
@@ -206,7 +211,7 @@ def pagerduty_event(
 
 
 @router.get("/{alert_id}", summary="An alert with its evidence, history and notifications")
-def show_alert(alert_id: AlertId, session: DbSession, _: Principal = allow("alerts.read")) -> AlertDetail:
+def show_alert(alert_id: AlertIdPath, session: DbSession, _: Principal = allow("alerts.read")) -> AlertDetail:
     alert = service.get_alert_or_raise(session=session, alert_id=alert_id)
     return AlertDetail.from_alert(
         alert, silenced_by=_silence_id(service.silenced_by(session=session, alert=alert))
@@ -215,7 +220,7 @@ def show_alert(alert_id: AlertId, session: DbSession, _: Principal = allow("aler
 
 @router.post("/{alert_id}/ack", summary="Acknowledge an alert (operator)")
 def acknowledge(
-    alert_id: AlertId,
+    alert_id: AlertIdPath,
     session: DbSession,
     body: AckIn | None = None,
     principal: Principal = allow("alerts.ack"),
@@ -228,7 +233,7 @@ def acknowledge(
 
 @router.post("/{alert_id}/resolve", summary="Resolve an alert by hand, with a note (operator)")
 def resolve(
-    alert_id: AlertId,
+    alert_id: AlertIdPath,
     body: ResolveIn,
     request: Request,
     session: DbSession,
@@ -244,7 +249,7 @@ def resolve(
 
 @router.post("/{alert_id}/close", summary="Close an investigated alert with root cause and action (operator)")
 def close(
-    alert_id: AlertId,
+    alert_id: AlertIdPath,
     body: CloseIn,
     request: Request,
     session: DbSession,

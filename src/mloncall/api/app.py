@@ -31,6 +31,7 @@ from mloncall.access import views as access_views
 from mloncall.alerts import scheduler as alert_scheduler
 from mloncall.alerts import views as alert_views
 from mloncall.api.deps import MUTATING_METHODS, _action, _request_audit, current_principal, refuse_nul_bytes
+from mloncall.api.openapi import truthful_openapi
 from mloncall.core.errors import MloncallError, StoreUnavailable
 from mloncall.data import views as data_views
 from mloncall.incidents import jobs as incident_jobs
@@ -263,6 +264,15 @@ async def _on_db_data_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, 400, body)
 
 
+async def _on_unencodable_text(request: Request, exc: Exception) -> Response:
+    # JSON may escape a lone surrogate (\ud800) that no UTF-8 file, hash or database column can hold.
+    body = {
+        "error": "the request holds text that is not valid Unicode (a lone surrogate)",
+        "code": "invalid_input",
+    }
+    return _error_response(request, 400, body)
+
+
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, 500, {"error": "internal error", "code": "internal"})
@@ -311,6 +321,7 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(SAIntegrityError, _on_db_integrity_error)
     app.add_exception_handler(DataError, _on_db_data_error)  # e.g. an integer out of range, a NUL in a string
+    app.add_exception_handler(UnicodeEncodeError, _on_unencodable_text)
     app.add_exception_handler(Exception, _on_unexpected_error)
 
     @app.get("/healthz", tags=["health"], summary="Is the metadata database reachable? (no token needed)")
@@ -318,9 +329,13 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
         try:
             ctx.db.check()
         except StoreUnavailable as exc:
-            return JSONResponse({"status": "unavailable", **exc.to_dict()}, status_code=503)
+            # Anonymous: the database's address and the driver's text go to the log only.
+            logger.warning("health check failed: %s", exc.message)
+            body = {"status": "unavailable", "error": "the metadata database cannot be reached"}
+            return JSONResponse({**body, "code": exc.code}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(refuse_nul_bytes), Depends(current_principal)])
+    app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     return app

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from starlette.types import Scope
 from mloncall.access import service as access
 from mloncall.access.models import Principal
 from mloncall.core.errors import InvalidInput, Unauthenticated
+from mloncall.core.names import MAX_ID
 from mloncall.stores.context import Context
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -73,8 +74,14 @@ def get_context(request: Request) -> Context:
 
 CurrentContext = Annotated[Context, Depends(get_context)]
 
-#: A positive integer that fits the database's integer columns (a version, an id).
-MAX_DB_INT = 2**31 - 1
+# --- parameter types: every id, version and limit bounded alike (`core.names.MAX_ID`) ------------------
+
+VersionPath = Annotated[int, Path(ge=1, le=MAX_ID, description="version number")]
+AlertIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="alert id")]
+SilenceIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="silence id")]
+TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="token id")]
+LimitQuery = Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")]
+SeedQuery = Annotated[int | None, Query(ge=0, le=MAX_ID, description="random seed")]
 
 
 def db_session(request: Request) -> Iterator[Session]:

@@ -61,6 +61,9 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _serve(uvicorn: Any, *, host: str, port: int, workers: int) -> None:
+    from mloncall.api.connections import ServerLimits
+
+    limits = ServerLimits.from_settings()  # a bad value is refused here, before a worker starts
     uvicorn.run(
         "mloncall.api.server:app_factory",
         factory=True,
@@ -68,7 +71,8 @@ def _serve(uvicorn: Any, *, host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http="mloncall.api.connections:GuardedHttpToolsProtocol",
+        timeout_keep_alive=limits.keep_alive_timeout,
         access_log=False,
         log_level="info",
         timeout_graceful_shutdown=10,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mloncall.access import service as access
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput, MloncallError, PermissionDenied
+from mloncall.core.names import MAX_ID
 from mloncall.stores.context import Context
 
 
@@ -48,6 +49,16 @@ def open_installation() -> Context:
         ctx.close()
         raise
     return ctx
+
+
+def id_argument(help: str, *, metavar: str = "ID") -> Any:
+    """A positional id or version: an integer from 1 to `MAX_ID`, anything else a usage error (exit 2)."""
+    return typer.Argument(min=1, max=MAX_ID, metavar=metavar, help=help, show_default=False)
+
+
+def limit_option(help: str) -> Any:
+    """`--limit`: at least 1 and no more than an id can be (a larger one is a usage error, exit 2)."""
+    return typer.Option(min=1, max=MAX_ID, help=help)
 
 
 def confirm(question: str, *, yes: bool) -> None:

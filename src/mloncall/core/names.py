@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from mloncall.core.errors import InvalidInput
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+#: The largest id or version number: what the database's integer columns hold (32-bit signed on every
+#: backend). Every edge (HTTP path, query and body, CLI argument, service lookup) bounds ids by it, so a
+#: larger number is the caller's mistake rather than an overflow deep in a driver.
+MAX_ID = 2**31 - 1
+
+
+#: In a request body: an id or version (1..MAX_ID), and a seed (0..MAX_ID).
+IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
+SeedField = Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+def is_id(value: object) -> bool:
+    """Whether value is an int id or version the database can hold (1..MAX_ID)."""
+    return type(value) is int and 1 <= value <= MAX_ID
+
+
+def parse_id(text: str) -> int | None:
+    """The id or version written in text (digits only, 1..MAX_ID), or None when it is not one."""
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_ID)):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
 
 
 def check_name(value: str, kind: str = "name") -> str:
@@ -36,12 +62,12 @@ class ModelRef:
             return cls(check_name(name, "model name"), alias=check_name(alias, "alias"))
         if ":" in text:
             name, version = text.split(":", 1)
-            version = version.lstrip("v")
-            if not version.isdigit() or int(version) < 1:
+            number = parse_id(version.lstrip("v"))
+            if number is None:
                 raise InvalidInput(
-                    f"invalid model reference {text!r}: the version must be a positive integer"
+                    f"invalid model reference {text!r}: the version must be a positive integer up to {MAX_ID}"
                 )
-            return cls(check_name(name, "model name"), version=int(version))
+            return cls(check_name(name, "model name"), version=number)
         return cls(check_name(text, "model name"))
 
     def __str__(self) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, IntegrityError, InvalidInput, NotFound
-from mloncall.core.names import check_name
+from mloncall.core.names import MAX_ID, check_name, parse_id
 from mloncall.data.files import first_line
 from mloncall.data.models import Dataset, DatasetVersion
 from mloncall.data.profile import content_hash, profile
@@ -52,11 +52,7 @@ def list_datasets(*, session: Session) -> Sequence[Dataset]:
 def get_version_or_raise(*, session: Session, name: str, version: int) -> DatasetVersion:
     """One version of a dataset; NotFound says whether the dataset or the version is missing."""
     dataset = get_dataset_or_raise(session=session, name=name)
-    dv = session.scalars(
-        sa.select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version
-        )
-    ).one_or_none()
+    dv = find_one(session, DatasetVersion, dataset_id=dataset.id, version=version)
     if dv is None:
         known = [v.version for v in dataset.versions]
         which = f"its versions are {', '.join(map(str, known))}" if known else "it has no versions"
@@ -80,10 +76,12 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     check_name(name, "dataset name")
     if not sep or version == "latest":
         return name, None
-    number = version.removeprefix("v")
-    if not number.isdigit() or int(number) < 1:
-        raise InvalidInput(f"invalid dataset reference {text!r}: the version must be a positive integer")
-    return name, int(number)
+    number = parse_id(version.removeprefix("v"))
+    if number is None:
+        raise InvalidInput(
+            f"invalid dataset reference {text!r}: the version must be a positive integer up to {MAX_ID}"
+        )
+    return name, number
 
 
 def resolve(*, session: Session, ref: str) -> DatasetVersion:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from mloncall.access.models import Principal
-from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.api.deps import CurrentContext, DbSession, VersionPath, allow, audit_note
 from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
 from mloncall.data import files, service
 from mloncall.data.schemas import DatasetRead, DatasetVersionRead
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
-
-Version = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="version number")]
 
 
 @router.get("", summary="Every dataset with its versions")
@@ -29,7 +27,7 @@ def show_dataset(name: str, session: DbSession, _: Principal = allow("datasets.r
 
 @router.get("/{name}/versions/{version}", summary="A version with its schema and reference profile")
 def show_version(
-    name: str, version: Version, session: DbSession, _: Principal = allow("datasets.read")
+    name: str, version: VersionPath, session: DbSession, _: Principal = allow("datasets.read")
 ) -> DatasetVersionRead:
     dv = service.get_version_or_raise(session=session, name=name, version=version)
     return DatasetVersionRead.of(dv, with_profile=True)

@@ -12,8 +12,9 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from mloncall.access.models import Principal
-from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow
+from mloncall.api.deps import CurrentContext, DbSession, allow
 from mloncall.core.errors import InvalidInput
+from mloncall.core.names import MAX_ID
 from mloncall.incidents import outbox, service
 from mloncall.incidents.models import Incident
 from mloncall.incidents.schemas import (
@@ -51,7 +52,7 @@ log = logging.getLogger("mloncall.incidents")
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 
-IncidentId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="incident id")]
+IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="incident id")]
 
 
 def _send_later(ctx: CurrentContext, tasks: BackgroundTasks) -> Callable[[], None]:
@@ -292,7 +293,7 @@ def link(
 
 @router.post("/incidents/{incident_id}/alerts/{alert_id}/detach", summary="Undo an alert's join")
 def detach(
-    incident_id: IncidentId, alert_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], body: NoteIn, session: DbSession,
+    incident_id: IncidentId, alert_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: NoteIn, session: DbSession,
     who: Principal = allow("incidents.detach"),
 ) -> LinkOut:  # fmt: skip
     row = service.detach(
@@ -352,7 +353,7 @@ def add_item(
 
 @router.post("/action-items/{item_id}/done", summary="Mark an action item done")
 def item_done(
-    item_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)],
+    item_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     session: DbSession,
     who: Principal = allow("incidents.update"),
 ) -> ActionItemOut:

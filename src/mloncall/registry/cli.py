@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mloncall.cli.support import audited_unit_of_work, confirm, installation
+from mloncall.cli.support import audited_unit_of_work, confirm, id_argument, installation
 from mloncall.core import console
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import ModelRef
@@ -115,7 +115,7 @@ def verify(
 def alias_set(
     name: str = typer.Argument(..., help="Model name."),
     alias: str = typer.Argument(..., help="Alias, e.g. production."),
-    version: int = typer.Argument(..., help="Version number."),
+    version: int = id_argument("Version number.", metavar="VERSION"),
     reason: str = typer.Option("", help="Why: kept in the alias history."),
     json_out: bool = JSON,
 ) -> None:

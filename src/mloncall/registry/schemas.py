@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from mloncall.core.names import IdField
 from mloncall.registry.models import AliasEvent, Model, ModelVersion
 
 
@@ -174,7 +175,7 @@ class AliasSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, le=2**31 - 1)
+    version: IdField
     reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
 
 
@@ -183,7 +184,7 @@ class FileCheckOut(BaseModel):
 
     name: str
     key: str
-    status: str = Field(description="ok, missing or altered")
+    status: str = Field(description="ok, missing, altered, or unexpected (in the folder, never recorded)")
     expected: str
     actual: str | None
     size: int

@@ -52,9 +52,7 @@ def list_models(*, session: Session) -> Sequence[Model]:
 def get_version_or_raise(*, session: Session, name: str, version: int) -> ModelVersion:
     """One version of a model; NotFound says whether the model or the version is missing."""
     model = get_model_or_raise(session=session, name=name)
-    mv = session.scalars(
-        sa.select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
-    ).one_or_none()
+    mv = find_one(session, ModelVersion, model_id=model.id, version=version)
     if mv is None:
         raise NotFound(f"model {name!r} has no version {version} (never registered, or deleted)")
     return mv
@@ -296,6 +294,10 @@ def delete_version(*, session: Session, store: ArtifactStore, name: str, version
 # --- integrity -------------------------------------------------------------------------------------------
 
 
+#: The name of the check `verify` reports (a deployment's first pre-check).
+INTEGRITY_CHECK = "artifact integrity"
+
+
 @dataclass
 class FileCheck:
     name: str
@@ -303,9 +305,12 @@ class FileCheck:
     expected: str
     actual: str | None
     size: int
+    recorded: bool = True  # False: in the version's folder, but no record names it
 
     @property
     def status(self) -> str:
+        if not self.recorded:
+            return "unexpected"
         if self.actual is None:
             return "missing"
         return "ok" if self.actual == self.expected else "altered"
@@ -323,9 +328,9 @@ class VerifyReport:
     def check(self) -> Check:
         bad = [f for f in self.files if f.status != "ok"]
         if not bad:
-            return Check("artifact integrity", Outcome.SUCCESSFUL, f"all {len(self.files)} files intact")
+            return Check(INTEGRITY_CHECK, Outcome.SUCCESSFUL, f"all {len(self.files)} files intact")
         return Check(
-            "artifact integrity",
+            INTEGRITY_CHECK,
             Outcome.FAILED,
             "; ".join(f"{f.name} {f.status}" for f in bad),
             {"bad": [f.name for f in bad]},
@@ -356,8 +361,20 @@ def verify(*, store: ArtifactStore, model_version: ModelVersion) -> VerifyReport
                 checks.append(
                     FileCheck(f"{MANIFEST_FILE}:{fname}", manifest.key, entry["sha256"], "mismatch", 0)
                 )
+    checks.extend(_unexpected_files(store=store, model_version=model_version))
     ref = f"{model_version.model.name}:{model_version.version}"
     return VerifyReport(ref=ref, files=checks, seconds=time.perf_counter() - start)
+
+
+def _unexpected_files(*, store: ArtifactStore, model_version: ModelVersion) -> list[FileCheck]:
+    """Files in the version's folder that no record names: a version is exactly its recorded files."""
+    recorded = {f.key for f in model_version.files}
+    prefix = model_version.artifact_prefix
+    return [
+        FileCheck(key.removeprefix(f"{prefix}/"), key, "", store.sha256_of(key), 0, recorded=False)
+        for key in store.list(prefix)
+        if key not in recorded
+    ]
 
 
 def _file(model_version: ModelVersion, name: str) -> ArtifactFile:

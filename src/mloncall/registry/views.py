@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from mloncall.access.models import Principal
-from mloncall.api.deps import MAX_DB_INT, CurrentContext, DbSession, allow, audit_note
+from mloncall.api.deps import CurrentContext, DbSession, VersionPath, allow, audit_note
 from mloncall.core.errors import IntegrityError, NotFound
 from mloncall.registry import service
 from mloncall.registry.schemas import (
@@ -22,8 +22,6 @@ from mloncall.registry.schemas import (
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
 
-Version = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="version number")]
-
 
 @router.get("", summary="Every model with its latest version and aliases")
 def list_models(session: DbSession, _: Principal = allow("models.read")) -> list[ModelSummary]:
@@ -37,7 +35,11 @@ def show_model(name: str, session: DbSession, _: Principal = allow("models.read"
 
 @router.get("/{name}/versions/{version}", summary="Everything recorded about one version")
 def show_version(
-    name: str, version: Version, session: DbSession, ctx: CurrentContext, _: Principal = allow("models.read")
+    name: str,
+    version: VersionPath,
+    session: DbSession,
+    ctx: CurrentContext,
+    _: Principal = allow("models.read"),
 ) -> ModelVersionOut:
     mv = service.get_version_or_raise(session=session, name=name, version=version)
     return ModelVersionOut.of(
@@ -75,7 +77,7 @@ def alias_history(
 )
 def verify_version(
     name: str,
-    version: Version,
+    version: VersionPath,
     session: DbSession,
     ctx: CurrentContext,
     _: Principal = allow("models.verify"),
@@ -131,7 +133,7 @@ def remove_alias(
 )
 def delete_version(
     name: str,
-    version: Version,
+    version: VersionPath,
     session: DbSession,
     ctx: CurrentContext,
     _: Principal = allow("models.delete"),

@@ -15,6 +15,7 @@ from mloncall.core import clock, console
 from mloncall.core.errors import CheckFailed, InvalidInput
 from mloncall.core.outcome import Outcome
 from mloncall.rollout.models import RolloutState
+from mloncall.rollout.prechecks import stopped_error
 from mloncall.rollout.render import outcome_label, print_acceptance
 from mloncall.stores.context import Context
 
@@ -58,7 +59,7 @@ def deploy(
 
     A failed analysis aborts at once (traffic back to stable); an inconclusive one pauses for a human.
     Exit codes: 0 promoted (and accepted, with --wait); 1 pre-check, analysis or acceptance failed, or
-    paused; 4 another rollout of the model is in progress.
+    paused; 4 another rollout of the model is in progress; 5 the version's files are not intact.
     """
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
@@ -84,7 +85,7 @@ def deploy(
     if out.state == RolloutState.ABORTED:
         if json_out:
             console.print_json(out.model_dump(mode="json"))
-        raise CheckFailed(f"deployment of {ref} stopped: {out.reason}")
+        raise stopped_error(f"deployment of {ref} stopped: {out.reason}", out.prechecks)
     if not wait:
         if json_out:
             console.print_json(out.model_dump(mode="json"))

@@ -5,9 +5,11 @@ artifact integrity, signature compatibility with production, and the golden-set 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
+from mloncall.core.errors import CheckFailed, IntegrityError, MloncallError
 from mloncall.core.outcome import Check, Outcome
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
@@ -83,3 +85,14 @@ def prechecks(
     else:
         checks.append(Check("smoke test", Outcome.FAILED, "not run: the artifacts are not intact"))
     return checks
+
+
+def stopped_error(message: str, prechecks: list[dict[str, Any]], details: Any = None) -> MloncallError:
+    """The error of a deployment its pre-checks stopped: IntegrityError (exit 5) when the artifacts are not
+    intact, else CheckFailed; the API and the CLI raise the same one."""
+    integrity_failed = any(
+        c.get("name") == registry.INTEGRITY_CHECK and c.get("outcome") != Outcome.SUCCESSFUL.label
+        for c in prechecks
+    )
+    error = IntegrityError if integrity_failed else CheckFailed
+    return error(message, details=details)

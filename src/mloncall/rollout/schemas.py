@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mloncall.core.names import IdField
 from mloncall.core.outcome import Check
 from mloncall.rollout.models import Rollout, RolloutState
 
@@ -74,7 +75,7 @@ class AcceptanceOut(BaseModel):
 class DeployRequest(BaseModel):
     """What to deploy and how; durations like `30s`, steps like [10, 25, 50, 100]."""
 
-    version: int = Field(..., ge=1, le=2**31 - 1)
+    version: IdField
     strategy: str = Field("canary", pattern="^(canary|direct)$")
     steps: list[int] | None = Field(None, max_length=20)
     step_duration: str | float = "30s"

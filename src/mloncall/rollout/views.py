@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from mloncall.access.models import Principal
 from mloncall.api.deps import CurrentContext, DbSession, allow, audit_note
 from mloncall.core import clock
-from mloncall.core.errors import CheckFailed
 from mloncall.rollout import service
 from mloncall.rollout.acceptance import check_acceptance, latest_promoted_or_raise
 from mloncall.rollout.models import RolloutState
+from mloncall.rollout.prechecks import stopped_error
 from mloncall.rollout.schemas import AcceptanceOut, DeployRequest, ReasonRequest, RolloutOut
 from mloncall.serving import service as routing
 
@@ -46,7 +46,9 @@ def deploy(
     if out.state == RolloutState.ABORTED:
         # Kept: the aborted rollout and its reason are history. The error still says the deploy did not start.
         session.commit()
-        raise CheckFailed(f"deployment stopped: {out.reason}", details=out.model_dump(mode="json"))
+        raise stopped_error(
+            f"deployment stopped: {out.reason}", out.prechecks, details=out.model_dump(mode="json")
+        )
     return out
 
 

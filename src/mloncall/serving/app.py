@@ -183,12 +183,13 @@ class InferenceApp:
             status, body, ctype = exc.status, orjson.dumps({"error": exc.message}), JSON
             extra = exc.headers
             if labels is not None:
-                self.handlers.failed(labels, status, exc.message, exc.reason, t0, scope)
+                self.handlers.failed(labels, status, exc.message, exc, t0, scope)
         except Disconnected:
             return
         except Exception as exc:  # a bug or a broken store: say so, never hang the client
             log.exception("inference request failed: %s %s", method, path)
-            status, body, ctype, extra = 500, orjson.dumps({"error": f"internal error: {exc}"}), JSON, None
+            # The exception's text may name files or values: the log has it, the anonymous answer does not.
+            status, body, ctype, extra = 500, b'{"error":"internal error"}', JSON, None
             if labels is not None:
                 self.handlers.failed(labels, 500, f"internal error: {exc}", None, t0, scope)
         headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]

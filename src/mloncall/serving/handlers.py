@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -23,13 +22,15 @@ import orjson
 from mloncall import __version__
 from mloncall.core import clock
 from mloncall.core.errors import MloncallError, NotFound
+from mloncall.core.names import MAX_ID, parse_id
 from mloncall.serving.asgi import Receive, Scope
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.metrics import ServingMetrics
 from mloncall.serving.predictor import Predictor
 from mloncall.serving.protocol import infer_response, parse_json, requested_outputs, split_infer_body
-from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose
+from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose, public_reason
 from mloncall.serving.validation import (
+    MATRIX_INPUT,
     RequestError,
     bad,
     kind_of,
@@ -54,13 +55,13 @@ _MAX_ID = 128
 Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]] | None]
 
 
-def _error(status: int, message: str, reason: str | None = None) -> RequestError:
-    return RequestError(status, message, reason)
+def _error(status: int, message: str, reason: str | None = None, field: str | None = None) -> RequestError:
+    return RequestError(status, message, reason, field=field)
 
 
-#: Validation reasons that say something about the data a client sends (runbook 6), kept in the rejections log.
-_DATA_REASONS = frozenset({"missing_feature", "unknown_feature", "out_of_range", "not_finite", "wrong_type"})
-_QUOTED = re.compile(r"'([^']{1,128})'")
+#: The rejections log's model for a refused request that never said which model it was for (an unreadable
+#: /predict body): no model name starts with '_'.
+UNKNOWN_MODEL = "_unknown"
 
 
 class Labels:
@@ -116,12 +117,16 @@ class Handlers:
                     415,
                     f"content type {ctype.decode('latin-1')!r} is not supported; send application/json",
                     "wrong_content_type",
+                    "body",
                 )
         limit = self.config.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _error(
-                413, f"request body of {int(declared)} bytes is over the {limit}-byte limit", "body_too_large"
+                413,
+                f"request body of {int(declared)} bytes is over the {limit}-byte limit",
+                "body_too_large",
+                "body",
             )
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -137,17 +142,22 @@ class Handlers:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise _error(413, f"request body is over the {limit}-byte limit", "body_too_large")
+                    raise _error(
+                        413, f"request body is over the {limit}-byte limit", "body_too_large", "body"
+                    )
                 chunks.append(chunk)
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
         if len(body) > limit:
             raise _error(
-                413, f"request body of {len(body)} bytes is over the {limit}-byte limit", "body_too_large"
+                413,
+                f"request body of {len(body)} bytes is over the {limit}-byte limit",
+                "body_too_large",
+                "body",
             )
         if not body:
-            raise _error(400, "the request body is empty; send a JSON object", "empty_body")
+            raise _error(400, "the request body is empty; send a JSON object", "empty_body", "body")
         return body, headers
 
     def _route(self, model: str) -> ModelRoute:
@@ -165,11 +175,13 @@ class Handlers:
         return route
 
     async def _explicit(self, model: str, version_text: str) -> Predictor:
-        if not version_text.isdigit() or int(version_text) < 1:
+        version = parse_id(version_text)
+        if version is None:
             raise _error(
-                404, f"model {model!r} has no version {version_text!r}: versions are positive integers"
+                404,
+                f"model {model!r} has no version {version_text!r}: versions are positive integers up to "
+                f"{MAX_ID}",
             )
-        version = int(version_text)
         router = self.router
         predictor = router.loaded(model, version)
         if predictor is not None:
@@ -184,7 +196,7 @@ class Handlers:
         except NotFound as exc:
             raise _error(404, exc.message) from None
         except MloncallError as exc:
-            raise _error(503, f"{model}:{version} is not ready: {exc.message}") from None
+            raise _error(503, f"{model}:{version} is not ready: {public_reason(exc)}") from None
 
     def _sticky(self, route: ModelRoute | None, headers: dict[bytes, bytes], fields: Any) -> str | None:
         if route is None or route.sticky_key is None:
@@ -222,7 +234,7 @@ class Handlers:
         )
         request_id = doc.get("id")
         if request_id is not None and type(request_id) is not str:
-            raise bad(f"'id' must be a string, got {kind_of(request_id)}")
+            raise bad(f"'id' must be a string, got {kind_of(request_id)}", "wrong_shape", "id")
         if explicit is not None:
             predictor, route_name = explicit, EXPLICIT
         else:
@@ -261,7 +273,9 @@ class Handlers:
         doc = parse_json(body)
         if type(doc) is not dict:
             raise bad(
-                f"the request must be a JSON object with 'instances', got {kind_of(doc)}", "wrong_shape"
+                f"the request must be a JSON object with 'instances', got {kind_of(doc)}",
+                "wrong_shape",
+                "body",
             )
         model = doc.get("model")
         if model is None:
@@ -269,13 +283,15 @@ class Handlers:
                 raise _error(503, "no model is being served")
             model = min(self.router.routes)
         elif type(model) is not str:
-            raise bad(f"'model' must be a string, got {kind_of(model)}")
+            raise bad(f"'model' must be a string, got {kind_of(model)}", "wrong_shape", "model")
         route = self.router.routes.get(model)
         labels.model = model if (route is not None or model in self.router.known) else ""
         route = self._route(model)
         if "instances" not in doc:
             raise bad(
-                "the request has no 'instances': send {\"instances\": [{feature: value, ...}]}", "wrong_shape"
+                "the request has no 'instances': send {\"instances\": [{feature: value, ...}]}",
+                "wrong_shape",
+                "instances",
             )
         predictor, route_name = choose(route, self._sticky(route, headers, doc))
         labels.version = str(predictor.version)
@@ -360,17 +376,18 @@ class Handlers:
         self.metrics.served(model, str(predictor.version), scored.route, seconds, scored.labels)
 
     def failed(
-        self, labels: Labels, status: int, error: str, reason: str | None, t0: float, scope: Scope
+        self, labels: Labels, status: int, message: str, error: RequestError | None, t0: float, scope: Scope
     ) -> None:
-        """Count a failed inference request; once routed to a version, log it too (its error rate)."""
+        """Count a failed inference request; a refused one goes to the rejections log with its reason and
+        field, and once routed to a version it is logged too (its error rate)."""
+        reason = error.reason if error is not None else None
         self.metrics.failed(labels.model or _UNKNOWN, labels.version, labels.route, status, reason)
-        if reason in _DATA_REASONS and labels.model:
-            named = _QUOTED.search(error)
+        if error is not None and reason is not None and status < 500:
             self.prediction_log.record_rejection(
                 ts=clock.now().timestamp(),
-                model=labels.model,
+                model=labels.model or UNKNOWN_MODEL,
                 reason=reason,
-                field=named.group(1) if named else None,
+                field=error.field,
             )
         if labels.version:
             self.prediction_log.record_error(
@@ -379,7 +396,7 @@ class Handlers:
                 version=int(labels.version),
                 route=labels.route,
                 status=status,
-                error=error,
+                error=message,
                 latency_ms=(time.perf_counter() - t0) * 1000.0,
                 request_id=_header(dict(scope["headers"]), b"x-request-id"),
             )
@@ -451,7 +468,12 @@ class Handlers:
         """GET /v2/health/ready: routing loaded and every routed model ready."""
         router = self.router
         if not router.ready:
-            reason = router.last_error or "routing not loaded yet"
+            # The refresh error (a driver's text, a file path) is in the log, not in an anonymous answer.
+            reason = (
+                "the routing cannot be read (see the server log)"
+                if router.last_error
+                else "routing not loaded yet"
+            )
             return 503, orjson.dumps({"error": f"not ready: {reason}"}), JSON, None
         broken = [
             f"{name}: {'; '.join(r.problems)}" for name, r in sorted(router.routes.items()) if not r.ready
@@ -514,7 +536,7 @@ def _model_doc(model: str, versions: list[int], predictor: Predictor) -> dict[st
         "name": model,
         "versions": [str(v) for v in versions],
         "platform": "onnxruntime_onnx",
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, schema.width]}],
+        "inputs": [{"name": MATRIX_INPUT, "datatype": "FP32", "shape": [-1, schema.width]}],
         "outputs": [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(schema.classes)]},

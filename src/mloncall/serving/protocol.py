@@ -20,7 +20,7 @@ def parse_json(body: bytes | memoryview, what: str = "request body") -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad(f"malformed JSON in the {what}: {exc}", "malformed_json") from None
+        raise bad(f"malformed JSON in the {what}: {exc}", "malformed_json", "body") from None
 
 
 def split_infer_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview | None]:
@@ -33,18 +33,19 @@ def split_infer_body(body: bytes, header_length: str | None) -> tuple[dict[str, 
             size = int(header_length)
         except ValueError:
             raise bad(
-                f"Inference-Header-Content-Length {header_length!r} is not a number", "wrong_shape"
+                f"Inference-Header-Content-Length {header_length!r} is not a number", "wrong_shape", "body"
             ) from None
         if not 0 < size <= len(body):
             raise bad(
                 f"Inference-Header-Content-Length {size} does not fit the {len(body)}-byte body",
                 "wrong_shape",
+                "body",
             )
         view = memoryview(body)
         doc = parse_json(view[:size], "inference header")
         binary = view[size:]
     if type(doc) is not dict:
-        raise bad(f"the inference request must be a JSON object, got {kind_of(doc)}", "wrong_shape")
+        raise bad(f"the inference request must be a JSON object, got {kind_of(doc)}", "wrong_shape", "body")
     return doc, binary
 
 
@@ -56,13 +57,17 @@ def requested_outputs(doc: dict[str, Any]) -> tuple[tuple[str, ...], frozenset[s
     if outputs is None:
         return OUTPUT_NAMES, frozenset(OUTPUT_NAMES) if binary_all else frozenset()
     if type(outputs) is not list:
-        raise bad(f"'outputs' must be a list, got {kind_of(outputs)}", "wrong_shape")
+        raise bad(f"'outputs' must be a list, got {kind_of(outputs)}", "wrong_shape", "outputs")
     names: list[str] = []
     binary: set[str] = set()
     for i, out in enumerate(outputs):
         name = out.get("name") if type(out) is dict else None
         if name not in OUTPUT_NAMES:
-            raise bad(f"outputs[{i}]: unknown output {name!r}; this model gives 'label' and 'probabilities'")
+            raise bad(
+                f"outputs[{i}]: unknown output {name!r}; this model gives 'label' and 'probabilities'",
+                "unknown_output",
+                "outputs",
+            )
         names.append(name)
         p = out.get("parameters")
         if (type(p) is dict and p.get("binary_data") is True) or (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import random
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from mloncall.core.errors import MloncallError, NotFound
+from mloncall.core.errors import IntegrityError, MloncallError, NotFound
 from mloncall.registry.models import Alias, Model, ModelVersion
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.metrics import ServingMetrics
@@ -92,6 +93,20 @@ class ModelRoute:
             "max_rows": self.max_rows,
             "problems": list(self.problems),
         }
+
+
+def public_reason(exc: MloncallError) -> str:
+    """Why a version cannot be served, as anonymous clients may read it: the file and what is wrong with it,
+    never its path, its hashes or a driver's text (the server log has the whole message)."""
+    if isinstance(exc, NotFound):
+        return exc.message
+    if isinstance(exc, IntegrityError):
+        details = exc.details if isinstance(exc.details, dict) else {}
+        file = posixpath.basename(str(details.get("file", "")))
+        if not file:
+            return "its artifacts failed verification"
+        return f"artifact {file} is {'altered' if 'actual' in details else 'missing'}"
+    return f"{exc.code.replace('_', ' ')} (see the server log)"
 
 
 def bucket(model: str, key: str) -> float:
@@ -195,7 +210,7 @@ class Router:
             raise
         except MloncallError as exc:
             with self._lock:
-                self._failed[(model, version)] = (exc.message, time.monotonic())
+                self._failed[(model, version)] = (public_reason(exc), time.monotonic())
             log.error("%s:%d cannot be served: %s", model, version, exc.message)
             raise
         with self._lock:
@@ -266,7 +281,7 @@ class Router:
         try:
             return self._try_load(model, version)
         except MloncallError as exc:
-            return exc.message
+            return public_reason(exc)
 
     def _apply(self, snapshot: _Snapshot) -> None:
         routes: dict[str, ModelRoute] = {}

@@ -24,7 +24,9 @@ _F32_MAX = float(np.finfo(np.float32).max)
 class RequestError(Exception):
     """A request that cannot be answered: `status` and `{"error": message}`.
 
-    `reason` is set when the input failed validation (it labels `mloncall_validation_failures_total`).
+    `reason` is set when the request was refused (it labels `mloncall_validation_failures_total`), and
+    `field` names what was wrong in it (a feature, an input, `instances`, or `body` for the body as a whole);
+    together they are the refusal's row in the rejections log.
     """
 
     def __init__(
@@ -33,16 +35,36 @@ class RequestError(Exception):
         message: str,
         reason: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
         self.headers = headers
+        self.field = shown(field) if field is not None else None
 
 
-def bad(message: str, reason: str = "bad_request") -> RequestError:
-    return RequestError(400, message, reason)
+def bad(message: str, reason: str = "bad_request", field: str | None = None) -> RequestError:
+    return RequestError(400, message, reason, field=field)
+
+
+#: The one tensor of shape [n, n_features], as the model's metadata names it.
+MATRIX_INPUT = "input"
+_SHOWN_MAX = 128
+
+
+def shown(name: str) -> str:
+    """A name a client sent, safe to put in a message or a log: control and format characters (a U+202E
+    that reverses the text after it) escaped, and at most 128 characters."""
+    if name.isprintable() and len(name) <= _SHOWN_MAX:
+        return name
+    text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in name[:_SHOWN_MAX])
+    return text + ("…" if len(name) > _SHOWN_MAX else "")
+
+
+def quoted(name: str) -> str:
+    return f"'{shown(name)}'"
 
 
 class FeatureSchema:
@@ -118,12 +140,17 @@ def kind_of(value: Any) -> str:
     return type(value).__name__
 
 
-def _check_numbers(values: list[Any], where: Callable[[int], str]) -> None:
+def _check_numbers(values: list[Any], where: Callable[[int], str], field: Callable[[int], str]) -> None:
     if set(map(type, values)) <= _NUMBER_TYPES:
         return
     for i, v in enumerate(values):
         if type(v) not in _NUMBER_TYPES:
-            raise bad(f"{where(i)}: expected a number, got {kind_of(v)}", "wrong_type")
+            raise bad(f"{where(i)}: expected a number, got {kind_of(v)}", "wrong_type", field(i))
+
+
+def _constant(field: str) -> Callable[[int], str]:
+    """The same field for every position (the values of one feature's input)."""
+    return lambda _: field
 
 
 def _naming(prefix: str, names: Sequence[str]) -> Callable[[int], str]:
@@ -131,14 +158,14 @@ def _naming(prefix: str, names: Sequence[str]) -> Callable[[int], str]:
     return lambda i: f"{prefix}{names[i]}"
 
 
-def _to_float64(values: Any, where: str) -> np.ndarray:
+def _to_float64(values: Any, where: str, field: str) -> np.ndarray:
     try:
         return np.array(values, dtype=np.float64)
     except (OverflowError, ValueError):
-        raise bad(f"{where}: a value is too large for a 64-bit float", "not_finite") from None
+        raise bad(f"{where}: a value is too large for a 64-bit float", "not_finite", field) from None
 
 
-def check_finite(X: np.ndarray, where: Callable[[int, int], str]) -> None:
+def check_finite(X: np.ndarray, where: Callable[[int, int], str], features: Sequence[str]) -> None:
     """Refuse NaN, infinity and values the model's 32-bit floats cannot hold, naming the row and feature."""
     ok = np.abs(X) <= _F32_MAX  # False for NaN too
     if ok.all():
@@ -146,14 +173,16 @@ def check_finite(X: np.ndarray, where: Callable[[int, int], str]) -> None:
     r, c = (int(i) for i in np.argwhere(~ok)[0])
     value = X[r, c]
     what = "is not a finite number" if not np.isfinite(value) else "is too large for 32-bit floats"
-    raise bad(f"{where(r, c)}: value {value} {what}", "not_finite")
+    raise bad(f"{where(r, c)}: value {value} {what}", "not_finite", features[c])
 
 
-def _check_rows(n: int, max_rows: int, where: str) -> None:
+def _check_rows(n: int, max_rows: int, where: str, field: str) -> None:
     if n == 0:
-        raise bad(f"{where}: no rows to score", "wrong_shape")
+        raise bad(f"{where}: no rows to score", "wrong_shape", field)
     if n > max_rows:
-        raise bad(f"{where}: {n} rows, more than the limit of {max_rows} rows per request", "too_many_rows")
+        raise bad(
+            f"{where}: {n} rows, more than the limit of {max_rows} rows per request", "too_many_rows", field
+        )
 
 
 # --- /predict instances ----------------------------------------------------------------------------------
@@ -162,31 +191,38 @@ def _check_rows(n: int, max_rows: int, where: str) -> None:
 def rows_from_instances(instances: Any, schema: FeatureSchema, max_rows: int) -> np.ndarray:
     """`[{feature: value, ...}, ...]` as float64 rows in signature order."""
     if type(instances) is not list:
-        raise bad(f"'instances' must be a list of objects, got {kind_of(instances)}", "wrong_shape")
-    _check_rows(len(instances), max_rows, "'instances'")
+        raise bad(
+            f"'instances' must be a list of objects, got {kind_of(instances)}", "wrong_shape", "instances"
+        )
+    _check_rows(len(instances), max_rows, "'instances'", "instances")
     features = schema.features
     width = schema.width
     rows: list[list[Any]] = []
     for i, inst in enumerate(instances):
         if type(inst) is not dict:
             raise bad(
-                f"instances[{i}]: expected an object of feature values, got {kind_of(inst)}", "wrong_shape"
+                f"instances[{i}]: expected an object of feature values, got {kind_of(inst)}",
+                "wrong_shape",
+                "instances",
             )
         try:
             row = [inst[f] for f in features]
         except KeyError:
             missing = [f for f in features if f not in inst]
-            raise bad(f"instances[{i}]: missing feature '{missing[0]}'", "missing_feature") from None
+            raise bad(
+                f"instances[{i}]: missing feature '{missing[0]}'", "missing_feature", missing[0]
+            ) from None
         if len(inst) != width:
             unknown = sorted(k for k in inst if k not in schema.index)
             raise bad(
-                f"instances[{i}]: unknown feature '{unknown[0]}' (expected {', '.join(features)})",
+                f"instances[{i}]: unknown feature {quoted(unknown[0])} (expected {', '.join(features)})",
                 "unknown_feature",
+                unknown[0],
             )
-        _check_numbers(row, _naming(f"instances[{i}].", features))
+        _check_numbers(row, _naming(f"instances[{i}].", features), features.__getitem__)
         rows.append(row)
-    X = _to_float64(rows, "'instances'")
-    check_finite(X, lambda r, c: f"instances[{r}].{features[c]}")
+    X = _to_float64(rows, "'instances'", "instances")
+    check_finite(X, lambda r, c: f"instances[{r}].{features[c]}", features)
     return X
 
 
@@ -200,10 +236,12 @@ class _Binary:
         self.data = data
         self.offset = 0
 
-    def take(self, size: int, where: str) -> memoryview:
+    def take(self, size: int, where: str, field: str) -> memoryview:
         if self.offset + size > len(self.data):
             raise bad(
-                f"{where}: binary_data_size {size} runs past the end of the request body", "wrong_shape"
+                f"{where}: binary_data_size {size} runs past the end of the request body",
+                "wrong_shape",
+                field,
             )
         chunk = self.data[self.offset : self.offset + size]
         self.offset += size
@@ -215,139 +253,161 @@ def rows_from_oip(
 ) -> np.ndarray:
     """OIP `inputs` as float64 rows in signature order.
 
-    Either one FP32/FP64 tensor of shape [n, n_features] (any name that is not a feature name), or one
-    tensor per feature, named after it, of shape [n] or [n, 1]. Data is row-major, flat or nested, or raw
+    Either one FP32/FP64 tensor of shape [n, n_features] named `input` (as the model's metadata says), or
+    one tensor per feature, named after it, of shape [n] or [n, 1]. Data is row-major, flat or nested, or raw
     little-endian bytes after the JSON header when the input has `parameters.binary_data_size`.
     """
     if type(inputs) is not list or not inputs:
-        raise bad("'inputs' must be a non-empty list of tensors", "wrong_shape")
+        raise bad("'inputs' must be a non-empty list of tensors", "wrong_shape", "inputs")
+    seen: set[str] = set()
     for i, t in enumerate(inputs):
         if type(t) is not dict:
-            raise bad(f"inputs[{i}]: expected a tensor object, got {kind_of(t)}", "wrong_shape")
-        if type(t.get("name")) is not str:
-            raise bad(f"inputs[{i}]: 'name' must be a string", "wrong_shape")
+            raise bad(f"inputs[{i}]: expected a tensor object, got {kind_of(t)}", "wrong_shape", "inputs")
+        name = t.get("name")
+        if type(name) is not str:
+            raise bad(f"inputs[{i}]: 'name' must be a string", "wrong_shape", "inputs")
+        if name in seen:
+            raise bad(f"input {quoted(name)} is given twice: name each input once", "wrong_shape", name)
+        seen.add(name)
     blob = _Binary(binary) if binary is not None else None
-    names = [t["name"] for t in inputs]
-    if all(n in schema.index for n in names):
+    if seen <= schema.index.keys():
         X = _per_feature(inputs, schema, max_rows, blob)
-    elif len(inputs) == 1:
+    elif seen == {MATRIX_INPUT}:
         X = _matrix(inputs[0], schema, max_rows, blob)
     else:
-        unknown = [n for n in names if n not in schema.index]
+        unknown = next(t["name"] for t in inputs if t["name"] not in schema.index)
         raise bad(
-            f"unknown input '{unknown[0]}': send one tensor [n, {schema.width}] or one tensor per feature "
-            f"({', '.join(schema.features)})",
+            f"unknown input {quoted(unknown)}: send one tensor [n, {schema.width}] named '{MATRIX_INPUT}' or "
+            f"one tensor per feature ({', '.join(schema.features)})",
             "unknown_feature",
+            unknown,
         )
     if blob is not None and blob.offset != len(blob.data):
-        raise bad("the request body holds more binary data than the inputs declare", "wrong_shape")
+        raise bad("the request body holds more binary data than the inputs declare", "wrong_shape", "inputs")
     return X
 
 
 def _header(t: dict[str, Any], where: str) -> tuple[list[int], np.dtype[Any]]:
+    name = t["name"]
     datatype = t.get("datatype")
     dtype = _DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
-        raise bad(f"{where}: datatype {datatype!r} is not supported; send FP32 or FP64", "wrong_datatype")
+        raise bad(
+            f"{where}: datatype {datatype!r} is not supported; send FP32 or FP64", "wrong_datatype", name
+        )
     shape = t.get("shape")
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
-        raise bad(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}", "wrong_shape")
+        raise bad(
+            f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}", "wrong_shape", name
+        )
     return shape, dtype
 
 
 def _values(t: dict[str, Any], count: int, dtype: np.dtype[Any], where: str, blob: _Binary | None) -> Any:
     """The tensor's values: a flat float64 array from bytes, else the JSON `data` list (flat or nested)."""
+    name = t["name"]
     params = t.get("parameters")
     size = params.get("binary_data_size") if type(params) is dict else None
     if size is not None:
         if blob is None:
-            raise bad(f"{where}: binary_data_size given but the request has no binary part", "wrong_shape")
+            raise bad(
+                f"{where}: binary_data_size given but the request has no binary part", "wrong_shape", name
+            )
         if type(size) is not int or size != count * dtype.itemsize:
             raise bad(
                 f"{where}: binary_data_size {size!r} does not match the shape "
                 f"({count} x {dtype.itemsize} bytes)",
                 "wrong_shape",
+                name,
             )
-        return np.frombuffer(blob.take(size, where), dtype=dtype).astype(np.float64)
+        return np.frombuffer(blob.take(size, where, name), dtype=dtype).astype(np.float64)
     if "data" not in t:
-        raise bad(f"{where}: no 'data'", "wrong_shape")
+        raise bad(f"{where}: no 'data'", "wrong_shape", name)
     data = t["data"]
     if type(data) is not list:
-        raise bad(f"{where}: 'data' must be a list, got {kind_of(data)}", "wrong_shape")
+        raise bad(f"{where}: 'data' must be a list, got {kind_of(data)}", "wrong_shape", name)
     return data
 
 
 def _matrix(t: dict[str, Any], schema: FeatureSchema, max_rows: int, blob: _Binary | None) -> np.ndarray:
     name = t["name"]
-    where = f"input '{name}'"
+    where = f"input {quoted(name)}"
     shape, dtype = _header(t, where)
     width = schema.width
     if len(shape) != 2 or shape[1] != width:
         raise bad(
-            f"{where}: shape {shape} should be [n, {width}] ({', '.join(schema.features)})", "wrong_shape"
+            f"{where}: shape {shape} should be [n, {width}] ({', '.join(schema.features)})",
+            "wrong_shape",
+            name,
         )
     n = shape[0]
-    _check_rows(n, max_rows, where)
+    _check_rows(n, max_rows, where, name)
     features = schema.features
     data = _values(t, n * width, dtype, where, blob)
     if isinstance(data, np.ndarray):
         X = data.reshape(n, width)
     elif data and type(data[0]) is list:
         if len(data) != n:
-            raise bad(f"{where}: 'data' has {len(data)} rows, the shape says {n}", "wrong_shape")
+            raise bad(f"{where}: 'data' has {len(data)} rows, the shape says {n}", "wrong_shape", name)
         for r, row in enumerate(data):
             if type(row) is not list or len(row) != width:
                 got = f"{len(row)} values" if type(row) is list else kind_of(row)
-                raise bad(f"{where} row {r}: expected {width} values, got {got}", "wrong_shape")
-            _check_numbers(row, _naming(f"{where} row {r}, feature ", tuple(f"'{f}'" for f in features)))
-        X = _to_float64(data, where)
+                raise bad(f"{where} row {r}: expected {width} values, got {got}", "wrong_shape", name)
+            _check_numbers(
+                row,
+                _naming(f"{where} row {r}, feature ", tuple(f"'{f}'" for f in features)),
+                features.__getitem__,
+            )
+        X = _to_float64(data, where, name)
     else:
         if len(data) != n * width:
             raise bad(
                 f"{where}: 'data' has {len(data)} values, shape {shape} needs {n * width}", "wrong_shape"
             )
-        _check_numbers(data, lambda i: f"{where} row {i // width}, feature '{features[i % width]}'")
-        X = _to_float64(data, where).reshape(n, width)
-    check_finite(X, lambda r, c: f"{where} row {r}, feature '{features[c]}'")
+        _check_numbers(
+            data,
+            lambda i: f"{where} row {i // width}, feature '{features[i % width]}'",
+            lambda i: features[i % width],
+        )
+        X = _to_float64(data, where, name).reshape(n, width)
+    check_finite(X, lambda r, c: f"{where} row {r}, feature '{features[c]}'", features)
     return X
 
 
 def _per_feature(
     inputs: list[dict[str, Any]], schema: FeatureSchema, max_rows: int, blob: _Binary | None
 ) -> np.ndarray:
-    seen: set[str] = set()
     n: int | None = None
     columns: dict[str, np.ndarray] = {}
-    for t in inputs:
+    for t in inputs:  # names are unique and each a feature (rows_from_oip checked)
         name = t["name"]
-        where = f"input '{name}'"
-        if name in seen:
-            raise bad(f"{where} is given twice", "wrong_shape")
-        seen.add(name)
+        where = f"input {quoted(name)}"
         shape, dtype = _header(t, where)
         if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise bad(f"{where}: shape {shape} should be [n] or [n, 1]", "wrong_shape")
+            raise bad(f"{where}: shape {shape} should be [n] or [n, 1]", "wrong_shape", name)
         if n is None:
             n = shape[0]
-            _check_rows(n, max_rows, where)
+            _check_rows(n, max_rows, where, name)
         elif shape[0] != n:
-            raise bad(f"{where}: {shape[0]} rows, other inputs have {n}", "wrong_shape")
+            raise bad(f"{where}: {shape[0]} rows, other inputs have {n}", "wrong_shape", name)
         data = _values(t, n, dtype, where, blob)
         if not isinstance(data, np.ndarray):
             if data and type(data[0]) is list:
                 if any(type(v) is not list or len(v) != 1 for v in data):
-                    raise bad(f"{where}: nested 'data' must hold one value per row", "wrong_shape")
+                    raise bad(f"{where}: nested 'data' must hold one value per row", "wrong_shape", name)
                 data = [v[0] for v in data]
             if len(data) != n:
-                raise bad(f"{where}: 'data' has {len(data)} values, shape {shape} needs {n}", "wrong_shape")
-            _check_numbers(data, _naming(f"{where} row ", tuple(str(r) for r in range(n))))
-            data = _to_float64(data, where)
+                raise bad(
+                    f"{where}: 'data' has {len(data)} values, shape {shape} needs {n}", "wrong_shape", name
+                )
+            _check_numbers(data, _naming(f"{where} row ", tuple(map(str, range(n)))), _constant(name))
+            data = _to_float64(data, where, name)
         columns[name] = data
-    missing = [f for f in schema.features if f not in seen]
+    missing = [f for f in schema.features if f not in columns]
     if missing:
-        raise bad(f"missing input for feature '{missing[0]}'", "missing_feature")
+        raise bad(f"missing input for feature '{missing[0]}'", "missing_feature", missing[0])
     X = np.column_stack([columns[f] for f in schema.features])
-    check_finite(X, lambda r, c: f"input '{schema.features[c]}' row {r}")
+    check_finite(X, lambda r, c: f"input '{schema.features[c]}' row {r}", schema.features)
     return X
 
 
@@ -378,4 +438,5 @@ def range_error(
         f"{row_name(r)}, feature '{f}': value {X[r, c]:g} is outside the training range "
         f"[{schema.mins[c]:g}, {schema.maxs[c]:g}] and this model rejects out-of-range input",
         OUT_OF_RANGE,
+        f,
     )

@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from mloncall.core.errors import InvalidInput, NotFound, StoreUnavailable
+from mloncall.core.names import MAX_ID
 
 #: Alembic's script folder. Alembic loads its env.py by path, so no store imports the domains' tables.
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -81,7 +82,7 @@ Row = TypeVar("Row")
 
 def get_or_raise(session: Session, table: type[Row], key: Any, *, what: str) -> Row:
     """The row of `table` with primary key `key`; NotFound names it (`alert group 3 does not exist`)."""
-    row = session.get(table, key)
+    row = None if _out_of_range(key) else session.get(table, key)
     if row is None:
         raise NotFound(
             f"{what} {key!r} does not exist" if isinstance(key, str) else f"{what} {key} does not exist"
@@ -89,8 +90,14 @@ def get_or_raise(session: Session, table: type[Row], key: Any, *, what: str) -> 
     return row
 
 
+def _out_of_range(value: Any) -> bool:
+    return type(value) is int and not -MAX_ID - 1 <= value <= MAX_ID
+
+
 def find_one(session: Session, table: type[Row], **equal_to: Any) -> Row | None:
     """The one row of `table` whose columns equal the given values, or None."""
+    if any(_out_of_range(v) for v in equal_to.values()):
+        return None  # no row holds an integer the columns cannot: the driver would overflow instead
     stmt = sa.select(table).filter_by(**equal_to)
     return session.scalars(stmt).one_or_none()
 

@@ -11,6 +11,7 @@ import typer
 from mloncall.cli.support import installation
 from mloncall.core import console
 from mloncall.core.errors import CheckFailed
+from mloncall.core.names import MAX_ID
 from mloncall.registry.render import print_version
 from mloncall.stores.context import Context
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN, DEFAULT_TARGET
@@ -30,7 +31,7 @@ def train(
     algorithm: str = typer.Option(
         "logistic_regression", help="logistic_regression or random_forest.", case_sensitive=False
     ),
-    seed: int = typer.Option(42, help="Random seed (split and model)."),
+    seed: int = typer.Option(42, min=0, max=MAX_ID, help="Random seed (split and model)."),
     test_size: float = typer.Option(0.3, help="Share of rows held out for evaluation."),
     dataset: str | None = typer.Option(
         None, "--dataset-name", help="Register the data under this dataset name."

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from mloncall.access.models import Principal
-from mloncall.api.deps import CurrentContext, allow, audit_note
+from mloncall.api.deps import CurrentContext, SeedQuery, allow, audit_note
 from mloncall.api.uploads import TABLE_BODY_DOC, RawBody, uploaded_table
+from mloncall.core.names import SeedField
 from mloncall.registry import service as registry
 from mloncall.registry.schemas import ModelVersionOut
 from mloncall.training.defaults import DEFAULT_RECALL_MARGIN, DEFAULT_REFERENCE_MARGIN, DEFAULT_TARGET
@@ -23,7 +24,7 @@ class TrainRequest(BaseModel):
     dataset: str | None = Field(None, max_length=200, examples=["iris:1"])
     target: str = Field(DEFAULT_TARGET, min_length=1, max_length=128)
     algorithm: str = Field("logistic_regression", examples=["logistic_regression", "random_forest"])
-    seed: int = Field(42, ge=0, le=2**31 - 1)
+    seed: SeedField = 42
     test_size: float = Field(0.3, gt=0, lt=1)
     description: str = Field("", max_length=10_000)
 
@@ -75,7 +76,7 @@ def retrain(
     body: RawBody,
     recall_margin: Annotated[float, Query(ge=0, le=1)] = DEFAULT_RECALL_MARGIN,
     reference_margin: Annotated[float, Query(ge=0, le=1)] = DEFAULT_REFERENCE_MARGIN,
-    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+    seed: SeedQuery = None,
 ) -> ModelVersionOut:
     from mloncall.training import service
 
