@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mloncall.core.config import Settings
-from mloncall.core.errors import InvalidInput
+from mloncall.core.config import Settings, positive_numbers
 
 
 @dataclass(frozen=True)
@@ -36,21 +34,8 @@ class ServerLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ServerLimits:
-        table = (settings or Settings.load()).section("server")
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = os.environ.get(f"MLONCALL_SERVER_{f.name.upper()}", table.get(f.name))
-            if raw is None:
-                continue
-            kind = int if f.type in ("int", int) else float
-            try:
-                value = kind(raw)
-            except (TypeError, ValueError):
-                raise InvalidInput(f"server setting {f.name}={raw!r} must be a number") from None
-            if value <= 0:
-                raise InvalidInput(f"server setting {f.name}={raw!r} must be positive")
-            values[f.name] = value
-        return cls(**values)
+        """The `[server]` table with `MLONCALL_SERVER_*` overrides (`max_body_bytes` is the app's)."""
+        return positive_numbers(cls, "server", settings or Settings.load(), read_elsewhere={"max_body_bytes"})
 
 
 @functools.cache

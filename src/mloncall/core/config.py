@@ -3,7 +3,7 @@
 | setting   | environment          | toml key    | default                         |
 |-----------|----------------------|-------------|---------------------------------|
 | home      | MLONCALL_HOME        | home        | ./.mloncall                     |
-| database  | MLONCALL_DB_URL      | db_url      | sqlite:///<home>/mloncall.stores.db    |
+| database  | MLONCALL_DB_URL      | db_url      | sqlite:///<home>/mloncall.db    |
 | artifacts | MLONCALL_ARTIFACTS   | artifacts   | <home>/artifacts                |
 
 The toml file is `$MLONCALL_CONFIG` if set, else `./mloncall.toml` if it exists. Other tables in the file
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mloncall.core.errors import InvalidInput
 
@@ -75,3 +75,40 @@ def _read_toml(path: Path) -> dict[str, Any]:
         if not isinstance(data[key], str):
             raise InvalidInput(f"config file {path}: '{key}' must be a string")
     return data
+
+
+Limits = TypeVar("Limits")
+
+
+def positive_numbers(
+    cls: type[Limits],
+    table: str,
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+    *,
+    read_elsewhere: Iterable[str] = (),
+) -> Limits:
+    """A dataclass of positive numbers (limits, timeouts) from the `[table]` of the toml file, each
+    overridden by `MLONCALL_<TABLE>_<FIELD>`. A value that is not a positive number, and a key of the table
+    that is neither a field nor `read_elsewhere`, is refused with its name."""
+    env = os.environ if env is None else env
+    values = settings.section(table)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - names - set(read_elsewhere)
+    if unknown:
+        raise InvalidInput(f"[{table}] has unknown key(s): {', '.join(sorted(unknown))}")
+    chosen: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        raw = env.get(f"MLONCALL_{table.upper()}_{f.name.upper()}", values.get(f.name))
+        if raw is None:
+            continue
+        kind = int if f.type in ("int", int) else float
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            what = "whole number" if kind is int else "number"
+            raise InvalidInput(f"{table} setting {f.name}={raw!r} must be a {what}") from None
+        if value <= 0:
+            raise InvalidInput(f"{table} setting {f.name}={raw!r} must be positive")
+        chosen[f.name] = value
+    return cls(**chosen)

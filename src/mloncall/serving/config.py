@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
-from mloncall.core.config import Settings
-from mloncall.core.errors import InvalidInput
+from mloncall.core.config import Settings, positive_numbers
 
 
 @dataclass(frozen=True)
@@ -34,23 +31,5 @@ class ServingConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ServingConfig:
-        env = os.environ if env is None else env
-        table = settings.section("serving")
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"MLONCALL_SERVING_{f.name.upper()}", table.get(f.name))
-            if raw is None:
-                continue
-            kind = int if f.type in ("int", int) else float
-            try:
-                value = kind(raw)
-            except (TypeError, ValueError):
-                what = "whole number" if kind is int else "number"
-                raise InvalidInput(f"serving setting {f.name}={raw!r} must be a {what}") from None
-            if value <= 0:
-                raise InvalidInput(f"serving setting {f.name}={raw!r} must be positive")
-            values[f.name] = value
-        unknown = set(table) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InvalidInput(f"[serving] has unknown key(s): {', '.join(sorted(unknown))}")
-        return cls(**values)
+        """The `[serving]` table with `MLONCALL_SERVING_*` overrides."""
+        return positive_numbers(cls, "serving", settings, env)
