@@ -36,6 +36,7 @@ from mloncall.data import views as data_views
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
+from mloncall.runbooks import views as runbook_views
 from mloncall.stores.context import Context
 from mloncall.training import views as training_views
 
@@ -50,6 +51,7 @@ ROUTERS = (
     training_views.router,
     rollout_views.router,
     alert_views.router,
+    runbook_views.router,
 )
 
 
