@@ -48,6 +48,23 @@ def test_demo_plays_every_runbook_stage(cli_env: dict[str, str]) -> None:
         kinds = [e.to_state for e in alerts.history(session=s, alert_id=drift_alert.id)]
         assert kinds[:2] == ["pending", "firing"] and kinds[-1] == "closed"
 
+        # Stages 2 to 4 ran through the runbooks, and each run ended as its story says.
+        from mloncall.runbooks import service as runbooks
+
+        runs = sorted(runbooks.list_runs(session=s), key=lambda r: r.id)
+        assert [(r.runbook, r.state, r.outcome) for r in runs] == [
+            ("retraining", "finished", "successful"),
+            ("deployment", "finished", "successful"),
+            ("deployment", "finished", "failed"),
+            ("monitoring", "finished", "successful"),
+        ], [(r.runbook, r.reason) for r in runs]
+        retraining, canary_run, bad_run, monitoring = runs
+        assert canary_run.parent_id == retraining.id and canary_run.params["ref"] == "iris-classifier:2"
+        bad_steps = {st.name: st.state for st in bad_run.steps}
+        assert bad_steps["rollout"] == "failed" and bad_steps["rollback-verified"] == "successful"
+        assert monitoring.alert_id == drift_alert.id
+        assert {st.name: st.state for st in monitoring.steps}["communicate"] == "successful"
+
     # The investigation wrote its HTML report with the reference-vs-current histograms embedded.
     reports = [k for k in ctx.store.list("reports/investigations/iris-classifier") if k.endswith(".html")]
     assert len(reports) == 1

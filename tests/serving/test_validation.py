@@ -10,6 +10,7 @@ from mloncall.serving.protocol import infer_response, requested_outputs, split_i
 from mloncall.serving.validation import (
     FeatureSchema,
     RequestError,
+    apply_policies,
     out_of_range,
     range_flags,
     rows_from_instances,
@@ -211,3 +212,49 @@ def test_binary_request_and_response_framing() -> None:
         split_infer_body(b"{}", "10")
     with pytest.raises(RequestError, match="unknown output 'score'"):
         requested_outputs({"outputs": [{"name": "score"}]})
+
+
+# --- per-feature policy (runbook 6's workaround) -----------------------------------------------------------
+
+
+def test_a_per_feature_policy_imputes_flags_or_rejects_feature_by_feature() -> None:
+    schema = FeatureSchema.from_signature(
+        {
+            "features": [
+                {"name": f, "min": lo, "max": hi, "quantiles": {"0.5": med}}
+                for f, lo, hi, med in zip(
+                    FEATURES, [4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], [5.8, 3.0, 4.35, 1.3], strict=True
+                )
+            ],
+            "classes": ["setosa", "versicolor", "virginica"],
+        },
+        where="test",
+    )
+    no_width = {k: v for k, v in ROW.items() if k != "petal_width"}
+    refused(
+        rows_from_instances,
+        [no_width],
+        schema,
+        10,
+        match="missing feature 'petal_width'",
+        reason="missing_feature",
+    )
+    X = rows_from_instances([no_width, {**ROW, "petal_length": 50.0}], schema, 10, frozenset({"petal_width"}))
+    assert np.isnan(X[0, 3])
+    policies = {"petal_width": "impute", "petal_length": "impute"}
+    scored, flagged, flags = apply_policies(X, schema, default="reject", policies=policies, row_name=str)
+    assert scored[0, 3] == 1.3 and scored[1, 2] == 4.35 and flagged is None
+    assert flags == [["imputed:petal_width"], ["imputed:petal_length"]]
+    assert X[1, 2] == 50.0  # what the client sent is what the prediction log keeps
+
+    wide = np.array([[50.0, 3.0, 4.0, 1.0]])
+    _, flagged, flags = apply_policies(
+        wide, schema, default="reject", policies={"sepal_length": "flag"}, row_name=str
+    )
+    assert flagged is not None and flags == [["out_of_range:sepal_length"]]
+    with pytest.raises(RequestError, match="sepal_length"):
+        apply_policies(wide, schema, default="flag", policies={"sepal_length": "reject"}, row_name=str)
+    assert (
+        apply_policies(np.array([VALUES]), schema, default="reject", policies=policies, row_name=str)[2]
+        is None
+    )

@@ -39,6 +39,7 @@ from mloncall.incidents import views as incident_views
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
+from mloncall.runbooks import views as runbook_views
 from mloncall.stores.context import Context
 from mloncall.training import views as training_views
 
@@ -54,6 +55,7 @@ ROUTERS = (
     rollout_views.router,
     alert_views.router,
     incident_views.router,
+    runbook_views.router,
 )
 
 

@@ -1,13 +1,14 @@
-"""Stage 4 of the demo, runbook 3: drift injected into live traffic is alerted on, investigated, closed."""
+"""Stage 4 of the demo, runbook 3: drift injected into live traffic is alerted on, then the `monitoring`
+runbook reviews it, investigates, decides, has the upstream fix confirmed, and closes the alert."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from mloncall.alerts import notify
 from mloncall.alerts import service as alerts
 from mloncall.demo.scene import ACTOR, MODEL, Scene
+from mloncall.demo.stages import run_runbook
 from mloncall.demo.traffic import Traffic
 from mloncall.runbooks import report
 from mloncall.runbooks.investigate import Investigation, investigate
@@ -75,7 +76,7 @@ def drift_stage(scene: Scene, traffic: Traffic) -> None:
         traffic.shift = {}
         scene.lines.append("the drift alert did not fire")
         return
-    found = _investigate_and_close(ctx, fired.alert_id)
+    found = _investigate_and_close(scene, fired.alert_id)
     traffic.shift = {}
     story.note = ""
     story.end(
@@ -118,18 +119,11 @@ def _wait_for_firing(scene: Scene) -> _Firing:
     return fired
 
 
-def _investigate_and_close(ctx: Context, alert_id: int) -> Investigation:
-    """Runbook 3 on the fired alert: investigate, write the report, close it with the root cause."""
+def _investigate_and_close(scene: Scene, alert_id: int) -> Investigation:
+    """The investigation's HTML report for the summary, then runbook 3 on the fired alert: it acts and
+    closes the alert with the root cause."""
+    ctx = scene.ctx
     found = investigate(ctx=ctx, alert_id=alert_id)
     found.report = report.write(store=ctx.store, inv=found)
-    with ctx.db.session() as s:
-        alerts.close(
-            session=s,
-            alert_id=alert_id,
-            root_cause=ROOT_CAUSE,
-            action=ACTION,
-            note=f"investigation: {found.assessment}; report {found.report}",
-            actor=ACTOR,
-        )
-    notify.send_pending(ctx)
+    run_runbook(scene, "monitoring", {"root_cause": ROOT_CAUSE}, alert_id=alert_id)
     return found

@@ -1,19 +1,21 @@
-"""Stages 1 to 3 of `mloncall demo`, each a real runbook action against a live server: v1 in production,
-runbook 2's retrain and canary with its acceptance, and a bad canary caught and aborted."""
+"""Stages 1 to 3 of `mloncall demo` against a live server: v1 in production, then runbook 2 (`retraining`,
+its deployment a linked `deployment` run with its canary and acceptance), then runbook 1 (`deployment`) of
+a bad v3 whose canary is caught and aborted, its rollback verified."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from mloncall.data import iris
 from mloncall.demo.scene import ACTOR, MODEL, Pace, Scene
 from mloncall.demo.traffic import LocalServer, Traffic
+from mloncall.registry import service as registry
 from mloncall.rollout import service as rollouts
-from mloncall.rollout.models import Rollout
-from mloncall.rollout.scheduler import acceptance_when_ready, evaluate_once
+from mloncall.rollout.scheduler import acceptance_when_ready
+from mloncall.runbooks import engine, export
+from mloncall.runbooks import service as runs
 from mloncall.stores.context import Context
 from mloncall.training import service as training
 
@@ -39,27 +41,62 @@ def start_production(scene: Scene) -> tuple[LocalServer, Traffic]:
     return server, traffic
 
 
+def run_runbook(scene: Scene, runbook: str, params: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Run a runbook with every action confirmed by the demo; its record (the steps and acceptance)."""
+    run_id = engine.start(
+        scene.ctx,
+        runbook=runbook,
+        params=params,
+        confirmer=engine.Unattended(ACTOR, yes=True),
+        on_change=lambda _rid: scene.refresh(),
+        **kwargs,
+    )
+    with scene.ctx.db.session() as s:
+        record = export.run_dict(s, runs.get_run_or_raise(session=s, run_id=run_id), events=False)
+    scene.holder.setdefault("runs", []).append(record)
+    scene.lines.append(
+        f"runbook {runbook} run #{run_id}: {record['state']} {record['outcome'] or ''} ({record['reason']})"
+    )
+    return record
+
+
+def _rollout_params(pace: Pace) -> dict[str, Any]:
+    seconds = f"{pace.step_duration:g}s"
+    return {
+        "steps": pace.steps,
+        "step_duration": seconds,
+        "min_requests": pace.min_requests,
+        "health_window": seconds,
+    }
+
+
 def retrain_and_canary(scene: Scene) -> None:
     """2. Runbook 2: retrain on new samples, gate, canary through every step, acceptance."""
     ctx, story, pace = scene.ctx, scene.story, scene.pace
     i = scene.begin("2. runbook 2: new samples arrive → retrain → gate → canary rollout → acceptance")
     csv = scene.workdir / "new-samples.csv"
     iris.iris_like_samples(120, seed=scene.seed + 1).to_csv(csv, index=False)
-    v2 = training.retrain(ctx=ctx, name=MODEL, data=csv, created_by=ACTOR)
-    gate = v2.gate or {}
+    record = run_runbook(scene, "retraining", {"data": str(csv), **_rollout_params(pace)}, positional=[MODEL])
+    with ctx.db.session() as s:
+        r = rollouts.latest(session=s, name=MODEL)
+        assert r is not None
+        rid, state, version = r.id, r.state, r.to_version
+        v2 = registry.get_version_or_raise(session=s, name=MODEL, version=version)
+        gate = dict(v2.gate or {})
     story.note = f"gate {gate.get('verdict', '?')}: {gate.get('reason', '')}"
-    rid, state, _reason = _deploy(ctx, f"{MODEL}:{v2.model_version.version}", pace)
-    state = _drive(ctx, rid, timeout=pace.step_duration * (len(pace.steps) + 4) + 30, refresh=scene.refresh)
     acceptance: dict[str, Any] = {}
     if state == "promoted":
         acceptance = acceptance_when_ready(
             ctx, rid, timeout=pace.acceptance_timeout, on_wait=lambda _m: scene.refresh()
         )
     story.note = ""
-    detail = f"gate {gate.get('verdict')}, rollout {state}, acceptance {acceptance.get('outcome', '-')}"
+    detail = (
+        f"run #{record['id']} {record['outcome']}; gate {gate.get('verdict')}, rollout {state}, "
+        f"acceptance {acceptance.get('outcome', '-')}"
+    )
     story.end(i, "done" if acceptance.get("outcome") == "successful" else "failed", detail)
     scene.lines.append(
-        f"v2 retrained on {v2.dataset_version.row_count} rows; gate {gate.get('verdict')} "
+        f"v{version} retrained on {csv.name}; gate {gate.get('verdict')} "
         f"({gate.get('reason')}); canary {' → '.join(f'{s}%' for s in pace.steps)} {state}"
     )
     scene.holder["acceptance"] = acceptance
@@ -83,13 +120,14 @@ def bad_canary(scene: Scene, traffic: Traffic) -> None:
                         created_by=ACTOR, description="trained on corrupted labels (demo)")  # fmt: skip
     failures_before = len(traffic.failures)
     started = time.monotonic()
-    rid3, state3, reason3 = _deploy(ctx, f"{MODEL}:{v3.model_version.version}", scene.pace)
-    state3 = _drive(ctx, rid3, timeout=scene.pace.step_duration * 4 + 30, refresh=scene.refresh)
+    record = run_runbook(
+        scene, "deployment", _rollout_params(scene.pace), positional=[f"{MODEL}:{v3.model_version.version}"]
+    )
     caught_after = time.monotonic() - started
     with ctx.db.session() as s:
-        r3 = s.get(Rollout, rid3)
-        assert r3 is not None
-        reason3, aborted_at = r3.reason, time.monotonic()
+        r3 = rollouts.latest(session=s, name=MODEL)
+        assert r3 is not None and r3.to_version == v3.model_version.version
+        state3, reason3, aborted_at = r3.state, r3.reason, time.monotonic()
     # How long until no answer came from v3 any more (routing applied by every worker).
     time.sleep(2.0)
     last_v3 = traffic.last_time_of(v3.model_version.version)
@@ -102,27 +140,14 @@ def bad_canary(scene: Scene, traffic: Traffic) -> None:
         f"abort; failed requests during it: {dropped}"
     )
     scene.lines.append(f"abort reason: {reason3}")
+    verified = next(st for st in record["steps"] if st["name"] == "rollback-verified")
+    scene.lines.append(f"rollback {verified['state']}: {verified['reason']}")
     scene.holder["bad_canary"] = {
         "state": state3,
         "reason": reason3,
         "switch_seconds": switch,
         "dropped": dropped,
     }
-
-
-def _drive(ctx: Context, rollout_id: int, *, timeout: float, refresh: Callable[[], None]) -> str:
-    """Evaluate the rollout until it leaves `running` (the server's scheduler may take a step first)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        evaluate_once(ctx, rollout_id, actor=ACTOR)
-        with ctx.db.session() as s:
-            r = s.get(Rollout, rollout_id)
-            assert r is not None
-            state = r.state
-        refresh()
-        if state != "running" or time.monotonic() > deadline:
-            return state
-        time.sleep(0.25)
 
 
 def _deploy(ctx: Context, ref: str, pace: Pace, strategy: str = "canary") -> tuple[int, str, str]:

@@ -30,7 +30,7 @@ def _load() -> None:
     """The project's runbooks, imported when first asked for (they pull in the domains' services)."""
     if "deployment" in RUNBOOKS:
         return
-    from mloncall.runbooks import deployment, monitoring, retraining
+    from mloncall.runbooks import dataquality, deployment, monitoring, retraining
 
-    for book in (deployment.RUNBOOK, retraining.RUNBOOK, monitoring.RUNBOOK):
+    for book in (deployment.RUNBOOK, retraining.RUNBOOK, monitoring.RUNBOOK, dataquality.RUNBOOK):
         RUNBOOKS.setdefault(book.name, book)

@@ -192,32 +192,13 @@ def show(
     name: str = typer.Argument(..., help="Runbook name (see `runbook list`)."), json_out: bool = JSON_OUT
 ) -> None:
     """A runbook's scenario, objective, parameters, steps, acceptance criteria and contacts."""
+    from mloncall.runbooks import export
     from mloncall.runbooks.catalog import get_runbook
     from mloncall.runbooks.render import print_runbook
 
     book = get_runbook(name)
     if json_out:
-        console.print_json(
-            {
-                "name": book.name,
-                "title": book.title,
-                "scenario": book.scenario,
-                "objective": book.objective,
-                "params": [
-                    {
-                        "name": p.name,
-                        "type": p.type,
-                        "required": p.required,
-                        "default": p.default,
-                        "help": p.help,
-                    }
-                    for p in book.params
-                ],
-                "steps": [{"name": s.name, "kind": s.kind, "title": s.title} for s in book.steps],
-                "acceptance": [c.name for c in book.acceptance],
-                "contacts": list(book.contacts),
-            }
-        )
+        console.print_json(export.runbook_dict(book))
         return
     print_runbook(book)
 

@@ -165,6 +165,23 @@ def start(
     on_change: Callable[[int], None] | None = None,
 ) -> int:
     """Create a run of the named runbook with checked parameters, execute it; returns its id."""
+    run_id = create(
+        ctx, runbook=runbook, params=params, positional=positional, alert_id=alert_id, actor=confirmer.actor
+    )
+    execute(ctx, run_id, confirmer=confirmer, on_change=on_change)
+    return run_id
+
+
+def create(
+    ctx: Context,
+    *,
+    runbook: str,
+    params: dict[str, Any],
+    actor: str,
+    positional: list[str] | None = None,
+    alert_id: int | None = None,
+) -> int:
+    """A new run of the named runbook with checked parameters (the alert's model filled in), not yet run."""
     book = get_runbook(runbook)
     if book.needs_alert and alert_id is None:
         raise InvalidInput(f"runbook {book.name} works on an alert: give --alert ID")
@@ -177,18 +194,21 @@ def start(
             if any(p.name == "model" for p in book.params) and alert.model and not given.get("model"):
                 given["model"] = alert.model
         parsed = book.parse_params(given, positional)
-        run = service.create_run(
-            session=s, runbook=book, params=parsed, actor=confirmer.actor, alert_id=alert_id
-        )
-        run_id = run.id
-    execute(ctx, run_id, confirmer=confirmer, on_change=on_change)
-    return run_id
+        run = service.create_run(session=s, runbook=book, params=parsed, actor=actor, alert_id=alert_id)
+        return run.id
 
 
 def resume(
     ctx: Context, run_id: int, *, confirmer: Confirmer, on_change: Callable[[int], None] | None = None
 ) -> int:
     """Continue a run from its first step that did not succeed; returns the id of the run resumed."""
+    root = resumable(ctx, run_id)
+    execute(ctx, root, confirmer=confirmer, on_change=on_change, resumed=True)
+    return root
+
+
+def resumable(ctx: Context, run_id: int) -> int:
+    """The root of the run's tree, to resume; Conflict when the run has finished."""
     with ctx.db.session() as s:
         run = service.get_run_or_raise(session=s, run_id=run_id)
         root = service.root_id(session=s, run=run)
@@ -197,7 +217,6 @@ def resume(
                 f"run #{run_id} of {run.runbook} finished {run.outcome} at {run.finished_at:%Y-%m-%d %H:%M} "
                 f"UTC: nothing to resume (start a new run with `mloncall runbook run {run.runbook}`)"
             )
-    execute(ctx, root, confirmer=confirmer, on_change=on_change, resumed=True)
     return root
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from mloncall.runbooks import service
 from mloncall.runbooks.catalog import get_runbook
 from mloncall.runbooks.models import RunbookRun, RunbookStep
+from mloncall.runbooks.spec import Runbook
 
 FORMATS = ("markdown", "json")
 
@@ -164,3 +165,20 @@ def markdown(record: dict[str, Any], level: int = 1) -> str:
     for sub in record.get("subrun_records", []):
         lines += ["", markdown(sub, level=level + 1)]
     return "\n".join(lines) + "\n"
+
+
+def runbook_dict(book: Runbook) -> dict[str, Any]:
+    """A runbook's declaration as JSON: scenario, objective, parameters, steps, acceptance, contacts."""
+    return {
+        "name": book.name,
+        "title": book.title,
+        "scenario": book.scenario,
+        "objective": book.objective,
+        "params": [
+            {"name": p.name, "type": p.type, "required": p.required, "default": p.default, "help": p.help}
+            for p in book.params
+        ],
+        "steps": [{"name": s.name, "kind": s.kind, "title": s.title} for s in book.steps],
+        "acceptance": [c.name for c in book.acceptance],
+        "contacts": list(book.contacts),
+    }

@@ -68,14 +68,17 @@ def _png(fig: Any) -> str:
 
 
 def charts(inv: Investigation) -> list[tuple[str, str]]:
-    """One PNG per feature (the first version that has histograms) plus the predicted-class mix."""
+    """One PNG per feature (of production, else the first version that has histograms) plus the predicted-class
+    mix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out: list[tuple[str, str]] = []
-    for v in inv.drift.versions[:1]:
+    # production's first, then the others: a version with too few rows in the window has no histograms
+    ordered = sorted(inv.drift.versions, key=lambda v: v.version != inv.production)
+    for v in [v for v in ordered if any(f.histogram is not None for f in v.features)][:1]:
         for f in v.features:
             h = f.histogram
             if h is None:

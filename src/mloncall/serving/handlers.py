@@ -32,11 +32,9 @@ from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose
 from mloncall.serving.validation import (
     MATRIX_INPUT,
     RequestError,
+    apply_policies,
     bad,
     kind_of,
-    out_of_range,
-    range_error,
-    range_flags,
     rows_from_instances,
     rows_from_oip,
 )
@@ -296,7 +294,7 @@ class Handlers:
         predictor, route_name = choose(route, self._sticky(route, headers, doc))
         labels.version = str(predictor.version)
         labels.route = route_name
-        X = rows_from_instances(doc["instances"], predictor.schema, route.max_rows)
+        X = rows_from_instances(doc["instances"], predictor.schema, route.max_rows, route.imputed)
         scored = self._score(predictor, route_name, route, X, lambda r: f"instances[{r}]")
         classes = predictor.classes
         flags = scored.flags
@@ -325,13 +323,14 @@ class Handlers:
     ) -> _Scored:
         """Check the training range, predict, shadow-score canary rows with stable."""
         schema = predictor.schema
-        mask = out_of_range(X, schema)
-        flags = None
+        X, mask, flags = apply_policies(
+            X,
+            schema,
+            default=route.out_of_range_policy if route is not None else "flag",
+            policies=route.feature_policies if route is not None else {},
+            row_name=row_name,
+        )
         if mask is not None:
-            policy = route.out_of_range_policy if route is not None else "flag"
-            if policy == "reject":
-                raise range_error(X, mask, schema, row_name)
-            flags = range_flags(mask, schema)
             model, version = predictor.model, str(predictor.version)
             for j in np.flatnonzero(mask.any(axis=0)):
                 self.metrics.flagged(model, version, schema.features[j], int(mask[:, j].sum()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mloncall.stores.db import Base
 
 OUT_OF_RANGE_POLICIES = ("flag", "reject")
+#: What serving does with one feature's missing or out-of-range value (runbook 6's workaround).
+FEATURE_POLICIES = ("reject", "flag", "impute")
 DEFAULT_MAX_ROWS = 1000
 
 
@@ -37,6 +40,9 @@ class Routing(Base):
     sticky_key: Mapped[str | None] = mapped_column(sa.String(128), nullable=True, default=None)
     out_of_range_policy: Mapped[str] = mapped_column(sa.String(16), default="flag")
     max_rows: Mapped[int] = mapped_column(default=DEFAULT_MAX_ROWS)
+    #: Per feature, `reject`, `flag` or `impute` (the training median): overrides the out-of-range policy
+    #: for that feature, and `impute` also fills the feature when a request leaves it out.
+    feature_policies: Mapped[dict[str, Any]] = mapped_column(default=dict)
     generation: Mapped[int] = mapped_column(default=1)
     updated_at: Mapped[dt.datetime]
     updated_by: Mapped[str] = mapped_column(sa.String(128))

@@ -60,6 +60,9 @@ class ModelRoute:
     shadow_columns: np.ndarray | None = None
     shadow_ok: bool = False
     problems: tuple[str, ...] = field(default_factory=tuple)
+    #: per feature, `reject`, `flag` or `impute` (runbook 6's workaround); `imputed` are the last
+    feature_policies: dict[str, str] = field(default_factory=dict)
+    imputed: frozenset[str] = frozenset()
 
     @property
     def ready(self) -> bool:
@@ -91,6 +94,7 @@ class ModelRoute:
             "sticky_key": self.sticky_key,
             "out_of_range_policy": self.out_of_range_policy,
             "max_rows": self.max_rows,
+            "feature_policies": dict(self.feature_policies),
             "problems": list(self.problems),
         }
 
@@ -231,6 +235,7 @@ class Router:
                 Routing.out_of_range_policy,
                 Routing.max_rows,
                 ModelVersion.version,
+                Routing.feature_policies,
             )
             .select_from(Model)
             .outerjoin(Routing, Routing.model_name == Model.name)
@@ -285,7 +290,9 @@ class Router:
 
     def _apply(self, snapshot: _Snapshot) -> None:
         routes: dict[str, ModelRoute] = {}
-        for name, generation, stable_v, canary_v, weight, sticky, policy, max_rows, production_v in snapshot:
+        for row in snapshot:
+            name, generation, stable_v, canary_v, weight, sticky, policy, max_rows, production_v = row[:9]
+            features = dict(row[9] or {}) if stable_v is not None else {}
             if stable_v is None and production_v is None:
                 continue
             current = self.routes.get(name)
@@ -338,6 +345,8 @@ class Router:
                 shadow_columns=shadow_columns,
                 shadow_ok=shadow_ok,
                 problems=tuple(problems),
+                feature_policies=features,
+                imputed=frozenset(f for f, p in features.items() if p == "impute"),
             )
         previous = self.routes
         self.known = frozenset(row[0] for row in snapshot)

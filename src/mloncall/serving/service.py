@@ -21,7 +21,7 @@ from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.core.records import Record
 from mloncall.registry import service as registry
-from mloncall.serving.models import DEFAULT_MAX_ROWS, OUT_OF_RANGE_POLICIES, Routing
+from mloncall.serving.models import DEFAULT_MAX_ROWS, FEATURE_POLICIES, OUT_OF_RANGE_POLICIES, Routing
 
 _STICKY_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_ROWS_LIMIT = 100_000
@@ -40,6 +40,7 @@ class RoutingView(Record):
     max_rows: int
     generation: int
     source: str
+    feature_policies: dict[str, str]
     updated_at: dt.datetime | None
     updated_by: str | None
 
@@ -56,6 +57,7 @@ def view_of(row: Routing) -> RoutingView:
         max_rows=row.max_rows,
         generation=row.generation,
         source="routing",
+        feature_policies=dict(row.feature_policies or {}),
         updated_at=row.updated_at,
         updated_by=row.updated_by,
     )
@@ -98,6 +100,7 @@ def effective(*, session: Session, name: str) -> RoutingView:
         max_rows=DEFAULT_MAX_ROWS,
         generation=0,
         source="production alias",
+        feature_policies={},
         updated_at=None,
         updated_by=None,
     )
@@ -115,6 +118,7 @@ def set_stable(*, session: Session, name: str, version: int, actor: str) -> Rout
         row.canary_weight = 0.0
         row.out_of_range_policy = "flag"
         row.max_rows = DEFAULT_MAX_ROWS
+        row.feature_policies = {}
         session.add(row)
     row.stable_version = version
     if row.canary_version == version:
@@ -184,6 +188,34 @@ def set_options(
                 f"invalid max_rows {max_rows!r}: use a whole number from 1 to {MAX_ROWS_LIMIT}"
             )
         row.max_rows = max_rows
+    return _touch(session, row, actor)
+
+
+def set_feature_policies(
+    *, session: Session, name: str, policies: dict[str, str | None], actor: str
+) -> Routing:
+    """Set (or, with None, remove) the policy of features of the stable version: `reject`, `flag`, `impute`.
+
+    The serving workers read it with the routing, so a running server applies it within a refresh.
+    """
+    row = _row_for_change(session, name, actor)
+    mv = registry.get_version_or_raise(session=session, name=name, version=row.stable_version)
+    known = [f.get("name") for f in (mv.signature or {}).get("features", [])]
+    merged = dict(row.feature_policies or {})
+    for feature, policy in policies.items():
+        if feature not in known:
+            raise InvalidInput(
+                f"{name}:{row.stable_version} has no feature {feature!r}: its features are {', '.join(map(str, known))}"
+            )
+        if policy is None:
+            merged.pop(feature, None)
+        elif policy not in FEATURE_POLICIES:
+            raise InvalidInput(
+                f"invalid policy {policy!r} for {feature}: use one of {', '.join(FEATURE_POLICIES)}"
+            )
+        else:
+            merged[feature] = policy
+    row.feature_policies = merged
     return _touch(session, row, actor)
 
 

@@ -3,6 +3,10 @@
 Every rejection is a `RequestError` whose message names the row and the field, and whose `reason` feeds the
 `mloncall_validation_failures_total` metric. Values outside the training range are not errors here: they are
 returned as a mask, and the model's out-of-range policy decides between flagging and rejecting.
+
+A per-feature policy (`reject`, `flag` or `impute`, runbook 6's workaround) overrides that policy for one
+feature; `impute` replaces the feature's out-of-range value, or fills it when a request leaves it out, with
+the training median, and flags the row `imputed:<feature>`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mloncall.core.errors import IntegrityError
 _NUMBER_TYPES = frozenset({float, int})
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 OUT_OF_RANGE = "out_of_range"
+IMPUTED = "imputed"
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -70,10 +75,17 @@ def quoted(name: str) -> str:
 class FeatureSchema:
     """A version's signature compiled for validation: feature order, training ranges, classes."""
 
-    __slots__ = ("class_set", "classes", "features", "has_range", "index", "maxs", "mins", "width")
+    __slots__ = (
+        "class_set", "classes", "features", "has_range", "index", "maxs", "medians", "mins", "width",
+    )  # fmt: skip
 
     def __init__(
-        self, features: Sequence[str], classes: Sequence[str], mins: Sequence[float], maxs: Sequence[float]
+        self,
+        features: Sequence[str],
+        classes: Sequence[str],
+        mins: Sequence[float],
+        maxs: Sequence[float],
+        medians: Sequence[float] | None = None,
     ) -> None:
         self.features = tuple(features)
         self.width = len(self.features)
@@ -83,6 +95,8 @@ class FeatureSchema:
         self.mins = np.asarray(mins, dtype=np.float64)
         self.maxs = np.asarray(maxs, dtype=np.float64)
         self.has_range = bool(np.isfinite(self.mins).any() or np.isfinite(self.maxs).any())
+        #: the training median of each feature (the middle of its range when the signature has none)
+        self.medians = np.asarray(medians, dtype=np.float64) if medians is not None else self.midpoints()
 
     @classmethod
     def from_signature(cls, signature: dict[str, Any], *, where: str) -> FeatureSchema:
@@ -96,6 +110,7 @@ class FeatureSchema:
         names: list[str] = []
         mins: list[float] = []
         maxs: list[float] = []
+        medians: list[float] = []
         for i, f in enumerate(feats):
             name = f.get("name") if isinstance(f, dict) else None
             if not isinstance(name, str) or not name:
@@ -103,13 +118,20 @@ class FeatureSchema:
             names.append(name)
             mins.append(_bound(f.get("min"), -math.inf))
             maxs.append(_bound(f.get("max"), math.inf))
+            quantiles = f.get("quantiles")
+            median = quantiles.get("0.5") if isinstance(quantiles, dict) else None
+            medians.append(_bound(median, math.nan))
         if len(set(names)) != len(names):
             raise IntegrityError(f"{where}: the signature repeats a feature name")
-        return cls(names, [str(c) for c in classes], mins, maxs)
+        schema = cls(names, [str(c) for c in classes], mins, maxs)
+        known = np.asarray(medians, dtype=np.float64)
+        schema.medians = np.where(np.isfinite(known), known, schema.midpoints())
+        return schema
 
     def midpoints(self) -> np.ndarray:
         """One plausible row (middle of each training range, 0 where unknown): the load-time probe."""
-        mid = np.where(np.isfinite(self.mins) & np.isfinite(self.maxs), (self.mins + self.maxs) / 2, 0.0)
+        with np.errstate(invalid="ignore"):  # -inf + inf where a bound is unknown: not chosen below
+            mid = np.where(np.isfinite(self.mins) & np.isfinite(self.maxs), (self.mins + self.maxs) / 2, 0.0)
         return np.asarray(mid, dtype=np.float64)
 
     def compatible_with(self, other: FeatureSchema) -> np.ndarray | None:
@@ -188,8 +210,13 @@ def _check_rows(n: int, max_rows: int, where: str, field: str) -> None:
 # --- /predict instances ----------------------------------------------------------------------------------
 
 
-def rows_from_instances(instances: Any, schema: FeatureSchema, max_rows: int) -> np.ndarray:
-    """`[{feature: value, ...}, ...]` as float64 rows in signature order."""
+def rows_from_instances(
+    instances: Any, schema: FeatureSchema, max_rows: int, impute: frozenset[str] = frozenset()
+) -> np.ndarray:
+    """`[{feature: value, ...}, ...]` as float64 rows in signature order.
+
+    A feature in `impute` that a row leaves out (or sends as null) is NaN here: `apply_policies` fills it.
+    """
     if type(instances) is not list:
         raise bad(
             f"'instances' must be a list of objects, got {kind_of(instances)}", "wrong_shape", "instances"
@@ -205,14 +232,19 @@ def rows_from_instances(instances: Any, schema: FeatureSchema, max_rows: int) ->
                 "wrong_shape",
                 "instances",
             )
+        complete = True
         try:
             row = [inst[f] for f in features]
         except KeyError:
-            missing = [f for f in features if f not in inst]
-            raise bad(
-                f"instances[{i}]: missing feature '{missing[0]}'", "missing_feature", missing[0]
-            ) from None
-        if len(inst) != width:
+            missing = [f for f in features if f not in inst and f not in impute]
+            if missing:
+                raise bad(
+                    f"instances[{i}]: missing feature '{missing[0]}'", "missing_feature", missing[0]
+                ) from None
+            row, complete = [inst.get(f) for f in features], False
+        if impute:
+            row = [math.nan if v is None and f in impute else v for f, v in zip(features, row, strict=True)]
+        if (len(inst) != width) if complete else any(k not in schema.index for k in inst):
             unknown = sorted(k for k in inst if k not in schema.index)
             raise bad(
                 f"instances[{i}]: unknown feature {quoted(unknown[0])} (expected {', '.join(features)})",
@@ -222,8 +254,23 @@ def rows_from_instances(instances: Any, schema: FeatureSchema, max_rows: int) ->
         _check_numbers(row, _naming(f"instances[{i}].", features), features.__getitem__)
         rows.append(row)
     X = _to_float64(rows, "'instances'", "instances")
-    check_finite(X, lambda r, c: f"instances[{r}].{features[c]}", features)
+    gaps = _imputable_gaps(X, schema, impute)
+    check_finite(
+        np.where(gaps, 0.0, X) if gaps is not None else X,
+        lambda r, c: f"instances[{r}].{features[c]}",
+        features,
+    )
     return X
+
+
+def _imputable_gaps(X: np.ndarray, schema: FeatureSchema, impute: frozenset[str]) -> np.ndarray | None:
+    """Where X is NaN in a column the policy imputes (a value left out), or None."""
+    if not impute:
+        return None
+    cols = np.zeros(schema.width, dtype=bool)
+    cols[[schema.index[f] for f in impute if f in schema.index]] = True
+    gaps = np.isnan(X) & cols
+    return gaps if gaps.any() else None
 
 
 # --- Open Inference Protocol tensors -------------------------------------------------------------------
@@ -440,3 +487,37 @@ def range_error(
         OUT_OF_RANGE,
         f,
     )
+
+
+def apply_policies(
+    X: np.ndarray,
+    schema: FeatureSchema,
+    *,
+    default: str,
+    policies: dict[str, str],
+    row_name: Callable[[int], str],
+) -> tuple[np.ndarray, np.ndarray | None, list[list[str]] | None]:
+    """Fill left-out imputable values and judge the training range, feature by feature.
+
+    Returns the rows to score (imputed values replaced by the training median), the mask of values still
+    out of range and flagged, and each row's flags (`out_of_range:<f>`, `imputed:<f>`); a feature whose
+    policy is `reject` (or the model's `default`) raises the rejection of its first out-of-range value.
+    """
+    impute = np.array([policies.get(f) == "impute" for f in schema.features], dtype=bool)
+    gaps = np.isnan(X) & impute
+    mask = out_of_range(X, schema)
+    if mask is None and not gaps.any():
+        return X, None, None
+    mask = np.zeros(X.shape, dtype=bool) if mask is None else mask
+    reject = np.array([policies.get(f, default) == "reject" for f in schema.features], dtype=bool)
+    if (mask & reject).any():
+        raise range_error(X, mask & reject, schema, row_name)
+    filled = gaps | (mask & impute)
+    flagged = mask & ~impute
+    if filled.any():
+        X = np.where(filled, schema.medians, X)
+    rows = range_flags(flagged, schema)
+    features = schema.features
+    for r, c in np.argwhere(filled):
+        rows[r].append(f"{IMPUTED}:{features[c]}")
+    return X, (flagged if flagged.any() else None), rows
