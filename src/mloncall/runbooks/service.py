@@ -14,7 +14,7 @@ from mloncall.core import clock
 from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.runbooks.models import RunbookEvent, RunbookRun, RunbookStep
 from mloncall.runbooks.spec import Runbook
-from mloncall.runbooks.states import RunState, StepState, check_run_move, check_step_move
+from mloncall.runbooks.states import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState
 from mloncall.stores.db import get_or_raise
 
 
@@ -112,7 +112,7 @@ def move_step(
     **fields: Any,
 ) -> RunbookStep:
     """Move a step (the allowed moves are `states.STEP_TRANSITIONS`), set its fields, record the move."""
-    check_step_move(step.name, step.state, to_state)
+    STEP_TRANSITIONS.check(f"step {step.name!r}", step.state, to_state)
     before = step.state
     now = clock.now()
     if to_state == StepState.RUNNING:
@@ -143,7 +143,7 @@ def move_run(
     reason: str,
     outcome: str | None = None,
 ) -> RunbookRun:
-    check_run_move(run.id, run.state, to_state)
+    RUN_TRANSITIONS.check(f"run #{run.id}", run.state, to_state)
     before = run.state
     run.state = to_state
     run.reason = reason

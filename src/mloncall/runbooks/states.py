@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import enum
 
-from mloncall.core.errors import Conflict
 from mloncall.core.outcome import Outcome
+from mloncall.core.states import Moves
 
 
 class StepState(enum.StrEnum):
@@ -43,35 +43,33 @@ class StepKind(enum.StrEnum):
 
 
 _S = StepState
-STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
-    _S.PENDING: frozenset({_S.RUNNING, _S.WAITING, _S.SKIPPED, _S.FAILED}),
-    _S.WAITING: frozenset({_S.RUNNING, _S.SUCCESSFUL, _S.FAILED, _S.SKIPPED}),
-    _S.RUNNING: frozenset({_S.SUCCESSFUL, _S.INCONCLUSIVE, _S.FAILED, _S.WAITING, _S.RUNNING}),
-    _S.FAILED: frozenset({_S.RUNNING, _S.WAITING}),
-    _S.INCONCLUSIVE: frozenset(),
-    _S.SUCCESSFUL: frozenset(),
-    _S.SKIPPED: frozenset(),
-}
+STEP_TRANSITIONS = Moves(
+    StepState,
+    {
+        _S.PENDING: frozenset({_S.RUNNING, _S.WAITING, _S.SKIPPED, _S.FAILED}),
+        _S.WAITING: frozenset({_S.RUNNING, _S.SUCCESSFUL, _S.FAILED, _S.SKIPPED}),
+        _S.RUNNING: frozenset({_S.SUCCESSFUL, _S.INCONCLUSIVE, _S.FAILED, _S.WAITING, _S.RUNNING}),
+        _S.FAILED: frozenset({_S.RUNNING, _S.WAITING}),
+        _S.INCONCLUSIVE: frozenset(),
+        _S.SUCCESSFUL: frozenset(),
+        _S.SKIPPED: frozenset(),
+    },
+)
 
-RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.RUNNING: frozenset({RunState.RUNNING, RunState.WAITING, RunState.STOPPED, RunState.FINISHED}),
-    RunState.WAITING: frozenset({RunState.RUNNING}),
-    RunState.STOPPED: frozenset({RunState.RUNNING}),
-    RunState.FINISHED: frozenset(),
-}
+RUN_TRANSITIONS = Moves(
+    RunState,
+    {
+        RunState.RUNNING: frozenset(
+            {RunState.RUNNING, RunState.WAITING, RunState.STOPPED, RunState.FINISHED}
+        ),
+        RunState.WAITING: frozenset({RunState.RUNNING}),
+        RunState.STOPPED: frozenset({RunState.RUNNING}),
+        RunState.FINISHED: frozenset(),
+    },
+)
 
 #: Steps in these states are done: a resumed run goes past them.
 DONE_STATES = frozenset({StepState.SUCCESSFUL, StepState.SKIPPED, StepState.INCONCLUSIVE})
-
-
-def check_step_move(name: str, from_state: str, to_state: StepState) -> None:
-    if to_state not in STEP_TRANSITIONS[StepState(from_state)]:
-        raise Conflict(f"step {name!r} cannot go from {from_state} to {to_state}")
-
-
-def check_run_move(run_id: int, from_state: str, to_state: RunState) -> None:
-    if to_state not in RUN_TRANSITIONS[RunState(from_state)]:
-        raise Conflict(f"run #{run_id} is {from_state}: it cannot become {to_state}")
 
 
 def state_of(outcome: Outcome) -> StepState:
