@@ -6,13 +6,14 @@ Changes are audited with the actor `cli:<user>`; messages a change queues are se
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
+from rich.table import Table
 from sqlalchemy.orm import Session
 
 from mloncall.cli.support import audited_unit_of_work, installation
@@ -73,7 +74,13 @@ def _change(action: str, target: str) -> Iterator[tuple[Session, Context, dict[s
         _send(ctx)
 
 
-def _out(model: BaseModel | list[Any], as_json: bool, text: str | None = None) -> None:
+def _out(
+    model: BaseModel | list[Any],
+    as_json: bool,
+    text: str | None = None,
+    table: Callable[[list[Any]], Table] | None = None,
+) -> None:
+    """A result as JSON, or as its text, or (for a list) as its table."""
     if as_json:
         console.print_json(
             [m.model_dump(mode="json") for m in model]
@@ -82,6 +89,8 @@ def _out(model: BaseModel | list[Any], as_json: bool, text: str | None = None) -
         )
     elif text is not None:
         console.out.print(text, highlight=False, soft_wrap=True)
+    elif table is not None and isinstance(model, list):
+        console.out.print(table(model))
 
 
 def _detail(session: Session, incident_id: int) -> IncidentDetail:
@@ -147,9 +156,7 @@ def list_(
             IncidentOut.model_validate(r)
             for r in service.list_incidents(session=session, state=state, model=model, limit=limit)
         ]
-    if not as_json:
-        console.out.print(render.incidents_table(rows))
-    _out(rows, as_json)
+    _out(rows, as_json, table=render.incidents_table)
 
 
 @app.command("show")
@@ -353,9 +360,7 @@ def timeline(incident_id: Id, as_json: JsonOption = False) -> None:
     """The timeline: alerts, deploys, roles, updates, pages, notes, oldest first."""
     with installation() as ctx, ctx.db.session() as session:
         rows = [TimelineOut(**i.__dict__) for i in service.timeline(session=session, incident_id=incident_id)]
-    if not as_json:
-        console.out.print(render.timeline_table(rows))
-    _out(rows, as_json)
+    _out(rows, as_json, table=render.timeline_table)
 
 
 @app.command("postmortem")
@@ -444,10 +449,7 @@ def action_list(
             ActionItemOut.model_validate(i)
             for i in service.action_items(session=session, incident_id=incident_id, status=status)
         ]
-    if not as_json:
-        console.out.print(console.table("action items", ["id", "incident", "status", "due", "owner", "title"],
-                                        [[r.id, r.incident_id, r.status, r.due, r.owner, r.title] for r in rows]))  # fmt: skip
-    _out(rows, as_json)
+    _out(rows, as_json, table=render.action_items_table)
 
 
 # --- on call ---------------------------------------------------------------------------------------------
@@ -460,9 +462,7 @@ def now(
     """Who is on call now."""
     with installation() as ctx, ctx.db.session() as session:
         rows = [OnCallOut(**o.__dict__) for o in service.oncall_now(session=session, schedule=schedule)]
-    if not as_json:
-        console.out.print(render.oncall_table(rows))
-    _out(rows, as_json)
+    _out(rows, as_json, table=render.oncall_table)
 
 
 @schedule_app.command("create")
@@ -494,10 +494,7 @@ def schedule_list(as_json: JsonOption = False) -> None:
     """Every schedule."""
     with installation() as ctx, ctx.db.session() as session:
         rows = [ScheduleOut.model_validate(s) for s in service.list_schedules(session=session)]
-    if not as_json:
-        console.out.print(console.table("schedules", ["name", "members", "time zone", "starts"],
-                                        [[r.name, ", ".join(map(str, r.members)), r.time_zone, r.starts] for r in rows]))  # fmt: skip
-    _out(rows, as_json)
+    _out(rows, as_json, table=render.schedules_table)
 
 
 @schedule_app.command("override")
@@ -570,7 +567,4 @@ def policy_list(as_json: JsonOption = False) -> None:
     """Every escalation policy."""
     with installation() as ctx, ctx.db.session() as session:
         rows = [PolicyOut.model_validate(p) for p in service.list_policies(session=session)]
-    if not as_json:
-        console.out.print(console.table("policies", ["name", "steps", "repeat"],
-                                        [[r.name, " > ".join(str(s["notify"]) for s in r.steps), r.repeat] for r in rows]))  # fmt: skip
-    _out(rows, as_json)
+    _out(rows, as_json, table=render.policies_table)

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from mloncall.core import console
-from mloncall.incidents.schemas import IncidentDetail, IncidentOut, OnCallOut, TimelineOut
+from mloncall.incidents.schemas import (
+    ActionItemOut,
+    IncidentDetail,
+    IncidentOut,
+    OnCallOut,
+    PolicyOut,
+    ScheduleOut,
+    TimelineOut,
+)
 
 
 def _t(value: object) -> str:
@@ -58,4 +66,28 @@ def oncall_table(rows: Sequence[OnCallOut]) -> Table:
         "on call now",
         ["schedule", "principal", "until", "override"],
         [[r.schedule, r.principal, _t(r.until.isoformat()), "yes" if r.override else ""] for r in rows],
+    )
+
+
+def action_items_table(rows: Sequence[ActionItemOut]) -> Table:
+    return console.table(
+        "action items",
+        ["id", "incident", "status", "due", "owner", "title"],
+        [[r.id, r.incident_id, r.status, r.due, r.owner, r.title] for r in rows],
+    )
+
+
+def schedules_table(rows: Sequence[ScheduleOut]) -> Table:
+    return console.table(
+        "schedules",
+        ["name", "members", "time zone", "starts"],
+        [[r.name, ", ".join(map(str, r.members)), r.time_zone, r.starts] for r in rows],
+    )
+
+
+def policies_table(rows: Sequence[PolicyOut]) -> Table:
+    return console.table(
+        "policies",
+        ["name", "steps", "repeat"],
+        [[r.name, " > ".join(str(s["notify"]) for s in r.steps), r.repeat] for r in rows],
     )

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mloncall.access import service as access
+from mloncall.access.models import Principal
 from mloncall.core import clock
 from mloncall.core.durations import format_duration
 from mloncall.core.errors import Conflict, InvalidInput
@@ -68,15 +69,22 @@ def _assume(
     return row
 
 
+def _role_change(
+    session: Session, incident_id: int, role: str, principal: str, doing: str
+) -> tuple[Incident, Role, Principal, RoleAssignment | None]:
+    """What a role change needs, checked: the open incident, the role, the known principal, the holder."""
+    incident = get_incident_or_raise(session=session, incident_id=incident_id)
+    require_open(incident, doing)
+    wanted = parse_role(role)
+    person = access.get_principal_or_raise(session=session, name=principal)
+    return incident, wanted, person, holder(session=session, incident_id=incident_id, role=wanted)
+
+
 def assign(
     *, session: Session, incident_id: int, role: str, principal: str, actor: str, note: str = ""
 ) -> RoleAssignment:
     """Give an unclaimed role to a known principal (a held role changes hands by `handoff`)."""
-    incident = get_incident_or_raise(session=session, incident_id=incident_id)
-    require_open(incident, "assign a role")
-    wanted = parse_role(role)
-    person = access.get_principal_or_raise(session=session, name=principal)
-    current = holder(session=session, incident_id=incident_id, role=wanted)
+    incident, wanted, person, current = _role_change(session, incident_id, role, principal, "assign a role")
     if current is not None:
         if current.principal == person.name:
             return current
@@ -96,11 +104,7 @@ def handoff(
     *, session: Session, incident_id: int, role: str, to: str, actor: str, note: str = ""
 ) -> RoleAssignment:
     """The holder of a role hands it to someone else: the first renounces, the second assumes."""
-    incident = get_incident_or_raise(session=session, incident_id=incident_id)
-    require_open(incident, "hand off a role")
-    wanted = parse_role(role)
-    person = access.get_principal_or_raise(session=session, name=to)
-    current = holder(session=session, incident_id=incident_id, role=wanted)
+    incident, wanted, person, current = _role_change(session, incident_id, role, to, "hand off a role")
     if current is None:
         raise Conflict(f"nobody holds {wanted} of incident {incident_id}: use `incident assign` to give it")
     if current.principal == person.name:
