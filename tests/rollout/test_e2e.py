@@ -147,4 +147,4 @@ def test_rollout_survives_a_server_restart(
         status = json.loads(ok("rollout", "status", "iris-classifier", "--json", env=cli_env))
         return status["rollout"]["state"] == "promoted"
 
-    assert _wait_for(promoted, timeout=90)
+    assert _wait_for(promoted, timeout=90), ok("rollout", "status", "iris-classifier", env=cli_env)
