@@ -13,7 +13,7 @@ from mloncall.core.outcome import Check
 from mloncall.runbooks.states import StepKind
 
 if TYPE_CHECKING:
-    from mloncall.runbooks.engine import RunContext
+    from mloncall.runbooks.runcontext import RunContext
 
 StepFn = Callable[["RunContext"], Check]
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
