@@ -41,7 +41,7 @@ from mloncall.runbooks.runcontext import (
     step_row,
 )
 from mloncall.runbooks.spec import Step
-from mloncall.runbooks.states import RunState, StepKind, StepState, state_of
+from mloncall.runbooks.states import RunMode, RunState, StepKind, StepState, state_of
 from mloncall.stores.context import Context
 
 __all__ = ["Confirmer", "RunContext", "SubRunPaused", "Unattended", "execute", "resume", "start"]
@@ -76,6 +76,7 @@ def create(
     actor: str,
     positional: list[str] | None = None,
     alert_id: int | None = None,
+    mode: RunMode = RunMode.FULL,
 ) -> int:
     """A new run of the named runbook with checked parameters (the alert's model filled in), not yet run."""
     book = get_runbook(runbook)
@@ -90,7 +91,9 @@ def create(
             if any(p.name == "model" for p in book.params) and alert.model and not given.get("model"):
                 given["model"] = alert.model
         parsed = book.parse_params(given, positional)
-        run = service.create_run(session=s, runbook=book, params=parsed, actor=actor, alert_id=alert_id)
+        run = service.create_run(
+            session=s, runbook=book, params=parsed, actor=actor, alert_id=alert_id, mode=mode
+        )
         return run.id
 
 
@@ -108,6 +111,12 @@ def resumable(ctx: Context, run_id: int) -> int:
     with ctx.db.session() as s:
         run = service.get_run_or_raise(session=s, run_id=run_id)
         root = service.root_id(session=s, run=run)
+        if run.mode == RunMode.CHECKS:
+            raise Conflict(
+                f"run #{run_id} ran only the read-only checks of {run.runbook} for alert #{run.alert_id}: "
+                f"nothing to resume (start a run with `mloncall runbook run {run.runbook} "
+                f"--alert {run.alert_id}`)"
+            )
         if run.state == RunState.FINISHED:
             raise Conflict(
                 f"run #{run_id} of {run.runbook} finished {run.outcome} at {run.finished_at:%Y-%m-%d %H:%M} "
@@ -127,20 +136,7 @@ def execute(
 ) -> None:
     """Execute a run under its target's lease until it finishes, stops or waits."""
     owner = owner or lease.new_owner()
-    with ctx.db.session() as s:
-        run = service.get_run_or_raise(session=s, run_id=run_id)
-        target, root, book = run.target, service.root_id(session=s, run=run), get_runbook(run.runbook)
-        rc = RunContext(
-            ctx=ctx,
-            run_id=run_id,
-            runbook=book,
-            params=dict(run.params),
-            actor=confirmer.actor,
-            confirmer=confirmer,
-            owner=owner,
-            alert_id=run.alert_id,
-            on_change=on_change,
-        )
+    rc, target, root = _context(ctx, run_id, confirmer, owner=owner, on_change=on_change)
     try:
         took = lease.acquire(db=ctx.db, target=target, run_id=root, owner=owner)
     except Conflict as exc:
@@ -155,6 +151,74 @@ def execute(
         if beat is not None:
             beat.stop()
             lease.release(db=ctx.db, target=target, owner=owner)
+
+
+def _context(
+    ctx: Context,
+    run_id: int,
+    confirmer: Confirmer,
+    *,
+    owner: str,
+    on_change: Callable[[int], None] | None = None,
+) -> tuple[RunContext, str, int]:
+    """The context the run's steps work with, the run's target and the id of its tree's root."""
+    with ctx.db.session() as s:
+        run = service.get_run_or_raise(session=s, run_id=run_id)
+        rc = RunContext(
+            ctx=ctx,
+            run_id=run_id,
+            runbook=get_runbook(run.runbook),
+            params=dict(run.params),
+            actor=confirmer.actor,
+            confirmer=confirmer,
+            owner=owner,
+            alert_id=run.alert_id,
+            on_change=on_change,
+        )
+        return rc, run.target, service.root_id(session=s, run=run)
+
+
+def run_checks(ctx: Context, run_id: int, *, actor: str) -> str:
+    """Execute only a checks-mode run's triage checks (`Runbook.triage_checks`); the run's outcome.
+
+    No lease and no confirmation: nothing is changed. Every other step is skipped, and so is every check
+    after one that failed and stops its runbook. The run finishes with its worst check's outcome; its
+    acceptance is not judged, since its objective was not pursued.
+    """
+    rc, _, _ = _context(ctx, run_id, Unattended(actor), owner="")
+    triage = {spec.name for spec in rc.runbook.triage_checks()}
+    halted = ""
+    outcomes: list[Outcome] = []
+    for spec in rc.runbook.steps:
+        if spec.name not in triage or halted:
+            move_step(rc, spec.name, StepState.SKIPPED, halted or "a checks-only run: not a read-only check")
+            continue
+        rc.step_name = spec.name
+        _run_body(rc, spec, spec.run, extra={}, halt=False)
+        state = step_row(rc, spec.name).state
+        outcomes.append(_STATE_OUTCOMES[StepState(state)])
+        if state == StepState.FAILED and spec.stop_on_failure:
+            halted = f"not run: check {spec.name} failed"
+    verdict = worst(outcomes).label if outcomes else Outcome.INCONCLUSIVE.label
+    with ctx.db.session() as s:
+        run = service.get_run_or_raise(session=s, run_id=run_id)
+        service.move_run(
+            session=s,
+            run=run,
+            to_state=RunState.FINISHED,
+            actor=actor,
+            reason=f"read-only checks done ({len(outcomes)} run): {verdict}",
+            outcome=verdict,
+        )
+    changed(rc)
+    return verdict
+
+
+_STATE_OUTCOMES = {
+    StepState.SUCCESSFUL: Outcome.SUCCESSFUL,
+    StepState.INCONCLUSIVE: Outcome.INCONCLUSIVE,
+    StepState.FAILED: Outcome.FAILED,
+}
 
 
 # --- the step loop -----------------------------------------------------------------------------------------
@@ -215,7 +279,9 @@ def _run_body(
     *,
     extra: dict[str, Any],
     confirmation: dict[str, Any] | None = None,
+    halt: bool = True,
 ) -> str:
+    """Run a step's body and record its outcome; with `halt`, a failure that stops its runbook stops the run."""
     fields: dict[str, Any] = {"confirmation": confirmation} if confirmation else {}
     move_step(rc, spec.name, StepState.RUNNING, f"{spec.kind} started", **fields)
     try:
@@ -227,7 +293,8 @@ def _run_body(
     except Exception as exc:  # a raising step is recorded as failed with its error; nothing after it runs
         message = exc.message if isinstance(exc, MloncallError) else f"{type(exc).__name__}: {exc}"
         tb = "" if isinstance(exc, MloncallError) else traceback.format_exc(limit=6)[-4000:]
-        return _fail(rc, spec, f"raised: {message}", error=message, evidence={"traceback": tb} if tb else {})
+        kept: dict[str, Any] = {"traceback": tb} if tb else {}
+        return _fail(rc, spec, f"raised: {message}", error=message, evidence=kept, halt=halt)
     state = state_of(result.outcome)
     evidence = {
         **step_row(rc, spec.name).evidence,
@@ -240,7 +307,7 @@ def _run_body(
     move_step(rc, spec.name, state, result.reason, evidence=evidence)
     if spec.kind == StepKind.DECISION:
         _skip_unchosen(rc, spec, list(result.evidence.get("chosen", [])), result.reason)
-    if state == StepState.FAILED and spec.stop_on_failure:
+    if state == StepState.FAILED and spec.stop_on_failure and halt:
         move_run(rc, RunState.STOPPED, f"step {spec.name} failed: {result.reason}")
         return STOP
     return CONTINUE
@@ -259,13 +326,15 @@ def _fail(
     *,
     error: str | None = None,
     evidence: dict[str, Any] | None = None,
+    halt: bool = True,
 ) -> str:
     row = step_row(rc, spec.name)
     fields: dict[str, Any] = {"evidence": {**(row.evidence or {}), **(evidence or {})}}
     if error is not None:
         fields["error"] = error
     move_step(rc, spec.name, StepState.FAILED, reason, **fields)
-    move_run(rc, RunState.STOPPED, f"step {spec.name} failed: {reason}")
+    if halt:
+        move_run(rc, RunState.STOPPED, f"step {spec.name} failed: {reason}")
     return STOP
 
 

@@ -107,6 +107,16 @@ class Runbook:
     needs_alert: bool = False
     troubleshooting: tuple[str, ...] = field(default_factory=tuple)
 
+    def triage_checks(self) -> tuple[Step, ...]:
+        """The read-only checks before the first step that changes state or asks a person: what
+        `auto_run: checks` runs when an alert fires (later checks judge what an action did)."""
+        out: list[Step] = []
+        for s in self.steps:
+            if s.kind != StepKind.CHECK:
+                break
+            out.append(s)
+        return tuple(out)
+
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
 
