@@ -127,6 +127,20 @@ def _notification_rows(d: AlertDetail) -> list[list[Any]]:
     return rows
 
 
+def _print_checks(d: AlertDetail) -> None:
+    """The latest read-only checks of the alert's runbook (`auto_run: checks`), one line each."""
+    found = [e for e in d.history if e.kind == "checks"]
+    if not found:
+        return
+    ev = found[-1].evidence
+    console.out.print(f"runbook checks: {ev.get('outcome')}  {found[-1].reason[:200]}")
+    for c in ev.get("checks") or []:
+        if c.get("state") != "skipped":
+            console.out.print(f"  {c.get('step')}: {c.get('state')}  {str(c.get('reason', ''))[:160]}")
+    if ev.get("command"):
+        console.out.print(f"  evidence: [bold]{ev['command']}[/]")
+
+
 def print_alert(d: AlertDetail) -> None:
     """One alert: its headline, facts, latest check, history and every notification."""
     console.out.print(
@@ -145,6 +159,7 @@ def print_alert(d: AlertDetail) -> None:
             f"latest check: {check.get('outcome')}  {check.get('reason', '')}\n"
             f"  evidence: {', '.join(f'{k}={v}' for k, v in (check.get('evidence') or {}).items())[:600]}"
         )
+    _print_checks(d)
     console.out.print(_history(d))
     rows = _notification_rows(d)
     if rows:

@@ -17,6 +17,7 @@ rules:
     labels: {team: ml}         # optional, added to the alert's labels
     annotations:               # optional; {{ $value }}, {{ $labels.NAME }}, {{ $evidence.NAME }} are filled in
       summary: "Inputs of {{ $labels.model }} drifted"
+    auto_run: checks           # optional: when the alert fires, its runbook's read-only checks run
 ```
 
 Durations are Prometheus-style: `0`, `90s`, `15m`, `1h30m`, `2d`, `1w`. The annotations' templates are
@@ -59,6 +60,8 @@ DEFAULT_HOLD_TIME = dt.timedelta(minutes=10)
 #: Labels mloncall sets on every alert of a rule; a rule's own labels may not override them.
 RESERVED_LABELS = ("alertname", "rule", "model", "severity", "runbook", "monitor")
 DEFAULT_RULES_FILE = "default_rules.yaml"
+#: What a rule's `auto_run` may ask for when its alert fires: the runbook's read-only checks.
+AUTO_RUN_MODES = ("checks",)
 
 _RULE_KEYS = {
     "name",
@@ -71,6 +74,7 @@ _RULE_KEYS = {
     "labels",
     "annotations",
     "runbook",
+    "auto_run",
 }
 _REQUIRED_KEYS = ("name", "model", "monitor", "window", "for", "severity", "runbook")
 _TOP_KEYS = {"rules", "group_by", "hold_time"}
@@ -125,6 +129,7 @@ class Rule(Record):
     runbook: str
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    auto_run: str | None = None
     line: int = 0
 
     @classmethod
@@ -140,6 +145,7 @@ class Rule(Record):
             runbook=data["runbook"],
             labels=dict(data.get("labels") or {}),
             annotations=dict(data.get("annotations") or {}),
+            auto_run=data.get("auto_run"),
             line=int(data.get("line", 0)),
         )
 
@@ -356,6 +362,9 @@ class _Parser:
         runbook = self._choice(fields, "runbook", RUNBOOKS, "unknown runbook", name)
         labels = self._labels(fields.get("labels"), name)
         annotations = self._annotations(fields.get("annotations"), name)
+        auto_node, auto_run = fields.get("auto_run")
+        if auto_node is not None and auto_run not in AUTO_RUN_MODES:
+            self.error(auto_node, f"bad auto_run {auto_run!r}: use checks (or leave it out)", name)
         if len(self.errors) > before or name is None:
             return None
         return Rule(
@@ -369,6 +378,7 @@ class _Parser:
             runbook=str(runbook),
             labels=labels,
             annotations=annotations,
+            auto_run=str(auto_run) if auto_node is not None else None,
             line=node.start_mark.line + 1,
         )
 

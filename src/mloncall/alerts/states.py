@@ -71,6 +71,8 @@ class EventKind(enum.StrEnum):
     CLOSED = "closed"
     REOPENED = "reopened"
     ACKNOWLEDGED = "acknowledged"
+    #: Evidence attached without a move: the read-only checks of the alert's runbook (`auto_run: checks`).
+    CHECKS = "checks"
 
 
 class NotifyEvent(enum.StrEnum):

@@ -39,6 +39,7 @@ from mloncall.incidents import views as incident_views
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
+from mloncall.runbooks import jobs as runbook_jobs
 from mloncall.runbooks import views as runbook_views
 from mloncall.stores.context import Context
 from mloncall.training import views as training_views
@@ -68,7 +69,12 @@ class BackgroundJob(Protocol):
 
 
 #: Background jobs the server runs, each built from the installation's context.
-BACKGROUND_JOBS = (rollout_scheduler.Scheduler, alert_scheduler.Scheduler, incident_jobs.Scheduler)
+BACKGROUND_JOBS = (
+    rollout_scheduler.Scheduler,
+    alert_scheduler.Scheduler,
+    incident_jobs.Scheduler,
+    runbook_jobs.Scheduler,
+)
 
 _STATUS_CODES = {
     400: "invalid_input",

@@ -247,6 +247,23 @@ def resume(
     _execute(go, json_out, yes)
 
 
+@runbook_app.command("auto-run")
+def auto_run(json_out: bool = JSON_OUT) -> None:
+    """One pass of the server's auto-run job: the read-only checks of each alert that fired for a rule with
+    `auto_run: checks` and has none yet for this firing, their evidence attached to the alert."""
+    from mloncall.runbooks import jobs
+
+    with installation() as ctx:
+        done = jobs.run_once(ctx)
+    if json_out:
+        console.print_json([d.to_dict() for d in done])
+        return
+    if not done:
+        console.out.print("no alert waits for its checks")
+    for d in done:
+        console.out.print(f"alert #{d.alert_id}: {d.reason}")
+
+
 @runbook_app.command("runs")
 def runs(
     runbook: str | None = typer.Option(None, "--runbook", help="Only runs of this runbook."),

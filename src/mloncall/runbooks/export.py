@@ -46,6 +46,7 @@ def run_dict(session: Session, run: RunbookRun, *, events: bool = True) -> dict[
         "target": run.target,
         "params": run.params,
         "state": run.state,
+        "mode": run.mode,
         "outcome": run.outcome,
         "reason": run.reason,
         "started_by": run.started_by,

@@ -22,6 +22,8 @@ class RunbookRun(Base):
     target: Mapped[str] = mapped_column(sa.String(256))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(sa.String(16))
+    #: A `RunMode`: `full` (every step), or `checks` (only the read-only checks, when an alert fired).
+    mode: Mapped[str] = mapped_column(sa.String(16), default="full", server_default=sa.text("'full'"))
     outcome: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
     reason: Mapped[str] = mapped_column(sa.Text, default="")
     started_by: Mapped[str] = mapped_column(sa.String(128))

@@ -14,7 +14,7 @@ from mloncall.core import clock
 from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.runbooks.models import RunbookEvent, RunbookRun, RunbookStep
 from mloncall.runbooks.spec import Runbook
-from mloncall.runbooks.states import RUN_TRANSITIONS, STEP_TRANSITIONS, RunState, StepState
+from mloncall.runbooks.states import RUN_TRANSITIONS, STEP_TRANSITIONS, RunMode, RunState, StepState
 from mloncall.stores.db import get_or_raise
 
 
@@ -27,6 +27,7 @@ def create_run(
     alert_id: int | None = None,
     parent: RunbookRun | None = None,
     parent_step: str | None = None,
+    mode: RunMode = RunMode.FULL,
 ) -> RunbookRun:
     """A new run of the runbook, every step pending, its start in the timeline and the audit log."""
     now = clock.now()
@@ -35,6 +36,7 @@ def create_run(
         target=runbook.target(params),
         params=params,
         state=RunState.RUNNING,
+        mode=mode,
         started_by=actor,
         alert_id=alert_id,
         parent_id=parent.id if parent is not None else None,
@@ -50,6 +52,8 @@ def create_run(
     session.add(run)
     session.flush()
     why = f"started on {run.target}" + (f" as part of run #{parent.id}" if parent is not None else "")
+    if mode == RunMode.CHECKS:
+        why += f", its read-only checks only (alert #{alert_id})"
     _record(session, run, step=None, from_state=None, to_state=RunState.RUNNING, actor=actor, reason=why)
     return run
 
@@ -66,6 +70,15 @@ def list_runs(*, session: Session, runbook: str | None = None, limit: int = 50) 
     if runbook is not None:
         stmt = stmt.where(RunbookRun.runbook == runbook)
     return session.scalars(stmt.order_by(RunbookRun.id.desc()).limit(limit)).all()
+
+
+def checks_runs(*, session: Session, alert_id: int) -> Sequence[RunbookRun]:
+    """The checks-only runs started for an alert, oldest first."""
+    return session.scalars(
+        sa.select(RunbookRun)
+        .where(RunbookRun.alert_id == alert_id, RunbookRun.mode == RunMode.CHECKS)
+        .order_by(RunbookRun.id)
+    ).all()
 
 
 def child_run(*, session: Session, parent_id: int, step: str) -> RunbookRun | None:

@@ -13,7 +13,7 @@ from mloncall.core.outcome import Check
 from mloncall.runbooks.states import StepKind
 
 if TYPE_CHECKING:
-    from mloncall.runbooks.engine import RunContext
+    from mloncall.runbooks.runcontext import RunContext
 
 StepFn = Callable[["RunContext"], Check]
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -106,6 +106,16 @@ class Runbook:
     target: Callable[[Mapping[str, Any]], str]
     needs_alert: bool = False
     troubleshooting: tuple[str, ...] = field(default_factory=tuple)
+
+    def triage_checks(self) -> tuple[Step, ...]:
+        """The read-only checks before the first step that changes state or asks a person: what
+        `auto_run: checks` runs when an alert fires (later checks judge what an action did)."""
+        out: list[Step] = []
+        for s in self.steps:
+            if s.kind != StepKind.CHECK:
+                break
+            out.append(s)
+        return tuple(out)
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)

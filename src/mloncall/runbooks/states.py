@@ -35,6 +35,13 @@ class RunState(enum.StrEnum):
     FINISHED = "finished"
 
 
+class RunMode(enum.StrEnum):
+    """What a run executes: every step, or only the read-only checks (`auto_run: checks` on an alert rule)."""
+
+    FULL = "full"
+    CHECKS = "checks"
+
+
 class StepKind(enum.StrEnum):
     CHECK = "check"
     ACTION = "action"
