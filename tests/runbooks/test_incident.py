@@ -15,6 +15,7 @@ from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.incidents import service as incidents
 from mloncall.runbooks import engine, export
 from mloncall.runbooks import service as runs
+from mloncall.runbooks.incident import postmortem_asked
 from mloncall.stores.context import Context
 from tests.incidents.conftest import fire
 
@@ -34,8 +35,8 @@ class Oncall:
         for word, pause in self.wait.items():
             if word in question:
                 self.fc.advance(seconds=pause.total_seconds())
-        if question.startswith("Post-mortem of incident"):
-            incident_id = int(question.split()[3])
+        incident_id = postmortem_asked(question)
+        if incident_id is not None:
             with self.ctx.db.session() as s:
                 incidents.complete(session=s, store=self.ctx.store, incident_id=incident_id, actor=self.actor,
                                    went_well="paged at once, one bridge", went_badly="labels arrived late",

@@ -257,6 +257,26 @@ def draft_postmortem(rc: RunContext) -> Check:
                  f"{_id(rc)}`", {"status": status, **keep})  # fmt: skip
 
 
+#: How the manual step asks for the post-mortem to be completed: `Post-mortem of incident 7 complete ...?`
+POSTMORTEM_QUESTION = "Post-mortem of incident {id} complete"
+
+
+def postmortem_asked(question: str) -> int | None:
+    """The incident whose post-mortem the question asks a person to complete, or None (another question)."""
+    head, _, rest = POSTMORTEM_QUESTION.partition("{id}")
+    if not question.startswith(head):
+        return None
+    number = question[len(head) :].split(" ", 1)[0]
+    return int(number) if number.isdigit() and question[len(head) + len(number) :].startswith(rest) else None
+
+
+def _pm_question(rc: RunContext) -> str:
+    return (
+        POSTMORTEM_QUESTION.format(id=_id(rc))
+        + f" (`mloncall incident postmortem {_id(rc)} --complete --went-well ... --went-badly ...`)?"
+    )
+
+
 def _pm_status(rc: RunContext) -> str | None:
     with rc.ctx.db.session() as s:
         pm = incidents.get_postmortem(session=s, incident_id=_id(rc))
@@ -374,10 +394,7 @@ RUNBOOK = Runbook(
             "Complete the post-mortem",
             StepKind.MANUAL,
             pm_complete,
-            question=lambda rc: (
-                f"Post-mortem of incident {_id(rc)} complete (`mloncall incident postmortem "
-                f"{_id(rc)} --complete ...`)?"
-            ),
+            question=_pm_question,
         ),
         Step(
             "close",
