@@ -57,13 +57,39 @@ def test_demo_plays_every_runbook_stage(cli_env: dict[str, str]) -> None:
             ("deployment", "finished", "successful"),
             ("deployment", "finished", "failed"),
             ("monitoring", "finished", "successful"),
+            ("incident-communication", "finished", "successful"),
         ], [(r.runbook, r.reason) for r in runs]
-        retraining, canary_run, bad_run, monitoring = runs
+        retraining, canary_run, bad_run, monitoring, communication = runs
         assert canary_run.parent_id == retraining.id and canary_run.params["ref"] == "iris-classifier:2"
         bad_steps = {st.name: st.state for st in bad_run.steps}
         assert bad_steps["rollout"] == "failed" and bad_steps["rollback-verified"] == "successful"
         assert monitoring.alert_id == drift_alert.id
         assert {st.name: st.state for st in monitoring.steps}["communicate"] == "successful"
+
+        # Stage 5: the drift alert opened one incident; runbook 8 walked it from page to post-mortem.
+        from mloncall.incidents import service as incidents
+
+        (incident,) = incidents.list_incidents(session=s)
+        assert incidents.incident_of_alert(session=s, alert_id=drift_alert.id) == incident
+        assert incident.state == "closed" and incident.bridge == f"#incident-{incident.id}"
+        assert communication.params["incident"] == incident.id == communication.incident_id
+        assert monitoring.incident_id == incident.id
+        assert communication.acceptance is not None
+        assert {c["name"]: c["outcome"] for c in communication.acceptance["checks"]} == {
+            "acknowledged within the severity's limit": "successful",
+            "all roles assigned": "successful",
+            "no cadence gap while open": "successful",
+            "post-mortem completed": "successful",
+        }
+        pm = incidents.get_postmortem(session=s, incident_id=incident.id)
+        assert pm is not None and pm.status == "complete" and pm.facts["time_to_resolve"] is not None
+        assert all(who for who in incidents.current_roles(session=s, incident_id=incident.id).values())
+        on_timeline = {
+            e.detail.get("runbook_run")
+            for e in incidents.timeline(session=s, incident_id=incident.id)
+            if e.kind == "runbook"
+        }
+        assert on_timeline == {monitoring.id, communication.id}
 
     # The investigation wrote its HTML report with the reference-vs-current histograms embedded.
     reports = [k for k in ctx.store.list("reports/investigations/iris-classifier") if k.endswith(".html")]

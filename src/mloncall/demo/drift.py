@@ -10,6 +10,8 @@ from mloncall.alerts import service as alerts
 from mloncall.demo.scene import ACTOR, MODEL, Scene
 from mloncall.demo.stages import run_runbook
 from mloncall.demo.traffic import Traffic
+from mloncall.incidents import jobs
+from mloncall.incidents import service as incidents
 from mloncall.runbooks import report
 from mloncall.runbooks.investigate import Investigation, investigate
 from mloncall.stores.context import Context
@@ -29,7 +31,7 @@ rules:
     params: {{drift_share: 0.25}}
     window: {window}
     for: {for_}
-    severity: warning
+    severity: critical
     runbook: monitoring
     annotations:
       summary: "Inputs of {{{{ $labels.model }}}} drifted from the training data"
@@ -76,6 +78,7 @@ def drift_stage(scene: Scene, traffic: Traffic) -> None:
         traffic.shift = {}
         scene.lines.append("the drift alert did not fire")
         return
+    open_from_alert(scene, fired.alert_id)
     found = _investigate_and_close(scene, fired.alert_id)
     traffic.shift = {}
     story.note = ""
@@ -90,6 +93,20 @@ def drift_stage(scene: Scene, traffic: Traffic) -> None:
         f"alert #{fired.alert_id} closed: root cause '{ROOT_CAUSE}', action '{ACTION}'",
     ]
     scene.paths["investigation"] = str(found.report)
+
+
+def open_from_alert(scene: Scene, alert_id: int) -> int | None:
+    """Route the fired alert into an incident (its severity opens one); the incident's id, kept in the scene."""
+    jobs.route_alerts(scene.ctx)
+    with scene.ctx.db.session() as s:
+        incident = incidents.incident_of_alert(session=s, alert_id=alert_id)
+        if incident is None:
+            scene.lines.append(f"alert #{alert_id} opened no incident")
+            return None
+        found = incident.id, incident.severity, incident.title
+    scene.holder["incident"] = found[0]
+    scene.lines.append(f"alert #{alert_id} opened incident #{found[0]} ({found[1]}): {found[2]}")
+    return found[0]
 
 
 def _alerts(ctx: Context) -> list[tuple[int, str]]:

@@ -41,13 +41,20 @@ def start_production(scene: Scene) -> tuple[LocalServer, Traffic]:
     return server, traffic
 
 
-def run_runbook(scene: Scene, runbook: str, params: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Run a runbook with every action confirmed by the demo; its record (the steps and acceptance)."""
+def run_runbook(
+    scene: Scene,
+    runbook: str,
+    params: dict[str, Any],
+    *,
+    confirmer: engine.Confirmer | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run a runbook with every action confirmed by the demo (or `confirmer`); its record (steps, acceptance)."""
     run_id = engine.start(
         scene.ctx,
         runbook=runbook,
         params=params,
-        confirmer=engine.Unattended(ACTOR, yes=True),
+        confirmer=confirmer or engine.Unattended(ACTOR, yes=True),
         on_change=lambda _rid: scene.refresh(),
         **kwargs,
     )

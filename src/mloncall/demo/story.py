@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mloncall.demo.drift import drift_stage
+from mloncall.demo.incident import incident_stage
 from mloncall.demo.scene import MODEL, Pace, Scene, Story
 from mloncall.demo.stages import bad_canary, retrain_and_canary, start_production
 from mloncall.stores.context import Context
@@ -31,6 +32,7 @@ def play(
         retrain_and_canary(scene)
         bad_canary(scene, traffic)
         drift_stage(scene, traffic)
+        incident_stage(scene)
         refresh()
     finally:
         traffic.stop()

@@ -321,6 +321,20 @@ def detach(*, session: Session, incident_id: int, alert_id: int, actor: str, rea
     return link
 
 
+def incident_of_alert(*, session: Session, alert_id: int) -> Incident | None:
+    """The incident an alert belongs to now (its newest join not undone; a merged one's survivor), or None."""
+    link = session.scalars(
+        sa.select(IncidentAlert)
+        .where(IncidentAlert.alert_id == alert_id, IncidentAlert.detached_at.is_(None))
+        .order_by(IncidentAlert.id.desc())
+        .limit(1)
+    ).first()
+    incident = session.get(Incident, link.incident_id) if link is not None else None
+    while incident is not None and incident.merged_into_id is not None:
+        incident = session.get(Incident, incident.merged_into_id)
+    return incident
+
+
 def links(*, session: Session, incident_id: int, include_detached: bool = True) -> Sequence[IncidentAlert]:
     """The incident's alerts with the reason each joined, oldest first."""
     stmt = sa.select(IncidentAlert).where(IncidentAlert.incident_id == incident_id)

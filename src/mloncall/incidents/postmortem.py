@@ -102,8 +102,17 @@ def _root_causes(session: Session, incident: Incident, alerts: list[Alert]) -> l
             TimelineEntry.kind == TimelineKind.RUNBOOK,
         )
     ).all()
-    causes += [f"runbook: {e.text}" for e in runbook]
+    causes += [f"runbook: {e.text}" for e in runbook if _finding(e)]
     return causes
+
+
+#: The step results of a runbook run that say what was found (its other moves stay on the timeline only).
+_FINDINGS = ("successful", "failed", "inconclusive")
+
+
+def _finding(entry: TimelineEntry) -> bool:
+    detail = entry.detail or {}
+    return "step" not in detail or (detail.get("step") is not None and detail.get("to") in _FINDINGS)
 
 
 def _md_items(items: Sequence[ActionItem]) -> list[str]:

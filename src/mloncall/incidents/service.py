@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from mloncall.incidents.comms import list_updates, open_bridge, post_update, remind_overdue, subscribe
 from mloncall.incidents.config import IncidentSettings, incident_settings, parse_severity
-from mloncall.incidents.correlation import detach, intake, link_alert, links, merge, unmerge
+from mloncall.incidents.correlation import (
+    detach,
+    incident_of_alert,
+    intake,
+    link_alert,
+    links,
+    merge,
+    unmerge,
+)
 from mloncall.incidents.escalation import (
     create_policy,
     escalate_due,
@@ -72,6 +80,7 @@ __all__ = [
     "get_schedule_or_raise",
     "handoff",
     "history",
+    "incident_of_alert",
     "incident_settings",
     "intake",
     "link_alert",

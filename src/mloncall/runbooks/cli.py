@@ -209,6 +209,7 @@ def run(
     args: list[str] = typer.Argument(None, help="The runbook's arguments (a model, a version)."),
     param: list[str] = PARAM,
     alert: int | None = typer.Option(None, "--alert", help="The alert this run answers."),
+    incident: int | None = typer.Option(None, "--incident", help="The incident this run serves."),
     yes: bool = YES,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -222,7 +223,12 @@ def run(
     from mloncall.runbooks.spec import parse_pairs
 
     book = get_runbook(name)
-    params = book.parse_params(parse_pairs(param), list(args or []))
+    given: dict[str, Any] = parse_pairs(param)
+    if incident is not None:
+        if not any(p.name == "incident" for p in book.params):
+            raise InvalidInput(f"runbook {name} does not work on an incident: drop --incident")
+        given["incident"] = incident
+    params = book.parse_params(given, list(args or []))
 
     def go(ctx: Context, confirmer: Any, on_change: Any) -> int:
         return engine.start(

@@ -51,6 +51,7 @@ def run_dict(session: Session, run: RunbookRun, *, events: bool = True) -> dict[
         "reason": run.reason,
         "started_by": run.started_by,
         "alert_id": run.alert_id,
+        "incident_id": run.incident_id,
         "parent_id": run.parent_id,
         "parent_step": run.parent_step,
         "created_at": _iso(run.created_at),
@@ -138,6 +139,8 @@ def markdown(record: dict[str, Any], level: int = 1) -> str:
     ]
     if record["alert_id"]:
         lines.append(f"- Alert: #{record['alert_id']}")
+    if record.get("incident_id"):
+        lines.append(f"- Incident: #{record['incident_id']} (its timeline holds this run's steps)")
     if record["parent_id"]:
         lines.append(f"- Part of run #{record['parent_id']} (step {record['parent_step']})")
     lines.append(f"- Contacts: {'; '.join(book.contacts)}")

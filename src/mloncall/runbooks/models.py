@@ -13,7 +13,7 @@ from mloncall.stores.db import Base
 
 
 class RunbookRun(Base):
-    """One execution of a runbook: who started it, on what, for which alert, and where it stands."""
+    """One execution of a runbook: who started it, on what, for which alert or incident, and where it stands."""
 
     __tablename__ = "runbook_runs"
 
@@ -29,6 +29,10 @@ class RunbookRun(Base):
     started_by: Mapped[str] = mapped_column(sa.String(128))
     alert_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("alerts.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    #: the incident this run serves (runbook 8's, or the incident of the run's alert): it feeds its timeline
+    incident_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("incidents.id", ondelete="SET NULL"), nullable=True, index=True
     )
     parent_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("runbook_runs.id", ondelete="SET NULL"), nullable=True, index=True

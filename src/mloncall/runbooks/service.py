@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from mloncall.access import service as access
 from mloncall.core import clock
-from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
+from mloncall.incidents import service as incidents
+from mloncall.incidents.states import IncidentState, TimelineKind
 from mloncall.runbooks.models import RunbookEvent, RunbookRun, RunbookStep
 from mloncall.runbooks.spec import Runbook
 from mloncall.runbooks.states import RUN_TRANSITIONS, STEP_TRANSITIONS, RunMode, RunState, StepState
@@ -39,6 +41,7 @@ def create_run(
         mode=mode,
         started_by=actor,
         alert_id=alert_id,
+        incident_id=_incident_of(session, runbook, params, alert_id=alert_id, parent=parent),
         parent_id=parent.id if parent is not None else None,
         parent_step=parent_step,
         created_at=now,
@@ -56,6 +59,37 @@ def create_run(
         why += f", its read-only checks only (alert #{alert_id})"
     _record(session, run, step=None, from_state=None, to_state=RunState.RUNNING, actor=actor, reason=why)
     return run
+
+
+def _incident_of(
+    session: Session,
+    runbook: Runbook,
+    params: dict[str, Any],
+    *,
+    alert_id: int | None,
+    parent: RunbookRun | None,
+) -> int | None:
+    """The incident a new run serves: its `incident` parameter (which must exist and not be closed), else its
+    parent's, else the incident its alert belongs to."""
+    if any(p.name == "incident" for p in runbook.params) and params.get("incident") is not None:
+        incident = incidents.get_incident_or_raise(session=session, incident_id=int(params["incident"]))
+        if incident.state == IncidentState.CLOSED:
+            raise Conflict(
+                f"incident {incident.id} is closed (its post-mortem is complete): there is nothing left to "
+                f"run {runbook.name} on; see `mloncall incident show {incident.id}`"
+            )
+        if incident.state == IncidentState.MERGED:
+            raise Conflict(
+                f"incident {incident.id} was merged into incident {incident.merged_into_id}: "
+                f"run {runbook.name} on incident {incident.merged_into_id}"
+            )
+        return incident.id
+    if parent is not None and parent.incident_id is not None:
+        return parent.incident_id
+    if alert_id is not None:
+        found = incidents.incident_of_alert(session=session, alert_id=alert_id)
+        return found.id if found is not None and found.state != IncidentState.CLOSED else None
+    return None
 
 
 def get_run_or_raise(*, session: Session, run_id: int) -> RunbookRun:
@@ -199,4 +233,33 @@ def _record(
         outcome=str(to_state),
         detail={"from": from_state, "to": str(to_state), "reason": reason[:500]},
     )
+    if run.incident_id is not None:
+        _to_timeline(
+            session, run, step=step, from_state=from_state, to_state=to_state, actor=actor, reason=reason
+        )
     session.flush()
+
+
+def _to_timeline(
+    session: Session,
+    run: RunbookRun,
+    *,
+    step: str | None,
+    from_state: str | None,
+    to_state: str,
+    actor: str,
+    reason: str,
+) -> None:
+    """The same move on the timeline of the incident the run serves (what its post-mortem reads)."""
+    assert run.incident_id is not None
+    what = f"run #{run.id} ({run.runbook})" + (f" step {step}" if step else "")
+    incidents.add_entry(
+        session=session,
+        incident_id=run.incident_id,
+        kind=TimelineKind.RUNBOOK,
+        actor=actor,
+        at=clock.now(),
+        text=f"{what}: {from_state or 'new'} -> {to_state}" + (f": {reason}" if reason else ""),
+        detail={"runbook_run": run.id, "runbook": run.runbook, "step": step, "from": from_state,
+                "to": str(to_state)},
+    )  # fmt: skip
