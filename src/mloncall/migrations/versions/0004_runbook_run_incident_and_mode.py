@@ -1,4 +1,5 @@
-"""runbook runs linked to the incident they serve
+"""runbook runs: linked to the incident they serve, and a mode (`full`, or `checks`: only the read-only checks,
+run when an alert fires)
 
 Revision ID: 0004
 Revises: 0003
@@ -24,6 +25,9 @@ def upgrade() -> None:
         batch_op.create_foreign_key(
             "fk_runbook_runs_incident_id_incidents", "incidents", ["incident_id"], ["id"], ondelete="SET NULL"
         )
+        batch_op.add_column(
+            sa.Column("mode", sa.String(length=16), nullable=False, server_default=sa.text("'full'"))
+        )
 
 
 def downgrade() -> None:
@@ -31,3 +35,4 @@ def downgrade() -> None:
         batch_op.drop_constraint("fk_runbook_runs_incident_id_incidents", type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_runbook_runs_incident_id"))
         batch_op.drop_column("incident_id")
+        batch_op.drop_column("mode")
