@@ -43,3 +43,19 @@ def test_a_rules_file_with_a_control_character_is_400_not_500(iris: Api) -> None
     response = iris.request("PUT", "/api/v1/alerts/rules", json={"yaml": "\u0096rules: []"})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_input"
+
+
+def test_the_documented_name_pattern_is_the_one_names_are_checked_with() -> None:
+    import re
+
+    from mloncall.api.openapi import NAME_PATTERN
+    from mloncall.core.errors import InvalidInput
+    from mloncall.core.names import check_name
+
+    for text in ["iris", "a", "x" * 64, "x" * 65, "Iris", "-a", "a b", "a.b_c-d", "", "é"]:
+        try:
+            check_name(text)
+            accepted = True
+        except InvalidInput:
+            accepted = False
+        assert bool(re.fullmatch(NAME_PATTERN, text)) == accepted, text

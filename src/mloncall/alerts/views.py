@@ -33,12 +33,14 @@ from mloncall.alerts.schemas import (
 )
 from mloncall.api.deps import (
     AlertIdPath,
+    Change,
     CurrentContext,
     DbSession,
     LimitQuery,
     SilenceIdPath,
     allow,
     audit_note,
+    change,
 )
 from mloncall.core.durations import parse_duration
 
@@ -220,28 +222,20 @@ def show_alert(alert_id: AlertIdPath, session: DbSession, _: Principal = allow("
 
 @router.post("/{alert_id}/ack", summary="Acknowledge an alert (operator)")
 def acknowledge(
-    alert_id: AlertIdPath,
-    session: DbSession,
-    body: AckIn | None = None,
-    principal: Principal = allow("alerts.ack"),
+    alert_id: AlertIdPath, body: AckIn | None = None, c: Change = change("alerts.ack")
 ) -> AlertChange:
     alert, t = service.acknowledge(
-        session=session, alert_id=alert_id, actor=principal.name, reason=body.reason if body else ""
+        session=c.session, alert_id=alert_id, actor=c.actor, **dict(body or AckIn())
     )
     return AlertChange(alert=AlertOut.from_alert(alert), transition=_transition(t))
 
 
 @router.post("/{alert_id}/resolve", summary="Resolve an alert by hand, with a note (operator)")
 def resolve(
-    alert_id: AlertIdPath,
-    body: ResolveIn,
-    request: Request,
-    session: DbSession,
-    send_later: SendLater,
-    principal: Principal = allow("alerts.resolve"),
+    alert_id: AlertIdPath, body: ResolveIn, send_later: SendLater, c: Change = change("alerts.resolve")
 ) -> AlertChange:
-    audit_note(request, note=body.note)
-    alert, t = service.resolve(session=session, alert_id=alert_id, note=body.note, actor=principal.name)
+    c.note(**dict(body))
+    alert, t = service.resolve(session=c.session, alert_id=alert_id, actor=c.actor, **dict(body))
     if t.notify:
         send_later()
     return AlertChange(alert=AlertOut.from_alert(alert), transition=_transition(t))
@@ -249,21 +243,9 @@ def resolve(
 
 @router.post("/{alert_id}/close", summary="Close an investigated alert with root cause and action (operator)")
 def close(
-    alert_id: AlertIdPath,
-    body: CloseIn,
-    request: Request,
-    session: DbSession,
-    send_later: SendLater,
-    principal: Principal = allow("alerts.resolve"),
+    alert_id: AlertIdPath, body: CloseIn, send_later: SendLater, c: Change = change("alerts.resolve")
 ) -> AlertOut:
-    audit_note(request, root_cause=body.root_cause, action=body.action)
-    alert = service.close(
-        session=session,
-        alert_id=alert_id,
-        root_cause=body.root_cause,
-        action=body.action,
-        note=body.note,
-        actor=principal.name,
-    )
+    c.note(root_cause=body.root_cause, action=body.action)
+    alert = service.close(session=c.session, alert_id=alert_id, actor=c.actor, **dict(body))
     send_later()
     return AlertOut.from_alert(alert)

@@ -145,3 +145,32 @@ def allow(action: str) -> Any:
         return principal
 
     return Depends(check)
+
+
+@dataclass
+class Change:
+    """What a change route works with: its unit of work, the installation, the caller, its audit record."""
+
+    session: Session
+    ctx: Context
+    principal: Principal
+    request: Request
+
+    @property
+    def actor(self) -> str:
+        return self.principal.name
+
+    def note(self, **detail: Any) -> None:
+        """Add to the request's audit record (`audit_note`)."""
+        audit_note(self.request, **detail)
+
+
+def change(action: str) -> Any:
+    """A dependency giving a change route its `Change`, once the caller's role may do action (else 403)."""
+
+    def build(
+        request: Request, session: DbSession, ctx: CurrentContext, principal: Principal = allow(action)
+    ) -> Change:
+        return Change(session=session, ctx=ctx, principal=principal, request=request)
+
+    return Depends(build)

@@ -5,6 +5,10 @@ FastAPI documents a 422 validation error on every operation with parameters; thi
 to 400 `invalid_input` (`api.app`), so the document says 400. What each operation may answer follows from what
 the app does to every request (auth, roles, the NUL check, the body limit, the error mapping) and from the
 operation itself (a body, a raw table body, a deployment's pre-checks).
+
+Every operation that creates something (201) links to the operations under the created thing's path, so a
+client (and a stateful fuzzer) can follow what it made: an incident's id to its acknowledgement, a dataset
+version to its page.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
                     "description": _MEANING[code],
                     "content": {"application/json": {"schema": ERROR_REF}},
                 }
+    add_links(doc)
+    _name_patterns(doc)
     health = doc.get("paths", {}).get("/healthz", {}).get("get")
     if health is not None:
         health["responses"]["503"] = {
@@ -85,3 +91,85 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
         }
     app.openapi_schema = doc
     return doc
+
+
+#: The name grammar of `core.names.check_name`, as the document states it (tests/api keep the two in step).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+#: Path parameters that are names (models, datasets, schedules, aliases): the server refuses any other spelling.
+_NAME_PARAMETERS = frozenset({"name", "alias"})
+
+
+def _name_patterns(doc: dict[str, Any]) -> None:
+    """State the name grammar on every path parameter that is a name, so a valid-looking name is valid."""
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param.get("in") == "path" and param.get("name") in _NAME_PARAMETERS:
+                    param.setdefault("schema", {}).update(pattern=NAME_PATTERN, maxLength=64)
+
+
+def add_links(doc: dict[str, Any]) -> None:
+    """OpenAPI links from each 201 answer to the operations under the created thing's path.
+
+    A parameter the target shares with the creating path is passed through (`$request.path.name`); a new
+    one is read from the created body: `{x_id}` from its `id`, `{name}` or `{version}` from the field of that
+    name.
+    """
+    paths: dict[str, dict[str, Any]] = doc.get("paths", {})
+    for path, operations in paths.items():
+        for operation in operations.values():
+            created = operation.get("responses", {}).get("201")
+            if created is None:
+                continue
+            fields = _body_fields(doc, created)
+            links: dict[str, Any] = {}
+            for target, target_ops in paths.items():
+                if _params_under(path, target) is None:
+                    continue
+                values = {p: _link_value(p, path, fields) for p in _path_params(target)}
+                if None in values.values():
+                    continue
+                for target_method, target_op in target_ops.items():
+                    pointer = target.replace("~", "~0").replace("/", "~1")
+                    links[target_op["operationId"]] = {
+                        "operationRef": f"#/paths/{pointer}/{target_method}",
+                        "parameters": values,
+                    }
+            if links:
+                created["links"] = links
+
+
+def _params_under(source: str, target: str) -> list[str] | None:
+    """The new path parameters of a target under the created thing's path, or None."""
+    new = [p for p in _path_params(target) if p not in _path_params(source)]
+    return new if target.startswith(source.rstrip("/") + "/") and new else None
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _link_value(param: str, source: str, fields: dict[str, str]) -> str | None:
+    if param in _path_params(source):
+        return f"$request.path.{param}"
+    field = "id" if param.endswith("_id") else param
+    return f"$response.body#{fields[field]}" if field in fields else None
+
+
+def _body_fields(doc: dict[str, Any], response: dict[str, Any]) -> dict[str, str]:
+    """The created body's fields as JSON pointers: its own first, then those of the objects it holds
+    (a created token's `id` is `/token/id`)."""
+    top = _properties(doc, response.get("content", {}).get("application/json", {}).get("schema", {}))
+    fields = {name: f"/{name}" for name in top}
+    for name, schema in top.items():
+        for inner in _properties(doc, schema):
+            fields.setdefault(inner, f"/{name}/{inner}")
+    return fields
+
+
+def _properties(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = doc["components"]["schemas"].get(ref.rsplit("/", 1)[1], {})
+    properties: dict[str, Any] = schema.get("properties", {})
+    return properties

@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from mloncall.core.errors import Conflict, InvalidInput
@@ -25,13 +26,16 @@ def app_factory() -> Any:
     return create_inference_app(ctx, fallback=create_app(ctx, background=True), owns_context=True)
 
 
-def run(*, host: str, port: int, workers: int) -> None:
-    """Migrate an existing installation once, then serve with uvloop and httptools (the plain asyncio loop delays multi-worker replies)."""
+def run(*, host: str, port: int, workers: int, on_open: Callable[[Context], None] | None = None) -> None:
+    """Migrate an existing installation once, then serve with uvloop and httptools (the plain asyncio loop
+    delays multi-worker replies). `on_open` reports on the opened installation first (leftovers for gc)."""
     import uvicorn
 
     check_port_free(host, port)
     ctx = Context.from_settings()
     ctx.open()  # an existing installation only: `mloncall init` creates one
+    if on_open is not None:
+        on_open(ctx)
     if workers > 1:
         metrics_dir = ctx.settings.home / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ import typer
 
 from mloncall.access import cli as access_cli
 from mloncall.alerts import cli as alerts_cli
+from mloncall.cli import gc as gc_cli
 from mloncall.cli import setup as setup_cli
 from mloncall.core import console
 from mloncall.core.errors import INTERNAL_EXIT_CODE, MloncallError
@@ -84,6 +85,7 @@ _mount(incidents_cli.oncall_app, "oncall")
 _mount(runbooks_cli.app)
 _mount(runbooks_cli.runbook_app, "runbook")
 _mount(demo_cli.app)
+_mount(gc_cli.app)
 
 
 def main(argv: list[str] | None = None) -> None:

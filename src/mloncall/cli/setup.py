@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from mloncall.cli.gc import DEFAULT_GRACE, find_leftovers, leftover_note
 from mloncall.core import console
+from mloncall.core.durations import parse_duration
 from mloncall.stores.context import Context
 from mloncall.stores.db import safe_url
 
@@ -24,11 +26,13 @@ def init(json_out: bool = typer.Option(False, "--json", help="Print the result a
 
     with ctx.db.session() as session:
         token = access.bootstrap_admin(session=session)
+    leftovers = len(find_leftovers(ctx, older_than=parse_duration(DEFAULT_GRACE)))
     result = {
         "home": str(ctx.settings.home),
         "database": safe_url(ctx.settings.db_url),
         "artifacts": ctx.settings.artifacts,
         "admin_token": token,
+        "orphaned_artifact_folders": leftovers,
     }
     if json_out:
         console.print_json(result)
@@ -39,6 +43,8 @@ def init(json_out: bool = typer.Option(False, "--json", help="Print the result a
         console.out.print(f"\nadmin token (shown once, keep it safe): [bold]{token}[/]")
     else:
         console.out.print("admin token already created; make another with `mloncall tokens create NAME`")
+    if leftovers:
+        console.out.print(f"\n[yellow]{leftover_note(leftovers)}[/]")
 
 
 @app.command()
@@ -50,4 +56,10 @@ def server(
     """Run the control-plane API (and the inference server) until stopped with Ctrl-C or SIGTERM."""
     from mloncall.api.server import run
 
-    run(host=host, port=port, workers=workers)
+    run(host=host, port=port, workers=workers, on_open=_report_leftovers)
+
+
+def _report_leftovers(ctx: Context) -> None:
+    count = len(find_leftovers(ctx, older_than=parse_duration(DEFAULT_GRACE)))
+    if count:
+        console.err.print(f"[yellow]warning:[/] {leftover_note(count)}", highlight=False)

@@ -7,6 +7,7 @@ with. Nothing is registered from data that fails validation.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import time
@@ -28,7 +29,7 @@ from mloncall.data.models import Dataset, DatasetVersion
 from mloncall.data.profile import content_hash, profile
 from mloncall.data.schemas import DatasetSchema
 from mloncall.data.validation import infer_schema, validate
-from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.artifacts import ArtifactStore, staged
 from mloncall.stores.db import Database, find_one, find_one_or_raise, get_or_raise
 
 # --- reading the catalogue -------------------------------------------------------------------------------
@@ -117,8 +118,9 @@ def register(
     """Register df as the next version of dataset `name`, or return the version that already has its content.
 
     df is validated against the schema (types, nulls, columns, labels; ranges are the caller's policy) so
-    nothing bad is stored. The Parquet snapshot is written atomically first and the row inserted last in
-    its own unit of work; a failure removes the snapshot, and racing registrations get distinct numbers.
+    nothing bad is stored. The Parquet snapshot is written atomically under the staging prefix first, the row
+    inserted in its own unit of work, and the snapshot moved to the key the row names once that committed;
+    a failure removes the staged snapshot, and racing registrations get distinct numbers.
     """
     check_name(name, "dataset name")
     spec = DatasetSchema.parse(schema)
@@ -135,7 +137,7 @@ def register(
     clean.to_parquet(buffer, engine="pyarrow", index=False, compression="zstd")
     # A fresh suffix per attempt: a racing registration of the same content never overwrites or deletes ours.
     key = f"datasets/{name}/{digest[:16]}-{uuid.uuid4().hex[:8]}.parquet"
-    stored = store.put_bytes(key, buffer.getvalue())
+    stored = dataclasses.replace(store.put_bytes(staged(key), buffer.getvalue()), key=key)
     try:
         dv, created = _insert_version(
             db=db,
@@ -155,11 +157,18 @@ def register(
             name=name,
         )
     except BaseException:
-        store.delete(key)
+        store.delete(staged(key))
         raise
-    if not created:
-        store.delete(key)
+    if created:
+        store.promote(key)  # visible only now that its row has committed
+    else:
+        store.delete(staged(key))
     return dv
+
+
+def claimed_artifacts(*, session: Session) -> set[str]:
+    """Every snapshot a row names (what `gc` keeps)."""
+    return set(session.scalars(sa.select(DatasetVersion.key)))
 
 
 def register_rows(

@@ -3,6 +3,7 @@ verify integrity, load models (always verified first)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -22,7 +23,7 @@ from mloncall.core.names import ModelRef, check_name
 from mloncall.core.outcome import Check, Outcome
 from mloncall.registry import formats
 from mloncall.registry.models import Alias, AliasEvent, ArtifactFile, Model, ModelVersion
-from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.artifacts import ArtifactStore, StoredFile, staged
 from mloncall.stores.db import Database, find_one, find_one_or_raise, on_commit
 
 ONNX_FILE = "model.onnx"
@@ -144,8 +145,9 @@ def register_version(
     """Register a fitted estimator as the next version of a model.
 
     The ONNX conversion must agree with scikit-learn on X_val. Files are written (atomically, checksummed)
-    under a fresh prefix first; the version row is inserted last, so a failure leaves no half-registered
-    version, and the written files are removed. Concurrent registrations get distinct version numbers.
+    under the staging prefix first, where no reader looks; the version row is inserted next, and only once
+    it has committed are the files moved to the prefix it names. A failure before the commit removes the
+    staged files; a crash leaves them for `mloncall gc`. Concurrent registrations get distinct numbers.
     """
     check_name(new.name, "model name")
     onnx_bytes = formats.to_onnx(estimator, len(new.feature_names))
@@ -153,18 +155,30 @@ def register_version(
     prefix = f"models/{new.name}/{clock.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
     payload = {ONNX_FILE: onnx_bytes, SKOPS_FILE: formats.to_skops(estimator), **new.extra_files}
     try:
-        written = {fname: store.put_bytes(f"{prefix}/{fname}", data) for fname, data in payload.items()}
+        written = {n: _stage(store, f"{prefix}/{n}", data) for n, data in payload.items()}
         manifest = {
             "model": new.name,
             "files": {n: {"sha256": f.sha256, "size": f.size} for n, f in sorted(written.items())},
         }
-        written[MANIFEST_FILE] = store.put_bytes(
-            f"{prefix}/{MANIFEST_FILE}", json.dumps(manifest, indent=2, sort_keys=True).encode()
+        written[MANIFEST_FILE] = _stage(
+            store, f"{prefix}/{MANIFEST_FILE}", json.dumps(manifest, indent=2, sort_keys=True).encode()
         )
-        return _insert_version(db=db, prefix=prefix, written=written, new=new)
+        mv = _insert_version(db=db, prefix=prefix, written=written, new=new)
     except BaseException:
-        store.delete_prefix(prefix)
+        store.delete_prefix(staged(prefix))
         raise
+    store.promote(prefix)
+    return mv
+
+
+def _stage(store: ArtifactStore, key: str, data: bytes) -> StoredFile:
+    """Write data under the staging prefix; the StoredFile names its real key, as the row records it."""
+    return dataclasses.replace(store.put_bytes(staged(key), data), key=key)
+
+
+def claimed_artifacts(*, session: Session) -> set[str]:
+    """Every version folder a row names (what `gc` keeps)."""
+    return set(session.scalars(sa.select(ModelVersion.artifact_prefix)))
 
 
 def _insert_version(*, db: Database, prefix: str, written: dict[str, Any], new: NewVersion) -> ModelVersion:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from mloncall.access.models import Principal
-from mloncall.api.deps import CurrentContext, DbSession, VersionPath, allow, audit_note
+from mloncall.api.deps import Change, CurrentContext, DbSession, VersionPath, allow, change
 from mloncall.core.errors import IntegrityError, NotFound
 from mloncall.registry import service
+from mloncall.registry.models import AliasEvent
 from mloncall.registry.schemas import (
     AliasEventOut,
     AliasSet,
@@ -92,51 +93,32 @@ def verify_version(
 
 
 @router.put("/{name}/aliases/{alias}", summary="Point an alias at a version (operator)")
-def set_alias(
-    name: str,
-    alias: str,
-    body: AliasSet,
-    request: Request,
-    session: DbSession,
-    principal: Principal = allow("models.alias"),
-) -> AliasEventOut:
-    audit_note(request, version=body.version, reason=body.reason)
-    event = service.set_alias(
-        session=session,
-        name=name,
-        alias=alias,
-        version=body.version,
-        actor=principal.name,
-        reason=body.reason,
-    )
-    audit_note(request, from_version=event.from_version)
-    return AliasEventOut.of(event, model_name=name)
+def set_alias(name: str, alias: str, body: AliasSet, c: Change = change("models.alias")) -> AliasEventOut:
+    c.note(**dict(body))
+    event = service.set_alias(session=c.session, name=name, alias=alias, actor=c.actor, **dict(body))
+    return _moved(c, event, name)
 
 
 @router.delete("/{name}/aliases/{alias}", summary="Remove an alias (operator)")
 def remove_alias(
     name: str,
     alias: str,
-    request: Request,
-    session: DbSession,
     reason: Annotated[str, Query(max_length=2000)] = "",
-    principal: Principal = allow("models.unalias"),
+    c: Change = change("models.unalias"),
 ) -> AliasEventOut:
-    audit_note(request, reason=reason)
-    event = service.remove_alias(session=session, name=name, alias=alias, actor=principal.name, reason=reason)
-    audit_note(request, from_version=event.from_version)
+    c.note(reason=reason)
+    event = service.remove_alias(session=c.session, name=name, alias=alias, actor=c.actor, reason=reason)
+    return _moved(c, event, name)
+
+
+def _moved(c: Change, event: AliasEvent, name: str) -> AliasEventOut:
+    c.note(from_version=event.from_version)
     return AliasEventOut.of(event, model_name=name)
 
 
 @router.delete(
     "/{name}/versions/{version}", summary="Delete a version and its files (admin; 409 while aliased)"
 )
-def delete_version(
-    name: str,
-    version: VersionPath,
-    session: DbSession,
-    ctx: CurrentContext,
-    _: Principal = allow("models.delete"),
-) -> VersionDeleted:
-    service.delete_version(session=session, store=ctx.store, name=name, version=version)
+def delete_version(name: str, version: VersionPath, c: Change = change("models.delete")) -> VersionDeleted:
+    service.delete_version(session=c.session, store=c.ctx.store, name=name, version=version)
     return VersionDeleted(name=name, version=version)
