@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from mloncall.core.errors import CheckFailed
+from mloncall.core.names import NAME_PATTERN
 
 
 class ErrorBody(BaseModel):
@@ -93,8 +94,6 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-#: The name grammar of `core.names.check_name`, as the document states it (tests/api keep the two in step).
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 #: Path parameters that are names (models, datasets, schedules, aliases): the server refuses any other spelling.
 _NAME_PARAMETERS = frozenset({"name", "alias"})
 

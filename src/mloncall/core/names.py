@@ -10,7 +10,9 @@ from pydantic import Field
 
 from mloncall.core.errors import InvalidInput
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: The grammar of every name (models, datasets, aliases, principals, schedules), also stated in the OpenAPI document.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
 
 #: The largest id or version number: what the database's integer columns hold (32-bit signed on every
 #: backend). Every edge (HTTP path, query and body, CLI argument, service lookup) bounds ids by it, so a
