@@ -33,6 +33,7 @@ from mloncall.alerts import views as alert_views
 from mloncall.api.deps import MUTATING_METHODS, _action, _request_audit, current_principal, refuse_nul_bytes
 from mloncall.core.errors import MloncallError, StoreUnavailable
 from mloncall.data import views as data_views
+from mloncall.monitoring import scheduler as log_scheduler
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
@@ -62,7 +63,7 @@ class BackgroundJob(Protocol):
 
 
 #: Background jobs the server runs, each built from the installation's context.
-BACKGROUND_JOBS = (rollout_scheduler.Scheduler, alert_scheduler.Scheduler)
+BACKGROUND_JOBS = (rollout_scheduler.Scheduler, alert_scheduler.Scheduler, log_scheduler.Scheduler)
 
 _STATUS_CODES = {
     400: "invalid_input",

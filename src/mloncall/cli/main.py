@@ -23,6 +23,7 @@ from mloncall.core import console
 from mloncall.core.errors import INTERNAL_EXIT_CODE, MloncallError
 from mloncall.data import cli as data_cli
 from mloncall.demo import cli as demo_cli
+from mloncall.monitoring import cli as monitoring_cli
 from mloncall.registry import cli as registry_cli
 from mloncall.rollout import cli as rollout_cli
 from mloncall.runbooks import cli as runbooks_cli
@@ -78,6 +79,7 @@ _mount(access_cli.audit_app)
 _mount(rollout_cli.app)
 _mount(alerts_cli.app, "alerts")
 _mount(alerts_cli.monitor_app, "monitor")
+_mount(monitoring_cli.app, "logs")
 _mount(runbooks_cli.app)
 _mount(demo_cli.app)
 

@@ -365,20 +365,23 @@ def _batches(
                 cols.append("ts")
         else:
             cols = list(footer.names)
-        groups = _groups_in(footer, since_us, until_us) if overlap == "some" else None
-        try:
-            table = _read(store, key, cols, groups)
-        except Exception as exc:  # a bad file is reported, never fatal
-            _skip(store, kind, key, exc, skipped)
-            continue
-        counter[0] += 1
-        if "ts" not in table.column_names:
-            _skip(store, kind, key, ValueError("the file has no ts column"), skipped)
-            continue
-        if overlap == "some":
-            table = _in_window(table, since_us, until_us)
-        if table.num_rows:
-            yield table
+        groups = _groups_in(footer, since_us, until_us)
+        # a compacted hour is read a row group at a time, so a fold holds one group's rows, not the hour's
+        chunks: list[list[int] | None] = [None] if groups is None else [[g] for g in groups]
+        for i, chunk in enumerate(chunks):
+            try:
+                table = _read(store, key, cols, chunk)
+            except Exception as exc:  # a bad file is reported, never fatal
+                _skip(store, kind, key, exc, skipped)
+                break
+            counter[0] += i == 0
+            if "ts" not in table.column_names:
+                _skip(store, kind, key, ValueError("the file has no ts column"), skipped)
+                break
+            if overlap == "some":
+                table = _in_window(table, since_us, until_us)
+            if table.num_rows:
+                yield table
 
 
 def iter_window(
