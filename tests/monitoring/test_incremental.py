@@ -11,13 +11,14 @@ import pytest
 from scipy import stats
 
 from mloncall.data import iris
-from mloncall.monitoring import jobs, service
+from mloncall.monitoring import jobs, labels, service
 from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.monitoring.sketches import FeatureSketch, LatencySketch, grid_for, grid_stats, latency_keys
 from mloncall.monitoring.summary import hour_key, minute_key
 from mloncall.stores.context import Context
 from mloncall.stores.predlog import clear_cache
-from tests.monitoring.conftest import ts_spread, write_predictions
+from tests.helpers import train_iris
+from tests.monitoring.conftest import ts_spread, write_feedback, write_predictions
 
 START = dt.datetime(2026, 3, 5, 6, 0, tzinfo=dt.UTC)
 HOURS = 3
@@ -174,3 +175,68 @@ def test_a_deleted_summary_is_rebuilt_and_results_do_not_change(mctx: Context, t
         ctx=mctx, kind="drift", model=model, window=window, params={}, now=NOW, mode="incremental"
     )
     assert after.evidence["versions"] == before.evidence["versions"]
+
+
+def test_late_labels_update_summarised_hours_and_accuracy_equals_full_recomputation(mctx: Context) -> None:
+    train_iris(mctx, name="late")
+    rng = np.random.default_rng(9)
+    ids: list[str] = []
+    truth: list[str] = []
+    made: list[float] = []
+    for minute in range(HOURS * 60 + 7):
+        frame = iris.iris_like_samples(10, seed=1000 + minute)
+        end = START + dt.timedelta(minutes=minute + 1)
+        ts = ts_spread(10, end=end, span=dt.timedelta(minutes=1))
+        ids += write_predictions(mctx, model="late", frame=frame, ts=ts, id_prefix=f"late-{minute}")
+        truth += frame[iris.TARGET].astype(str).tolist()
+        made += ts.tolist()
+    # each prediction labelled with probability 0.8, after 1 to 100 minutes; a fifth of labels disagree
+    # with the answer; some ids get a second, newer label; some labels name ids never served
+    delay = rng.uniform(60, 6000, len(ids))
+    arrives = np.asarray(made) + delay
+    labelled = rng.random(len(ids)) < 0.8
+    wrong = rng.random(len(ids)) < 0.2
+    classes = ["setosa", "versicolor", "virginica"]
+    label = [classes[(classes.index(t) + 1) % 3] if w else t for t, w in zip(truth, wrong, strict=True)]
+    passes = [START + dt.timedelta(hours=h, minutes=10) for h in (1, 2)] + [NOW]
+    written = -np.inf
+    for when in passes:
+        cut = (jobs.closed_minute(when) * 60) - 1e-3
+        due = np.flatnonzero(labelled & (arrives > written) & (arrives <= cut))
+        for chunk in np.array_split(due, max(1, due.size // 200)):
+            if chunk.size:
+                write_feedback(
+                    mctx,
+                    model="late",
+                    ids=[ids[i] for i in chunk],
+                    labels=[label[i] for i in chunk],
+                    ts=float(arrives[chunk].max()),
+                )
+        if when == passes[1]:  # a second, newer label for ids of the first hour, already indexed
+            again = [i for i in range(0, 300, 7) if labelled[i]]
+            write_feedback(
+                mctx, model="late", ids=[ids[i] for i in again], labels=["virginica"] * len(again), ts=cut - 1
+            )
+            write_feedback(
+                mctx,
+                model="late",
+                ids=["never-served-1", "never-served-2"],
+                labels=["setosa"] * 2,
+                ts=cut - 2,
+            )
+        written = cut
+        jobs.run_pass(mctx, now=when, compact=when != passes[0])
+    mark = labels.read_watermark(mctx, "late")
+    assert mark is not None and mark.unmatched >= 2
+    for window in (dt.timedelta(hours=1, minutes=3), dt.timedelta(hours=3, minutes=7)):
+        clear_cache()
+        params = {"min_labels": 10, "buckets": 5}
+        exact = service.run_monitor(
+            ctx=mctx, kind="accuracy", model="late", window=window, params=params, now=NOW, mode="exact"
+        )
+        fast = service.run_monitor(
+            ctx=mctx, kind="accuracy", model="late", window=window, params=params, now=NOW, mode="incremental"
+        )
+        assert fast.evidence["indexed_hours"] >= 1
+        assert fast.outcome is exact.outcome and fast.reason == exact.reason
+        assert fast.evidence["parts"] == exact.evidence["parts"]

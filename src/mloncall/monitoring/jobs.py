@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mloncall.core.durations import parse_duration
+from mloncall.monitoring import labels
 from mloncall.monitoring.incremental import MINUTE_US, closed_minute
 from mloncall.monitoring.reference import versions_of
 from mloncall.monitoring.summary import (
@@ -41,12 +42,15 @@ log = logging.getLogger("mloncall.monitoring")
 #: How far back a pass looks for closed minutes without a summary.
 LOOKBACK = dt.timedelta(hours=48)
 DEFAULT_RETENTION = dt.timedelta(days=30)
+#: How far back labels are matched to predictions (accuracy windows longer than this read the log).
+LABEL_LOOKBACK = dt.timedelta(hours=48)
 
 
 @dataclass
 class PassReport:
     compaction: dict[str, Any] = field(default_factory=dict)
     summaries_written: int = 0
+    label_indexes: int = 0
     models: list[str] = field(default_factory=list)
 
 
@@ -68,15 +72,21 @@ def run_pass(ctx: Context, *, now: dt.datetime, compact: bool = True) -> PassRep
     """One background pass: summaries first (they read raw files or compacted ones alike), then compaction
     and retention."""
     report = PassReport(models=models_logged(ctx))
+    closed_us = closed_minute(now) * MINUTE_US
     for model in report.models:
         try:
             report.summaries_written += summarise_model(ctx, model, now=now)
+            report.label_indexes += labels.update_model(
+                ctx, model, now=now, closed_us=closed_us, lookback=LABEL_LOOKBACK
+            )
         except Exception:  # one model's failure must not stop the others
             log.exception("summaries of %s failed", model)
     if compact:
         done = compaction.compact(ctx.store, now=now)
         done.expired = compaction.expire(ctx.store, now=now, keep=retention(ctx))
-        done.expired += compaction.expire(ctx.store, now=now, keep=retention(ctx), kinds=[SUMMARIES])
+        done.expired += compaction.expire(
+            ctx.store, now=now, keep=retention(ctx), kinds=[SUMMARIES, labels.LABELS]
+        )
         report.compaction = done.to_dict()
     return report
 

@@ -25,7 +25,7 @@ from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
 from mloncall.monitoring import incremental as inc
-from mloncall.monitoring import performance, quality
+from mloncall.monitoring import labels, performance, quality
 from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
 from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.monitoring.incremental import WindowSummary, window_summary
@@ -48,7 +48,7 @@ from mloncall.monitoring.summary import Grid, grids_for
 from mloncall.monitoring.verdict import Part, by_version, combine, version_label
 from mloncall.stores import predlog as logs
 from mloncall.stores.context import Context
-from mloncall.stores.predlog import LogWindow, read_window
+from mloncall.stores.predlog import LogWindow, read_window, to_us
 
 __all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "validate_params"]
 
@@ -421,6 +421,18 @@ def _run_volume(scope: _Scope, params: VolumeParams) -> Check:
 def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
     until = scope.until
     start, end = performance.window_of(until=until, window=until - scope.since, offset=params.offset)
+    if scope.incremental:
+        found = labels.window_accuracy(
+            scope.ctx, scope.model, start=start, end=end, until=until, params=params
+        )
+        bucket_us = max((to_us(end) - to_us(start)) // params.buckets, 1)
+        parts = performance.accuracy_parts(found.counts, scope.versions, params, to_us(start), bucket_us)
+        evidence = {
+            "since": start.isoformat(), "until": end.isoformat(), "path": "incremental",
+            "feedback_rows": found.feedback_rows, "labels_until": found.labels_until,
+            "indexed_hours": found.indexed_hours, "raw_hours": found.raw_hours, **_logs_evidence(*found.windows),
+        }  # fmt: skip
+        return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
     preds = scope.predictions(["id", "version", "label", "error"], since=start, until=end)
     # labels for these predictions may have arrived at any time since they were made, up to now
     feedback = read_window(

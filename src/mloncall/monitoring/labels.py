@@ -1,0 +1,369 @@
+"""Late labels: accuracy counts per prediction interval, updated when feedback arrives after it was summarised.
+
+For each closed hour of predictions the background pass writes a label index under
+`labels/model=<m>/date=YYYY-MM-DD/hour=HH/`: the answered predictions' ids sorted (`ids.npy`, fixed-width
+bytes), and in the same order their `ts` (microseconds), version, predicted class and true class
+(`truth.npy`, -1 while unlabelled), with the class names in `meta.json`. Building it joins the hour with
+the feedback already applied; afterwards each pass applies the feedback logged since the model's watermark
+(`labels/model=<m>/watermark.json`): every label is looked up by id (a binary search in each memory-mapped
+index of the lookback) and its prediction's true class set, the newest label winning. A label whose id is in
+no index is not lost: it is counted as unmatched, and when its prediction's hour closes, the index built then
+joins it. Ids never served stay unmatched (`unmatched_labels` in the watermark and the evidence).
+
+Accuracy over a window then reads, per closed hour, four small arrays (ts, version, predicted, truth) one hour
+at a time; the open hour is joined from the log exactly. Labels count up to the watermark (at most a pass
+plus `SUMMARY_GRACE` behind), which the evidence states as `labels_until`. Each step is idempotent: setting a
+true class twice gives the same state, and the watermark moves only after every index was updated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mloncall.monitoring.performance import AccuracyCounts, bucket_of, count_rows, labelled_rows
+from mloncall.monitoring.schemas import AccuracyParams
+from mloncall.monitoring.stats import encode, error_mask
+from mloncall.stores import predlog as logs
+from mloncall.stores.context import Context
+from mloncall.stores.predlog import LogWindow
+from mloncall.stores.predlog import compact as compaction
+
+LABELS = "labels"
+ARRAYS = ("ids", "ts", "version", "predicted", "truth")
+NO_VERSION = -1
+
+
+def folder(model: str, hour: int) -> str:
+    return f"{LABELS}/model={model}/{logs.partition(hour)}"
+
+
+def _watermark_key(model: str) -> str:
+    return f"{LABELS}/model={model}/watermark.json"
+
+
+@dataclass
+class Watermark:
+    until_us: int
+    unmatched: int = 0
+    applied: int = 0
+
+
+def read_watermark(ctx: Context, model: str) -> Watermark | None:
+    try:
+        doc = json.loads(ctx.store.get_bytes(_watermark_key(model)))
+        return Watermark(int(doc["until_us"]), int(doc.get("unmatched", 0)), int(doc.get("applied", 0)))
+    except Exception:
+        return None
+
+
+def _save(ctx: Context, key: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    ctx.store.put_bytes(key, buf.getvalue())
+
+
+def _load(ctx: Context, key: str, *, writable: bool = False) -> np.ndarray:
+    """An index array: memory-mapped from a local store, read whole from a remote one."""
+    if ctx.store.is_local:
+        path = posixpath.join(ctx.store.base, key)
+        return np.load(path, mmap_mode="r+" if writable else "r", allow_pickle=False)
+    data: np.ndarray = np.load(io.BytesIO(ctx.store.get_bytes(key)), allow_pickle=False)
+    return data
+
+
+@dataclass
+class HourIndex:
+    hour: int
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+
+def read_meta(ctx: Context, model: str, hour: int) -> HourIndex | None:
+    try:
+        return HourIndex(hour, json.loads(ctx.store.get_bytes(f"{folder(model, hour)}/meta.json")))
+    except Exception:
+        return None
+
+
+# --- building and applying ---------------------------------------------------------------------------------
+
+
+def build_hour(ctx: Context, model: str, hour: int, *, watermark_us: int) -> HourIndex:
+    """Index one closed hour's answered predictions and join the feedback logged before the watermark."""
+    since, until = logs.from_us(hour * logs.HOUR_US), logs.from_us((hour + 1) * logs.HOUR_US)
+    ids, ts, versions, predicted = [], [], [], []
+    classes: dict[str, int] = {}
+    for table in logs.iter_window(
+        ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until,
+        columns=["id", "version", "label", "error"],
+    ):  # fmt: skip
+        if "id" not in table.column_names:
+            continue
+        failed = error_mask(table)
+        if failed.any():
+            table = table.filter(pa.array(~failed))
+        ids.append(
+            np.asarray(pc.cast(table.column("id"), pa.string()).to_numpy(zero_copy_only=False)).astype("S")
+        )
+        ts.append(logs.ts_us(table))
+        v = (
+            table.column("version")
+            if "version" in table.column_names
+            else pa.nulls(table.num_rows, pa.int32())
+        )
+        versions.append(
+            np.asarray(pc.fill_null(pc.cast(v, pa.int32()), NO_VERSION).to_numpy(zero_copy_only=False))
+        )
+        labels = (
+            table.column("label") if "label" in table.column_names else pa.nulls(table.num_rows, pa.string())
+        )
+        predicted.append(_codes(labels, classes))
+    width = max([a.dtype.itemsize for a in ids] + [1])
+    all_ids = np.concatenate([a.astype(f"S{width}") for a in ids]) if ids else np.empty(0, "S1")
+    order = np.argsort(all_ids, kind="stable")
+    arrays = {
+        "ids": all_ids[order],
+        "ts": (np.concatenate(ts) if ts else np.empty(0, np.int64))[order],
+        "version": (np.concatenate(versions) if versions else np.empty(0, np.int32)).astype(np.int32)[order],
+        "predicted": (np.concatenate(predicted) if predicted else np.empty(0, np.int16))[order],
+        "truth": np.full(order.size, -1, np.int16),
+    }
+    meta = {
+        "hour": hour,
+        "rows": int(order.size),
+        "classes": _ordered(classes),
+        "built_until_us": watermark_us,
+    }
+    # the feedback applied to older hours before this one was indexed
+    feedback = _feedback(ctx, model, since, logs.from_us(watermark_us))
+    if feedback is not None:
+        _apply(arrays["ids"], arrays["truth"], feedback, meta)
+    base = folder(model, hour)
+    for name in ARRAYS:
+        _save(ctx, f"{base}/{name}.npy", arrays[name])
+    ctx.store.put_bytes(f"{base}/meta.json", json.dumps(meta).encode())  # written last: the index is whole
+    return HourIndex(hour, meta)
+
+
+def _codes(labels: pa.ChunkedArray | pa.Array, classes: dict[str, int]) -> np.ndarray:
+    """Each label's code in `classes` (extended with new names), -1 for nulls."""
+    return encode(labels, classes)
+
+
+def _ordered(classes: dict[str, int]) -> list[str]:
+    return [c for c, _ in sorted(classes.items(), key=lambda kv: kv[1])]
+
+
+@dataclass
+class Feedback:
+    ids: np.ndarray  # fixed-width bytes, oldest first (the newest label of an id comes last)
+    codes: np.ndarray  # the label of each, as an index into `names`
+    names: list[str]
+
+
+def _feedback(ctx: Context, model: str, since: dt.datetime, until: dt.datetime) -> Feedback | None:
+    """Feedback logged in [since, until), oldest first (so the newest label of an id is applied last)."""
+    window = logs.read_window(
+        ctx.store,
+        kind=logs.FEEDBACK,
+        model=model,
+        since=since,
+        until=until,
+        columns=["prediction_id", "label"],
+    )
+    t = window.table
+    if t is None or t.num_rows == 0 or "prediction_id" not in t.column_names:
+        return None
+    t = t.filter(pc.is_valid(t.column("label")))
+    t = t.take(pc.sort_indices(t, sort_keys=[("ts", "ascending")]))
+    ids = np.asarray(pc.cast(t.column("prediction_id"), pa.string()).to_numpy(zero_copy_only=False)).astype(
+        "S"
+    )
+    names: dict[str, int] = {}
+    codes = encode(t.column("label"), names)
+    return Feedback(ids, codes, _ordered(names))
+
+
+def _apply(index_ids: np.ndarray, truth: np.ndarray, feedback: Feedback, meta: dict[str, Any]) -> np.ndarray:
+    """Set the true class of every indexed id that has feedback; returns which feedback rows matched."""
+    if index_ids.size == 0 or feedback.ids.size == 0:
+        return np.zeros(feedback.ids.size, dtype=bool)
+    width = index_ids.dtype.itemsize
+    fits = np.char.str_len(feedback.ids) <= width
+    probe = feedback.ids.astype(f"S{width}")
+    pos = np.minimum(np.searchsorted(index_ids, probe), index_ids.size - 1)
+    hit = fits & (index_ids[pos] == probe)
+    if not hit.any():
+        return hit
+    classes: dict[str, int] = {c: i for i, c in enumerate(meta["classes"])}
+    to_index = np.array([classes.setdefault(name, len(classes)) for name in feedback.names], np.int16)
+    meta["classes"] = _ordered(classes)
+    rows = np.flatnonzero(hit)
+    codes = to_index[feedback.codes[rows]]
+    # the newest label of an id wins: keep the last occurrence of each position
+    where = pos[rows]
+    _, last = np.unique(where[::-1], return_index=True)
+    keep = rows.size - 1 - last
+    truth[where[keep]] = codes[keep]
+    return hit
+
+
+def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, hours: list[int]) -> Watermark:
+    """Apply the feedback logged in [since, until) to every indexed hour; then move the watermark."""
+    feedback = _feedback(ctx, model, logs.from_us(since_us), logs.from_us(until_us))
+    previous = read_watermark(ctx, model)
+    mark = Watermark(until_us, previous.unmatched if previous else 0, previous.applied if previous else 0)
+    if feedback is not None:
+        matched = np.zeros(feedback.ids.size, dtype=bool)
+        for hour in hours:
+            index = read_meta(ctx, model, hour)
+            if index is None:
+                continue
+            base = folder(model, hour)
+            truth = _load(ctx, f"{base}/truth.npy", writable=True)
+            if not ctx.store.is_local:
+                truth = np.array(truth)
+            before = list(index.meta["classes"])
+            matched |= _apply(_load(ctx, f"{base}/ids.npy"), truth, feedback, index.meta)
+            if isinstance(truth, np.memmap):
+                truth.flush()
+            else:
+                _save(ctx, f"{base}/truth.npy", truth)
+            if index.meta["classes"] != before:
+                ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
+            del truth
+        mark.applied += int(np.count_nonzero(matched))
+        mark.unmatched += int(feedback.ids.size - np.count_nonzero(matched))
+    ctx.store.put_bytes(_watermark_key(model), json.dumps(mark.__dict__).encode())
+    return mark
+
+
+def update_model(
+    ctx: Context, model: str, *, now: dt.datetime, closed_us: int, lookback: dt.timedelta
+) -> int:
+    """One pass for a model: index the closed hours that have none, then apply the new feedback."""
+    first_hour = logs.to_us(now - lookback) // logs.HOUR_US
+    mark = read_watermark(ctx, model)
+    since_us = mark.until_us if mark is not None else first_hour * logs.HOUR_US
+    hours = sorted(
+        h
+        for h in (compaction.hour_of(f) for f in compaction.hour_folders(ctx.store, logs.PREDICTIONS, model))
+        if h >= first_hour and (h + 1) * logs.HOUR_US <= closed_us
+    )
+    built = 0
+    for hour in hours:
+        if read_meta(ctx, model, hour) is None:
+            build_hour(ctx, model, hour, watermark_us=since_us)
+            built += 1
+    if closed_us > since_us:
+        apply_feedback(ctx, model, since_us=since_us, until_us=closed_us, hours=hours)
+    return built
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def hour_arrays(ctx: Context, model: str, hour: int) -> Iterator[tuple[HourIndex, dict[str, np.ndarray]]]:
+    """The index of one hour, if built: its ts, version, predicted and truth arrays (memory-mapped)."""
+    index = read_meta(ctx, model, hour)
+    if index is None:
+        return
+    base = folder(model, hour)
+    try:
+        arrays = {name: _load(ctx, f"{base}/{name}.npy") for name in ("ts", "version", "predicted", "truth")}
+    except Exception:
+        return
+    yield index, arrays
+
+
+@dataclass
+class WindowAccuracy:
+    counts: dict[int | None, AccuracyCounts]
+    indexed_hours: int
+    raw_hours: int
+    labels_until: str | None
+    feedback_rows: int
+    windows: list[LogWindow]
+
+
+def window_accuracy(
+    ctx: Context,
+    model: str,
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    until: dt.datetime,
+    params: AccuracyParams,
+) -> WindowAccuracy:
+    """Accuracy counts of the predictions made in [start, end) with the labels known at `until`: closed hours
+    from their label index, one hour at a time; hours without one (the open hour) joined from the log."""
+    s_us, e_us = logs.to_us(start), logs.to_us(end)
+    bucket_us = max((e_us - s_us) // params.buckets, 1)
+    mark = read_watermark(ctx, model)
+    out = WindowAccuracy({}, 0, 0, logs.from_us(mark.until_us).isoformat() if mark else None, 0, [])
+    for hour in range(s_us // logs.HOUR_US, (e_us - 1) // logs.HOUR_US + 1):
+        lo, hi = max(s_us, hour * logs.HOUR_US), min(e_us, (hour + 1) * logs.HOUR_US)
+        found = False
+        if mark is not None and (hour + 1) * logs.HOUR_US <= mark.until_us:
+            for index, arrays in hour_arrays(ctx, model, hour):
+                _count_index(out.counts, index, arrays, lo, hi, s_us, bucket_us, params)
+                found = True
+        if found:
+            out.indexed_hours += 1
+            continue
+        out.raw_hours += 1
+        _count_raw(ctx, model, out, lo, hi, until, s_us, bucket_us, params)
+    return out
+
+
+def _count_index(
+    counts: dict[int | None, AccuracyCounts], index: HourIndex, arrays: dict[str, np.ndarray],
+    lo: int, hi: int, since_us: int, bucket_us: int, params: AccuracyParams,
+) -> None:  # fmt: skip
+    ts = np.asarray(arrays["ts"])
+    inside = (ts >= lo) & (ts < hi)
+    if not inside.any():
+        return
+    ts = ts[inside]
+    version = np.asarray(arrays["version"])[inside]
+    predicted = np.asarray(arrays["predicted"])[inside]
+    truth = np.asarray(arrays["truth"])[inside]
+    bucket = bucket_of(ts, since_us, bucket_us, params.buckets)
+    for v in np.unique(version).tolist():
+        rows = version == v
+        key = None if v == NO_VERSION else int(v)
+        into = counts.setdefault(key, AccuracyCounts(params.buckets))
+        into.add(bucket[rows], predicted[rows], truth[rows], index.classes)
+
+
+def _count_raw(
+    ctx: Context, model: str, out: WindowAccuracy, lo: int, hi: int, until: dt.datetime,
+    since_us: int, bucket_us: int, params: AccuracyParams,
+) -> None:  # fmt: skip
+    preds = logs.read_window(
+        ctx.store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
+        columns=["id", "version", "label", "error"],
+    )  # fmt: skip
+    out.windows.append(preds)
+    if preds.table is None or preds.rows == 0:
+        return
+    feedback = logs.read_window(
+        ctx.store, kind=logs.FEEDBACK, model=model, since=logs.from_us(lo),
+        until=until + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
+    )  # fmt: skip
+    out.windows.append(feedback)
+    out.feedback_rows += feedback.rows
+    count_rows(out.counts, labelled_rows(preds.table, feedback.table), params, since_us, bucket_us)
