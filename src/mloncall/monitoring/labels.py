@@ -153,7 +153,7 @@ def build_hour(ctx: Context, model: str, hour: int, *, watermark_us: int) -> Hou
         "built_until_us": watermark_us,
     }
     # the feedback applied to older hours before this one was indexed, an hour of feedback at a time
-    for feedback in _feedback_chunks(ctx, model, hour * logs.HOUR_US, watermark_us):
+    for feedback, _ in _feedback_chunks(ctx, model, hour * logs.HOUR_US, watermark_us):
         _apply(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
     base = folder(model, hour)
     for name in ARRAYS:
@@ -178,15 +178,21 @@ class Feedback:
     names: list[str]
     hashes: np.ndarray
 
+    def subset(self, keep: np.ndarray) -> Feedback:
+        return Feedback(self.ids[keep], self.codes[keep], self.names, self.hashes[keep])
 
-def _feedback_chunks(ctx: Context, model: str, since_us: int, until_us: int) -> Iterator[Feedback]:
-    """The feedback logged in [since, until), an hour at a time (memory holds one hour's labels)."""
+
+def _feedback_chunks(
+    ctx: Context, model: str, since_us: int, until_us: int
+) -> Iterator[tuple[Feedback, int]]:
+    """The feedback logged in [since, until) and each chunk's end, an hour at a time (memory holds one hour's
+    labels)."""
     lo = since_us
     while lo < until_us:
         hi = min(until_us, (lo // logs.HOUR_US + 1) * logs.HOUR_US)
         found = _feedback(ctx, model, logs.from_us(lo), logs.from_us(hi))
         if found is not None:
-            yield found
+            yield found, hi
         lo = hi
 
 
@@ -210,7 +216,10 @@ def _feedback(ctx: Context, model: str, since: dt.datetime, until: dt.datetime) 
     )
     names: dict[str, int] = {}
     codes = encode(t.column("label"), names)
-    return Feedback(ids, codes, _ordered(names), id_hash(ids))
+    hashes = id_hash(ids)
+    # by hash for fast searches; stable, so the labels of one id stay oldest first
+    order = np.argsort(hashes, kind="stable")
+    return Feedback(ids[order], codes[order], _ordered(names), hashes[order])
 
 
 def id_hash(ids: np.ndarray) -> np.ndarray:
@@ -263,9 +272,12 @@ def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, ho
     """Apply the feedback logged in [since, until) to every indexed hour; then move the watermark."""
     previous = read_watermark(ctx, model)
     mark = Watermark(until_us, previous.unmatched if previous else 0, previous.applied if previous else 0)
-    for feedback in _feedback_chunks(ctx, model, since_us, until_us):
-        matched = np.zeros(feedback.ids.size, dtype=bool)
-        for hour in hours:
+    for feedback, chunk_end in _feedback_chunks(ctx, model, since_us, until_us):
+        total = feedback.ids.size
+        # newest hours first (most labels are for recent predictions); a label never precedes its prediction
+        for hour in sorted((h for h in hours if h * logs.HOUR_US < chunk_end), reverse=True):
+            if feedback.ids.size == 0:
+                break
             index = read_meta(ctx, model, hour)
             if index is None:
                 continue
@@ -274,7 +286,7 @@ def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, ho
             if not ctx.store.is_local:
                 truth = np.array(truth)
             before = list(index.meta["classes"])
-            matched |= _apply(
+            hit = _apply(
                 _load(ctx, f"{base}/hash.npy"), _load(ctx, f"{base}/ids.npy"), truth, feedback, index.meta
             )
             if isinstance(truth, np.memmap):
@@ -284,8 +296,9 @@ def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, ho
             if index.meta["classes"] != before:
                 ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
             del truth
-        mark.applied += int(np.count_nonzero(matched))
-        mark.unmatched += int(feedback.ids.size - np.count_nonzero(matched))
+            feedback = feedback.subset(~hit)
+        mark.applied += total - feedback.ids.size
+        mark.unmatched += feedback.ids.size
     ctx.store.put_bytes(_watermark_key(model), json.dumps(mark.__dict__).encode())
     return mark
 

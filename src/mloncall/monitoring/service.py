@@ -55,7 +55,7 @@ __all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "valid
 _EMPTY = "no requests logged in the window"
 MODES = ("auto", "exact", "incremental")
 #: Under "auto", windows at least this long are evaluated from summaries.
-INCREMENTAL_MIN_WINDOW = dt.timedelta(minutes=10)
+INCREMENTAL_MIN_WINDOW = dt.timedelta(minutes=2)
 #: ... and hold at least this many rows.
 INCREMENTAL_MIN_ROWS = 50_000
 
