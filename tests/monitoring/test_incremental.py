@@ -14,6 +14,7 @@ from mloncall.data import iris
 from mloncall.monitoring import jobs, labels, service
 from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.monitoring.sketches import FeatureSketch, LatencySketch, grid_for, grid_stats, latency_keys
+from mloncall.monitoring.summary import clear_cache as summary_cache_clear
 from mloncall.monitoring.summary import hour_key, minute_key
 from mloncall.stores.context import Context
 from mloncall.stores.predlog import clear_cache
@@ -164,6 +165,7 @@ def test_a_deleted_summary_is_rebuilt_and_results_do_not_change(mctx: Context, t
     hour = int(START.timestamp()) // 3600 + 1
     mctx.store.delete(hour_key(model, hour))
     mctx.store.delete(minute_key(model, hour * 60 + 10))
+    summary_cache_clear()  # as a new process: read summaries are cached, and those two are gone
     during = service.run_monitor(
         ctx=mctx, kind="drift", model=model, window=window, params={}, now=NOW, mode="incremental"
     )

@@ -55,7 +55,9 @@ from mloncall.stores.context import Context
 
 MINUTE_US = 60_000_000
 #: A minute is summarised (and read from its summary) once this long has passed since it ended.
-SUMMARY_GRACE = dt.timedelta(seconds=90)
+#: Writers flush every second; a file flushed later than this is missed by the minute's summary (it is
+#: still read by exact evaluations and merged by compaction).
+SUMMARY_GRACE = dt.timedelta(seconds=15)
 
 
 @dataclass

@@ -369,7 +369,8 @@ def window_accuracy(
     for hour in range(s_us // logs.HOUR_US, (e_us - 1) // logs.HOUR_US + 1):
         lo, hi = max(s_us, hour * logs.HOUR_US), min(e_us, (hour + 1) * logs.HOUR_US)
         found = False
-        if mark is not None and (hour + 1) * logs.HOUR_US <= mark.until_us:
+        # an index holds the labels up to the watermark: only usable when judging up to then or later
+        if mark is not None and (hour + 1) * logs.HOUR_US <= mark.until_us <= logs.to_us(until) + 1:
             for index, arrays in hour_arrays(ctx, model, hour):
                 _count_index(out.counts, index, arrays, lo, hi, s_us, bucket_us, params)
                 found = True
@@ -394,7 +395,8 @@ def _count_index(
     predicted = np.asarray(arrays["predicted"])[inside]
     truth = np.asarray(arrays["truth"])[inside]
     bucket = bucket_of(ts, since_us, bucket_us, params.buckets)
-    for v in np.unique(version).tolist():
+    values = [int(version[0])] if version.min() == version.max() else np.unique(version).tolist()
+    for v in values:
         rows = version == v
         key = None if v == NO_VERSION else int(v)
         into = counts.setdefault(key, AccuracyCounts(params.buckets))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,9 +254,33 @@ def from_bytes(data: bytes) -> Summary:
     return out
 
 
+_loaded: OrderedDict[tuple[str, str], Summary] = OrderedDict()
+_lock = threading.Lock()
+CACHE_SIZE = 256
+
+
 def load(ctx: Context, key: str) -> Summary | None:
-    """A stored summary, or None when it is missing or unreadable (the caller reads the log instead)."""
-    try:
-        return from_bytes(ctx.store.get_bytes(key))
-    except Exception:
-        return None
+    """A stored summary, or None when it is missing or unreadable (the caller reads the log instead).
+
+    Summaries are written once (again only after being deleted, from the same rows), so the ones read are
+    kept in a small cache; a copy is returned because callers merge into what they get."""
+    ident = (ctx.store.root, key)
+    with _lock:
+        hit = _loaded.get(ident)
+        if hit is not None:
+            _loaded.move_to_end(ident)
+    if hit is None:
+        try:
+            hit = from_bytes(ctx.store.get_bytes(key))
+        except Exception:
+            return None
+        with _lock:
+            _loaded[ident] = hit
+            if len(_loaded) > CACHE_SIZE:
+                _loaded.popitem(last=False)
+    return merge({}, hit)
+
+
+def clear_cache() -> None:
+    with _lock:
+        _loaded.clear()
