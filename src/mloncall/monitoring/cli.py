@@ -46,7 +46,7 @@ def stats_command(json_out: JsonOption = False) -> None:
         console.print_json([s.to_dict() for s in stats])
         return
     rows = [
-        [s.model, s.kind, s.files, s.raw_files, s.rows, _size(s.bytes), s.oldest_hour, s.newest_hour,
+        [s.model, s.kind, s.files, s.raw_files, s.rows, _size(s.bytes), _hour(s.oldest_hour), _hour(s.newest_hour),
          f"{s.compacted_hours}/{s.hours}", s.skipped_files]
         for s in stats
     ]  # fmt: skip
@@ -63,6 +63,11 @@ def stats_command(json_out: JsonOption = False) -> None:
         "bad",
     ]
     console.out.print(console.table("prediction logs", columns, rows, drop_first=["raw", "bad", "compacted"]))
+
+
+def _hour(iso: str | None) -> str:
+    """`2026-03-01T09:00Z` as `03-01 09h` (the year is in --json)."""
+    return "" if iso is None else f"{iso[5:10]} {iso[11:13]}h"
 
 
 def _size(n: int) -> str:
