@@ -230,6 +230,9 @@ def test_late_labels_update_summarised_hours_and_accuracy_equals_full_recomputat
         jobs.run_pass(mctx, now=when, compact=when != passes[0])
     mark = labels.read_watermark(mctx, "late")
     assert mark is not None and mark.unmatched >= 2
+    # the open hour's closed minutes have their own index; the closed hours' minute indexes are gone
+    minute_indexes = {k.split("/minute=")[0] for k in mctx.store.list("labels/model=late") if "/minute=" in k}
+    assert [f[-7:] for f in minute_indexes] == ["hour=09"]
     for window in (dt.timedelta(hours=1, minutes=3), dt.timedelta(hours=3, minutes=7)):
         clear_cache()
         params = {"min_labels": 10, "buckets": 5}

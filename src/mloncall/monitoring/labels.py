@@ -50,6 +50,30 @@ def folder(model: str, hour: int) -> str:
     return f"{LABELS}/model={model}/{logs.partition(hour)}"
 
 
+MINUTE_US = 60_000_000
+
+
+@dataclass(frozen=True)
+class Span:
+    """What one label index covers: a closed hour, or a closed minute of the hour still open."""
+
+    start_us: int
+    end_us: int
+    base: str
+
+
+def hour_span(model: str, hour: int) -> Span:
+    return Span(hour * logs.HOUR_US, (hour + 1) * logs.HOUR_US, folder(model, hour))
+
+
+def minute_span(model: str, minute: int) -> Span:
+    return Span(
+        minute * MINUTE_US,
+        (minute + 1) * MINUTE_US,
+        f"{folder(model, minute // 60)}/minute={minute % 60:02d}",
+    )
+
+
 def _watermark_key(model: str) -> str:
     return f"{LABELS}/model={model}/watermark.json"
 
@@ -94,9 +118,11 @@ class HourIndex:
         return list(self.meta["classes"])
 
 
-def read_meta(ctx: Context, model: str, hour: int) -> HourIndex | None:
+def read_meta(ctx: Context, span: Span) -> HourIndex | None:
     try:
-        return HourIndex(hour, json.loads(ctx.store.get_bytes(f"{folder(model, hour)}/meta.json")))
+        return HourIndex(
+            span.start_us // logs.HOUR_US, json.loads(ctx.store.get_bytes(f"{span.base}/meta.json"))
+        )
     except Exception:
         return None
 
@@ -104,9 +130,9 @@ def read_meta(ctx: Context, model: str, hour: int) -> HourIndex | None:
 # --- building and applying ---------------------------------------------------------------------------------
 
 
-def build_hour(ctx: Context, model: str, hour: int, *, watermark_us: int) -> HourIndex:
-    """Index one closed hour's answered predictions and join the feedback logged before the watermark."""
-    since, until = logs.from_us(hour * logs.HOUR_US), logs.from_us((hour + 1) * logs.HOUR_US)
+def build_index(ctx: Context, model: str, span: Span, *, watermark_us: int) -> HourIndex:
+    """Index one closed span's answered predictions and join the feedback logged before the watermark."""
+    since, until = logs.from_us(span.start_us), logs.from_us(span.end_us)
     ids, ts, versions, predicted = [], [], [], []
     classes: dict[str, int] = {}
     for table in logs.iter_window(
@@ -147,19 +173,21 @@ def build_hour(ctx: Context, model: str, hour: int, *, watermark_us: int) -> Hou
         "truth": np.full(order.size, -1, np.int16),
     }
     meta = {
-        "hour": hour,
+        "start_us": span.start_us,
+        "end_us": span.end_us,
         "rows": int(order.size),
         "classes": _ordered(classes),
         "built_until_us": watermark_us,
     }
     # the feedback applied to older hours before this one was indexed, an hour of feedback at a time
-    for feedback, _ in _feedback_chunks(ctx, model, hour * logs.HOUR_US, watermark_us):
+    for feedback, _ in _feedback_chunks(ctx, model, span.start_us, watermark_us):
         _apply(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
-    base = folder(model, hour)
     for name in ARRAYS:
-        _save(ctx, f"{base}/{name}.npy", arrays[name])
-    ctx.store.put_bytes(f"{base}/meta.json", json.dumps(meta).encode())  # written last: the index is whole
-    return HourIndex(hour, meta)
+        _save(ctx, f"{span.base}/{name}.npy", arrays[name])
+    ctx.store.put_bytes(
+        f"{span.base}/meta.json", json.dumps(meta).encode()
+    )  # written last: the index is whole
+    return HourIndex(span.start_us // logs.HOUR_US, meta)
 
 
 def _codes(labels: pa.ChunkedArray | pa.Array, classes: dict[str, int]) -> np.ndarray:
@@ -268,20 +296,20 @@ def _apply(
     return hit
 
 
-def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, hours: list[int]) -> Watermark:
-    """Apply the feedback logged in [since, until) to every indexed hour; then move the watermark."""
+def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, spans: list[Span]) -> Watermark:
+    """Apply the feedback logged in [since, until) to every index; then move the watermark."""
     previous = read_watermark(ctx, model)
     mark = Watermark(until_us, previous.unmatched if previous else 0, previous.applied if previous else 0)
     for feedback, chunk_end in _feedback_chunks(ctx, model, since_us, until_us):
         total = feedback.ids.size
         # newest hours first (most labels are for recent predictions); a label never precedes its prediction
-        for hour in sorted((h for h in hours if h * logs.HOUR_US < chunk_end), reverse=True):
+        for span in sorted((x for x in spans if x.start_us < chunk_end), key=lambda x: -x.start_us):
             if feedback.ids.size == 0:
                 break
-            index = read_meta(ctx, model, hour)
+            index = read_meta(ctx, span)
             if index is None:
                 continue
-            base = folder(model, hour)
+            base = span.base
             truth = _load(ctx, f"{base}/truth.npy", writable=True)
             if not ctx.store.is_local:
                 truth = np.array(truth)
@@ -306,34 +334,48 @@ def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, ho
 def update_model(
     ctx: Context, model: str, *, now: dt.datetime, closed_us: int, lookback: dt.timedelta
 ) -> int:
-    """One pass for a model: index the closed hours that have none, then apply the new feedback."""
+    """One pass for a model: index the closed hours (and the open hour's closed minutes) that have none, then
+    apply the new feedback. An hour's index replaces its minutes' once it closes."""
     first_hour = logs.to_us(now - lookback) // logs.HOUR_US
     mark = read_watermark(ctx, model)
     since_us = mark.until_us if mark is not None else first_hour * logs.HOUR_US
-    hours = sorted(
+    logged = sorted(
         h
         for h in (compaction.hour_of(f) for f in compaction.hour_folders(ctx.store, logs.PREDICTIONS, model))
-        if h >= first_hour and (h + 1) * logs.HOUR_US <= closed_us
+        if h >= first_hour and h * logs.HOUR_US < closed_us
     )
+    spans: list[Span] = []
     built = 0
-    for hour in hours:
-        if read_meta(ctx, model, hour) is None:
-            build_hour(ctx, model, hour, watermark_us=since_us)
-            built += 1
+    for hour in logged:
+        if (hour + 1) * logs.HOUR_US <= closed_us:
+            span = hour_span(model, hour)
+            if read_meta(ctx, span) is None:
+                build_index(ctx, model, span, watermark_us=since_us)
+                for minute in range(hour * 60, hour * 60 + 60):
+                    ctx.store.delete_prefix(minute_span(model, minute).base)
+                built += 1
+            spans.append(span)
+            continue
+        for minute in range(hour * 60, closed_us // MINUTE_US):
+            span = minute_span(model, minute)
+            if read_meta(ctx, span) is None:
+                build_index(ctx, model, span, watermark_us=since_us)
+                built += 1
+            spans.append(span)
     if closed_us > since_us:
-        apply_feedback(ctx, model, since_us=since_us, until_us=closed_us, hours=hours)
+        apply_feedback(ctx, model, since_us=since_us, until_us=closed_us, spans=spans)
     return built
 
 
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def hour_arrays(ctx: Context, model: str, hour: int) -> Iterator[tuple[HourIndex, dict[str, np.ndarray]]]:
-    """The index of one hour, if built: its ts, version, predicted and truth arrays (memory-mapped)."""
-    index = read_meta(ctx, model, hour)
+def index_arrays(ctx: Context, span: Span) -> Iterator[tuple[HourIndex, dict[str, np.ndarray]]]:
+    """The index of one span, if built: its ts, version, predicted and truth arrays (memory-mapped)."""
+    index = read_meta(ctx, span)
     if index is None:
         return
-    base = folder(model, hour)
+    base = span.base
     try:
         arrays = {name: _load(ctx, f"{base}/{name}.npy") for name in ("ts", "version", "predicted", "truth")}
     except Exception:
@@ -361,23 +403,38 @@ def window_accuracy(
     params: AccuracyParams,
 ) -> WindowAccuracy:
     """Accuracy counts of the predictions made in [start, end) with the labels known at `until`: closed hours
-    from their label index, one hour at a time; hours without one (the open hour) joined from the log."""
+    and the open hour's closed minutes from their label indexes, one at a time; the rest (the open minute,
+    spans without an index) joined from the log."""
     s_us, e_us = logs.to_us(start), logs.to_us(end)
     bucket_us = max((e_us - s_us) // params.buckets, 1)
     mark = read_watermark(ctx, model)
     out = WindowAccuracy({}, 0, 0, logs.from_us(mark.until_us).isoformat() if mark else None, 0, [])
+    raw: list[tuple[int, int]] = []
+
+    def counted(span: Span, lo: int, hi: int) -> bool:
+        # an index holds the labels up to the watermark: only usable when judging up to then or later
+        if mark is None or not span.end_us <= mark.until_us <= logs.to_us(until) + 1:
+            return False
+        found = False
+        for index, arrays in index_arrays(ctx, span):
+            _count_index(out.counts, index, arrays, lo, hi, s_us, bucket_us, params)
+            found = True
+        return found
+
     for hour in range(s_us // logs.HOUR_US, (e_us - 1) // logs.HOUR_US + 1):
         lo, hi = max(s_us, hour * logs.HOUR_US), min(e_us, (hour + 1) * logs.HOUR_US)
-        found = False
-        # an index holds the labels up to the watermark: only usable when judging up to then or later
-        if mark is not None and (hour + 1) * logs.HOUR_US <= mark.until_us <= logs.to_us(until) + 1:
-            for index, arrays in hour_arrays(ctx, model, hour):
-                _count_index(out.counts, index, arrays, lo, hi, s_us, bucket_us, params)
-                found = True
-        if found:
+        if counted(hour_span(model, hour), lo, hi):
             out.indexed_hours += 1
             continue
         out.raw_hours += 1
+        for minute in range(lo // MINUTE_US, (hi - 1) // MINUTE_US + 1):
+            m_lo, m_hi = max(lo, minute * MINUTE_US), min(hi, (minute + 1) * MINUTE_US)
+            if not counted(minute_span(model, minute), m_lo, m_hi):
+                if raw and raw[-1][1] == m_lo:
+                    raw[-1] = (raw[-1][0], m_hi)
+                else:
+                    raw.append((m_lo, m_hi))
+    for lo, hi in raw:
         _count_raw(ctx, model, out, lo, hi, until, s_us, bucket_us, params)
     return out
 
