@@ -1,6 +1,7 @@
 """Late labels: accuracy counts per prediction interval, updated when feedback arrives after it was summarised.
 
-For each closed hour of predictions the background pass writes a label index under
+For each closed hour of predictions (and each closed minute of the hour still open, under `.../minute=MM/`,
+replaced by the hour's index when it closes) the background pass writes a label index under
 `labels/model=<m>/date=YYYY-MM-DD/hour=HH/`: the answered predictions sorted by a 64-bit hash of their id
 (`hash.npy`; `ids.npy` holds the ids, to confirm a match), and in the same order their `ts` (microseconds),
 version, predicted class and true class (`truth.npy`, -1 while unlabelled), with the class names in
@@ -11,8 +12,8 @@ memory-mapped index of the lookback, an hour of feedback at a time) and its pred
 no index is not lost: it is counted as unmatched, and when its prediction's hour closes, the index built then
 joins it. Ids never served stay unmatched (`unmatched_labels` in the watermark and the evidence).
 
-Accuracy over a window then reads, per closed hour, four small arrays (ts, version, predicted, truth) one hour
-at a time; the open hour is joined from the log exactly. Labels count up to the watermark (at most a pass
+Accuracy over a window then reads, per closed hour or minute, four small arrays (ts, version, predicted,
+truth) one index at a time; only the open minute is joined from the log exactly. Labels count up to the watermark (at most a pass
 plus `SUMMARY_GRACE` behind), which the evidence states as `labels_until`. Each step is idempotent: setting a
 true class twice gives the same state, and the watermark moves only after every index was updated.
 """
