@@ -266,10 +266,12 @@ def _stream(
             continue
         bound = inputs[i + 1][0] if i + 1 < len(inputs) else None
         rows = pa.concat_tables(held)
-        order = pc.sort_indices(rows, sort_keys=[("ts", "ascending")])
-        rows = rows.take(order)
+        ts = _ts(rows)
+        if ts.size > 1 and not bool((ts[1:] >= ts[:-1]).all()):  # files of one writer come in order already
+            order = np.argsort(ts, kind="stable")
+            rows, ts = rows.take(pa.array(order)), ts[order]
         if bound is not None:
-            cut = int(np.searchsorted(_ts(rows), bound, side="left"))
+            cut = int(np.searchsorted(ts, bound, side="left"))
             ready, rest = rows.slice(0, cut), rows.slice(cut)
         else:
             ready, rest = rows, rows.slice(0, 0)
