@@ -185,10 +185,32 @@ def build_index(ctx: Context, model: str, span: Span, *, watermark_us: int) -> H
         _apply(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
     for name in ARRAYS:
         _save(ctx, f"{span.base}/{name}.npy", arrays[name])
-    ctx.store.put_bytes(
-        f"{span.base}/meta.json", json.dumps(meta).encode()
-    )  # written last: the index is whole
+    _save(ctx, f"{span.base}/counts.npy", _confusion(span, arrays, meta))
+    # written last: the index is whole
+    ctx.store.put_bytes(f"{span.base}/meta.json", json.dumps(meta).encode())
     return HourIndex(span.start_us // logs.HOUR_US, meta)
+
+
+def _confusion(span: Span, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray:
+    """Counts per (minute of the span, version, true class + 1, predicted class + 1): what accuracy over whole
+    minutes needs, a few kilobytes per hour; meta records the versions and classes they are over."""
+    ts = np.asarray(arrays["ts"])
+    version = np.asarray(arrays["version"]).astype(np.int64)
+    versions = np.unique(version).tolist() if version.size else []
+    k = len(meta["classes"]) + 1
+    minutes = max(int((span.end_us - span.start_us) // MINUTE_US), 1)
+    width = max(len(versions), 1)
+    v_index = np.searchsorted(np.asarray(versions, dtype=np.int64), version) if versions else version
+    cell = (
+        np.clip((ts - span.start_us) // MINUTE_US, 0, minutes - 1) * (width * k * k)
+        + v_index * (k * k)
+        + (np.asarray(arrays["truth"]).astype(np.int64) + 1) * k
+        + (np.asarray(arrays["predicted"]).astype(np.int64) + 1)
+    )
+    meta["versions"] = [int(v) for v in versions]
+    meta["count_classes"] = k - 1
+    counts = np.bincount(cell, minlength=minutes * width * k * k)
+    return counts.reshape(minutes, width, k, k)
 
 
 def _codes(labels: pa.ChunkedArray | pa.Array, classes: dict[str, int]) -> np.ndarray:
@@ -322,7 +344,11 @@ def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, sp
                 truth.flush()
             else:
                 _save(ctx, f"{base}/truth.npy", truth)
-            if index.meta["classes"] != before:
+            if hit.any():
+                arrays = {n: _load(ctx, f"{base}/{n}.npy") for n in ("ts", "version", "predicted")}
+                _save(ctx, f"{base}/counts.npy", _confusion(span, {**arrays, "truth": truth}, index.meta))
+                ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
+            elif index.meta["classes"] != before:
                 ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
             del truth
             feedback = feedback.subset(~hit)
@@ -416,11 +442,17 @@ def window_accuracy(
         # an index holds the labels up to the watermark: only usable when judging up to then or later
         if mark is None or not span.end_us <= mark.until_us <= logs.to_us(until) + 1:
             return False
-        found = False
-        for index, arrays in index_arrays(ctx, span):
-            _count_index(out.counts, index, arrays, lo, hi, s_us, bucket_us, params)
-            found = True
-        return found
+        index = read_meta(ctx, span)
+        if index is None:
+            return False
+        rest = _count_minutes(ctx, out.counts, span, index, lo, hi, s_us, bucket_us, params)
+        if rest is None:
+            return False
+        if rest:  # minutes at the window's or a bucket's edge: counted row by row
+            for found, arrays in index_arrays(ctx, span):
+                for r_lo, r_hi in rest:
+                    _count_index(out.counts, found, arrays, r_lo, r_hi, s_us, bucket_us, params)
+        return True
 
     for hour in range(s_us // logs.HOUR_US, (e_us - 1) // logs.HOUR_US + 1):
         lo, hi = max(s_us, hour * logs.HOUR_US), min(e_us, (hour + 1) * logs.HOUR_US)
@@ -438,6 +470,40 @@ def window_accuracy(
     for lo, hi in raw:
         _count_raw(ctx, model, out, lo, hi, until, s_us, bucket_us, params)
     return out
+
+
+def _count_minutes(
+    ctx: Context, counts: dict[int | None, AccuracyCounts], span: Span, index: HourIndex,
+    lo: int, hi: int, since_us: int, bucket_us: int, params: AccuracyParams,
+) -> list[tuple[int, int]] | None:  # fmt: skip
+    """Add the span's whole minutes in [lo, hi) that lie in one bucket from its per-minute counts; returns the
+    ranges left to count row by row (None: the counts are missing, count everything that way)."""
+    try:
+        confusion = np.asarray(_load(ctx, f"{span.base}/counts.npy"))
+        versions = index.meta["versions"]
+        classes = index.classes[: index.meta["count_classes"]]
+    except Exception:
+        return None
+    rest: list[tuple[int, int]] = []
+    for m in range(confusion.shape[0]):
+        m_lo = span.start_us + m * MINUTE_US
+        m_hi = min(m_lo + MINUTE_US, span.end_us)
+        a, b = max(lo, m_lo), min(hi, m_hi)
+        if a >= b:
+            continue
+        first = min((m_lo - since_us) // bucket_us, params.buckets - 1)
+        last = min((m_hi - 1 - since_us) // bucket_us, params.buckets - 1)
+        if a == m_lo and b == m_hi and first == last:
+            for j, v in enumerate(versions):
+                key = None if v == NO_VERSION else int(v)
+                counts.setdefault(key, AccuracyCounts(params.buckets)).add_confusion(
+                    int(first), confusion[m, j], classes
+                )
+        elif rest and rest[-1][1] == a:
+            rest[-1] = (rest[-1][0], b)
+        else:
+            rest.append((a, b))
+    return rest
 
 
 def _count_index(

@@ -83,6 +83,22 @@ class AccuracyCounts:
             self.support[name] = self.support.get(name, 0) + int(support[i])
             self.hits[name] = self.hits.get(name, 0) + int(hits[i])
 
+    def add_confusion(self, bucket: int, confusion: np.ndarray, classes: list[str]) -> None:
+        """A block of rows of one bucket as counts [true + 1, predicted + 1] (index 0: none)."""
+        total = int(confusion.sum())
+        if total == 0:
+            return
+        labelled = confusion[1:, :]
+        right = np.diagonal(confusion[1:, 1:])
+        self.predictions[bucket] += total
+        self.labelled[bucket] += int(labelled.sum())
+        self.correct[bucket] += int(right.sum())
+        support = labelled.sum(axis=1)
+        for i in np.flatnonzero(support):
+            name = classes[i]
+            self.support[name] = self.support.get(name, 0) + int(support[i])
+            self.hits[name] = self.hits.get(name, 0) + int(right[i])
+
 
 def bucket_of(ts: np.ndarray, since_us: int, bucket_us: int, buckets: int) -> np.ndarray:
     return np.minimum((ts - since_us) // bucket_us, buckets - 1).astype(np.int64)
