@@ -36,6 +36,7 @@ from mloncall.core.errors import MloncallError, StoreUnavailable
 from mloncall.data import views as data_views
 from mloncall.incidents import jobs as incident_jobs
 from mloncall.incidents import views as incident_views
+from mloncall.monitoring import scheduler as log_scheduler
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
@@ -74,6 +75,7 @@ BACKGROUND_JOBS = (
     alert_scheduler.Scheduler,
     incident_jobs.Scheduler,
     runbook_jobs.Scheduler,
+    log_scheduler.Scheduler,
 )
 
 _STATUS_CODES = {

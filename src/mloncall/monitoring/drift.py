@@ -122,6 +122,8 @@ class FeatureDrift:
     reason: str = ""
     histogram: Histogram | None = None
     psi_bins: dict[str, Any] | None = None
+    #: From summaries: how far the approximate statistics may be from the exact ones (monitoring.sketches).
+    bounds: dict[str, float] | None = None
 
     def to_dict(self, *, histograms: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -144,6 +146,8 @@ class FeatureDrift:
             "n_unique": self.n_unique,
             "reason": self.reason,
         }
+        if self.bounds is not None:
+            out["bounds"] = self.bounds
         if histograms:
             out["histogram"] = self.histogram.to_dict() if self.histogram is not None else None
             out["psi_bins"] = self.psi_bins
@@ -398,9 +402,11 @@ def version_drift(
     n_rows: int,
     settings: DriftSettings,
     reference_name: str | None = None,
+    feature_rows: list[FeatureDrift] | None = None,
 ) -> VersionDrift:
     """Judge one version's window: too few rows is inconclusive; otherwise FAILED (dataset drift) when the
-    share of drifted features (and the predicted class, if included) reaches `drift_share`."""
+    share of drifted features (and the predicted class, if included) reaches `drift_share`. With
+    `feature_rows` (computed from summaries) the current columns are not needed."""
     s = settings
     min_rows = s.min_rows_for(reference_rows)
     base = VersionDrift(
@@ -416,7 +422,7 @@ def version_drift(
     if n_rows < min_rows:
         base.reason = f"insufficient data: {n_rows} rows in the window, at least {min_rows} needed"
         return base
-    base.features = _feature_rows(reference, current, s)
+    base.features = feature_rows if feature_rows is not None else _feature_rows(reference, current, s)
     if reference_classes is not None and predicted is not None:
         base.prediction = class_drift(reference_classes, predicted, s, n_ref_rows=reference_rows)
     _judge_dataset(base, s)

@@ -10,6 +10,7 @@ accuracy recorded for the version at training (holdout) minus a tolerance.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,12 +21,10 @@ from mloncall.monitoring.reference import VersionInfo
 from mloncall.monitoring.schemas import AccuracyParams, ErrorRateParams, LatencyParams
 from mloncall.monitoring.stats import (
     PERCENTILES,
+    Accuracy,
     Truth,
-    accuracy_on_labels,
-    class_recall,
-    correct_mask,
+    encode,
     error_mask,
-    labelled_mask,
     latencies_ms,
     percentiles,
     wilson_interval,
@@ -34,7 +33,7 @@ from mloncall.monitoring.verdict import Part, by_version, version_label
 from mloncall.stores.predlog import LogWindow, from_us, to_us, ts_us
 
 
-def _labelled(predictions: pa.Table, feedback: pa.Table | None) -> pa.Table:
+def labelled_rows(predictions: pa.Table, feedback: pa.Table | None) -> pa.Table:
     """version, ts (us), predicted, truth for every served prediction (truth null while unlabelled)."""
     served = predictions.filter(pa.array(~error_mask(predictions)))
     n = served.num_rows
@@ -52,6 +51,77 @@ def _labelled(predictions: pa.Table, feedback: pa.Table | None) -> pa.Table:
     )
 
 
+@dataclass
+class AccuracyCounts:
+    """Answered predictions of one version, labelled and right, per time bucket and per true class; what
+    the accuracy verdict rests on, summed the same way from the log (exact) or from label indexes."""
+
+    buckets: int
+    predictions: np.ndarray = field(init=False)
+    labelled: np.ndarray = field(init=False)
+    correct: np.ndarray = field(init=False)
+    support: dict[str, int] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.predictions = np.zeros(self.buckets, np.int64)
+        self.labelled = np.zeros(self.buckets, np.int64)
+        self.correct = np.zeros(self.buckets, np.int64)
+
+    def add(self, bucket: np.ndarray, predicted: np.ndarray, truth: np.ndarray, classes: list[str]) -> None:
+        """Rows by bucket, with predicted and true class codes (-1: none) into `classes`."""
+        has = truth >= 0
+        right = has & (predicted == truth)
+        self.predictions += np.bincount(bucket, minlength=self.buckets)
+        self.labelled += np.bincount(bucket[has], minlength=self.buckets)
+        self.correct += np.bincount(bucket[right], minlength=self.buckets)
+        k = len(classes)
+        support = np.bincount(truth[has], minlength=k)
+        hits = np.bincount(truth[right], minlength=k)
+        for i in np.flatnonzero(support):
+            name = classes[i]
+            self.support[name] = self.support.get(name, 0) + int(support[i])
+            self.hits[name] = self.hits.get(name, 0) + int(hits[i])
+
+    def add_confusion(self, bucket: int, confusion: np.ndarray, classes: list[str]) -> None:
+        """A block of rows of one bucket as counts [true + 1, predicted + 1] (index 0: none)."""
+        total = int(confusion.sum())
+        if total == 0:
+            return
+        labelled = confusion[1:, :]
+        right = np.diagonal(confusion[1:, 1:])
+        self.predictions[bucket] += total
+        self.labelled[bucket] += int(labelled.sum())
+        self.correct[bucket] += int(right.sum())
+        support = labelled.sum(axis=1)
+        for i in np.flatnonzero(support):
+            name = classes[i]
+            self.support[name] = self.support.get(name, 0) + int(support[i])
+            self.hits[name] = self.hits.get(name, 0) + int(right[i])
+
+
+def bucket_of(ts: np.ndarray, since_us: int, bucket_us: int, buckets: int) -> np.ndarray:
+    return np.minimum((ts - since_us) // bucket_us, buckets - 1).astype(np.int64)
+
+
+def count_rows(
+    counts: dict[int | None, AccuracyCounts],
+    joined: pa.Table,
+    params: AccuracyParams,
+    since_us: int,
+    bucket_us: int,
+) -> None:
+    """Fold a joined table (version, ts_us, predicted, truth as strings) into per-version counts."""
+    for version, rows in by_version(joined):
+        classes: dict[str, int] = {}
+        truth = encode(rows.column("truth"), classes)
+        predicted = encode(rows.column("predicted"), classes)
+        ts = np.asarray(rows.column("ts_us").to_numpy(zero_copy_only=False), dtype=np.int64)
+        into = counts.setdefault(version, AccuracyCounts(params.buckets))
+        names = [c for c, _ in sorted(classes.items(), key=lambda kv: kv[1])]
+        into.add(bucket_of(ts, since_us, bucket_us, params.buckets), predicted, truth, names)
+
+
 def accuracy(
     *,
     predictions: LogWindow,
@@ -63,48 +133,59 @@ def accuracy(
     labels arrived, against the version's recorded accuracy minus `tolerance`."""
     if predictions.table is None or predictions.rows == 0:
         return []
-    joined = _labelled(predictions.table, feedback.table)
+    joined = labelled_rows(predictions.table, feedback.table)
     since_us, until_us = to_us(predictions.since), to_us(predictions.until)
     bucket_us = max((until_us - since_us) // params.buckets, 1)
+    counts: dict[int | None, AccuracyCounts] = {}
+    count_rows(counts, joined, params, since_us, bucket_us)
+    return accuracy_parts(counts, versions, params, since_us, bucket_us)
+
+
+def accuracy_parts(
+    counts: dict[int | None, AccuracyCounts],
+    versions: dict[int, VersionInfo],
+    params: AccuracyParams,
+    since_us: int,
+    bucket_us: int,
+) -> list[Part]:
+    """The verdict of each version with predictions, in version order (rows without a version last)."""
     parts: list[Part] = []
-    for version, rows in by_version(joined):
+    order = sorted(v for v in counts if v is not None) + ([None] if None in counts else [])
+    for version in order:
+        c = counts[version]
+        if int(c.predictions.sum()) == 0:
+            continue
         info = versions.get(version) if version is not None else None
-        evidence = _accuracy_evidence(rows, info, params, since_us, bucket_us)
+        evidence = _accuracy_evidence(c, info, params, since_us, bucket_us)
         parts.append(_judge_accuracy(version_label(version), evidence, params))
     return parts
 
 
 def _accuracy_evidence(
-    rows: pa.Table, info: VersionInfo | None, params: AccuracyParams, since_us: int, bucket_us: int
+    c: AccuracyCounts, info: VersionInfo | None, params: AccuracyParams, since_us: int, bucket_us: int
 ) -> dict[str, Any]:
     """What the verdict on one version's predictions rests on: coverage, accuracy, recall, buckets."""
-    n = rows.num_rows
-    truth = rows.column("truth")
-    has_label = labelled_mask(truth)
-    correct = correct_mask(rows.column("predicted"), truth)
-    acc = accuracy_on_labels(rows.column("predicted"), truth)
+    n, labelled, correct = int(c.predictions.sum()), int(c.labelled.sum()), int(c.correct.sum())
+    acc = Accuracy(labelled, correct)
     baseline = params.baseline if params.baseline is not None else (info.accuracy if info else None)
     low, high = wilson_interval(acc.correct, acc.labelled)
     recall = {
-        c: {"recall": hits / support, "support": support, "baseline": info.recall.get(c) if info else None}
-        for c, (hits, support) in class_recall(truth, correct).items()
+        k: {
+            "recall": c.hits[k] / c.support[k],
+            "support": c.support[k],
+            "baseline": info.recall.get(k) if info else None,
+        }
+        for k in sorted(c.support)
     }
-    b = np.minimum(
-        (np.asarray(rows.column("ts_us").to_numpy(zero_copy_only=False)) - since_us) // bucket_us,
-        params.buckets - 1,
-    )
-    buckets = []
-    for i in range(params.buckets):
-        inside = b == i
-        k = int(np.count_nonzero(has_label & inside))
-        buckets.append(
-            {
-                "start": from_us(since_us + i * bucket_us).isoformat(),
-                "predictions": int(np.count_nonzero(inside)),
-                "labelled": k,
-                "accuracy": int(np.count_nonzero(correct & inside)) / k if k else None,
-            }
-        )
+    buckets = [
+        {
+            "start": from_us(since_us + i * bucket_us).isoformat(),
+            "predictions": int(c.predictions[i]),
+            "labelled": int(c.labelled[i]),
+            "accuracy": int(c.correct[i]) / int(c.labelled[i]) if c.labelled[i] else None,
+        }
+        for i in range(params.buckets)
+    ]
     return {
         "predictions": n,
         "labelled": acc.labelled,

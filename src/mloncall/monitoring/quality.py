@@ -37,7 +37,7 @@ def _rate(count: int, total: int) -> float:
     return count / total if total else 0.0
 
 
-def _judge_rate(label: str, what: str, count: int, total: int, max_rate: float, min_rows: int) -> Part:
+def judge_rate(label: str, what: str, count: int, total: int, max_rate: float, min_rows: int) -> Part:
     rate = _rate(count, total)
     evidence = {"count": count, "total": total, "rate": rate, "max_rate": max_rate, "min_rows": min_rows}
     if total < min_rows:
@@ -105,27 +105,30 @@ def missing_features(
             missing = ~np.isfinite(float_column(rows, f"f_{feature}"))
             per_feature[feature] = int(np.count_nonzero(missing))
             any_missing |= missing
-        part = _judge_rate(
+        part = judge_rate(
             version_label(version), "missing-feature", int(np.count_nonzero(any_missing)), n,
             params.max_rate, params.min_rows,
         )  # fmt: skip
         part.evidence["per_feature"] = per_feature
         part.evidence["failed_requests_excluded"] = n_failed
         parts.append(part)
-    if rejections.rows:
-        reasons = _reasons(rejections)
-        is_missing = reasons == MISSING_REASON
-        total = predictions.rows + rejections.rows
-        part = _judge_rate(
-            REFUSED, "refused-for-missing-feature", int(np.count_nonzero(is_missing)), total,
-            params.max_rate, params.min_rows,
-        )  # fmt: skip
-        part.evidence["per_feature"] = string_counts(rejections.table, "field", where=is_missing)
-        parts.append(part)
-    return parts
+    return parts + refused_missing(rejections=rejections, total_rows=predictions.rows, params=params)
 
 
-def _flagged(rows: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
+def refused_missing(*, rejections: LogWindow, total_rows: int, params: MissingFeaturesParams) -> list[Part]:
+    """The share of all requests (`total_rows` logged plus those refused) refused for a missing feature."""
+    if not rejections.rows:
+        return []
+    is_missing = _reasons(rejections) == MISSING_REASON
+    part = judge_rate(
+        REFUSED, "refused-for-missing-feature", int(np.count_nonzero(is_missing)), total_rows + rejections.rows,
+        params.max_rate, params.min_rows,
+    )  # fmt: skip
+    part.evidence["per_feature"] = string_counts(rejections.table, "field", where=is_missing)
+    return [part]
+
+
+def flagged_rows(rows: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
     """Rows whose `flags` hold an out_of_range:<feature> flag, and the count per feature (vectorised)."""
     n = rows.num_rows
     mask = np.zeros(n, dtype=bool)
@@ -158,7 +161,7 @@ def out_of_range(
     for version, rows, n_failed in _served(predictions):
         info = versions.get(version) if version is not None else None
         n = rows.num_rows
-        flagged, flagged_per_feature = _flagged(rows)
+        flagged, flagged_per_feature = flagged_rows(rows)
         recomputed = np.zeros(n, dtype=bool)
         recomputed_per_feature: dict[str, int] = {}
         ranges: dict[str, list[float]] = {}
@@ -174,7 +177,7 @@ def out_of_range(
                 recomputed |= out
                 ranges[feature] = [lo, hi]
         either = flagged | recomputed
-        part = _judge_rate(
+        part = judge_rate(
             version_label(version), "out-of-range", int(np.count_nonzero(either)), n,
             params.max_rate, params.min_rows,
         )  # fmt: skip
@@ -195,16 +198,22 @@ def out_of_range(
                 f"version {version} is not in the registry: only the logged flags were counted"
             )
         parts.append(part)
-    if rejections.rows:
-        is_oor = _reasons(rejections) == OUT_OF_RANGE_REASON
-        if is_oor.any():
-            part = _judge_rate(
-                REFUSED, "refused-out-of-range", int(np.count_nonzero(is_oor)),
-                predictions.rows + rejections.rows, params.max_rate, params.min_rows,
-            )  # fmt: skip
-            part.evidence["per_feature"] = string_counts(rejections.table, "field", where=is_oor)
-            parts.append(part)
-    return parts
+    return parts + refused_out_of_range(rejections=rejections, total_rows=predictions.rows, params=params)
+
+
+def refused_out_of_range(*, rejections: LogWindow, total_rows: int, params: OutOfRangeParams) -> list[Part]:
+    """The share of all requests refused for a value outside the training range (none: no part)."""
+    if not rejections.rows:
+        return []
+    is_oor = _reasons(rejections) == OUT_OF_RANGE_REASON
+    if not is_oor.any():
+        return []
+    part = judge_rate(
+        REFUSED, "refused-out-of-range", int(np.count_nonzero(is_oor)), total_rows + rejections.rows,
+        params.max_rate, params.min_rows,
+    )  # fmt: skip
+    part.evidence["per_feature"] = string_counts(rejections.table, "field", where=is_oor)
+    return [part]
 
 
 def validation_failures(
@@ -212,7 +221,7 @@ def validation_failures(
 ) -> list[Part]:
     """The share of requests refused by input validation, over served rows plus refused requests."""
     total = served.rows + rejections.rows
-    part = _judge_rate(
+    part = judge_rate(
         "all requests", "validation-failure", rejections.rows, total, params.max_rate, params.min_requests
     )
     part.evidence["served_rows"] = served.rows

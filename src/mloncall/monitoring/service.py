@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,11 @@ import pyarrow.compute as pc
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
-from mloncall.monitoring import performance, quality
+from mloncall.monitoring import incremental as inc
+from mloncall.monitoring import labels, performance, quality
 from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
 from mloncall.monitoring.drift_stats import SortedSample
+from mloncall.monitoring.incremental import WindowSummary, window_summary
 from mloncall.monitoring.reference import VersionInfo, reference_for, versions_of
 from mloncall.monitoring.schemas import (
     MONITOR_KINDS,
@@ -42,14 +44,20 @@ from mloncall.monitoring.schemas import (
     parse_params,
 )
 from mloncall.monitoring.stats import error_mask, float_column, string_counts
+from mloncall.monitoring.summary import Grid, grids_for
 from mloncall.monitoring.verdict import Part, by_version, combine, version_label
 from mloncall.stores import predlog as logs
 from mloncall.stores.context import Context
-from mloncall.stores.predlog import LogWindow, read_window
+from mloncall.stores.predlog import LogWindow, read_window, to_us
 
 __all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "validate_params"]
 
 _EMPTY = "no requests logged in the window"
+MODES = ("auto", "exact", "incremental")
+#: Under "auto", windows at least this long are evaluated from summaries.
+INCREMENTAL_MIN_WINDOW = dt.timedelta(minutes=2)
+#: ... and hold at least this many rows.
+INCREMENTAL_MIN_ROWS = 50_000
 
 
 def validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -66,11 +74,16 @@ def run_monitor(
     window: dt.timedelta,
     params: dict[str, Any],
     now: dt.datetime | None = None,
+    mode: str = "auto",
 ) -> Check:
     """Evaluate one monitor of a model over [now - window, now). InvalidInput for an unknown kind, bad
-    parameters or window; NotFound for an unknown model."""
+    parameters or window; NotFound for an unknown model.
+
+    `mode`: "exact" reads every row of the window; "incremental" merges the per-interval summaries and reads
+    rows only for the window's edges and open minute (`monitoring.incremental`); "auto" (the default) is
+    incremental for windows of at least INCREMENTAL_MIN_WINDOW and INCREMENTAL_MIN_ROWS rows, exact below."""
     parsed = parse_params(kind, params)
-    scope = _scope(ctx, model, window, now)
+    scope = _scope(ctx, model, window, now, mode)
     check = _RUNNERS[kind](scope, parsed)
     check.evidence = _json_safe(
         {
@@ -99,7 +112,7 @@ def drift_report(
     class mix against the training class balance, and reference vs current histograms on the same bins."""
     parsed = parse_params("drift", params)
     assert isinstance(parsed, DriftParams)
-    return _drift(_scope(ctx, model, window, now), parsed)
+    return _drift(_scope(ctx, model, window, now, "exact"), parsed)
 
 
 # --- plumbing ----------------------------------------------------------------------------------------------
@@ -114,6 +127,37 @@ class _Scope:
     since: dt.datetime
     until: dt.datetime
     versions: dict[int, VersionInfo]
+    mode: str = "auto"
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def incremental(self) -> bool:
+        if self.mode not in MODES:
+            raise InvalidInput(f"unknown evaluation mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.mode != "auto":
+            return self.mode == "incremental"
+        if "incremental" not in self.cache:
+            # small windows stay exact: short ones, and those with few rows (counted from footers)
+            self.cache["incremental"] = (
+                self.until - self.since >= INCREMENTAL_MIN_WINDOW
+                and self.served(self.since, self.until).rows >= INCREMENTAL_MIN_ROWS
+            )
+        return bool(self.cache["incremental"])
+
+    def grids(self) -> dict[int | None, Grid]:
+        if "grids" not in self.cache:
+            self.cache["grids"] = grids_for(self.ctx, self.versions)
+        grids: dict[int | None, Grid] = self.cache["grids"]
+        return grids
+
+    def summary(self) -> WindowSummary:
+        """The merged summary of the scope's window (built once per scope)."""
+        if "summary" not in self.cache:
+            self.cache["summary"] = window_summary(
+                self.ctx, self.model, self.since, self.until, self.grids(), now=self.until
+            )
+        found: WindowSummary = self.cache["summary"]
+        return found
 
     def predictions(
         self,
@@ -143,10 +187,10 @@ class _Scope:
         )
 
 
-def _scope(ctx: Context, model: str, window: Any, now: dt.datetime | None) -> _Scope:
+def _scope(ctx: Context, model: str, window: Any, now: dt.datetime | None, mode: str = "auto") -> _Scope:
     until = _until(now)
     since = until - _check_window(window)
-    return _Scope(ctx, model, since, until, versions_of(ctx=ctx, model=model))
+    return _Scope(ctx, model, since, until, versions_of(ctx=ctx, model=model), mode)
 
 
 def _until(now: dt.datetime | None) -> dt.datetime:
@@ -226,6 +270,12 @@ def _run_drift(scope: _Scope, params: DriftParams) -> Check:
 
 
 def _drift(scope: _Scope, params: DriftParams) -> DriftReport:
+    if scope.incremental and inc.supports_drift(params):
+        ws = scope.summary()
+        return _drift_report(
+            scope, params, inc.drift_versions(ws.summary, scope.grids(), params),
+            sum(v.served for v in ws.summary.values()), ws.evidence(),
+        )  # fmt: skip
     window = scope.predictions(["version", "label", "error"], features=True)
     table = window.table
     if table is not None and window.has("error"):
@@ -233,6 +283,18 @@ def _drift(scope: _Scope, params: DriftParams) -> DriftReport:
     results: list[VersionDrift] = []
     for version, rows in by_version(table):
         results.append(_version_drift(scope.ctx, version, rows, scope.versions, params))
+    return _drift_report(
+        scope,
+        params,
+        results,
+        0 if table is None else table.num_rows,
+        {"path": "exact", **_logs_evidence(window)},
+    )
+
+
+def _drift_report(
+    scope: _Scope, params: DriftParams, results: list[VersionDrift], rows: int, evidence: dict[str, Any]
+) -> DriftReport:
     parts = [Part(version_label(v.version), v.outcome, v.reason) for v in results]
     summary = combine("drift", parts, {}, empty_reason=f"{_EMPTY} (0 rows)")
     return DriftReport(
@@ -242,8 +304,8 @@ def _drift(scope: _Scope, params: DriftParams) -> DriftReport:
         outcome=summary.outcome,
         reason=summary.reason,
         versions=results,
-        rows=0 if table is None else table.num_rows,
-        logs=_logs_evidence(window),
+        rows=rows,
+        logs=evidence,
         params=evidence_params(params),
         deciding=list(summary.evidence.get("deciding", [])),
     )
@@ -294,8 +356,14 @@ def _version_drift(
 
 
 def _run_missing(scope: _Scope, params: MissingFeaturesParams) -> Check:
-    preds = scope.predictions(["version", "error"], features=True)
     rejected = scope.rejections()
+    if scope.incremental:
+        ws = scope.summary()
+        parts = inc.missing_parts(ws.summary, params) + quality.refused_missing(
+            rejections=rejected, total_rows=sum(v.rows for v in ws.summary.values()), params=params
+        )
+        return _summary_check("missing_features", parts, ws, rejected)
+    preds = scope.predictions(["version", "error"], features=True)
     parts = quality.missing_features(
         predictions=preds, rejections=rejected, versions=scope.versions, params=params
     )
@@ -303,12 +371,25 @@ def _run_missing(scope: _Scope, params: MissingFeaturesParams) -> Check:
 
 
 def _run_out_of_range(scope: _Scope, params: OutOfRangeParams) -> Check:
-    preds = scope.predictions(["version", "flags", "error"], features=True)
     rejected = scope.rejections()
+    if scope.incremental:
+        ws = scope.summary()
+        parts = inc.out_of_range_parts(ws.summary, scope.grids(), params) + quality.refused_out_of_range(
+            rejections=rejected, total_rows=sum(v.rows for v in ws.summary.values()), params=params
+        )
+        return _summary_check("out_of_range", parts, ws, rejected)
+    preds = scope.predictions(["version", "flags", "error"], features=True)
     parts = quality.out_of_range(
         predictions=preds, rejections=rejected, versions=scope.versions, params=params
     )
     return _quality_check("out_of_range", parts, preds, rejected)
+
+
+def _summary_check(kind: str, parts: list[Part], ws: WindowSummary, rejected: LogWindow) -> Check:
+    evidence = {**quality.rejections_evidence(rejected), **ws.evidence()}
+    evidence["files_read"] = {**evidence["files_read"], "rejections": rejected.files_read}
+    evidence["skipped_files"] += [{"kind": "rejections", **s} for s in rejected.skipped]
+    return combine(kind, parts, evidence, empty_reason=_EMPTY)
 
 
 def _run_validation(scope: _Scope, params: ValidationFailuresParams) -> Check:
@@ -340,6 +421,18 @@ def _run_volume(scope: _Scope, params: VolumeParams) -> Check:
 def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
     until = scope.until
     start, end = performance.window_of(until=until, window=until - scope.since, offset=params.offset)
+    if scope.incremental:
+        found = labels.window_accuracy(
+            scope.ctx, scope.model, start=start, end=end, until=until, params=params
+        )
+        bucket_us = max((to_us(end) - to_us(start)) // params.buckets, 1)
+        parts = performance.accuracy_parts(found.counts, scope.versions, params, to_us(start), bucket_us)
+        evidence = {
+            "since": start.isoformat(), "until": end.isoformat(), "path": "incremental",
+            "feedback_rows": found.feedback_rows, "labels_until": found.labels_until,
+            "indexed_hours": found.indexed_hours, "raw_hours": found.raw_hours, **_logs_evidence(*found.windows),
+        }  # fmt: skip
+        return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
     preds = scope.predictions(["id", "version", "label", "error"], since=start, until=end)
     # labels for these predictions may have arrived at any time since they were made, up to now
     feedback = read_window(
@@ -357,12 +450,20 @@ def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
 
 
 def _run_error_rate(scope: _Scope, params: ErrorRateParams) -> Check:
+    if scope.incremental:
+        ws = scope.summary()
+        return combine(
+            "error_rate", inc.error_rate_parts(ws.summary, params), ws.evidence(), empty_reason=_EMPTY
+        )
     preds = scope.predictions(["version", "error"])
     parts = performance.error_rate(predictions=preds, params=params)
     return combine("error_rate", parts, _logs_evidence(preds), empty_reason=_EMPTY)
 
 
 def _run_latency(scope: _Scope, params: LatencyParams) -> Check:
+    if scope.incremental:
+        ws = scope.summary()
+        return combine("latency", inc.latency_parts(ws.summary, params), ws.evidence(), empty_reason=_EMPTY)
     preds = scope.predictions(["version", "latency_ms"])
     parts = performance.latency(predictions=preds, params=params)
     return combine("latency", parts, _logs_evidence(preds), empty_reason=_EMPTY)

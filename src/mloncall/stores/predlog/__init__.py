@@ -14,6 +14,9 @@ or not at all. Each worker is its own writer, so no lock is shared between proce
 flushes every `flush_seconds` or as soon as `flush_rows` rows wait; `close()` flushes the rest, so a
 graceful shutdown loses nothing that was served.
 
+**Compaction** (`stores.predlog.compact`): each closed hour's files merged into one sorted file under a
+manifest, the commit point readers trust; retention by age; per-model statistics.
+
 **Reader.** `read_window` (and `read_log`, `count_rows` over the same scan) reads only what a window needs:
 the hour partitions it overlaps, the files whose footer `ts` range overlaps it (footers are cached by key:
 files are immutable once written), and only the requested columns. A file that cannot be read (truncated,
@@ -41,6 +44,7 @@ from mloncall.stores.predlog.reader import (
     clear_cache,
     count_rows,
     hour_prefixes,
+    iter_window,
     read_log,
     read_window,
     ts_us,
@@ -71,6 +75,7 @@ __all__ = [
     "feedback_table",
     "from_us",
     "hour_prefixes",
+    "iter_window",
     "new_writer_id",
     "partition",
     "prediction_table",

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from mloncall.core.errors import StoreUnavailable
 from mloncall.stores.artifacts import ArtifactStore
+from mloncall.stores.predlog import compact as compaction
 from mloncall.stores.predlog.kinds import (
     FILES_SKIPPED,
     FOOTER_CACHE_SIZE,
@@ -39,6 +40,8 @@ class _Footer:
     names: tuple[str, ...]
     ts_min: int | None
     ts_max: int | None
+    #: (min, max) ts of each row group when there are several (a compacted hour), for reading a slice of it
+    groups: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -101,13 +104,48 @@ def _listing(store: ArtifactStore, prefix: str) -> list[tuple[str, str]]:
         raise StoreUnavailable(f"could not list {store.url(prefix)}: {_reason(exc)}") from None
     start = len(store.base.rstrip("/")) + 1
     out = []
+    manifests: dict[str, str] = {}
     for path, info in found.items():
         key = path[start:] if path.startswith(store.base) else path
+        stamp = (
+            f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag') or ''}"
+        )
+        if compaction.is_manifest(key):
+            manifests[posixpath.dirname(key)] = stamp
         if not key.endswith(".parquet") or posixpath.basename(key).startswith(".tmp-"):
             continue
-        stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
-        out.append((key, f"{info.get('size')}:{stamp}"))
-    return sorted(out)
+        out.append((key, stamp))
+    return sorted(_visible(store, out, manifests))
+
+
+_manifests: OrderedDict[tuple[str, str, str], compaction.Manifest | None] = OrderedDict()
+
+
+def _visible(
+    store: ArtifactStore, keys: list[tuple[str, str]], manifests: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The files a reader reads: in a compacted hour the manifest's file and raw files flushed after it,
+    elsewhere the raw files (a compacted file no manifest names is a leftover of an interrupted run)."""
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for key, stamp in keys:
+        by_folder.setdefault(posixpath.dirname(key), []).append((key, stamp))
+    out: list[tuple[str, str]] = []
+    for folder, entries in by_folder.items():
+        manifest = None
+        if folder in manifests:
+            cache_key = (store.root, folder, manifests[folder])
+            with _footers_lock:
+                cached = _manifests.get(cache_key, False)
+            if cached is False:
+                cached = compaction.read_manifest(store, folder)
+                with _footers_lock:
+                    _manifests[cache_key] = cached
+                    if len(_manifests) > 10_000:
+                        _manifests.popitem(last=False)
+            manifest = cached if isinstance(cached, compaction.Manifest) else None
+        stamps = dict(entries)
+        out.extend((k, stamps[k]) for k in compaction.visible([k for k, _ in entries], manifest))
+    return out
 
 
 def _keys(store: ArtifactStore, kind: str, model: str, since_us: int, until_us: int) -> list[tuple[str, str]]:
@@ -130,13 +168,23 @@ def _partition_of(key: str) -> str:
     return match.group(0) if match else ""
 
 
-def _read(store: ArtifactStore, key: str, columns: list[str]) -> pa.Table:
-    """Only the named columns of one file (a local path is memory-friendly; a remote file is streamed)."""
+def _read(store: ArtifactStore, key: str, columns: list[str], groups: list[int] | None = None) -> pa.Table:
+    """Only the named columns (and row groups) of one file (a local path is memory-friendly; a remote file
+    is streamed)."""
     path = posixpath.join(store.base, key)
     if store.is_local:
-        return pq.ParquetFile(path).read(columns=columns)
+        f = pq.ParquetFile(path)
+        return f.read(columns=columns) if groups is None else f.read_row_groups(groups, columns=columns)
     with store.fs.open(path, "rb") as fh:
-        return pq.ParquetFile(fh).read(columns=columns)
+        f = pq.ParquetFile(fh)
+        return f.read(columns=columns) if groups is None else f.read_row_groups(groups, columns=columns)
+
+
+def _groups_in(footer: _Footer, since_us: int, until_us: int) -> list[int] | None:
+    """The row groups of a many-group file with rows in [since, until); None: read the whole file."""
+    if not footer.groups:
+        return None
+    return [i for i, (lo, hi) in enumerate(footer.groups) if hi >= since_us and lo < until_us]
 
 
 def _metadata(store: ArtifactStore, key: str) -> Any:
@@ -191,7 +239,8 @@ def _footer(store: ArtifactStore, key: str, stamp: str) -> _Footer:
             highs.append(stats.max_raw)
         if lows:
             ts_min, ts_max = min(lows), max(highs)
-    footer = _Footer(num_rows=meta.num_rows, names=names, ts_min=ts_min, ts_max=ts_max)
+    groups = tuple(zip(lows, highs, strict=True)) if "ts" in names and meta.num_row_groups > 1 else ()
+    footer = _Footer(num_rows=meta.num_rows, names=names, ts_min=ts_min, ts_max=ts_max, groups=groups)
     with _footers_lock:
         _footers[cache_key] = footer
         if len(_footers) > FOOTER_CACHE_SIZE:
@@ -289,11 +338,26 @@ def _scan(
     prefixes: Sequence[str],
     skipped: list[dict[str, str]],
 ) -> tuple[pa.Table | None, int]:
-    """The rows of one log in [since, until) and how many files were read: the one code path that reads log
-    files, skipping, listing and counting the unreadable ones."""
+    """The rows of one log in [since, until) and how many files were read."""
+    counter = [0]
+    parts = list(_batches(store, kind, model, since_us, until_us, columns, prefixes, skipped, counter))
+    return _concat(parts), counter[0]
+
+
+def _batches(
+    store: ArtifactStore,
+    kind: str,
+    model: str,
+    since_us: int,
+    until_us: int,
+    columns: Sequence[str] | None,
+    prefixes: Sequence[str],
+    skipped: list[dict[str, str]],
+    counter: list[int],
+) -> Iterator[pa.Table]:
+    """The rows of one log in [since, until), one file (or a compacted file's row groups in the window) at a
+    time: the one code path that reads log files, skipping, listing and counting the unreadable ones."""
     wanted = set(columns or ())
-    parts: list[pa.Table] = []
-    files_read = 0
     for key, footer, overlap in _overlapping(store, kind, model, since_us, until_us, skipped):
         if wanted or prefixes:
             cols = [c for c in footer.names if c in wanted or c.startswith(tuple(prefixes))]
@@ -301,20 +365,43 @@ def _scan(
                 cols.append("ts")
         else:
             cols = list(footer.names)
-        try:
-            table = _read(store, key, cols)
-        except Exception as exc:  # a bad file is reported, never fatal
-            _skip(store, kind, key, exc, skipped)
-            continue
-        files_read += 1
-        if "ts" not in table.column_names:
-            _skip(store, kind, key, ValueError("the file has no ts column"), skipped)
-            continue
-        if overlap == "some":
-            table = _in_window(table, since_us, until_us)
-        if table.num_rows:
-            parts.append(table)
-    return _concat(parts), files_read
+        groups = _groups_in(footer, since_us, until_us)
+        # a compacted hour is read a row group at a time, so a fold holds one group's rows, not the hour's
+        chunks: list[list[int] | None] = [None] if groups is None else [[g] for g in groups]
+        for i, chunk in enumerate(chunks):
+            try:
+                table = _read(store, key, cols, chunk)
+            except Exception as exc:  # a bad file is reported, never fatal
+                _skip(store, kind, key, exc, skipped)
+                break
+            counter[0] += i == 0
+            if "ts" not in table.column_names:
+                _skip(store, kind, key, ValueError("the file has no ts column"), skipped)
+                break
+            if overlap == "some":
+                table = _in_window(table, since_us, until_us)
+            if table.num_rows:
+                yield table
+
+
+def iter_window(
+    store: ArtifactStore,
+    *,
+    kind: str,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    columns: Sequence[str] | None = None,
+    prefixes: Sequence[str] = (),
+    skipped: list[dict[str, str]] | None = None,
+) -> Iterator[pa.Table]:
+    """The rows `read_window` returns, one file at a time, so a caller that folds them holds one file's rows
+    in memory; unreadable files are appended to `skipped`."""
+    since_us, until_us = to_us(since), to_us(until)
+    if until_us > since_us:
+        yield from _batches(
+            store, kind, model, since_us, until_us, columns, prefixes, [] if skipped is None else skipped, [0]
+        )
 
 
 def _concat(parts: list[pa.Table]) -> pa.Table | None:
@@ -343,7 +430,7 @@ def count_rows(
             n, low = footer.num_rows, footer.ts_min
         else:
             try:
-                t = ts_us(_read(store, key, ["ts"]))
+                t = ts_us(_read(store, key, ["ts"], _groups_in(footer, since_us, until_us)))
             except Exception as exc:
                 _skip(store, kind, key, exc, count.skipped)
                 continue
@@ -361,3 +448,4 @@ def clear_cache() -> None:
     with _footers_lock:
         _footers.clear()
         _seen_bad.clear()
+        _manifests.clear()

@@ -1,0 +1,547 @@
+"""Late labels: accuracy counts per prediction interval, updated when feedback arrives after it was summarised.
+
+For each closed hour of predictions (and each closed minute of the hour still open, under `.../minute=MM/`,
+replaced by the hour's index when it closes) the background pass writes a label index under
+`labels/model=<m>/date=YYYY-MM-DD/hour=HH/`: the answered predictions sorted by a 64-bit hash of their id
+(`hash.npy`; `ids.npy` holds the ids, to confirm a match), and in the same order their `ts` (microseconds),
+version, predicted class and true class (`truth.npy`, -1 while unlabelled), with the class names in
+`meta.json`. Building it joins the hour with
+the feedback already applied; afterwards each pass applies the feedback logged since the model's watermark
+(`labels/model=<m>/watermark.json`): every label is looked up by id (a binary search of its hash in each
+memory-mapped index of the lookback, an hour of feedback at a time) and its prediction's true class set, the newest label winning. A label whose id is in
+no index is not lost: it is counted as unmatched, and when its prediction's hour closes, the index built then
+joins it. Ids never served stay unmatched (`unmatched_labels` in the watermark and the evidence).
+
+Accuracy over a window then reads, per closed hour or minute, four small arrays (ts, version, predicted,
+truth) one index at a time; only the open minute is joined from the log exactly. Labels count up to the watermark (at most a pass
+plus `SUMMARY_GRACE` behind), which the evidence states as `labels_until`. Each step is idempotent: setting a
+true class twice gives the same state, and the watermark moves only after every index was updated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mloncall.monitoring.performance import AccuracyCounts, bucket_of, count_rows, labelled_rows
+from mloncall.monitoring.schemas import AccuracyParams
+from mloncall.monitoring.stats import encode, error_mask
+from mloncall.stores import predlog as logs
+from mloncall.stores.context import Context
+from mloncall.stores.predlog import LogWindow
+from mloncall.stores.predlog import compact as compaction
+
+LABELS = "labels"
+ARRAYS = ("hash", "ids", "ts", "version", "predicted", "truth")
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+NO_VERSION = -1
+
+
+def folder(model: str, hour: int) -> str:
+    return f"{LABELS}/model={model}/{logs.partition(hour)}"
+
+
+MINUTE_US = 60_000_000
+
+
+@dataclass(frozen=True)
+class Span:
+    """What one label index covers: a closed hour, or a closed minute of the hour still open."""
+
+    start_us: int
+    end_us: int
+    base: str
+
+
+def hour_span(model: str, hour: int) -> Span:
+    return Span(hour * logs.HOUR_US, (hour + 1) * logs.HOUR_US, folder(model, hour))
+
+
+def minute_span(model: str, minute: int) -> Span:
+    return Span(
+        minute * MINUTE_US,
+        (minute + 1) * MINUTE_US,
+        f"{folder(model, minute // 60)}/minute={minute % 60:02d}",
+    )
+
+
+def _watermark_key(model: str) -> str:
+    return f"{LABELS}/model={model}/watermark.json"
+
+
+@dataclass
+class Watermark:
+    until_us: int
+    unmatched: int = 0
+    applied: int = 0
+
+
+def read_watermark(ctx: Context, model: str) -> Watermark | None:
+    try:
+        doc = json.loads(ctx.store.get_bytes(_watermark_key(model)))
+        return Watermark(int(doc["until_us"]), int(doc.get("unmatched", 0)), int(doc.get("applied", 0)))
+    except Exception:
+        return None
+
+
+def _save(ctx: Context, key: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    ctx.store.put_bytes(key, buf.getvalue())
+
+
+def _load(ctx: Context, key: str, *, writable: bool = False) -> np.ndarray:
+    """An index array: memory-mapped from a local store, read whole from a remote one."""
+    if ctx.store.is_local:
+        path = posixpath.join(ctx.store.base, key)
+        return np.load(path, mmap_mode="r+" if writable else "r", allow_pickle=False)
+    data: np.ndarray = np.load(io.BytesIO(ctx.store.get_bytes(key)), allow_pickle=False)
+    return data
+
+
+@dataclass
+class HourIndex:
+    hour: int
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+
+def read_meta(ctx: Context, span: Span) -> HourIndex | None:
+    try:
+        return HourIndex(
+            span.start_us // logs.HOUR_US, json.loads(ctx.store.get_bytes(f"{span.base}/meta.json"))
+        )
+    except Exception:
+        return None
+
+
+# --- building and applying ---------------------------------------------------------------------------------
+
+
+def build_index(ctx: Context, model: str, span: Span, *, watermark_us: int) -> HourIndex:
+    """Index one closed span's answered predictions and join the feedback logged before the watermark."""
+    since, until = logs.from_us(span.start_us), logs.from_us(span.end_us)
+    ids, ts, versions, predicted = [], [], [], []
+    classes: dict[str, int] = {}
+    for table in logs.iter_window(
+        ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until,
+        columns=["id", "version", "label", "error"],
+    ):  # fmt: skip
+        if "id" not in table.column_names:
+            continue
+        failed = error_mask(table)
+        if failed.any():
+            table = table.filter(pa.array(~failed))
+        ids.append(
+            np.asarray(pc.cast(table.column("id"), pa.string()).to_numpy(zero_copy_only=False)).astype("S")
+        )
+        ts.append(logs.ts_us(table))
+        v = (
+            table.column("version")
+            if "version" in table.column_names
+            else pa.nulls(table.num_rows, pa.int32())
+        )
+        versions.append(
+            np.asarray(pc.fill_null(pc.cast(v, pa.int32()), NO_VERSION).to_numpy(zero_copy_only=False))
+        )
+        labels = (
+            table.column("label") if "label" in table.column_names else pa.nulls(table.num_rows, pa.string())
+        )
+        predicted.append(_codes(labels, classes))
+    width = max([a.dtype.itemsize for a in ids] + [1])
+    all_ids = np.concatenate([a.astype(f"S{width}") for a in ids]) if ids else np.empty(0, "S1")
+    hashes = id_hash(all_ids)
+    order = np.argsort(hashes, kind="stable")
+    arrays = {
+        "hash": hashes[order],
+        "ids": all_ids[order],
+        "ts": (np.concatenate(ts) if ts else np.empty(0, np.int64))[order],
+        "version": (np.concatenate(versions) if versions else np.empty(0, np.int32)).astype(np.int32)[order],
+        "predicted": (np.concatenate(predicted) if predicted else np.empty(0, np.int16))[order],
+        "truth": np.full(order.size, -1, np.int16),
+    }
+    meta = {
+        "start_us": span.start_us,
+        "end_us": span.end_us,
+        "rows": int(order.size),
+        "classes": _ordered(classes),
+        "built_until_us": watermark_us,
+    }
+    # the feedback applied to older hours before this one was indexed, an hour of feedback at a time
+    for feedback, _ in _feedback_chunks(ctx, model, span.start_us, watermark_us):
+        _apply(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
+    for name in ARRAYS:
+        _save(ctx, f"{span.base}/{name}.npy", arrays[name])
+    _save(ctx, f"{span.base}/counts.npy", _confusion(span, arrays, meta))
+    # written last: the index is whole
+    ctx.store.put_bytes(f"{span.base}/meta.json", json.dumps(meta).encode())
+    return HourIndex(span.start_us // logs.HOUR_US, meta)
+
+
+def _confusion(span: Span, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> np.ndarray:
+    """Counts per (minute of the span, version, true class + 1, predicted class + 1): what accuracy over whole
+    minutes needs, a few kilobytes per hour; meta records the versions and classes they are over."""
+    ts = np.asarray(arrays["ts"])
+    version = np.asarray(arrays["version"]).astype(np.int64)
+    versions = np.unique(version).tolist() if version.size else []
+    k = len(meta["classes"]) + 1
+    minutes = max(int((span.end_us - span.start_us) // MINUTE_US), 1)
+    width = max(len(versions), 1)
+    v_index = np.searchsorted(np.asarray(versions, dtype=np.int64), version) if versions else version
+    cell = (
+        np.clip((ts - span.start_us) // MINUTE_US, 0, minutes - 1) * (width * k * k)
+        + v_index * (k * k)
+        + (np.asarray(arrays["truth"]).astype(np.int64) + 1) * k
+        + (np.asarray(arrays["predicted"]).astype(np.int64) + 1)
+    )
+    meta["versions"] = [int(v) for v in versions]
+    meta["count_classes"] = k - 1
+    counts = np.bincount(cell, minlength=minutes * width * k * k)
+    return counts.reshape(minutes, width, k, k)
+
+
+def _codes(labels: pa.ChunkedArray | pa.Array, classes: dict[str, int]) -> np.ndarray:
+    """Each label's code in `classes` (extended with new names), -1 for nulls."""
+    return encode(labels, classes)
+
+
+def _ordered(classes: dict[str, int]) -> list[str]:
+    return [c for c, _ in sorted(classes.items(), key=lambda kv: kv[1])]
+
+
+@dataclass
+class Feedback:
+    ids: np.ndarray  # fixed-width bytes, oldest first (the newest label of an id comes last)
+    codes: np.ndarray  # the label of each, as an index into `names`
+    names: list[str]
+    hashes: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Feedback:
+        return Feedback(self.ids[keep], self.codes[keep], self.names, self.hashes[keep])
+
+
+def _feedback_chunks(
+    ctx: Context, model: str, since_us: int, until_us: int
+) -> Iterator[tuple[Feedback, int]]:
+    """The feedback logged in [since, until) and each chunk's end, an hour at a time (memory holds one hour's
+    labels)."""
+    lo = since_us
+    while lo < until_us:
+        hi = min(until_us, (lo // logs.HOUR_US + 1) * logs.HOUR_US)
+        found = _feedback(ctx, model, logs.from_us(lo), logs.from_us(hi))
+        if found is not None:
+            yield found, hi
+        lo = hi
+
+
+def _feedback(ctx: Context, model: str, since: dt.datetime, until: dt.datetime) -> Feedback | None:
+    """Feedback logged in [since, until), oldest first (so the newest label of an id is applied last)."""
+    window = logs.read_window(
+        ctx.store,
+        kind=logs.FEEDBACK,
+        model=model,
+        since=since,
+        until=until,
+        columns=["prediction_id", "label"],
+    )
+    t = window.table
+    if t is None or t.num_rows == 0 or "prediction_id" not in t.column_names:
+        return None
+    t = t.filter(pc.is_valid(t.column("label")))
+    t = t.take(pc.sort_indices(t, sort_keys=[("ts", "ascending")]))
+    ids = np.asarray(pc.cast(t.column("prediction_id"), pa.string()).to_numpy(zero_copy_only=False)).astype(
+        "S"
+    )
+    names: dict[str, int] = {}
+    codes = encode(t.column("label"), names)
+    hashes = id_hash(ids)
+    # by hash for fast searches; stable, so the labels of one id stay oldest first
+    order = np.argsort(hashes, kind="stable")
+    return Feedback(ids[order], codes[order], _ordered(names), hashes[order])
+
+
+def id_hash(ids: np.ndarray) -> np.ndarray:
+    """FNV-1a (64 bits) of each id's bytes, trailing padding ignored, so any fixed width hashes alike."""
+    ids = np.ascontiguousarray(ids)
+    width = ids.dtype.itemsize
+    data = ids.view(np.uint8).reshape(ids.size, width)
+    h = np.full(ids.size, _FNV_OFFSET, np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(width):
+            b = data[:, j]
+            h = np.where(b != 0, (h ^ b.astype(np.uint64)) * _FNV_PRIME, h)
+    return h
+
+
+def _apply(
+    index_hash: np.ndarray, index_ids: np.ndarray, truth: np.ndarray, feedback: Feedback, meta: dict[str, Any]
+) -> np.ndarray:
+    """Set the true class of every indexed id that has feedback; returns which feedback rows matched.
+
+    Ids are found by their hash (a binary search in the sorted hashes), then compared whole, so a match is
+    exact; two ids of one hour sharing a 64-bit hash (odds about 1e-7 per hour at 1,000 predictions/s) would
+    leave the second one's labels unmatched."""
+    if index_ids.size == 0 or feedback.ids.size == 0:
+        return np.zeros(feedback.ids.size, dtype=bool)
+    width = index_ids.dtype.itemsize
+    pos = np.minimum(np.searchsorted(index_hash, feedback.hashes), index_hash.size - 1)
+    hit = np.asarray(index_hash[pos]) == feedback.hashes
+    if hit.any():
+        rows = np.flatnonzero(hit)
+        fits = np.char.str_len(feedback.ids[rows]) <= width
+        same = fits & (np.asarray(index_ids[pos[rows]]) == feedback.ids[rows].astype(f"S{width}"))
+        hit[rows[~same]] = False
+    if not hit.any():
+        return hit
+    classes: dict[str, int] = {c: i for i, c in enumerate(meta["classes"])}
+    to_index = np.array([classes.setdefault(name, len(classes)) for name in feedback.names], np.int16)
+    meta["classes"] = _ordered(classes)
+    rows = np.flatnonzero(hit)
+    codes = to_index[feedback.codes[rows]]
+    # the newest label of an id wins: keep the last occurrence of each position
+    where = pos[rows]
+    _, last = np.unique(where[::-1], return_index=True)
+    keep = rows.size - 1 - last
+    truth[where[keep]] = codes[keep]
+    return hit
+
+
+def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, spans: list[Span]) -> Watermark:
+    """Apply the feedback logged in [since, until) to every index; then move the watermark."""
+    previous = read_watermark(ctx, model)
+    mark = Watermark(until_us, previous.unmatched if previous else 0, previous.applied if previous else 0)
+    for feedback, chunk_end in _feedback_chunks(ctx, model, since_us, until_us):
+        total = feedback.ids.size
+        # newest hours first (most labels are for recent predictions); a label never precedes its prediction
+        for span in sorted((x for x in spans if x.start_us < chunk_end), key=lambda x: -x.start_us):
+            if feedback.ids.size == 0:
+                break
+            index = read_meta(ctx, span)
+            if index is None:
+                continue
+            base = span.base
+            truth = _load(ctx, f"{base}/truth.npy", writable=True)
+            if not ctx.store.is_local:
+                truth = np.array(truth)
+            before = list(index.meta["classes"])
+            hit = _apply(
+                _load(ctx, f"{base}/hash.npy"), _load(ctx, f"{base}/ids.npy"), truth, feedback, index.meta
+            )
+            if isinstance(truth, np.memmap):
+                truth.flush()
+            else:
+                _save(ctx, f"{base}/truth.npy", truth)
+            if hit.any():
+                arrays = {n: _load(ctx, f"{base}/{n}.npy") for n in ("ts", "version", "predicted")}
+                _save(ctx, f"{base}/counts.npy", _confusion(span, {**arrays, "truth": truth}, index.meta))
+                ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
+            elif index.meta["classes"] != before:
+                ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
+            del truth
+            feedback = feedback.subset(~hit)
+        mark.applied += total - feedback.ids.size
+        mark.unmatched += feedback.ids.size
+    ctx.store.put_bytes(_watermark_key(model), json.dumps(mark.__dict__).encode())
+    return mark
+
+
+def update_model(
+    ctx: Context, model: str, *, now: dt.datetime, closed_us: int, lookback: dt.timedelta
+) -> int:
+    """One pass for a model: index the closed hours (and the open hour's closed minutes) that have none, then
+    apply the new feedback. An hour's index replaces its minutes' once it closes."""
+    first_hour = logs.to_us(now - lookback) // logs.HOUR_US
+    mark = read_watermark(ctx, model)
+    since_us = mark.until_us if mark is not None else first_hour * logs.HOUR_US
+    logged = sorted(
+        h
+        for h in (compaction.hour_of(f) for f in compaction.hour_folders(ctx.store, logs.PREDICTIONS, model))
+        if h >= first_hour and h * logs.HOUR_US < closed_us
+    )
+    spans: list[Span] = []
+    built = 0
+    for hour in logged:
+        if (hour + 1) * logs.HOUR_US <= closed_us:
+            span = hour_span(model, hour)
+            if read_meta(ctx, span) is None:
+                build_index(ctx, model, span, watermark_us=since_us)
+                for minute in range(hour * 60, hour * 60 + 60):
+                    ctx.store.delete_prefix(minute_span(model, minute).base)
+                built += 1
+            spans.append(span)
+            continue
+        for minute in range(hour * 60, closed_us // MINUTE_US):
+            span = minute_span(model, minute)
+            if read_meta(ctx, span) is None:
+                build_index(ctx, model, span, watermark_us=since_us)
+                built += 1
+            spans.append(span)
+    if closed_us > since_us:
+        apply_feedback(ctx, model, since_us=since_us, until_us=closed_us, spans=spans)
+    return built
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def index_arrays(ctx: Context, span: Span) -> Iterator[tuple[HourIndex, dict[str, np.ndarray]]]:
+    """The index of one span, if built: its ts, version, predicted and truth arrays (memory-mapped)."""
+    index = read_meta(ctx, span)
+    if index is None:
+        return
+    base = span.base
+    try:
+        arrays = {name: _load(ctx, f"{base}/{name}.npy") for name in ("ts", "version", "predicted", "truth")}
+    except Exception:
+        return
+    yield index, arrays
+
+
+@dataclass
+class WindowAccuracy:
+    counts: dict[int | None, AccuracyCounts]
+    indexed_hours: int
+    raw_hours: int
+    labels_until: str | None
+    feedback_rows: int
+    windows: list[LogWindow]
+
+
+def window_accuracy(
+    ctx: Context,
+    model: str,
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    until: dt.datetime,
+    params: AccuracyParams,
+) -> WindowAccuracy:
+    """Accuracy counts of the predictions made in [start, end) with the labels known at `until`: closed hours
+    and the open hour's closed minutes from their label indexes, one at a time; the rest (the open minute,
+    spans without an index) joined from the log."""
+    s_us, e_us = logs.to_us(start), logs.to_us(end)
+    bucket_us = max((e_us - s_us) // params.buckets, 1)
+    mark = read_watermark(ctx, model)
+    out = WindowAccuracy({}, 0, 0, logs.from_us(mark.until_us).isoformat() if mark else None, 0, [])
+    raw: list[tuple[int, int]] = []
+
+    def counted(span: Span, lo: int, hi: int) -> bool:
+        # an index holds the labels up to the watermark: only usable when judging up to then or later
+        if mark is None or not span.end_us <= mark.until_us <= logs.to_us(until) + 1:
+            return False
+        index = read_meta(ctx, span)
+        if index is None:
+            return False
+        rest = _count_minutes(ctx, out.counts, span, index, lo, hi, s_us, bucket_us, params)
+        if rest is None:
+            return False
+        if rest:  # minutes at the window's or a bucket's edge: counted row by row
+            for found, arrays in index_arrays(ctx, span):
+                for r_lo, r_hi in rest:
+                    _count_index(out.counts, found, arrays, r_lo, r_hi, s_us, bucket_us, params)
+        return True
+
+    for hour in range(s_us // logs.HOUR_US, (e_us - 1) // logs.HOUR_US + 1):
+        lo, hi = max(s_us, hour * logs.HOUR_US), min(e_us, (hour + 1) * logs.HOUR_US)
+        if counted(hour_span(model, hour), lo, hi):
+            out.indexed_hours += 1
+            continue
+        out.raw_hours += 1
+        for minute in range(lo // MINUTE_US, (hi - 1) // MINUTE_US + 1):
+            m_lo, m_hi = max(lo, minute * MINUTE_US), min(hi, (minute + 1) * MINUTE_US)
+            if not counted(minute_span(model, minute), m_lo, m_hi):
+                if raw and raw[-1][1] == m_lo:
+                    raw[-1] = (raw[-1][0], m_hi)
+                else:
+                    raw.append((m_lo, m_hi))
+    for lo, hi in raw:
+        _count_raw(ctx, model, out, lo, hi, until, s_us, bucket_us, params)
+    return out
+
+
+def _count_minutes(
+    ctx: Context, counts: dict[int | None, AccuracyCounts], span: Span, index: HourIndex,
+    lo: int, hi: int, since_us: int, bucket_us: int, params: AccuracyParams,
+) -> list[tuple[int, int]] | None:  # fmt: skip
+    """Add the span's whole minutes in [lo, hi) that lie in one bucket from its per-minute counts; returns the
+    ranges left to count row by row (None: the counts are missing, count everything that way)."""
+    try:
+        confusion = np.asarray(_load(ctx, f"{span.base}/counts.npy"))
+        versions = index.meta["versions"]
+        classes = index.classes[: index.meta["count_classes"]]
+    except Exception:
+        return None
+    rest: list[tuple[int, int]] = []
+    for m in range(confusion.shape[0]):
+        m_lo = span.start_us + m * MINUTE_US
+        m_hi = min(m_lo + MINUTE_US, span.end_us)
+        a, b = max(lo, m_lo), min(hi, m_hi)
+        if a >= b:
+            continue
+        first = min((m_lo - since_us) // bucket_us, params.buckets - 1)
+        last = min((m_hi - 1 - since_us) // bucket_us, params.buckets - 1)
+        if a == m_lo and b == m_hi and first == last:
+            for j, v in enumerate(versions):
+                key = None if v == NO_VERSION else int(v)
+                counts.setdefault(key, AccuracyCounts(params.buckets)).add_confusion(
+                    int(first), confusion[m, j], classes
+                )
+        elif rest and rest[-1][1] == a:
+            rest[-1] = (rest[-1][0], b)
+        else:
+            rest.append((a, b))
+    return rest
+
+
+def _count_index(
+    counts: dict[int | None, AccuracyCounts], index: HourIndex, arrays: dict[str, np.ndarray],
+    lo: int, hi: int, since_us: int, bucket_us: int, params: AccuracyParams,
+) -> None:  # fmt: skip
+    ts = np.asarray(arrays["ts"])
+    inside = (ts >= lo) & (ts < hi)
+    if not inside.any():
+        return
+    ts = ts[inside]
+    version = np.asarray(arrays["version"])[inside]
+    predicted = np.asarray(arrays["predicted"])[inside]
+    truth = np.asarray(arrays["truth"])[inside]
+    bucket = bucket_of(ts, since_us, bucket_us, params.buckets)
+    values = [int(version[0])] if version.min() == version.max() else np.unique(version).tolist()
+    for v in values:
+        rows = version == v
+        key = None if v == NO_VERSION else int(v)
+        into = counts.setdefault(key, AccuracyCounts(params.buckets))
+        into.add(bucket[rows], predicted[rows], truth[rows], index.classes)
+
+
+def _count_raw(
+    ctx: Context, model: str, out: WindowAccuracy, lo: int, hi: int, until: dt.datetime,
+    since_us: int, bucket_us: int, params: AccuracyParams,
+) -> None:  # fmt: skip
+    preds = logs.read_window(
+        ctx.store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
+        columns=["id", "version", "label", "error"],
+    )  # fmt: skip
+    out.windows.append(preds)
+    if preds.table is None or preds.rows == 0:
+        return
+    feedback = logs.read_window(
+        ctx.store, kind=logs.FEEDBACK, model=model, since=logs.from_us(lo),
+        until=until + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
+    )  # fmt: skip
+    out.windows.append(feedback)
+    out.feedback_rows += feedback.rows
+    count_rows(out.counts, labelled_rows(preds.table, feedback.table), params, since_us, bucket_us)

@@ -1,0 +1,49 @@
+"""Background work for monitoring in the server: every `[logs] summary_interval` (default 60s), write the
+summaries of the minutes and hours that closed, compact the closed hours of the prediction log and expire
+what is older than `[logs] retention` (`monitoring.jobs.run_pass`). One process per installation runs it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from mloncall.core import clock
+from mloncall.core.durations import parse_duration
+from mloncall.core.errors import InvalidInput
+from mloncall.monitoring import jobs
+from mloncall.stores.context import Context
+from mloncall.stores.jobs import LockedLoop
+
+log = logging.getLogger("mloncall.monitoring")
+
+DEFAULT_INTERVAL = dt.timedelta(seconds=60)
+LOCK_FILE = "log-compaction.lock"
+
+
+def configured_interval(ctx: Context) -> float:
+    raw = ctx.settings.section("logs").get("summary_interval")
+    if raw is None:
+        return DEFAULT_INTERVAL.total_seconds()
+    seconds = (
+        float(raw)
+        if isinstance(raw, int | float) and not isinstance(raw, bool)
+        else parse_duration(raw, what="[logs] summary_interval").total_seconds()
+    )
+    if seconds <= 0:
+        raise InvalidInput("[logs] summary_interval must be longer than 0")
+    return seconds
+
+
+class Scheduler(LockedLoop):
+    """Summaries, compaction and retention of the prediction log, in one process per installation."""
+
+    name = "logs"
+    lock_file = LOCK_FILE
+
+    def __init__(self, ctx: Context, interval: float | None = None) -> None:
+        super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
+
+    def run_pass(self) -> None:
+        report = jobs.run_pass(self.ctx, now=clock.now())
+        if report.summaries_written or report.compaction.get("hours_compacted"):
+            log.info("logs: %d summaries written, %s", report.summaries_written, report.compaction)
