@@ -29,6 +29,7 @@ from mloncall.monitoring.drift_stats import (
     psi_from_counts,
 )
 from mloncall.monitoring.drift_stats import _ks_asymptotic_p as ks_p_value
+from mloncall.monitoring.performance import error_rate_part
 from mloncall.monitoring.schemas import (
     DriftParams,
     ErrorRateParams,
@@ -336,40 +337,7 @@ def out_of_range_parts(
 def error_rate_parts(summary: Summary, params: ErrorRateParams) -> list[Part]:
     parts = []
     for version, s in ordered(summary):
-        n, errors = s.rows, s.errors
-        rate = errors / n if n else 0.0
-        evidence = {
-            "rows": n, "errors": errors, "error_rate": rate, "max_error_rate": params.max_error_rate,
-            "min_rows": params.min_rows, "error_column": "present" if s.error_column else "absent",
-        }  # fmt: skip
-        label = version_label(version)
-        if n < params.min_rows:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.INCONCLUSIVE,
-                    f"insufficient data: {n} rows, at least {params.min_rows} needed",
-                    evidence,
-                )
-            )
-        elif rate > params.max_error_rate:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.FAILED,
-                    f"error rate {rate:.2%} > {params.max_error_rate:.2%} ({errors} of {n})",
-                    evidence,
-                )
-            )
-        else:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.SUCCESSFUL,
-                    f"error rate {rate:.2%} <= {params.max_error_rate:.2%} ({errors} of {n})",
-                    evidence,
-                )
-            )
+        parts.append(error_rate_part(version_label(version), s.rows, s.errors, s.error_column, params))
     return parts
 
 

@@ -252,40 +252,24 @@ def error_rate(*, predictions: LogWindow, params: ErrorRateParams) -> list[Part]
     for version, rows in by_version(predictions.table):
         n = rows.num_rows
         errors = int(np.count_nonzero(error_mask(rows)))
-        rate = errors / n if n else 0.0
-        evidence = {
-            "rows": n, "errors": errors, "error_rate": rate, "max_error_rate": params.max_error_rate,
-            "min_rows": params.min_rows, "error_column": "present" if has_column else "absent",
-        }  # fmt: skip
-        label = version_label(version)
-        if n < params.min_rows:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.INCONCLUSIVE,
-                    f"insufficient data: {n} rows, at least {params.min_rows} needed",
-                    evidence,
-                )
-            )
-        elif rate > params.max_error_rate:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.FAILED,
-                    f"error rate {rate:.2%} > {params.max_error_rate:.2%} ({errors} of {n})",
-                    evidence,
-                )
-            )
-        else:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.SUCCESSFUL,
-                    f"error rate {rate:.2%} <= {params.max_error_rate:.2%} ({errors} of {n})",
-                    evidence,
-                )
-            )
+        parts.append(error_rate_part(version_label(version), n, errors, has_column, params))
     return parts
+
+
+def error_rate_part(label: str, n: int, errors: int, has_column: bool, params: ErrorRateParams) -> Part:
+    """One version's error rate against its limit (inconclusive on too few rows); raw rows and summaries
+    judge alike through this."""
+    rate = errors / n if n else 0.0
+    evidence = {
+        "rows": n, "errors": errors, "error_rate": rate, "max_error_rate": params.max_error_rate,
+        "min_rows": params.min_rows, "error_column": "present" if has_column else "absent",
+    }  # fmt: skip
+    if n < params.min_rows:
+        reason = f"insufficient data: {n} rows, at least {params.min_rows} needed"
+        return Part(label, Outcome.INCONCLUSIVE, reason, evidence)
+    failed = rate > params.max_error_rate
+    reason = f"error rate {rate:.2%} {'>' if failed else '<='} {params.max_error_rate:.2%} ({errors} of {n})"
+    return Part(label, Outcome.FAILED if failed else Outcome.SUCCESSFUL, reason, evidence)
 
 
 def latency(*, predictions: LogWindow, params: LatencyParams) -> list[Part]:

@@ -3,7 +3,9 @@ run's timeline and in the audit log. Functions take a session and never commit."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,7 +59,7 @@ def create_run(
     why = f"started on {run.target}" + (f" as part of run #{parent.id}" if parent is not None else "")
     if mode == RunMode.CHECKS:
         why += f", its read-only checks only (alert #{alert_id})"
-    _record(session, run, step=None, from_state=None, to_state=RunState.RUNNING, actor=actor, reason=why)
+    _record(session, run, Move(None, None, RunState.RUNNING, actor, why))
     return run
 
 
@@ -175,9 +177,7 @@ def move_step(
     for key, value in fields.items():
         setattr(step, key, value)
     step.run.updated_at = now
-    _record(
-        session, step.run, step=step.name, from_state=before, to_state=to_state, actor=actor, reason=reason
-    )
+    _record(session, step.run, Move(step.name, before, to_state, actor, reason))
     return step
 
 
@@ -198,66 +198,48 @@ def move_run(
     if to_state == RunState.FINISHED:
         run.finished_at = run.updated_at
         run.outcome = outcome
-    _record(session, run, step=None, from_state=before, to_state=to_state, actor=actor, reason=reason)
+    _record(session, run, Move(None, before, to_state, actor, reason))
     return run
 
 
-def _record(
-    session: Session,
-    run: RunbookRun,
-    *,
-    step: str | None,
-    from_state: str | None,
-    to_state: str,
-    actor: str,
-    reason: str,
-) -> None:
+@dataclass(frozen=True)
+class Move:
+    """One transition of a run (step None) or of one of its steps, by whom and why."""
+
+    step: str | None
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+
+
+def _record(session: Session, run: RunbookRun, move: Move) -> None:
     """One line of the run's timeline and one audit record, in the same unit of work as the move."""
-    at = clock.now()
-    session.add(
-        RunbookEvent(
-            run_id=run.id,
-            step=step,
-            from_state=from_state,
-            to_state=to_state,
-            at=at,
-            actor=actor,
-            reason=reason,
-        )
-    )
+    session.add(RunbookEvent(run_id=run.id, at=clock.now(), **dataclasses.asdict(move)))
+    step = move.step
     access.record(
         session=session,
-        actor=actor,
+        actor=move.actor,
         action=f"runbooks.{run.runbook}.{'step' if step else 'run'}",
         target=f"run:{run.id}" + (f"/{step}" if step else ""),
-        outcome=str(to_state),
-        detail={"from": from_state, "to": str(to_state), "reason": reason[:500]},
+        outcome=str(move.to_state),
+        detail={"from": move.from_state, "to": str(move.to_state), "reason": move.reason[:500]},
     )
     if run.incident_id is not None:
-        _to_timeline(
-            session, run, step=step, from_state=from_state, to_state=to_state, actor=actor, reason=reason
-        )
+        _to_timeline(session, run, move)
     session.flush()
 
 
-def _to_timeline(
-    session: Session,
-    run: RunbookRun,
-    *,
-    step: str | None,
-    from_state: str | None,
-    to_state: str,
-    actor: str,
-    reason: str,
-) -> None:
+def _to_timeline(session: Session, run: RunbookRun, move: Move) -> None:
     """The same move on the timeline of the incident the run serves (what its post-mortem reads)."""
     assert run.incident_id is not None
+    step, from_state, to_state, reason = move.step, move.from_state, move.to_state, move.reason
     what = f"run #{run.id} ({run.runbook})" + (f" step {step}" if step else "")
     incidents.add_entry(
         session=session,
         incident_id=run.incident_id,
         kind=TimelineKind.RUNBOOK,
-        actor=actor,
+        actor=move.actor,
         at=clock.now(),
         text=f"{what}: {from_state or 'new'} -> {to_state}" + (f": {reason}" if reason else ""),
         detail={"runbook_run": run.id, "runbook": run.runbook, "step": step, "from": from_state,
