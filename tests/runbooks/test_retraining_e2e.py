@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live-server")]
 
 
 def _rollout_step_running(ctx: Context) -> bool:
+    """The deployment sub-run's rollout step is running and has started its rollout: a half-run action."""
     with ctx.db.session() as s:
+        started = any(r.to_version == 2 for r in rollouts.history(session=s, name="iris-classifier"))
         for run in service.list_runs(session=s, runbook="deployment"):
-            if service.step_of(run, "rollout").state == "running":
+            if started and service.step_of(run, "rollout").state == "running":
                 return True
     return False
 
