@@ -137,7 +137,8 @@ def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
         f"mloncall models show {MODEL}@production",
         f"mloncall rollout history {MODEL}",
         "mloncall alerts list",
-        "mloncall alerts show 1",
+        "mloncall runbook runs",
+        "mloncall incident list",
         "mloncall server          # then open http://127.0.0.1:8000/docs",
     ):
         console.out.print(f"  {env} {cmd}")
