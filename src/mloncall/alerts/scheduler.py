@@ -13,10 +13,8 @@ import logging
 import time
 
 from mloncall.alerts import evaluation, notify
-from mloncall.core.durations import parse_duration
-from mloncall.core.errors import InvalidInput
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop
+from mloncall.stores.jobs import LockedLoop, interval_setting
 
 log = logging.getLogger("mloncall.alerts")
 
@@ -25,17 +23,8 @@ LOCK_FILE = "alerts-scheduler.lock"
 
 
 def configured_interval(ctx: Context) -> float:
-    """`[alerts] evaluation_interval` in seconds (a duration such as `30s` or a number of seconds)."""
-    raw = ctx.settings.section("alerts").get("evaluation_interval")
-    if raw is None:
-        return DEFAULT_INTERVAL.total_seconds()
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        seconds = float(raw)
-    else:
-        seconds = parse_duration(raw, what="[alerts] evaluation_interval").total_seconds()
-    if seconds <= 0:
-        raise InvalidInput("[alerts] evaluation_interval must be longer than 0")
-    return seconds
+    """`[alerts] evaluation_interval` in seconds (default 60s)."""
+    return interval_setting(ctx, "alerts", "evaluation_interval", DEFAULT_INTERVAL)
 
 
 def run_once(

@@ -21,12 +21,11 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from mloncall.alerts import notify
 from mloncall.alerts.channels import Channel
 from mloncall.core import clock
-from mloncall.core.durations import parse_duration
 from mloncall.core.records import Record
 from mloncall.incidents import comms, correlation, escalation, outbox, roles
 from mloncall.incidents.config import incident_settings
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop
+from mloncall.stores.jobs import LockedLoop, interval_setting
 
 log = logging.getLogger("mloncall.incidents")
 
@@ -91,10 +90,7 @@ def run_once(
 
 def configured_interval(ctx: Context) -> float:
     """`[incidents] interval` in seconds (default 30s)."""
-    raw = ctx.settings.section("incidents").get("interval")
-    return parse_duration(
-        raw if raw is not None else DEFAULT_INTERVAL, what="[incidents] interval"
-    ).total_seconds()
+    return interval_setting(ctx, "incidents", "interval", DEFAULT_INTERVAL)
 
 
 class Scheduler(LockedLoop):

@@ -8,11 +8,9 @@ import datetime as dt
 import logging
 
 from mloncall.core import clock
-from mloncall.core.durations import parse_duration
-from mloncall.core.errors import InvalidInput
 from mloncall.monitoring import jobs
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop
+from mloncall.stores.jobs import LockedLoop, interval_setting
 
 log = logging.getLogger("mloncall.monitoring")
 
@@ -21,17 +19,8 @@ LOCK_FILE = "log-compaction.lock"
 
 
 def configured_interval(ctx: Context) -> float:
-    raw = ctx.settings.section("logs").get("summary_interval")
-    if raw is None:
-        return DEFAULT_INTERVAL.total_seconds()
-    seconds = (
-        float(raw)
-        if isinstance(raw, int | float) and not isinstance(raw, bool)
-        else parse_duration(raw, what="[logs] summary_interval").total_seconds()
-    )
-    if seconds <= 0:
-        raise InvalidInput("[logs] summary_interval must be longer than 0")
-    return seconds
+    """`[logs] summary_interval` in seconds (default 60s)."""
+    return interval_setting(ctx, "logs", "summary_interval", DEFAULT_INTERVAL)
 
 
 class Scheduler(LockedLoop):

@@ -24,14 +24,13 @@ from mloncall.alerts import lifecycle, rulesets
 from mloncall.alerts.models import Alert, AlertEvent
 from mloncall.alerts.states import AlertSource, AlertState, EventKind
 from mloncall.core import clock
-from mloncall.core.durations import parse_duration
 from mloncall.core.errors import MloncallError
 from mloncall.core.outcome import Outcome
 from mloncall.core.records import Record
 from mloncall.runbooks import engine, service
 from mloncall.runbooks.states import RunMode
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop
+from mloncall.stores.jobs import LockedLoop, interval_setting
 
 log = logging.getLogger("mloncall.runbooks")
 
@@ -176,10 +175,7 @@ def _small(evidence: dict[str, Any], limit: int = 4000) -> dict[str, Any]:
 
 def configured_interval(ctx: Context) -> float:
     """`[runbooks] auto_run_interval` in seconds (default 30s)."""
-    raw = ctx.settings.section("runbooks").get("auto_run_interval")
-    return parse_duration(
-        raw if raw is not None else DEFAULT_INTERVAL, what="[runbooks] auto_run_interval"
-    ).total_seconds()
+    return interval_setting(ctx, "runbooks", "auto_run_interval", DEFAULT_INTERVAL)
 
 
 class Scheduler(LockedLoop):

@@ -6,15 +6,24 @@ server workers do not duplicate the work; every pass is idempotent, so a second 
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import threading
 from pathlib import Path
 from typing import IO, Any
 
+from mloncall.core.durations import parse_duration
 from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.stores.jobs")
+
+
+def interval_setting(ctx: Context, table: str, key: str, default: dt.timedelta) -> float:
+    """A job's interval in seconds from `[table] key` (a duration such as `30s`, or a number of seconds),
+    `default` when absent; zero, negative and malformed values are refused naming the setting."""
+    raw = ctx.settings.section(table).get(key)
+    return parse_duration(default if raw is None else raw, what=f"[{table}] {key}").total_seconds()
 
 
 class LockedLoop:
