@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mloncall.access import cli as access_cli
 from mloncall.access import service as access
+from mloncall.cli import main
 from mloncall.core import console
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.stores.context import Context
@@ -17,15 +17,8 @@ from mloncall.stores.context import Context
 
 @pytest.fixture
 def root(cli_env: dict[str, str]) -> typer.Typer:
-    """A root command with the access commands mounted the way the real one mounts them."""
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    access_cli.register(app)
-    return app
+    """The real root command, with the access commands mounted as `mloncall` mounts them."""
+    return main.app
 
 
 def test_create_list_revoke_and_audit(root: typer.Typer) -> None:

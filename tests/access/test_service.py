@@ -9,6 +9,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from mloncall.access import audit
 from mloncall.access import service as access
 from mloncall.access.models import ApiToken, Principal
 from mloncall.core import clock
@@ -82,7 +83,7 @@ def test_bootstrap_creates_the_admin_once(any_ctx: Context) -> None:
         assert access.authenticate(session=session, secret=secret).role == "admin"
         assert [(p.name, p.role) for p in access.list_principals(session=session)] == [("admin", "admin")]
         assert len(access.list_tokens(session=session)) == 1
-        [entry] = access.list_audit(session=session)
+        [entry] = audit.list_audit(session=session)
         assert (entry.action, entry.outcome) == ("access.bootstrap_admin", "success")
         assert secret not in str(entry.detail)
 
@@ -166,9 +167,9 @@ def test_parse_duration_refuses_nonsense(text: str) -> None:
 
 def test_audit_log_newest_first_with_filters_and_clipped_fields(any_ctx: Context) -> None:
     with any_ctx.db.session() as session:
-        access.record(session=session, actor="alice", action="PUT /a", target="/a/1", outcome="success")
-        access.record(session=session, actor="bob", action="DELETE /a", target="/a/2", outcome="denied")
-        access.record(
+        audit.record(session=session, actor="alice", action="PUT /a", target="/a/1", outcome="success")
+        audit.record(session=session, actor="bob", action="DELETE /a", target="/a/2", outcome="denied")
+        audit.record(
             session=session,
             actor="alice",
             action="POST /b",
@@ -177,15 +178,15 @@ def test_audit_log_newest_first_with_filters_and_clipped_fields(any_ctx: Context
             detail={"status": 409},
         )
     with any_ctx.db.session() as session:
-        assert [r.action for r in access.list_audit(session=session)] == ["POST /b", "DELETE /a", "PUT /a"]
-        assert [r.action for r in access.list_audit(session=session, actor="alice")] == ["POST /b", "PUT /a"]
-        assert [r.actor for r in access.list_audit(session=session, action="/a")] == ["bob", "alice"]
-        assert [r.action for r in access.list_audit(session=session, action="%")] == []
-        assert len(access.list_audit(session=session, limit=1)) == 1
-        newest = access.list_audit(session=session, limit=1)[0]
+        assert [r.action for r in audit.list_audit(session=session)] == ["POST /b", "DELETE /a", "PUT /a"]
+        assert [r.action for r in audit.list_audit(session=session, actor="alice")] == ["POST /b", "PUT /a"]
+        assert [r.actor for r in audit.list_audit(session=session, action="/a")] == ["bob", "alice"]
+        assert [r.action for r in audit.list_audit(session=session, action="%")] == []
+        assert len(audit.list_audit(session=session, limit=1)) == 1
+        newest = audit.list_audit(session=session, limit=1)[0]
         assert len(newest.target) == 512 and newest.detail == {"status": 409}
         with pytest.raises(InvalidInput, match="limit"):
-            access.list_audit(session=session, limit=0)
+            audit.list_audit(session=session, limit=0)
 
 
 def test_tokens_are_listed_newest_first_per_principal(ctx: Context) -> None:

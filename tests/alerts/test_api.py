@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mloncall.access import service as access
+from mloncall.access import audit
 from mloncall.alerts import service
 from mloncall.alerts.models import Alert, AlertEvent, AlertGroup, Notification
 from mloncall.alerts.rules import Catalog
@@ -107,7 +107,7 @@ def test_alertmanager_firing_then_resolved(alerts_api: AlertsApi, frozen_clock: 
     assert detail["annotations"]["summary"] == "iris-classifier fails 7% of requests"
     # the request is audited
     with alerts_api.ctx.db.session() as session:
-        actions = [r.action for r in access.list_audit(session=session, action="alertmanager")]
+        actions = [r.action for r in audit.list_audit(session=session, action="alertmanager")]
     assert actions and all(a == "POST /api/v1/alerts/alertmanager" for a in actions)
 
 

@@ -189,7 +189,7 @@ def test_monitor_run_and_the_alert_commands(
 
 
 def test_the_audit_log_records_cli_changes(home: FakeMonitor, tmp_path: Path) -> None:
-    from mloncall.access import service as access
+    from mloncall.access import audit
 
     (tmp_path / "rules.yaml").write_text(RULES)
     run(app, "rules", "load", str(tmp_path / "rules.yaml"))
@@ -197,7 +197,7 @@ def test_the_audit_log_records_cli_changes(home: FakeMonitor, tmp_path: Path) ->
     run(app, "rules", "load", str(tmp_path / "bad.yaml"))
     ctx = Context.from_settings()
     with ctx.db.session() as session:
-        records = [(r.action, r.outcome) for r in access.list_audit(session=session, action="alerts.rules")]
+        records = [(r.action, r.outcome) for r in audit.list_audit(session=session, action="alerts.rules")]
     ctx.close()
     assert records == [("alerts.rules.load", "error:invalid_input"), ("alerts.rules.load", "success")]
 

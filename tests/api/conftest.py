@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from mloncall.access import audit
 from mloncall.access import service as access
 from mloncall.api.app import create_app
 from mloncall.registry import service as registry
@@ -68,13 +69,13 @@ class Api:
                     "outcome": r.outcome,
                     "detail": r.detail,
                 }
-                for r in access.list_audit(session=session, **filters)
+                for r in audit.list_audit(session=session, **filters)
                 if r.id > self.audit_floor
             ]
 
     def start_audit_here(self) -> None:
         with self.ctx.db.session() as session:
-            newest = access.list_audit(session=session, limit=1)
+            newest = audit.list_audit(session=session, limit=1)
             self.audit_floor = newest[0].id if newest else 0
 
 

@@ -155,10 +155,10 @@ def test_a_run_records_every_step_and_resuming_it_finished_is_refused(any_ctx: C
     assert CALLS == ["look", "act", "after"]
     with pytest.raises(Conflict, match=r"finished successful .*nothing to resume"):
         engine.resume(any_ctx, rid, confirmer=Answers())
-    from mloncall.access import service as access
+    from mloncall.access import audit
 
     with any_ctx.db.session() as s:
-        audited = [a.outcome for a in access.list_audit(session=s, action="runbooks.test-book", limit=100)]
+        audited = [a.outcome for a in audit.list_audit(session=s, action="runbooks.test-book", limit=100)]
     assert audited.count("waiting") == 2 and "finished" in audited
 
 

@@ -1,4 +1,4 @@
-"""`mloncall tokens create|list|revoke` and `mloncall audit`.
+"""`mloncall tokens create|list|revoke`.
 
 They work on the installation's database directly, so whoever runs mloncall on its machine can always issue
 an admin token. Every change is audited with the actor `cli:<user>`. Errors are raised as `MloncallError`
@@ -13,20 +13,12 @@ from typing import Annotated
 import typer
 
 from mloncall.access import service
-from mloncall.access.schemas import AuditRecordOut, TokenCreated, TokenOut
-from mloncall.cli.support import audited_unit_of_work, id_argument, installation, limit_option
+from mloncall.access.schemas import TokenCreated, TokenOut
+from mloncall.cli.support import audited_unit_of_work, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 
 app = typer.Typer(name="tokens", help="Issue, list and revoke API tokens.", no_args_is_help=True)
-#: Holds the top-level `audit` command.
-audit_app = typer.Typer()
-
-
-def register(root: typer.Typer) -> None:
-    """Mount `tokens` and `audit` on the root command."""
-    root.add_typer(app, name="tokens")
-    root.registered_commands.extend(audit_app.registered_commands)
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -138,32 +130,3 @@ def revoke(
     console.out.print(
         f"Token {out.id} ({out.prefix}…) of [bold]{out.principal}[/] revoked at {_when(out.revoked_at)} UTC."
     )
-
-
-@audit_app.command("audit")
-def audit(
-    actor: Annotated[str | None, typer.Option(help="Only this actor (e.g. alice, cli:bob).")] = None,
-    action: Annotated[str | None, typer.Option(help="Only actions containing this text.")] = None,
-    limit: Annotated[int, limit_option("At most this many records.")] = 50,
-    as_json: JsonOption = False,
-) -> None:
-    """Show the audit log, newest first."""
-    with installation() as ctx, ctx.db.session() as session:
-        records = [
-            AuditRecordOut.model_validate(r)
-            for r in service.list_audit(session=session, actor=actor, action=action, limit=limit)
-        ]
-    if as_json:
-        console.print_json([r.model_dump(mode="json") for r in records])
-        return
-    rows = [
-        [
-            f"{r.at:%Y-%m-%d %H:%M:%S}",
-            r.actor,
-            r.action,
-            r.target,
-            f"[green]{r.outcome}[/]" if r.outcome == "success" else f"[red]{r.outcome}[/]",
-        ]
-        for r in records
-    ]
-    console.out.print(console.table("audit log", ["at (UTC)", "actor", "action", "target", "outcome"], rows))

@@ -1,4 +1,4 @@
-"""Access: principals and their roles, what each role may do, API tokens (digests only), and the audit log."""
+"""Access: principals and their roles, what each role may do, and API tokens (digests only)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall.access.models import ApiToken, AuditRecord, Principal, TokenStatus
+from mloncall.access import audit
+from mloncall.access.models import ApiToken, Principal, TokenStatus
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, PermissionDenied, Unauthenticated
 from mloncall.stores.db import find_one, find_one_or_raise, get_or_raise
@@ -270,7 +270,7 @@ def bootstrap_admin(*, session: Session) -> str | None:
     token, secret = create_token(
         session=session, principal_name=principal.name, description="created by init"
     )
-    record(
+    audit.record(
         session=session,
         actor="mloncall init",
         action="access.bootstrap_admin",
@@ -279,48 +279,3 @@ def bootstrap_admin(*, session: Session) -> str | None:
         detail={"token_id": token.id, "prefix": token.prefix},
     )
     return secret
-
-
-# --- audit -----------------------------------------------------------------------------------------------
-
-
-def _clip(value: str, size: int) -> str:
-    value = value.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL; a hostile path may contain one
-    return value if len(value) <= size else value[: size - 1] + "…"
-
-
-def record(
-    *,
-    session: Session,
-    actor: str,
-    action: str,
-    target: str,
-    outcome: str,
-    detail: dict[str, Any] | None = None,
-) -> AuditRecord:
-    """Append one audit record: who did what to which target, and how it ended."""
-    entry = AuditRecord(
-        at=clock.now(),
-        actor=_clip(actor, 128),
-        action=_clip(action, 128),
-        target=_clip(target, 512),
-        outcome=_clip(outcome, 32),
-        detail=detail or {},
-    )
-    session.add(entry)
-    session.flush()
-    return entry
-
-
-def list_audit(
-    *, session: Session, actor: str | None = None, action: str | None = None, limit: int = 100
-) -> Sequence[AuditRecord]:
-    """Audit records, newest first; `actor` matches exactly, `action` matches any part of the action."""
-    if limit < 1:
-        raise InvalidInput(f"limit must be at least 1, not {limit}")
-    stmt = sa.select(AuditRecord)
-    if actor is not None:
-        stmt = stmt.where(AuditRecord.actor == actor)
-    if action is not None:
-        stmt = stmt.where(AuditRecord.action.contains(action, autoescape=True))
-    return session.scalars(stmt.order_by(AuditRecord.id.desc()).limit(limit)).all()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from mloncall.access import service
+from mloncall.access import audit, service
 from mloncall.access.models import Principal
 from mloncall.access.schemas import AuditRecordOut, TokenCreate, TokenCreated, TokenOut, WhoAmI
 from mloncall.api.deps import CurrentPrincipal, DbSession, LimitQuery, TokenIdPath, allow, audit_note
@@ -27,7 +27,7 @@ def list_audit(
     limit: LimitQuery = 100,
     _: Principal = allow("audit.read"),
 ) -> list[AuditRecordOut]:
-    records = service.list_audit(session=session, actor=actor, action=action, limit=limit)
+    records = audit.list_audit(session=session, actor=actor, action=action, limit=limit)
     return [AuditRecordOut.model_validate(r) for r in records]
 
 

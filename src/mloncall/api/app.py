@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mloncall
+from mloncall.access import audit
 from mloncall.access import service as access
 from mloncall.access import views as access_views
 from mloncall.alerts import scheduler as alert_scheduler
@@ -115,7 +116,7 @@ def _write_failure_audit(ctx: Context, scope: Scope, status: int) -> None:
     try:
         with ctx.db.session() as session:
             actor = entry.principal or _token_owner(session, Headers(scope=scope)) or "anonymous"
-            access.record(
+            audit.record(
                 session=session,
                 actor=actor,
                 action=_action(scope),

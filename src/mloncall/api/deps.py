@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
+from mloncall.access import audit
 from mloncall.access import service as access
 from mloncall.access.models import Principal
 from mloncall.core.errors import InvalidInput, Unauthenticated
@@ -94,7 +95,7 @@ def db_session(request: Request) -> Iterator[Session]:
     with ctx.db.session() as session:
         yield session
         if mutating:
-            access.record(
+            audit.record(
                 session=session,
                 actor=entry.principal or "anonymous",
                 action=_action(request.scope),

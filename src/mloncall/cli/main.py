@@ -17,6 +17,7 @@ import click
 import typer
 
 from mloncall.access import cli as access_cli
+from mloncall.access import cli_audit as audit_cli
 from mloncall.alerts import cli as alerts_cli
 from mloncall.cli import gc as gc_cli
 from mloncall.cli import setup as setup_cli
@@ -77,7 +78,7 @@ _mount(training_cli.app)
 _mount(registry_cli.app, "models")
 _mount(data_cli.app, "datasets")
 _mount(access_cli.app, "tokens")
-_mount(access_cli.audit_app)
+_mount(audit_cli.audit_app)
 _mount(rollout_cli.app)
 _mount(alerts_cli.app, "alerts")
 _mount(alerts_cli.monitor_app, "monitor")

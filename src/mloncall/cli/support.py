@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from sqlalchemy.orm import Session
 
-from mloncall.access import service as access
+from mloncall.access import audit
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput, MloncallError, PermissionDenied
 from mloncall.core.names import MAX_ID
@@ -80,7 +80,7 @@ def audited_unit_of_work(
     try:
         with ctx.db.session() as session:
             yield session, detail
-            access.record(
+            audit.record(
                 session=session,
                 actor=console.actor(),
                 action=action,
@@ -92,7 +92,7 @@ def audited_unit_of_work(
         outcome = "denied" if isinstance(exc, PermissionDenied) else f"error:{exc.code}"
         try:
             with ctx.db.session() as session:
-                access.record(
+                audit.record(
                     session=session,
                     actor=console.actor(),
                     action=action,

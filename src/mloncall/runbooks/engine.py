@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from mloncall.access import audit
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, MloncallError
 from mloncall.core.outcome import Check, Outcome, worst
@@ -397,9 +398,7 @@ def recheck(ctx: Context, run_id: int, *, actor: str) -> dict[str, Any]:
     with ctx.db.session() as s:
         run = service.get_run_or_raise(session=s, run_id=run_id)
         run.acceptance = acceptance
-        from mloncall.access import service as access
-
-        access.record(
+        audit.record(
             session=s,
             actor=actor,
             action=f"runbooks.{run.runbook}.accept",

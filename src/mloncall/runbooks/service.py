@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mloncall.access import service as access
+from mloncall.access import audit
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.incidents import service as incidents
@@ -217,7 +217,7 @@ def _record(session: Session, run: RunbookRun, move: Move) -> None:
     """One line of the run's timeline and one audit record, in the same unit of work as the move."""
     session.add(RunbookEvent(run_id=run.id, at=clock.now(), **dataclasses.asdict(move)))
     step = move.step
-    access.record(
+    audit.record(
         session=session,
         actor=move.actor,
         action=f"runbooks.{run.runbook}.{'step' if step else 'run'}",
