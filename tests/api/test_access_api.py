@@ -55,7 +55,8 @@ def test_unknown_revoked_expired_and_malformed_tokens_are_refused_with_distinct_
     cases = {
         None: "missing bearer token",
         "Basic dXNlcjpwYXNz": "malformed Authorization header",
-        "Bearer mlo_not-a-token": "unknown token",
+        "Bearer mlo_not-a-token": "malformed token",
+        "Bearer mlo_" + "u" * 43: "unknown token",
         f"Bearer {revoked_secret}": "was revoked at 2026-01-01T00:00:00+00:00",
         f"Bearer {expiring_secret}": "expired at 2026-01-01T01:00:00+00:00",
     }
@@ -70,7 +71,7 @@ def test_unknown_revoked_expired_and_malformed_tokens_are_refused_with_distinct_
 def test_whoami_names_the_principal_and_role(api: Api) -> None:
     for role in ("admin", "operator", "viewer"):
         me = api.request("GET", "/api/v1/whoami", role=role).json()
-        assert me["role"] == role
+        assert me["roles"] == [{"operator": "oncall"}.get(role, role)]
         assert me["name"] == ("admin" if role == "admin" else f"{role}-user")
 
 
@@ -85,12 +86,14 @@ def test_admin_issues_a_token_creating_the_principal_and_the_token_works(api: Ap
     assert created["token"]["status"] == "active" and created["token"]["expires_at"] is not None
 
     alice = {"Authorization": f"Bearer {created['secret']}"}
-    assert api.client.get("/api/v1/whoami", headers=alice).json() == {"name": "alice", "role": "operator"}
+    me = api.client.get("/api/v1/whoami", headers=alice).json()
+    assert (me["name"], me["kind"], me["roles"], me["teams"]) == ("alice", "user", ["oncall"], [])
+    assert me["token"]["prefix"] == created["token"]["prefix"]
 
     second = api.request("POST", "/api/v1/tokens", json={"principal": "alice", "description": "ci"})
     assert second.status_code == 201 and second.json()["principal_created"] is False
     clash = api.request("POST", "/api/v1/tokens", json={"principal": "alice", "role": "admin"})
-    assert clash.status_code == 409 and "already exists with role 'operator'" in clash.json()["error"]
+    assert clash.status_code == 409 and "already exists without the 'admin' role" in clash.json()["error"]
 
     listed = api.request("GET", "/api/v1/tokens?principal=alice").json()
     assert [t["description"] for t in listed] == ["ci", ""]
@@ -111,7 +114,12 @@ def test_non_admins_cannot_issue_tokens_or_read_the_audit_log(api: Api) -> None:
         response = api.request(
             "POST", "/api/v1/tokens", role=role, json={"principal": "mallory", "role": "admin"}
         )
-        assert response.status_code == 403 and f"'{role}'" in response.json()["error"]
+        assert response.status_code == 403 and f"{role}-user may not access:admin" in response.json()["error"]
+        explanation = response.json()["details"]
+        assert (
+            explanation["allowed"] is False
+            and explanation["fix"] == f"mloncall access grant {role}-user admin"
+        )
         assert api.request("GET", "/api/v1/audit", role=role).status_code == 403
         assert api.request("GET", "/api/v1/tokens", role=role).status_code == 403
     with api.ctx.db.session() as session:
@@ -193,14 +201,14 @@ def test_health_is_503_json_when_the_database_is_unreachable(tmp_path: Path) -> 
         response = client.get("/healthz")
         assert response.status_code == 503
         assert response.json()["code"] == "store_unavailable" and response.json()["status"] == "unavailable"
-        refused = client.get("/api/v1/whoami", headers={"Authorization": "Bearer mlo_x"})
+        refused = client.get("/api/v1/whoami", headers={"Authorization": "Bearer mlo_" + "x" * 43})
         assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"
     ctx.close()
 
 
 def test_the_last_admin_token_cannot_be_revoked_through_the_api(api: Api) -> None:
     tokens = api.request("GET", "/api/v1/tokens").json()
-    [admin] = [t for t in tokens if t["role"] == "admin"]
+    [admin] = [t for t in tokens if t["principal"] == "admin"]
     refused = api.request("DELETE", f"/api/v1/tokens/{admin['id']}")
     assert refused.status_code == 409, refused.text
     body = refused.json()

@@ -1,4 +1,4 @@
-"""`mloncall tokens create|list|revoke`.
+"""`mloncall tokens create|list|rotate|revoke`.
 
 They work on the installation's database directly, so whoever runs mloncall on its machine can always issue
 an admin token. Every change is audited with the actor `cli:<user>`. Errors are raised as `MloncallError`
@@ -32,8 +32,16 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 def create(
     principal: Annotated[str, typer.Argument(help="Who the token is for; created if new.")],
     role: Annotated[
-        str | None, typer.Option(help="Role of a new principal: admin, operator or viewer (default viewer).")
+        str | None,
+        typer.Option(help="Role of a new principal everywhere: viewer (default), engineer, oncall, admin."),
     ] = None,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--permission", help="Narrow the token to this permission (repeatable), e.g. registry:read."
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Narrow the token to this model.")] = None,
     expires_in: Annotated[
         str | None, typer.Option("--expires-in", help="Lifetime such as 12h, 7d or 2w; default never.")
     ] = None,
@@ -50,7 +58,12 @@ def create(
         detail.update(role=role, expires_in=expires_in)
         found, created = service.ensure_principal(session=session, name=principal, role=role)
         token, secret = service.create_token(
-            session=session, principal_name=found.name, description=description, expires_in=expiry
+            session=session,
+            principal_name=found.name,
+            description=description,
+            expires_in=expiry,
+            permissions=permission or None,
+            model=model,
         )
         detail.update(token_id=token.id, prefix=token.prefix, principal_created=created)
         out = TokenCreated(token=TokenOut.model_validate(token), secret=secret, principal_created=created)
@@ -58,9 +71,45 @@ def create(
         console.print_json(out.model_dump(mode="json"))
         return
     if created:
-        console.out.print(f"Created principal [bold]{principal}[/] with role [bold]{out.token.role}[/].")
+        console.out.print(f"Created principal [bold]{principal}[/] with role [bold]{role or 'viewer'}[/].")
     expires = f"expires {_when(out.token.expires_at)} UTC" if out.token.expires_at else "never expires"
-    console.out.print(f"Token {out.token.id} for [bold]{principal}[/] ({out.token.role}, {expires}):")
+    console.out.print(f"Token {out.token.id} for [bold]{principal}[/] ({_scope(out.token)}, {expires}):")
+    typer.echo(secret)
+    console.out.print("[yellow]Store it now: it is not shown again.[/]")
+
+
+def _scope(token: TokenOut) -> str:
+    parts = [", ".join(token.scope_permissions)] if token.scope_permissions else ["all its roles allow"]
+    if token.scope_model:
+        parts.append(f"model {token.scope_model}")
+    return " on ".join(parts)
+
+
+@app.command("rotate")
+def rotate(
+    token_id: Annotated[int, id_argument("The token id from `mloncall tokens list`.")],
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="Lifetime of the new token; default: what the old one had left."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace a token with a new secret of the same owner and scope; the old one is revoked."""
+    expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="tokens.rotate", target=f"token:{token_id}") as unit,
+    ):
+        session, detail = unit
+        new, secret, old = service.rotate_token(session=session, token_id=token_id, expires_in=expiry)
+        detail.update(new_token_id=new.id, prefix=new.prefix, old_prefix=old.prefix)
+        out = TokenCreated(token=TokenOut.model_validate(new), secret=secret, principal_created=False)
+    if as_json:
+        console.print_json(out.model_dump(mode="json"))
+        return
+    console.out.print(
+        f"Token {token_id} revoked; its replacement, token {out.token.id} ({_scope(out.token)}):"
+    )
     typer.echo(secret)
     console.out.print("[yellow]Store it now: it is not shown again.[/]")
 
@@ -86,7 +135,7 @@ def list_(
         [
             t.id,
             t.principal,
-            t.role,
+            _scope(t),
             t.prefix + "…",
             status[t.status],
             _when(t.created_at),
@@ -99,7 +148,7 @@ def list_(
     columns = [
         "id",
         "principal",
-        "role",
+        "scope",
         "prefix",
         "status",
         "created",

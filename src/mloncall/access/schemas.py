@@ -3,30 +3,124 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AliasPath, BaseModel, ConfigDict, Field, field_validator
 
 from mloncall.access import service
 from mloncall.access.models import TokenStatus
+from mloncall.access.permissions import PERMISSIONS
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
+from mloncall.core.names import MAX_ID
 
-Role = Literal["admin", "operator", "viewer"]
+#: A role's name (the built-in ones, `operator` as the older name of `oncall`, or a defined one).
+RoleName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="a role, e.g. viewer, engineer, oncall, admin")
+]
+PermissionName = Annotated[str, Field(pattern="^(" + "|".join(PERMISSIONS) + ")$")]
+#: `*` for everywhere, or one model's name.
+ScopeText = Annotated[
+    str, Field(default="*", max_length=80, pattern=r"^(\*|global|(model:)?[a-z0-9][a-z0-9._-]{0,63})$")
+]
 
 
 class PrincipalOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     name: str
-    role: str
+    kind: str
     disabled: bool
     created_at: dt.datetime
 
 
+class TokenInfo(BaseModel):
+    prefix: str
+    expires_at: dt.datetime | None
+    permissions: list[str] | None
+    model: str | None
+
+
 class WhoAmI(BaseModel):
     name: str
+    kind: str
+    #: The roles bound to the principal itself, as `role` (everywhere) or `role@model`.
+    roles: list[str]
+    teams: list[str]
+    token: TokenInfo | None = None
+
+
+class ExplanationOut(BaseModel):
+    principal: str
+    permission: str
+    scope: str
+    allowed: bool
+    decided_by: str | None
+    via: list[str]
+    considered: list[str]
+    grant: int | None
+    grant_expires_at: dt.datetime | None
+    reasons: list[str]
+    fix: str | None
+    workaround: str | None
+
+
+class RequestCreate(BaseModel):
+    """File a break-glass request for the caller."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: RoleName
+    scope: ScopeText = "*"
+    duration: str | int = Field(description="seconds, or a duration like 30m, 2h")
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$")
+    incident_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | int) -> str | int:
+        try:
+            parse_duration(value, what="grant duration")
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
+class RequestAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=2000, pattern=r"^[^\x00]*$")
+
+
+class AccessRequestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    requester: str
     role: str
+    scope: str
+    duration_seconds: int
+    reason: str
+    incident_id: int | None
+    state: str
+    created_at: dt.datetime
+    answer_by: dt.datetime
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    decision_note: str
+    starts_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    ended_by: str | None
+    uses: int
+    last_used_at: dt.datetime | None
+
+
+class RoleOut(BaseModel):
+    name: str
+    description: str
+    builtin: bool
+    permissions: list[str]
 
 
 class TokenOut(BaseModel):
@@ -36,7 +130,6 @@ class TokenOut(BaseModel):
 
     id: int
     principal: str = Field(validation_alias=AliasPath("principal", "name"))
-    role: str = Field(validation_alias=AliasPath("principal", "role"))
     prefix: str
     description: str
     status: TokenStatus
@@ -44,6 +137,9 @@ class TokenOut(BaseModel):
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     last_used_at: dt.datetime | None
+    scope_permissions: list[str] | None = None
+    scope_model: str | None = None
+    rotated_from: int | None = None
 
 
 class TokenCreated(BaseModel):
@@ -60,7 +156,13 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     principal: str = Field(min_length=1, max_length=128)
-    role: Role | None = None
+    role: RoleName | None = None
+    permissions: list[PermissionName] | None = Field(
+        default=None, min_length=1, description="narrow the token to these"
+    )
+    model: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] | None = Field(
+        default=None, description="narrow the token to this model"
+    )
     description: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
     expires_in: str | int | None = Field(
         default=None, description="seconds, or a duration like 30m, 12h, 7d, 2w; none: never expires"

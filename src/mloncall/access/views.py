@@ -1,4 +1,4 @@
-"""Access routes: who am I, the audit log, and issuing and revoking tokens."""
+"""Access routes: who am I, explain a decision, roles, break-glass requests, the audit log, tokens."""
 
 from __future__ import annotations
 
@@ -6,17 +6,163 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from mloncall.access import audit, service
-from mloncall.access.models import Principal
-from mloncall.access.schemas import AuditRecordOut, TokenCreate, TokenCreated, TokenOut, WhoAmI
-from mloncall.api.deps import CurrentPrincipal, DbSession, LimitQuery, TokenIdPath, allow, audit_note
+from mloncall.access import audit, authorize, grants, roles, service
+from mloncall.access.models import ApiToken, Principal
+from mloncall.access.permissions import PERMISSIONS
+from mloncall.access.schemas import (
+    AccessRequestOut,
+    AuditRecordOut,
+    ExplanationOut,
+    RequestAnswer,
+    RequestCreate,
+    RoleOut,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    WhoAmI,
+)
+from mloncall.api.deps import (
+    CurrentPrincipal,
+    DbSession,
+    LimitQuery,
+    RequestIdPath,
+    TokenIdPath,
+    allow,
+    audit_note,
+    get_context,
+)
+from mloncall.core.durations import parse_duration
+from mloncall.core.names import MAX_ID
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
 
-@router.get("/whoami", summary="The principal the token belongs to")
-def whoami(principal: CurrentPrincipal) -> WhoAmI:
-    return WhoAmI(name=principal.name, role=principal.role)
+@router.get("/whoami", summary="The principal the token belongs to, its roles, teams and token")
+def whoami(request: Request, session: DbSession, principal: CurrentPrincipal) -> WhoAmI:
+    return WhoAmI.model_validate(service.whoami(session=session, name=principal.name, token=_token(request)))
+
+
+def _token(request: Request) -> ApiToken | None:
+    token = getattr(request.state, "mloncall_token", None)
+    return token if isinstance(token, ApiToken) else None
+
+
+@router.get("/access/explain", summary="Whether a principal may do a permission (on a model), and why")
+def explain(
+    request: Request,
+    session: DbSession,
+    caller: CurrentPrincipal,
+    permission: Annotated[str, Query(pattern="^(" + "|".join(PERMISSIONS) + ")$")],
+    principal: Annotated[str | None, Query(max_length=128, description="default: the caller")] = None,
+    model: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] = None,
+) -> ExplanationOut:
+    own = principal is None or principal == caller.name
+    if not own:
+        authorize.require(session=session, principal=caller, permission="access:admin", token=_token(request))
+    who = service.get_principal_or_raise(session=session, name=principal or caller.name)
+    why = authorize.explain(
+        session=session,
+        principal=who,
+        permission=permission,
+        model=model,
+        token=_token(request) if own else None,
+    )
+    return ExplanationOut.model_validate(why.as_dict())
+
+
+@router.get("/access/roles", summary="Every role and the permissions it grants")
+def list_roles(session: DbSession, _: CurrentPrincipal) -> list[RoleOut]:
+    return [
+        RoleOut(
+            name=r.name,
+            description=r.description,
+            builtin=r.builtin,
+            permissions=roles.role_permissions(session=session, name=r.name),
+        )
+        for r in roles.list_roles(session=session)
+    ]
+
+
+@router.post("/access/requests", status_code=201, summary="File a break-glass request for yourself")
+def file_request(
+    body: RequestCreate, request: Request, session: DbSession, caller: CurrentPrincipal
+) -> AccessRequestOut:
+    row = grants.request(
+        session=session,
+        requester=service.get_principal_or_raise(session=session, name=caller.name),
+        role=body.role,
+        scope=body.scope,
+        duration=parse_duration(body.duration, what="grant duration"),
+        reason=body.reason,
+        incident_id=body.incident_id,
+        limits=grants.GrantLimits.load(get_context(request).settings),
+    )
+    audit_note(request, request_id=row.id, role=row.role, scope=row.scope)
+    return AccessRequestOut.model_validate(row)
+
+
+@router.get(
+    "/access/requests", summary="Requests and grants, newest first (yours, or all with access:approve)"
+)
+def list_requests(
+    request: Request,
+    session: DbSession,
+    caller: CurrentPrincipal,
+    state: Annotated[str | None, Query(pattern="^(pending|approved|denied|lapsed|expired|revoked)$")] = None,
+    requester: Annotated[str | None, Query(max_length=128)] = None,
+    incident: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: LimitQuery = 100,
+) -> list[AccessRequestOut]:
+    if requester != caller.name:
+        authorize.require(
+            session=session, principal=caller, permission="access:approve", token=_token(request)
+        )
+    rows = grants.list_requests(
+        session=session, requester=requester, state=state, incident_id=incident, limit=limit
+    )
+    return [AccessRequestOut.model_validate(r) for r in rows]
+
+
+@router.post(
+    "/access/requests/{request_id}/approve", summary="Approve someone else's request: the grant starts now"
+)
+def approve_request(
+    request_id: RequestIdPath,
+    body: RequestAnswer,
+    request: Request,
+    session: DbSession,
+    caller: Principal = allow("access:approve"),
+) -> AccessRequestOut:
+    approver = service.get_principal_or_raise(session=session, name=caller.name)
+    row = grants.approve(session=session, request_id=request_id, approver=approver, note=body.note)
+    audit_note(request, request_id=row.id, requester=row.requester, expires_at=row.expires_at)
+    return AccessRequestOut.model_validate(row)
+
+
+@router.post("/access/requests/{request_id}/deny", summary="Deny someone else's request")
+def deny_request(
+    request_id: RequestIdPath,
+    body: RequestAnswer,
+    request: Request,
+    session: DbSession,
+    caller: Principal = allow("access:approve"),
+) -> AccessRequestOut:
+    approver = service.get_principal_or_raise(session=session, name=caller.name)
+    row = grants.deny(session=session, request_id=request_id, approver=approver, note=body.note)
+    audit_note(request, request_id=row.id, requester=row.requester)
+    return AccessRequestOut.model_validate(row)
+
+
+@router.post("/access/requests/{request_id}/revoke", summary="End an approved grant now")
+def revoke_request(
+    request_id: RequestIdPath,
+    request: Request,
+    session: DbSession,
+    caller: Principal = allow("access:approve"),
+) -> AccessRequestOut:
+    row = grants.revoke(session=session, request_id=request_id, actor=caller.name)
+    audit_note(request, request_id=row.id, requester=row.requester)
+    return AccessRequestOut.model_validate(row)
 
 
 @router.get("/audit", summary="The audit log, newest first (admin)")
@@ -25,7 +171,7 @@ def list_audit(
     actor: Annotated[str | None, Query(max_length=128, description="exactly this actor")] = None,
     action: Annotated[str | None, Query(max_length=128, description="actions containing this text")] = None,
     limit: LimitQuery = 100,
-    _: Principal = allow("audit.read"),
+    _: Principal = allow("access:admin"),
 ) -> list[AuditRecordOut]:
     records = audit.list_audit(session=session, actor=actor, action=action, limit=limit)
     return [AuditRecordOut.model_validate(r) for r in records]
@@ -35,7 +181,7 @@ def list_audit(
 def list_tokens(
     session: DbSession,
     principal: Annotated[str | None, Query(max_length=128, description="only this principal's")] = None,
-    _: Principal = allow("tokens.read"),
+    _: Principal = allow("access:admin"),
 ) -> list[TokenOut]:
     return [
         TokenOut.model_validate(t) for t in service.list_tokens(session=session, principal_name=principal)
@@ -44,12 +190,17 @@ def list_tokens(
 
 @router.post("/tokens", status_code=201, summary="Issue a token, creating the principal if new (admin)")
 def create_token(
-    body: TokenCreate, request: Request, session: DbSession, _: Principal = allow("tokens.create")
+    body: TokenCreate, request: Request, session: DbSession, _: Principal = allow("access:admin")
 ) -> TokenCreated:
     audit_note(request, principal=body.principal, role=body.role, expires_in=body.expires_in)
     principal, created = service.ensure_principal(session=session, name=body.principal, role=body.role)
     token, secret = service.create_token(
-        session=session, principal_name=principal.name, description=body.description, expires_in=body.expiry()
+        session=session,
+        principal_name=principal.name,
+        description=body.description,
+        expires_in=body.expiry(),
+        permissions=body.permissions,
+        model=body.model,
     )
     audit_note(request, token_id=token.id, prefix=token.prefix, principal_created=created)
     return TokenCreated(token=TokenOut.model_validate(token), secret=secret, principal_created=created)
@@ -64,7 +215,9 @@ def revoke_token(
 ) -> TokenOut:
     token = service.get_token_or_raise(session=session, token_id=token_id)
     if token.principal.name != principal.name:
-        service.require(principal, "tokens.delete")
+        authorize.require(
+            session=session, principal=principal, permission="access:admin", token=_token(request)
+        )
     token = service.revoke_token(session=session, token_id=token_id)
     audit_note(request, principal=token.principal.name, prefix=token.prefix)
     return TokenOut.model_validate(token)

@@ -93,7 +93,7 @@ def list_alerts(
     rule: Annotated[str | None, Query(max_length=255)] = None,
     source: Annotated[str | None, Query(max_length=32)] = None,
     limit: LimitQuery = 100,
-    _: Principal = allow("alerts.read"),
+    _: Principal = allow("alerts:read"),
 ) -> list[AlertOut]:
     alerts = service.list_alerts(
         session=session, state=state, model=model, rule=rule, source=source, limit=limit
@@ -115,7 +115,7 @@ def _silence_id(silence: Any) -> int | None:
 def list_groups(
     session: DbSession,
     all_groups: Annotated[bool, Query(alias="all", description="also groups without an open alert")] = False,
-    _: Principal = allow("alerts.read"),
+    _: Principal = allow("alerts:read"),
 ) -> list[GroupOut]:
     return [
         GroupOut.model_validate(g) for g, _ in service.list_groups(session=session, include_quiet=all_groups)
@@ -123,7 +123,7 @@ def list_groups(
 
 
 @router.get("/rules", summary="The active rule set")
-def show_rules(session: DbSession, _: Principal = allow("alerts.read")) -> RuleSetOut:
+def show_rules(session: DbSession, _: Principal = allow("alerts:read")) -> RuleSetOut:
     return RuleSetOut.model_validate(service.active_rules(session=session))
 
 
@@ -131,7 +131,7 @@ def show_rules(session: DbSession, _: Principal = allow("alerts.read")) -> RuleS
     "/rules", summary="Load a rules file (refused whole, with lines and reasons, if anything is wrong)"
 )
 def load_rules(
-    body: RulesIn, request: Request, session: DbSession, principal: Principal = allow("alerts.rules.update")
+    body: RulesIn, request: Request, session: DbSession, principal: Principal = allow("alerts:manage")
 ) -> RulesLoaded:
     active, changed = service.load_rules(
         session=session, text=body.yaml, origin=body.origin, actor=principal.name
@@ -144,7 +144,7 @@ def load_rules(
 def list_silences(
     session: DbSession,
     all_silences: Annotated[bool, Query(alias="all", description="also expired silences")] = False,
-    _: Principal = allow("alerts.read"),
+    _: Principal = allow("alerts:read"),
 ) -> list[SilenceOut]:
     return [
         SilenceOut.model_validate(s)
@@ -154,7 +154,7 @@ def list_silences(
 
 @router.post("/silences", status_code=201, summary="Silence the notifications of matching alerts for a while")
 def create_silence(
-    body: SilenceIn, request: Request, session: DbSession, principal: Principal = allow("alerts.silence")
+    body: SilenceIn, request: Request, session: DbSession, principal: Principal = allow("alerts:manage")
 ) -> SilenceOut:
     audit_note(request, matchers=body.matchers, duration=body.duration)
     silence = service.create_silence(
@@ -171,7 +171,7 @@ def create_silence(
 
 @router.post("/silences/{silence_id}/expire", summary="End a silence now")
 def expire_silence(
-    silence_id: SilenceIdPath, session: DbSession, principal: Principal = allow("alerts.silence")
+    silence_id: SilenceIdPath, session: DbSession, principal: Principal = allow("alerts:manage")
 ) -> SilenceOut:
     return SilenceOut.model_validate(
         service.expire_silence(session=session, silence_id=silence_id, actor=principal.name)
@@ -184,7 +184,7 @@ def alertmanager_webhook(
     request: Request,
     session: DbSession,
     send_later: SendLater,
-    principal: Principal = allow("alerts.write"),
+    principal: Principal = allow("alerts:manage"),
 ) -> dict[str, Any]:
     audit_note(request, group_key=payload.groupKey, status=payload.status, alerts=len(payload.alerts))
     result = inbound.receive_alertmanager(
@@ -203,7 +203,7 @@ def pagerduty_event(
     request: Request,
     session: DbSession,
     send_later: SendLater,
-    principal: Principal = allow("alerts.write"),
+    principal: Principal = allow("alerts:manage"),
 ) -> dict[str, Any]:
     audit_note(request, event_action=event.event_action, dedup_key=event.dedup_key)
     result = inbound.receive_pagerduty(session=session, event=event, actor=f"pagerduty:{principal.name}")
@@ -213,7 +213,7 @@ def pagerduty_event(
 
 
 @router.get("/{alert_id}", summary="An alert with its evidence, history and notifications")
-def show_alert(alert_id: AlertIdPath, session: DbSession, _: Principal = allow("alerts.read")) -> AlertDetail:
+def show_alert(alert_id: AlertIdPath, session: DbSession, _: Principal = allow("alerts:read")) -> AlertDetail:
     alert = service.get_alert_or_raise(session=session, alert_id=alert_id)
     return AlertDetail.from_alert(
         alert, silenced_by=_silence_id(service.silenced_by(session=session, alert=alert))
@@ -222,7 +222,7 @@ def show_alert(alert_id: AlertIdPath, session: DbSession, _: Principal = allow("
 
 @router.post("/{alert_id}/ack", summary="Acknowledge an alert (operator)")
 def acknowledge(
-    alert_id: AlertIdPath, body: AckIn | None = None, c: Change = change("alerts.ack")
+    alert_id: AlertIdPath, body: AckIn | None = None, c: Change = change("alerts:manage")
 ) -> AlertChange:
     alert, t = service.acknowledge(
         session=c.session, alert_id=alert_id, actor=c.actor, **dict(body or AckIn())
@@ -232,7 +232,7 @@ def acknowledge(
 
 @router.post("/{alert_id}/resolve", summary="Resolve an alert by hand, with a note (operator)")
 def resolve(
-    alert_id: AlertIdPath, body: ResolveIn, send_later: SendLater, c: Change = change("alerts.resolve")
+    alert_id: AlertIdPath, body: ResolveIn, send_later: SendLater, c: Change = change("alerts:manage")
 ) -> AlertChange:
     c.note(**dict(body))
     alert, t = service.resolve(session=c.session, alert_id=alert_id, actor=c.actor, **dict(body))
@@ -243,7 +243,7 @@ def resolve(
 
 @router.post("/{alert_id}/close", summary="Close an investigated alert with root cause and action (operator)")
 def close(
-    alert_id: AlertIdPath, body: CloseIn, send_later: SendLater, c: Change = change("alerts.resolve")
+    alert_id: AlertIdPath, body: CloseIn, send_later: SendLater, c: Change = change("alerts:manage")
 ) -> AlertOut:
     c.note(root_cause=body.root_cause, action=body.action)
     alert = service.close(session=c.session, alert_id=alert_id, actor=c.actor, **dict(body))

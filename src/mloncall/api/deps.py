@@ -1,7 +1,7 @@
 """What a domain's `views.py` needs from the HTTP layer, and nothing else: it imports no view.
 
 - `DbSession`: the request's unit of work, committed after the handler returns and rolled back if it raises;
-- `CurrentPrincipal` (or `allow("models.alias")` for a permission check) for the caller;
+- `CurrentPrincipal` (or `allow("deploy:execute", model="name")` for a permission check) for the caller;
 - `CurrentContext` for the installation (artifact store, settings);
 - `audit_note(request, **detail)` to add detail to the request's audit record.
 
@@ -22,9 +22,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
-from mloncall.access import audit
+from mloncall.access import audit, authorize, grants
 from mloncall.access import service as access
 from mloncall.access.models import Principal
+from mloncall.access.permissions import check_permission
 from mloncall.core.errors import InvalidInput, Unauthenticated
 from mloncall.core.names import MAX_ID
 from mloncall.stores.context import Context
@@ -81,6 +82,7 @@ VersionPath = Annotated[int, Path(ge=1, le=MAX_ID, description="version number")
 AlertIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="alert id")]
 SilenceIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="silence id")]
 TokenIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="token id")]
+RequestIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="access request id")]
 LimitQuery = Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")]
 SeedQuery = Annotated[int | None, Query(ge=0, le=MAX_ID, description="random seed")]
 
@@ -123,7 +125,9 @@ def current_principal(
         raise Unauthenticated("missing bearer token: send the header 'Authorization: Bearer <token>'")
     # Its own unit of work: the token's last use is recorded even when the request then fails.
     with get_context(request).db.session() as session:
-        principal = access.authenticate(session=session, secret=credentials.credentials)
+        token = access.authenticate_token(session=session, secret=credentials.credentials)
+        principal = token.principal
+    request.state.mloncall_token = token
     _request_audit(request.scope).principal = principal.name
     return principal
 
@@ -138,11 +142,26 @@ def refuse_nul_bytes(request: Request) -> None:
         raise InvalidInput("the request path or query contains a NUL byte")
 
 
-def allow(action: str) -> Any:
-    """A dependency returning the caller if their role may do action (`access.service.require`), else 403."""
+def allow(permission: str, *, model: str | None = None) -> Any:
+    """A dependency returning the caller if the policy lets them do permission, else 403 with the reasons.
 
-    def check(principal: CurrentPrincipal) -> Principal:
-        access.require(principal, action)
+    `model` names the path parameter holding the model the route acts on: the decision is then made in that
+    model's scope, so a grant on one model opens its routes and no other's. A use of a break-glass grant is
+    counted on the grant and noted in the request's audit record.
+    """
+    check_permission(permission)
+
+    def check(request: Request, principal: CurrentPrincipal) -> Principal:
+        target = request.path_params.get(model) if model is not None else None
+        token = getattr(request.state, "mloncall_token", None)
+        with get_context(request).db.session() as session:
+            grant = authorize.require(
+                session=session, principal=principal, permission=permission, model=target, token=token
+            )
+            if grant is not None:
+                grants.record_use(session=session, request_id=grant)
+        if grant is not None:
+            audit_note(request, grant=grant)
         return principal
 
     return Depends(check)
@@ -166,11 +185,14 @@ class Change:
         audit_note(self.request, **detail)
 
 
-def change(action: str) -> Any:
-    """A dependency giving a change route its `Change`, once the caller's role may do action (else 403)."""
+def change(permission: str, *, model: str | None = None) -> Any:
+    """A dependency giving a change route its `Change`, once the policy lets the caller do permission."""
 
     def build(
-        request: Request, session: DbSession, ctx: CurrentContext, principal: Principal = allow(action)
+        request: Request,
+        session: DbSession,
+        ctx: CurrentContext,
+        principal: Principal = allow(permission, model=model),
     ) -> Change:
         return Change(session=session, ctx=ctx, principal=principal, request=request)
 

@@ -16,18 +16,18 @@ router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 
 
 @router.get("", summary="Every dataset with its versions")
-def list_datasets(session: DbSession, _: Principal = allow("datasets.read")) -> list[DatasetRead]:
+def list_datasets(session: DbSession, _: Principal = allow("artifacts:read")) -> list[DatasetRead]:
     return [DatasetRead.model_validate(d) for d in service.list_datasets(session=session)]
 
 
 @router.get("/{name}", summary="A dataset with its versions")
-def show_dataset(name: str, session: DbSession, _: Principal = allow("datasets.read")) -> DatasetRead:
+def show_dataset(name: str, session: DbSession, _: Principal = allow("artifacts:read")) -> DatasetRead:
     return DatasetRead.model_validate(service.get_dataset_or_raise(session=session, name=name))
 
 
 @router.get("/{name}/versions/{version}", summary="A version with its schema and reference profile")
 def show_version(
-    name: str, version: VersionPath, session: DbSession, _: Principal = allow("datasets.read")
+    name: str, version: VersionPath, session: DbSession, _: Principal = allow("artifacts:read")
 ) -> DatasetVersionRead:
     dv = service.get_version_or_raise(session=session, name=name, version=version)
     return DatasetVersionRead.of(dv, with_profile=True)
@@ -44,7 +44,7 @@ def upload(
     name: str,
     request: Request,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("datasets.register")],
+    principal: Annotated[Principal, allow("artifacts:write")],
     body: RawBody,
     target: Annotated[str, Query(min_length=1, max_length=128, description="The label column.")] = "species",
 ) -> DatasetVersionRead:

@@ -92,7 +92,7 @@ def list_incidents(
     state: Annotated[str | None, Query(max_length=16)] = None,
     model: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    _: Principal = allow("incidents.read"),
+    _: Principal = allow("incidents:read"),
 ) -> list[IncidentOut]:
     rows = service.list_incidents(session=session, state=state, model=model, limit=limit)
     return [IncidentOut.model_validate(r) for r in rows]
@@ -104,7 +104,7 @@ def open_incident(
     session: DbSession,
     settings: Settings,
     send_later: SendLater,
-    who: Principal = allow("incidents.open"),
+    who: Principal = allow("incidents:manage"),
 ) -> IncidentDetail:
     fields = {k: v for k, v in body if k != "alert_ids"}
     incident = service.open_incident(session=session, settings=settings, actor=who.name, **fields)
@@ -122,14 +122,14 @@ def open_incident(
 
 @router.get("/incidents/{incident_id}", summary="One incident, its roles and alerts")
 def show(
-    incident_id: IncidentId, session: DbSession, _: Principal = allow("incidents.read")
+    incident_id: IncidentId, session: DbSession, _: Principal = allow("incidents:read")
 ) -> IncidentDetail:
     return _detail(session, service.get_incident_or_raise(session=session, incident_id=incident_id))
 
 
 @router.post("/incidents/{incident_id}/ack", summary="Acknowledge: escalation stops")
 def ack(
-    incident_id: IncidentId, body: NoteIn, session: DbSession, who: Principal = allow("incidents.ack")
+    incident_id: IncidentId, body: NoteIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> IncidentOut:
     return IncidentOut.model_validate(
         service.acknowledge(session=session, incident_id=incident_id, actor=who.name, note=body.note)
@@ -138,7 +138,7 @@ def ack(
 
 @router.post("/incidents/{incident_id}/assign", summary="Give an unclaimed role")
 def assign(
-    incident_id: IncidentId, body: AssignIn, session: DbSession, who: Principal = allow("incidents.assign")
+    incident_id: IncidentId, body: AssignIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> RoleOut:
     row = service.assign(session=session, incident_id=incident_id, actor=who.name, **dict(body))
     return RoleOut.model_validate(row)
@@ -146,7 +146,7 @@ def assign(
 
 @router.post("/incidents/{incident_id}/handoff", summary="Hand a role to someone else")
 def handoff(
-    incident_id: IncidentId, body: HandoffIn, session: DbSession, who: Principal = allow("incidents.handoff")
+    incident_id: IncidentId, body: HandoffIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> RoleOut:
     row = service.handoff(
         session=session, incident_id=incident_id, role=body.role, to=body.to, actor=who.name, note=body.note
@@ -162,7 +162,7 @@ def bridge(
     body: BridgeIn,
     session: DbSession,
     settings: Settings,
-    who: Principal = allow("incidents.bridge"),
+    who: Principal = allow("incidents:manage"),
 ) -> BridgeOut:
     incident, created = service.open_bridge(
         session=session, settings=settings, incident_id=incident_id, actor=who.name, bridge=body.bridge
@@ -180,7 +180,7 @@ def update(
     body: UpdateIn,
     session: DbSession,
     send_later: SendLater,
-    who: Principal = allow("incidents.update"),
+    who: Principal = allow("incidents:manage"),
 ) -> UpdateOut:
     row = service.post_update(
         session=session, incident_id=incident_id, status=body.status, actor=who.name, impact=body.impact,
@@ -192,7 +192,7 @@ def update(
 
 @router.get("/incidents/{incident_id}/updates", summary="Every status update")
 def updates(
-    incident_id: IncidentId, session: DbSession, _: Principal = allow("incidents.read")
+    incident_id: IncidentId, session: DbSession, _: Principal = allow("incidents:read")
 ) -> list[UpdateOut]:
     return [
         UpdateOut.model_validate(u) for u in service.list_updates(session=session, incident_id=incident_id)
@@ -202,7 +202,7 @@ def updates(
 @router.post("/incidents/{incident_id}/escalate", summary="Page the next step (or a named target) now")
 def escalate(
     incident_id: IncidentId, body: EscalateIn, session: DbSession, settings: Settings, send_later: SendLater,
-    who: Principal = allow("incidents.escalate"),
+    who: Principal = allow("incidents:manage"),
 ) -> dict[str, Any]:  # fmt: skip
     incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
     target = body.to or _next_target(session, incident)
@@ -229,7 +229,7 @@ def _next_target(session: Session, incident: Incident) -> str:
 
 @router.post("/incidents/{incident_id}/mitigate", summary="The impact is contained")
 def mitigate(
-    incident_id: IncidentId, body: TextIn, session: DbSession, who: Principal = allow("incidents.mitigate")
+    incident_id: IncidentId, body: TextIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> IncidentOut:
     return IncidentOut.model_validate(
         service.mitigate(session=session, incident_id=incident_id, actor=who.name, note=body.text)
@@ -242,7 +242,7 @@ def resolve(
     body: ResolveIn,
     session: DbSession,
     send_later: SendLater,
-    who: Principal = allow("incidents.resolve"),
+    who: Principal = allow("incidents:manage"),
 ) -> IncidentOut:
     incident = service.resolve(
         session=session, incident_id=incident_id, actor=who.name, summary=body.summary, cause=body.cause
@@ -253,14 +253,14 @@ def resolve(
 
 @router.post("/incidents/{incident_id}/close", summary="Close (only once the post-mortem is complete)")
 def close(
-    incident_id: IncidentId, session: DbSession, who: Principal = allow("incidents.close")
+    incident_id: IncidentId, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> IncidentOut:
     return IncidentOut.model_validate(service.close(session=session, incident_id=incident_id, actor=who.name))
 
 
 @router.post("/incidents/{incident_id}/merge", summary="Merge this duplicate into another incident")
 def merge(
-    incident_id: IncidentId, body: MergeIn, session: DbSession, who: Principal = allow("incidents.merge")
+    incident_id: IncidentId, body: MergeIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> IncidentOut:
     row = service.merge(
         session=session, duplicate_id=incident_id, into_id=body.into, actor=who.name, reason=body.reason
@@ -270,7 +270,7 @@ def merge(
 
 @router.post("/incidents/{incident_id}/unmerge", summary="Undo a merge")
 def unmerge(
-    incident_id: IncidentId, body: NoteIn, session: DbSession, who: Principal = allow("incidents.unmerge")
+    incident_id: IncidentId, body: NoteIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> IncidentOut:
     return IncidentOut.model_validate(
         service.unmerge(session=session, incident_id=incident_id, actor=who.name, reason=body.note)
@@ -279,7 +279,7 @@ def unmerge(
 
 @router.post("/incidents/{incident_id}/alerts", status_code=201, summary="Join an alert by hand")
 def link(
-    incident_id: IncidentId, body: LinkIn, session: DbSession, who: Principal = allow("incidents.link")
+    incident_id: IncidentId, body: LinkIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> LinkOut:
     row = service.link_alert(
         session=session,
@@ -294,7 +294,7 @@ def link(
 @router.post("/incidents/{incident_id}/alerts/{alert_id}/detach", summary="Undo an alert's join")
 def detach(
     incident_id: IncidentId, alert_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: NoteIn, session: DbSession,
-    who: Principal = allow("incidents.detach"),
+    who: Principal = allow("incidents:manage"),
 ) -> LinkOut:  # fmt: skip
     row = service.detach(
         session=session, incident_id=incident_id, alert_id=alert_id, actor=who.name, reason=body.note
@@ -304,7 +304,7 @@ def detach(
 
 @router.post("/incidents/{incident_id}/notes", status_code=201, summary="A note on the timeline")
 def note(
-    incident_id: IncidentId, body: TextIn, session: DbSession, who: Principal = allow("incidents.note")
+    incident_id: IncidentId, body: TextIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> TimelineOut:
     e = service.add_note(session=session, incident_id=incident_id, text=body.text, actor=who.name)
     return TimelineOut(at=e.at, kind=e.kind, actor=e.actor, text=e.text, detail=e.detail)
@@ -312,7 +312,7 @@ def note(
 
 @router.get("/incidents/{incident_id}/timeline", summary="The timeline, oldest first")
 def timeline(
-    incident_id: IncidentId, session: DbSession, _: Principal = allow("incidents.read")
+    incident_id: IncidentId, session: DbSession, _: Principal = allow("incidents:read")
 ) -> list[TimelineOut]:
     return [TimelineOut(**i.__dict__) for i in service.timeline(session=session, incident_id=incident_id)]
 
@@ -322,7 +322,7 @@ def postmortem(
     incident_id: IncidentId,
     session: DbSession,
     ctx: CurrentContext,
-    who: Principal = allow("incidents.postmortem"),
+    who: Principal = allow("incidents:manage"),
 ) -> PostmortemOut:
     return PostmortemOut.model_validate(
         service.draft(session=session, store=ctx.store, incident_id=incident_id, actor=who.name)
@@ -332,7 +332,7 @@ def postmortem(
 @router.post("/incidents/{incident_id}/postmortem/complete", summary="Mark the post-mortem complete")
 def complete(
     incident_id: IncidentId, body: CompleteIn, session: DbSession, ctx: CurrentContext,
-    who: Principal = allow("incidents.postmortem"),
+    who: Principal = allow("incidents:manage"),
 ) -> PostmortemOut:  # fmt: skip
     pm = service.complete(
         session=session, store=ctx.store, incident_id=incident_id, actor=who.name, **dict(body)
@@ -345,7 +345,7 @@ def add_item(
     incident_id: IncidentId,
     body: ActionItemIn,
     session: DbSession,
-    who: Principal = allow("incidents.update"),
+    who: Principal = allow("incidents:manage"),
 ) -> ActionItemOut:
     row = service.add_action_item(session=session, incident_id=incident_id, actor=who.name, **dict(body))
     return ActionItemOut.model_validate(row)
@@ -355,7 +355,7 @@ def add_item(
 def item_done(
     item_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     session: DbSession,
-    who: Principal = allow("incidents.update"),
+    who: Principal = allow("incidents:manage"),
 ) -> ActionItemOut:
     return ActionItemOut.model_validate(
         service.finish_action_item(session=session, item_id=item_id, actor=who.name)
@@ -369,21 +369,21 @@ def item_done(
 def oncall_now(
     session: DbSession,
     schedule: Annotated[str | None, Query(max_length=64)] = None,
-    _: Principal = allow("oncall.read"),
+    _: Principal = allow("incidents:read"),
 ) -> list[OnCallOut]:
     return [OnCallOut(**o.__dict__) for o in service.oncall_now(session=session, schedule=schedule)]
 
 
 @router.post("/oncall/schedules", status_code=201, summary="Create a rotation")
 def create_schedule(
-    body: ScheduleIn, session: DbSession, who: Principal = allow("oncall.manage")
+    body: ScheduleIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> ScheduleOut:
     row = service.create_schedule(session=session, actor=who.name, **dict(body))
     return ScheduleOut.model_validate(row)
 
 
 @router.get("/oncall/schedules", summary="Every schedule")
-def schedules(session: DbSession, _: Principal = allow("oncall.read")) -> list[ScheduleOut]:
+def schedules(session: DbSession, _: Principal = allow("incidents:read")) -> list[ScheduleOut]:
     return [ScheduleOut.model_validate(s) for s in service.list_schedules(session=session)]
 
 
@@ -394,7 +394,7 @@ def override(
     name: Annotated[str, Path(max_length=64)],
     body: OverrideIn,
     session: DbSession,
-    who: Principal = allow("oncall.override"),
+    who: Principal = allow("incidents:manage"),
 ) -> dict[str, Any]:
     o = service.add_override(session=session, schedule=name, actor=who.name, **dict(body))
     return {
@@ -412,18 +412,20 @@ def ical(
     session: DbSession,
     days: Annotated[int, Query(ge=1, le=366)] = 28,
     member: Annotated[str | None, Query(max_length=128)] = None,
-    _: Principal = allow("oncall.read"),
+    _: Principal = allow("incidents:read"),
 ) -> Response:
     data = service.to_ical(session=session, schedule=name, days=days, member=member)
     return Response(content=data, media_type="text/calendar")
 
 
 @router.post("/oncall/policies", status_code=201, summary="Create an escalation policy")
-def create_policy(body: PolicyIn, session: DbSession, who: Principal = allow("oncall.manage")) -> PolicyOut:
+def create_policy(
+    body: PolicyIn, session: DbSession, who: Principal = allow("incidents:manage")
+) -> PolicyOut:
     row = service.create_policy(session=session, actor=who.name, **dict(body))
     return PolicyOut.model_validate(row)
 
 
 @router.get("/oncall/policies", summary="Every escalation policy")
-def policies(session: DbSession, _: Principal = allow("oncall.read")) -> list[PolicyOut]:
+def policies(session: DbSession, _: Principal = allow("incidents:read")) -> list[PolicyOut]:
     return [PolicyOut.model_validate(p) for p in service.list_policies(session=session)]

@@ -25,12 +25,16 @@ router = APIRouter(prefix="/api/v1/models", tags=["registry"])
 
 
 @router.get("", summary="Every model with its latest version and aliases")
-def list_models(session: DbSession, _: Principal = allow("models.read")) -> list[ModelSummary]:
+def list_models(
+    session: DbSession, _: Principal = allow("registry:read", model="name")
+) -> list[ModelSummary]:
     return [ModelSummary.from_model(m) for m in service.list_models(session=session)]
 
 
 @router.get("/{name}", summary="A model with all its versions")
-def show_model(name: str, session: DbSession, _: Principal = allow("models.read")) -> ModelDetail:
+def show_model(
+    name: str, session: DbSession, _: Principal = allow("registry:read", model="name")
+) -> ModelDetail:
     return ModelDetail.from_model(service.get_model_or_raise(session=session, name=name))
 
 
@@ -40,7 +44,7 @@ def show_version(
     version: VersionPath,
     session: DbSession,
     ctx: CurrentContext,
-    _: Principal = allow("models.read"),
+    _: Principal = allow("registry:read", model="name"),
 ) -> ModelVersionOut:
     mv = service.get_version_or_raise(session=session, name=name, version=version)
     return ModelVersionOut.of(
@@ -50,7 +54,11 @@ def show_version(
 
 @router.get("/{name}/aliases/{alias}", summary="The version an alias points at")
 def resolve_alias(
-    name: str, alias: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("models.read")
+    name: str,
+    alias: str,
+    session: DbSession,
+    ctx: CurrentContext,
+    _: Principal = allow("registry:read", model="name"),
 ) -> ModelVersionOut:
     current = service.get_alias(session=session, name=name, alias=alias)
     if current is None:
@@ -66,7 +74,7 @@ def alias_history(
     name: str,
     session: DbSession,
     alias: Annotated[str | None, Query(description="only this alias")] = None,
-    _: Principal = allow("models.history"),
+    _: Principal = allow("registry:read", model="name"),
 ) -> list[AliasEventOut]:
     events = service.alias_history(session=session, name=name, alias=alias)
     return [AliasEventOut.of(e, model_name=name) for e in events]
@@ -81,7 +89,7 @@ def verify_version(
     version: VersionPath,
     session: DbSession,
     ctx: CurrentContext,
-    _: Principal = allow("models.verify"),
+    _: Principal = allow("registry:read", model="name"),
 ) -> VerifyReportOut:
     mv = service.get_version_or_raise(session=session, name=name, version=version)
     report = VerifyReportOut.model_validate(service.verify(store=ctx.store, model_version=mv))
@@ -93,7 +101,9 @@ def verify_version(
 
 
 @router.put("/{name}/aliases/{alias}", summary="Point an alias at a version (operator)")
-def set_alias(name: str, alias: str, body: AliasSet, c: Change = change("models.alias")) -> AliasEventOut:
+def set_alias(
+    name: str, alias: str, body: AliasSet, c: Change = change("deploy:execute", model="name")
+) -> AliasEventOut:
     c.note(**dict(body))
     event = service.set_alias(session=c.session, name=name, alias=alias, actor=c.actor, **dict(body))
     return _moved(c, event, name)
@@ -104,7 +114,7 @@ def remove_alias(
     name: str,
     alias: str,
     reason: Annotated[str, Query(max_length=2000)] = "",
-    c: Change = change("models.unalias"),
+    c: Change = change("deploy:execute", model="name"),
 ) -> AliasEventOut:
     c.note(reason=reason)
     event = service.remove_alias(session=c.session, name=name, alias=alias, actor=c.actor, reason=reason)
@@ -119,6 +129,8 @@ def _moved(c: Change, event: AliasEvent, name: str) -> AliasEventOut:
 @router.delete(
     "/{name}/versions/{version}", summary="Delete a version and its files (admin; 409 while aliased)"
 )
-def delete_version(name: str, version: VersionPath, c: Change = change("models.delete")) -> VersionDeleted:
+def delete_version(
+    name: str, version: VersionPath, c: Change = change("registry:write", model="name")
+) -> VersionDeleted:
     service.delete_version(session=c.session, store=c.ctx.store, name=name, version=version)
     return VersionDeleted(name=name, version=version)

@@ -26,7 +26,7 @@ def deploy(
     request: Request,
     session: DbSession,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("rollout.deploy")],
+    principal: Annotated[Principal, allow("deploy:execute", model="name")],
 ) -> RolloutOut:
     r = service.deploy(
         session=session,
@@ -54,7 +54,7 @@ def deploy(
 
 @router.get("/{name}/rollout", summary="The newest rollout, the live routing and the current analysis")
 def status(
-    name: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("rollout.read")
+    name: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("registry:read", model="name")
 ) -> dict[str, Any]:
     r = service.latest(session=session, name=name)
     analysis = None
@@ -68,7 +68,9 @@ def status(
 
 
 def _steer(action: str) -> Any:
-    permission = allow(f"rollout.{action}")  # a default value, not an annotation: closures cannot be resolved
+    permission = allow(
+        "deploy:execute", model="name"
+    )  # a default value, not an annotation: closures cannot be resolved
 
     def handler(
         name: str,
@@ -105,7 +107,7 @@ def rollback(
     request: Request,
     session: DbSession,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("rollout.rollback")],
+    principal: Annotated[Principal, allow("deploy:execute", model="name")],
 ) -> RolloutOut:
     r = service.rollback(
         session=session, store=ctx.store, name=name, actor=principal.name, reason=body.reason
@@ -115,13 +117,15 @@ def rollback(
 
 
 @router.get("/{name}/rollouts", summary="Every rollout with every transition")
-def history(name: str, session: DbSession, _: Principal = allow("rollout.read")) -> list[RolloutOut]:
+def history(
+    name: str, session: DbSession, _: Principal = allow("registry:read", model="name")
+) -> list[RolloutOut]:
     return [RolloutOut.model_validate(r) for r in service.history(session=session, name=name)]
 
 
 @router.post("/{name}/rollout/acceptance", summary="Check runbook 1's acceptance criteria from live data")
 def acceptance(
-    name: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("rollout.read")
+    name: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("registry:read", model="name")
 ) -> AcceptanceOut:
     r = latest_promoted_or_raise(session=session, name=name)
     now = clock.now()

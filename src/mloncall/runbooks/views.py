@@ -33,7 +33,7 @@ def _execute(ctx: Context, run_id: int, actor: str, yes: bool, resumed: bool) ->
 
 
 @router.get("", summary="The runbooks this installation can run")
-def list_runbooks(_: Principal = allow("runbooks.list")) -> list[dict[str, Any]]:
+def list_runbooks(_: Principal = allow("runbooks:read")) -> list[dict[str, Any]]:
     return [export.runbook_dict(b) for b in all_runbooks()]
 
 
@@ -42,7 +42,7 @@ def list_runs(
     session: DbSession,
     runbook: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    _: Principal = allow("runbooks.list"),
+    _: Principal = allow("runbooks:read"),
 ) -> list[dict[str, Any]]:
     if runbook is not None:
         get_runbook(runbook)
@@ -56,14 +56,14 @@ def list_runs(
 def status(
     run_id: int,
     session: DbSession,
-    _: Principal = allow("runbooks.read"),
+    _: Principal = allow("runbooks:read"),
 ) -> dict[str, Any]:
     return export.run_dict(session, service.get_run_or_raise(session=session, run_id=run_id))
 
 
 @router.post("/runs/{run_id}/acceptance", summary="Judge a finished run's acceptance criteria again, now")
 def recheck(
-    run_id: int, request: Request, ctx: CurrentContext, principal: Annotated[Principal, allow("runbooks.run")]
+    run_id: int, request: Request, ctx: CurrentContext, principal: Annotated[Principal, allow("runbooks:run")]
 ) -> dict[str, Any]:
     acceptance = engine.recheck(ctx, run_id, actor=principal.name)
     audit_note(request, run=run_id, outcome=acceptance["outcome"])
@@ -72,7 +72,7 @@ def recheck(
 
 @router.get("/runs/{run_id}/export", summary="The run as a report: markdown or json")
 def export_run(
-    run_id: int, session: DbSession, format: str = "markdown", _: Principal = allow("runbooks.read")
+    run_id: int, session: DbSession, format: str = "markdown", _: Principal = allow("runbooks:read")
 ) -> PlainTextResponse:
     if format not in export.FORMATS:
         raise InvalidInput(f"unknown format {format!r}: use markdown or json")
@@ -90,7 +90,7 @@ def resume(
     request: Request,
     tasks: BackgroundTasks,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("runbooks.resume")],
+    principal: Annotated[Principal, allow("runbooks:run")],
 ) -> dict[str, Any]:
     root = engine.resumable(ctx, run_id)
     tasks.add_task(_execute, ctx, root, principal.name, body.yes, True)
@@ -99,7 +99,7 @@ def resume(
 
 
 @router.get("/{name}", summary="A runbook's scenario, objective, parameters, steps, acceptance, contacts")
-def show(name: str, _: Principal = allow("runbooks.read")) -> dict[str, Any]:
+def show(name: str, _: Principal = allow("runbooks:read")) -> dict[str, Any]:
     return export.runbook_dict(get_runbook(name))
 
 
@@ -110,7 +110,7 @@ def start(
     request: Request,
     tasks: BackgroundTasks,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("runbooks.run")],
+    principal: Annotated[Principal, allow("runbooks:run")],
 ) -> dict[str, Any]:
     run_id = engine.create(
         ctx, runbook=name, params=body.params, positional=body.args, alert_id=body.alert, actor=principal.name

@@ -43,7 +43,7 @@ def train(
     spec: TrainRequest,
     request: Request,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("models.train")],
+    principal: Annotated[Principal, allow("registry:write", model="name")],
 ) -> ModelVersionOut:
     from mloncall.training import service
 
@@ -72,7 +72,7 @@ def retrain(
     name: str,
     request: Request,
     ctx: CurrentContext,
-    principal: Annotated[Principal, allow("models.train")],
+    principal: Annotated[Principal, allow("registry:write", model="name")],
     body: RawBody,
     recall_margin: Annotated[float, Query(ge=0, le=1)] = DEFAULT_RECALL_MARGIN,
     reference_margin: Annotated[float, Query(ge=0, le=1)] = DEFAULT_REFERENCE_MARGIN,
