@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from mloncall.access import audit
 from mloncall.access import service as access
-from mloncall.access.models import ApiToken, Principal
+from mloncall.access.models import ApiToken
 from mloncall.core import clock
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated

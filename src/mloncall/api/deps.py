@@ -164,6 +164,7 @@ def allow(permission: str, *, model: str | None = None) -> Any:
             audit_note(request, grant=grant)
         return principal
 
+    check.permission = permission  # type: ignore[attr-defined]  # read by the route x role matrix test
     return Depends(check)
 
 
