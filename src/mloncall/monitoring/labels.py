@@ -203,7 +203,7 @@ def build_index(store: ArtifactStore, model: str, span: Span, *, watermark_us: i
     }
     # the feedback applied to older hours before this one was indexed, an hour of feedback at a time
     for feedback, _ in _feedback_chunks(store, model, span.start_us, watermark_us):
-        _apply(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
+        apply_labels(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
     for name in ARRAYS:
         _save(store, f"{span.base}/{name}.npy", arrays[name])
     _save(store, f"{span.base}/counts.npy", _confusion(span, arrays, meta))
@@ -262,13 +262,15 @@ def _feedback_chunks(
     lo = since_us
     while lo < until_us:
         hi = min(until_us, (lo // logs.HOUR_US + 1) * logs.HOUR_US)
-        found = _feedback(store, model, logs.from_us(lo), logs.from_us(hi))
+        found = read_feedback(store, model, logs.from_us(lo), logs.from_us(hi))
         if found is not None:
             yield found, hi
         lo = hi
 
 
-def _feedback(store: ArtifactStore, model: str, since: dt.datetime, until: dt.datetime) -> Feedback | None:
+def read_feedback(
+    store: ArtifactStore, model: str, since: dt.datetime, until: dt.datetime
+) -> Feedback | None:
     """Feedback logged in [since, until), oldest first (so the newest label of an id is applied last)."""
     window = logs.read_window(
         store,
@@ -307,7 +309,7 @@ def id_hash(ids: np.ndarray) -> np.ndarray:
     return h
 
 
-def _apply(
+def apply_labels(
     index_hash: np.ndarray, index_ids: np.ndarray, truth: np.ndarray, feedback: Feedback, meta: dict[str, Any]
 ) -> np.ndarray:
     """Set the true class of every indexed id that has feedback; returns which feedback rows matched.
@@ -360,7 +362,7 @@ def apply_feedback(
             if not store.is_local:
                 truth = np.array(truth)
             before = list(index.meta["classes"])
-            hit = _apply(
+            hit = apply_labels(
                 load_array(store, f"{base}/hash.npy"),
                 load_array(store, f"{base}/ids.npy"),
                 truth,

@@ -10,9 +10,10 @@ seconds is exact.
 
 **Labels** (labelled and correct answers, and on the requests the stable version shadow-scored, the stable
 version's correct answers too) come from the label indexes (`monitoring.labels`) the same way: an indexed hour
-or minute from its index, with the labels applied up to the model's watermark (at most a background pass
-plus `SUMMARY_GRACE` behind, stated as `labels_until`); the rest from the log's rows through the index's own
-row step (`labels.rows_arrays`), joined with the feedback logged until `now`. Only routed requests count
+or minute from its index, which holds the labels up to the model's watermark, with the feedback logged since
+then (at most a background pass plus `SUMMARY_GRACE` of it) applied on the fly to a copy by the index's own
+`apply_labels`; the rest from the log's rows through the index's own row step (`labels.rows_arrays`), joined
+with the feedback logged until `now`. Either way every label logged until `now` counts. Only routed requests count
 here: explicit `/versions/{v}` calls (smoke tests) are not the traffic a rollout compares.
 """
 
@@ -109,27 +110,38 @@ def served_window(
 def window_labels(
     store: ArtifactStore, model: str, since: dt.datetime, until: dt.datetime, *, now: dt.datetime
 ) -> tuple[dict[int | None, LabelCounts], dict[str, Any]]:
-    """Label counts per version of the routed predictions made in [since, until), with the labels known at
-    `now`: indexed hours and minutes from their index, the rest from the log."""
+    """Label counts per version of the routed predictions made in [since, until), with every label logged
+    until `now`: indexed hours and minutes from their index plus the feedback logged since the watermark
+    (applied to a copy, never written), the rest from the log."""
     s_us, u_us = logs.to_us(since), logs.to_us(until)
     mark = labels.read_watermark(store, model)
+    usable = mark is not None and mark.until_us <= logs.to_us(now) + 1
+    recent = None
+    if usable and mark is not None:
+        recent = labels.read_feedback(
+            store, model, logs.from_us(mark.until_us), now + dt.timedelta(microseconds=1)
+        )
     counts: dict[int | None, LabelCounts] = {}
     evidence: dict[str, Any] = {
-        "labels_until": logs.from_us(mark.until_us).isoformat() if mark else None,
-        "indexes_read": 0, "raw_ranges": 0, "feedback_rows": 0,
+        "labels_until": now.isoformat(), "indexes_read": 0, "raw_ranges": 0, "feedback_rows": 0,
+        "feedback_since_watermark": 0 if recent is None else int(recent.ids.size),
     }  # fmt: skip
     raw: list[tuple[int, int]] = []
-    usable = mark is not None and mark.until_us <= logs.to_us(now) + 1
+
+    def indexed(span: labels.Span, lo: int, hi: int) -> bool:
+        found = usable and _from_index(store, span, lo, hi, mark, recent, counts)
+        evidence["indexes_read"] += found
+        return found
+
     for hour in range(s_us // logs.HOUR_US, (u_us - 1) // logs.HOUR_US + 1) if u_us > s_us else ():
         lo, hi = max(s_us, hour * logs.HOUR_US), min(u_us, (hour + 1) * logs.HOUR_US)
-        if usable and _from_index(store, labels.hour_span(model, hour), lo, hi, mark, counts):
-            evidence["indexes_read"] += 1
+        if indexed(labels.hour_span(model, hour), lo, hi):
             continue
         for minute in range(lo // MINUTE_US, (hi - 1) // MINUTE_US + 1):
             m_lo, m_hi = max(lo, minute * MINUTE_US), min(hi, (minute + 1) * MINUTE_US)
-            if usable and _from_index(store, labels.minute_span(model, minute), m_lo, m_hi, mark, counts):
-                evidence["indexes_read"] += 1
-            elif raw and raw[-1][1] == m_lo:
+            if indexed(labels.minute_span(model, minute), m_lo, m_hi):
+                continue
+            if raw and raw[-1][1] == m_lo:
                 raw[-1] = (raw[-1][0], m_hi)
             else:
                 raw.append((m_lo, m_hi))
@@ -145,17 +157,24 @@ def _from_index(
     lo: int,
     hi: int,
     mark: labels.Watermark | None,
+    recent: labels.Feedback | None,
     counts: dict[int | None, LabelCounts],
 ) -> bool:
-    """Count [lo, hi) of one span from its index; False when it has none usable (not built, its labels not
-    applied up to its end yet, or built before indexes held shadow classes and routes)."""
-    if mark is None or span.end_us > mark.until_us or labels.read_meta(store, span) is None:
+    """Count [lo, hi) of one span from its index and the feedback since the watermark; False when it has none
+    usable (not built, its labels not applied up to its end yet, or built before indexes held shadow classes
+    and routes)."""
+    index = labels.read_meta(store, span) if mark is not None and span.end_us <= mark.until_us else None
+    if index is None:
         return False
     try:
         arrays = {
             n: np.asarray(labels.load_array(store, f"{span.base}/{n}.npy"))
             for n in ("ts", "version", "predicted", "shadow", "routed", "truth")
         }
+        if recent is not None and recent.ids.size:
+            arrays["truth"] = np.array(arrays["truth"])
+            hashes, ids = (labels.load_array(store, f"{span.base}/{n}.npy") for n in ("hash", "ids"))
+            labels.apply_labels(hashes, ids, arrays["truth"], recent, dict(index.meta))
     except Exception:
         return False
     ts = arrays["ts"]
