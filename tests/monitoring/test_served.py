@@ -229,7 +229,9 @@ def test_a_window_over_compacted_hours_indexed_labels_and_raw_rows(
     )
     now = h0 + dt.timedelta(hours=2, minutes=3, seconds=5)
     report = jobs.run_pass(mctx, now=now)
-    assert report.compaction["hours_compacted"] >= 1  # the first hour; the second is closed, not yet compacted
+    assert (
+        report.compaction["hours_compacted"] >= 1
+    )  # the first hour; the second is closed, not yet compacted
     # labels that arrive after their hour was indexed, applied by the next pass
     send_feedback(mctx, model, truth, at=now + dt.timedelta(seconds=5), share=0.8)
     later = now + dt.timedelta(seconds=40)

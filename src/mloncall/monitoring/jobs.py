@@ -113,7 +113,7 @@ def summarise_model(ctx: Context, model: str, *, now: dt.datetime, lookback: dt.
 def _summarise_hour(ctx: Context, model: str, hour: int, closed: int, grids: dict[int | None, Grid]) -> int:
     folder = posixpath.dirname(hour_key(model, hour))
     existing = {posixpath.basename(k) for k in ctx.store.list(folder)}
-    if "hour.npz" in existing:
+    if posixpath.basename(hour_key(model, hour)) in existing:
         return 0
     end = min((hour + 1) * 60, closed)
     missing = [m for m in range(hour * 60, end) if posixpath.basename(minute_key(model, m)) not in existing]

@@ -2,17 +2,19 @@
 
 A summary holds, per model version: rows, failed rows, a latency sketch, the predicted-class counts, and
 for the rows that were answered, per feature, the missing and out-of-range counts and a sketch on the
-version's reference grid (`monitoring.sketches`); and, of the version's routed requests only (`RoutedSummary`:
-route stable or canary, so explicit `/versions/{v}` calls such as smoke tests do not count), what canary
-analysis and acceptance compare: rows, server errors, a latency sketch, predicted classes and the requests the
-stable version shadow-scored with how many it answered differently. Summaries of neighbouring intervals merge by adding, so a
-window is the merge of the closed hours and minutes inside it plus the rows of its ragged edges and of the
-open minute, summarised on the fly from the log (`monitoring.incremental`).
+version's reference grid (`monitoring.sketches`); and, of the version's routed requests only
+(`RoutedSummary`: route stable or canary, so explicit `/versions/{v}` calls such as smoke tests do not
+count), what canary analysis and acceptance compare: rows, server errors, a latency sketch, predicted classes,
+and the requests the stable version shadow-scored with how many it answered differently. Summaries of
+neighbouring intervals merge by adding, so a window is the merge of the closed hours and minutes inside it
+plus the rows of its ragged edges and of the open minute, summarised on the fly from the log by the same
+builder (`monitoring.incremental`).
 
-Files live beside the log: `summaries/model=<m>/date=YYYY-MM-DD/hour=HH/minute=MM.npz` and `.../hour.npz`,
-NumPy archives read with `allow_pickle=False`, written atomically (temporary name, then rename). A missing or
-unreadable summary is never an error: the interval is read from the log instead, and the background pass
-writes it again.
+Files live beside the log: `summaries/model=<m>/date=YYYY-MM-DD/hour=HH/minute=MM.v2.npz` and
+`.../hour.v2.npz` (`v2`: with the routed requests; the background pass writes these beside any earlier
+`.npz`, which nothing reads any more and retention removes), NumPy archives read with `allow_pickle=False`,
+written atomically (temporary name, then rename). A missing or unreadable summary is never an error: the
+interval is read from the log instead, and the background pass writes it again.
 """
 
 from __future__ import annotations
@@ -263,12 +265,16 @@ def merge(into: Summary, other: Summary) -> Summary:
 # --- files -------------------------------------------------------------------------------------------------
 
 
+#: The summaries' format, in their names: a summary of another format is neither read nor counted as written.
+FORMAT = "v2"
+
+
 def minute_key(model: str, minute: int) -> str:
-    return f"{SUMMARIES}/model={model}/{partition(minute // 60)}/minute={minute % 60:02d}.npz"
+    return f"{SUMMARIES}/model={model}/{partition(minute // 60)}/minute={minute % 60:02d}.{FORMAT}.npz"
 
 
 def hour_key(model: str, hour: int) -> str:
-    return f"{SUMMARIES}/model={model}/{partition(hour)}/hour.npz"
+    return f"{SUMMARIES}/model={model}/{partition(hour)}/hour.{FORMAT}.npz"
 
 
 def to_bytes(summary: Summary) -> bytes:
@@ -300,14 +306,11 @@ def to_bytes(summary: Summary) -> bytes:
 
 
 def from_bytes(data: bytes) -> Summary:
-    """A summary written by `to_bytes`; ValueError (or an archive error) when it is not one, or is one written
-    before summaries held the routed requests (its interval is then read from the log)."""
+    """A summary written by `to_bytes`; ValueError (or an archive error) when it is not one."""
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         header = json.loads(archive["header"].tobytes())
         out: Summary = {}
         for label, h in header.items():
-            if "routed" not in h:
-                raise ValueError("a summary without routed requests: written by an earlier release")
             s = VersionSummary(
                 rows=h["rows"], errors=h["errors"], served=h["served"], predicted=h["predicted"],
                 missing=h["missing"], any_missing=h["any_missing"], flagged=h["flagged"],
