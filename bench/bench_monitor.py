@@ -390,7 +390,7 @@ def evidently(ctx: Context, hours: int, fast: dict[str, Any], exact: dict[str, A
     from mloncall.monitoring.reference import reference_for, versions_of
 
     info = versions_of(ctx=ctx, model=MODEL)[1]
-    ref = reference_for(ctx=ctx, info=info)
+    ref = reference_for(store=ctx.store, info=info)
     d = hour_rows(hours - 1)
     reference = np.column_stack([ref.features[f].values for f in iris.FEATURES])
     result = bench_drift.evidently_anchor(reference, d["X"])

@@ -228,7 +228,7 @@ def test_late_labels_update_summarised_hours_and_accuracy_equals_full_recomputat
             )
         written = cut
         jobs.run_pass(mctx, now=when, compact=when != passes[0])
-    mark = labels.read_watermark(mctx, "late")
+    mark = labels.read_watermark(mctx.store, "late")
     assert mark is not None and mark.unmatched >= 2
     # the open hour's closed minutes have their own index; the closed hours' minute indexes are gone
     minute_indexes = {k.split("/minute=")[0] for k in mctx.store.list("labels/model=late") if "/minute=" in k}

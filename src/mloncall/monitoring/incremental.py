@@ -52,7 +52,7 @@ from mloncall.monitoring.summary import (
 )
 from mloncall.monitoring.verdict import Part, version_label
 from mloncall.stores import predlog as logs
-from mloncall.stores.context import Context
+from mloncall.stores.artifacts import ArtifactStore
 
 MINUTE_US = 60_000_000
 #: A minute is summarised (and read from its summary) once this long has passed since it ended.
@@ -87,7 +87,7 @@ def closed_minute(now: dt.datetime) -> int:
 
 
 def window_summary(
-    ctx: Context,
+    store: ArtifactStore,
     model: str,
     since: dt.datetime,
     until: dt.datetime,
@@ -108,13 +108,13 @@ def window_summary(
         m = first
         while m < last:
             if m % 60 == 0 and m + 60 <= min(last, closed):
-                found = load(ctx, hour_key(model, m // 60))
+                found = load(store, hour_key(model, m // 60))
                 if found is not None:
                     merge(out.summary, found)
                     out.summaries_read += 1
                     m += 60
                     continue
-            found = load(ctx, minute_key(model, m)) if m < closed else None
+            found = load(store, minute_key(model, m)) if m < closed else None
             if found is not None:
                 merge(out.summary, found)
                 out.summaries_read += 1
@@ -124,7 +124,7 @@ def window_summary(
             m += 1
         raw.append((last * MINUTE_US, u_us))
     for lo, hi in _joined(raw):
-        _fold(ctx, model, lo, hi, grids, out)
+        _fold(store, model, lo, hi, grids, out)
     return out
 
 
@@ -141,10 +141,10 @@ def _joined(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _fold(
-    ctx: Context, model: str, lo: int, hi: int, grids: dict[int | None, Grid], out: WindowSummary
+    store: ArtifactStore, model: str, lo: int, hi: int, grids: dict[int | None, Grid], out: WindowSummary
 ) -> None:
     for table in logs.iter_window(
-        ctx.store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
+        store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
         columns=COLUMNS, prefixes=("f_",), skipped=out.skipped,
     ):  # fmt: skip
         out.files_read += 1

@@ -79,7 +79,7 @@ def run_pass(ctx: Context, *, now: dt.datetime, compact: bool = True) -> PassRep
         try:
             report.summaries_written += summarise_model(ctx, model, now=now)
             report.label_indexes += labels.update_model(
-                ctx, model, now=now, closed_us=closed_us, lookback=LABEL_LOOKBACK
+                ctx.store, model, now=now, closed_us=closed_us, lookback=LABEL_LOOKBACK
             )
         except Exception:  # one model's failure must not stop the others
             log.exception("summaries of %s failed", model)
@@ -103,7 +103,7 @@ def summarise_model(ctx: Context, model: str, *, now: dt.datetime, lookback: dt.
     )
     if not hours:
         return 0
-    grids = grids_for(ctx, versions_of(ctx=ctx, model=model))
+    grids = grids_for(ctx.store, versions_of(ctx=ctx, model=model))
     written = 0
     for hour in hours:
         written += _summarise_hour(ctx, model, hour, closed, grids)
@@ -113,7 +113,7 @@ def summarise_model(ctx: Context, model: str, *, now: dt.datetime, lookback: dt.
 def _summarise_hour(ctx: Context, model: str, hour: int, closed: int, grids: dict[int | None, Grid]) -> int:
     folder = posixpath.dirname(hour_key(model, hour))
     existing = {posixpath.basename(k) for k in ctx.store.list(folder)}
-    if "hour.npz" in existing:
+    if posixpath.basename(hour_key(model, hour)) in existing:
         return 0
     end = min((hour + 1) * 60, closed)
     missing = [m for m in range(hour * 60, end) if posixpath.basename(minute_key(model, m)) not in existing]

@@ -4,8 +4,9 @@ For each closed hour of predictions (and each closed minute of the hour still op
 replaced by the hour's index when it closes) the background pass writes a label index under
 `labels/model=<m>/date=YYYY-MM-DD/hour=HH/`: the answered predictions sorted by a 64-bit hash of their id
 (`hash.npy`; `ids.npy` holds the ids, to confirm a match), and in the same order their `ts` (microseconds),
-version, predicted class and true class (`truth.npy`, -1 while unlabelled), with the class names in
-`meta.json`. Building it joins the hour with
+version, predicted class, true class (`truth.npy`, -1 while unlabelled), the class the stable version's
+shadow scoring gave (`shadow.npy`, -1 when none) and whether the router sent it (`routed.npy`), with the class
+names in `meta.json`. Building it joins the hour with
 the feedback already applied; afterwards each pass applies the feedback logged since the model's watermark
 (`labels/model=<m>/watermark.json`): every label is looked up by id (a binary search of its hash in each
 memory-mapped index of the lookback, an hour of feedback at a time) and its prediction's true class set, the newest label winning. A label whose id is in
@@ -34,14 +35,14 @@ import pyarrow.compute as pc
 
 from mloncall.monitoring.performance import AccuracyCounts, bucket_of, count_rows, labelled_rows
 from mloncall.monitoring.schemas import AccuracyParams
-from mloncall.monitoring.stats import encode, error_mask
+from mloncall.monitoring.stats import encode, error_mask, routed_mask
 from mloncall.stores import predlog as logs
-from mloncall.stores.context import Context
+from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.predlog import LogWindow
 from mloncall.stores.predlog import compact as compaction
 
 LABELS = "labels"
-ARRAYS = ("hash", "ids", "ts", "version", "predicted", "truth")
+ARRAYS = ("hash", "ids", "ts", "version", "predicted", "truth", "shadow", "routed")
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 NO_VERSION = -1
@@ -86,26 +87,26 @@ class Watermark:
     applied: int = 0
 
 
-def read_watermark(ctx: Context, model: str) -> Watermark | None:
+def read_watermark(store: ArtifactStore, model: str) -> Watermark | None:
     try:
-        doc = json.loads(ctx.store.get_bytes(_watermark_key(model)))
+        doc = json.loads(store.get_bytes(_watermark_key(model)))
         return Watermark(int(doc["until_us"]), int(doc.get("unmatched", 0)), int(doc.get("applied", 0)))
     except Exception:
         return None
 
 
-def _save(ctx: Context, key: str, array: np.ndarray) -> None:
+def _save(store: ArtifactStore, key: str, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
-    ctx.store.put_bytes(key, buf.getvalue())
+    store.put_bytes(key, buf.getvalue())
 
 
-def _load(ctx: Context, key: str, *, writable: bool = False) -> np.ndarray:
+def load_array(store: ArtifactStore, key: str, *, writable: bool = False) -> np.ndarray:
     """An index array: memory-mapped from a local store, read whole from a remote one."""
-    if ctx.store.is_local:
-        path = posixpath.join(ctx.store.base, key)
+    if store.is_local:
+        path = posixpath.join(store.base, key)
         return np.load(path, mmap_mode="r+" if writable else "r", allow_pickle=False)
-    data: np.ndarray = np.load(io.BytesIO(ctx.store.get_bytes(key)), allow_pickle=False)
+    data: np.ndarray = np.load(io.BytesIO(store.get_bytes(key)), allow_pickle=False)
     return data
 
 
@@ -119,11 +120,9 @@ class HourIndex:
         return list(self.meta["classes"])
 
 
-def read_meta(ctx: Context, span: Span) -> HourIndex | None:
+def read_meta(store: ArtifactStore, span: Span) -> HourIndex | None:
     try:
-        return HourIndex(
-            span.start_us // logs.HOUR_US, json.loads(ctx.store.get_bytes(f"{span.base}/meta.json"))
-        )
+        return HourIndex(span.start_us // logs.HOUR_US, json.loads(store.get_bytes(f"{span.base}/meta.json")))
     except Exception:
         return None
 
@@ -131,48 +130,70 @@ def read_meta(ctx: Context, span: Span) -> HourIndex | None:
 # --- building and applying ---------------------------------------------------------------------------------
 
 
-def build_index(ctx: Context, model: str, span: Span, *, watermark_us: int) -> HourIndex:
+#: The prediction-log columns an index is built from.
+INDEX_COLUMNS = ["id", "version", "label", "error", "route", "shadow_label"]
+#: Per answered prediction, in one order: what an index stores besides the hash and the true class.
+ROW_ARRAYS = ("ids", "ts", "version", "predicted", "shadow", "routed")
+
+
+def rows_arrays(table: pa.Table, classes: dict[str, int]) -> dict[str, np.ndarray] | None:
+    """The answered predictions of one batch of log rows as index arrays: id (bytes), ts (us), version
+    (NO_VERSION when none), predicted and shadow class codes into `classes` (-1: none) and whether the router
+    sent the request (route stable or canary; every row of a log without routes). None without ids.
+
+    The one row-to-index step: label indexes are built with it, and the rows of a span without an index are
+    counted through it (`monitoring.served`)."""
+    if "id" not in table.column_names:
+        return None
+    failed = error_mask(table)
+    if failed.any():
+        table = table.filter(pa.array(~failed))
+    n = table.num_rows
+
+    def column(name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
+        return table.column(name) if name in table.column_names else pa.nulls(n, kind)
+
+    version = pc.fill_null(pc.cast(column("version", pa.int32()), pa.int32()), NO_VERSION)
+    return {
+        "ids": np.asarray(pc.cast(table.column("id"), pa.string()).to_numpy(zero_copy_only=False)).astype(
+            "S"
+        ),
+        "ts": logs.ts_us(table),
+        "version": np.asarray(version.to_numpy(zero_copy_only=False)).astype(np.int32),
+        "predicted": _codes(column("label", pa.string()), classes),
+        "shadow": _codes(column("shadow_label", pa.string()), classes),
+        "routed": routed_mask(table),
+    }
+
+
+def concat_rows(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Batches of `rows_arrays` as one (ids padded to one width)."""
+    width = max([p["ids"].dtype.itemsize for p in parts] + [1])
+    out = {
+        "ids": np.concatenate([p["ids"].astype(f"S{width}") for p in parts]) if parts else np.empty(0, "S1")
+    }
+    empty = {"ts": np.int64, "version": np.int32, "predicted": np.int16, "shadow": np.int16, "routed": bool}
+    for name, kind in empty.items():
+        out[name] = np.concatenate([p[name] for p in parts]).astype(kind) if parts else np.empty(0, kind)
+    return out
+
+
+def build_index(store: ArtifactStore, model: str, span: Span, *, watermark_us: int) -> HourIndex:
     """Index one closed span's answered predictions and join the feedback logged before the watermark."""
     since, until = logs.from_us(span.start_us), logs.from_us(span.end_us)
-    ids, ts, versions, predicted = [], [], [], []
+    parts: list[dict[str, np.ndarray]] = []
     classes: dict[str, int] = {}
     for table in logs.iter_window(
-        ctx.store, kind=logs.PREDICTIONS, model=model, since=since, until=until,
-        columns=["id", "version", "label", "error"],
+        store, kind=logs.PREDICTIONS, model=model, since=since, until=until, columns=INDEX_COLUMNS,
     ):  # fmt: skip
-        if "id" not in table.column_names:
-            continue
-        failed = error_mask(table)
-        if failed.any():
-            table = table.filter(pa.array(~failed))
-        ids.append(
-            np.asarray(pc.cast(table.column("id"), pa.string()).to_numpy(zero_copy_only=False)).astype("S")
-        )
-        ts.append(logs.ts_us(table))
-        v = (
-            table.column("version")
-            if "version" in table.column_names
-            else pa.nulls(table.num_rows, pa.int32())
-        )
-        versions.append(
-            np.asarray(pc.fill_null(pc.cast(v, pa.int32()), NO_VERSION).to_numpy(zero_copy_only=False))
-        )
-        labels = (
-            table.column("label") if "label" in table.column_names else pa.nulls(table.num_rows, pa.string())
-        )
-        predicted.append(_codes(labels, classes))
-    width = max([a.dtype.itemsize for a in ids] + [1])
-    all_ids = np.concatenate([a.astype(f"S{width}") for a in ids]) if ids else np.empty(0, "S1")
-    hashes = id_hash(all_ids)
+        found = rows_arrays(table, classes)
+        if found is not None:
+            parts.append(found)
+    rows = concat_rows(parts)
+    hashes = id_hash(rows["ids"])
     order = np.argsort(hashes, kind="stable")
-    arrays = {
-        "hash": hashes[order],
-        "ids": all_ids[order],
-        "ts": (np.concatenate(ts) if ts else np.empty(0, np.int64))[order],
-        "version": (np.concatenate(versions) if versions else np.empty(0, np.int32)).astype(np.int32)[order],
-        "predicted": (np.concatenate(predicted) if predicted else np.empty(0, np.int16))[order],
-        "truth": np.full(order.size, -1, np.int16),
-    }
+    arrays = {"hash": hashes[order], **{name: rows[name][order] for name in ROW_ARRAYS}}
+    arrays["truth"] = np.full(order.size, -1, np.int16)
     meta = {
         "start_us": span.start_us,
         "end_us": span.end_us,
@@ -181,13 +202,13 @@ def build_index(ctx: Context, model: str, span: Span, *, watermark_us: int) -> H
         "built_until_us": watermark_us,
     }
     # the feedback applied to older hours before this one was indexed, an hour of feedback at a time
-    for feedback, _ in _feedback_chunks(ctx, model, span.start_us, watermark_us):
-        _apply(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
+    for feedback, _ in _feedback_chunks(store, model, span.start_us, watermark_us):
+        apply_labels(arrays["hash"], arrays["ids"], arrays["truth"], feedback, meta)
     for name in ARRAYS:
-        _save(ctx, f"{span.base}/{name}.npy", arrays[name])
-    _save(ctx, f"{span.base}/counts.npy", _confusion(span, arrays, meta))
+        _save(store, f"{span.base}/{name}.npy", arrays[name])
+    _save(store, f"{span.base}/counts.npy", _confusion(span, arrays, meta))
     # written last: the index is whole
-    ctx.store.put_bytes(f"{span.base}/meta.json", json.dumps(meta).encode())
+    store.put_bytes(f"{span.base}/meta.json", json.dumps(meta).encode())
     return HourIndex(span.start_us // logs.HOUR_US, meta)
 
 
@@ -234,23 +255,25 @@ class Feedback:
 
 
 def _feedback_chunks(
-    ctx: Context, model: str, since_us: int, until_us: int
+    store: ArtifactStore, model: str, since_us: int, until_us: int
 ) -> Iterator[tuple[Feedback, int]]:
     """The feedback logged in [since, until) and each chunk's end, an hour at a time (memory holds one hour's
     labels)."""
     lo = since_us
     while lo < until_us:
         hi = min(until_us, (lo // logs.HOUR_US + 1) * logs.HOUR_US)
-        found = _feedback(ctx, model, logs.from_us(lo), logs.from_us(hi))
+        found = read_feedback(store, model, logs.from_us(lo), logs.from_us(hi))
         if found is not None:
             yield found, hi
         lo = hi
 
 
-def _feedback(ctx: Context, model: str, since: dt.datetime, until: dt.datetime) -> Feedback | None:
+def read_feedback(
+    store: ArtifactStore, model: str, since: dt.datetime, until: dt.datetime
+) -> Feedback | None:
     """Feedback logged in [since, until), oldest first (so the newest label of an id is applied last)."""
     window = logs.read_window(
-        ctx.store,
+        store,
         kind=logs.FEEDBACK,
         model=model,
         since=since,
@@ -286,7 +309,7 @@ def id_hash(ids: np.ndarray) -> np.ndarray:
     return h
 
 
-def _apply(
+def apply_labels(
     index_hash: np.ndarray, index_ids: np.ndarray, truth: np.ndarray, feedback: Feedback, meta: dict[str, Any]
 ) -> np.ndarray:
     """Set the true class of every indexed id that has feedback; returns which feedback rows matched.
@@ -319,56 +342,62 @@ def _apply(
     return hit
 
 
-def apply_feedback(ctx: Context, model: str, *, since_us: int, until_us: int, spans: list[Span]) -> Watermark:
+def apply_feedback(
+    store: ArtifactStore, model: str, *, since_us: int, until_us: int, spans: list[Span]
+) -> Watermark:
     """Apply the feedback logged in [since, until) to every index; then move the watermark."""
-    previous = read_watermark(ctx, model)
+    previous = read_watermark(store, model)
     mark = Watermark(until_us, previous.unmatched if previous else 0, previous.applied if previous else 0)
-    for feedback, chunk_end in _feedback_chunks(ctx, model, since_us, until_us):
+    for feedback, chunk_end in _feedback_chunks(store, model, since_us, until_us):
         total = feedback.ids.size
         # newest hours first (most labels are for recent predictions); a label never precedes its prediction
         for span in sorted((x for x in spans if x.start_us < chunk_end), key=lambda x: -x.start_us):
             if feedback.ids.size == 0:
                 break
-            index = read_meta(ctx, span)
+            index = read_meta(store, span)
             if index is None:
                 continue
             base = span.base
-            truth = _load(ctx, f"{base}/truth.npy", writable=True)
-            if not ctx.store.is_local:
+            truth = load_array(store, f"{base}/truth.npy", writable=True)
+            if not store.is_local:
                 truth = np.array(truth)
             before = list(index.meta["classes"])
-            hit = _apply(
-                _load(ctx, f"{base}/hash.npy"), _load(ctx, f"{base}/ids.npy"), truth, feedback, index.meta
+            hit = apply_labels(
+                load_array(store, f"{base}/hash.npy"),
+                load_array(store, f"{base}/ids.npy"),
+                truth,
+                feedback,
+                index.meta,
             )
             if isinstance(truth, np.memmap):
                 truth.flush()
             else:
-                _save(ctx, f"{base}/truth.npy", truth)
+                _save(store, f"{base}/truth.npy", truth)
             if hit.any():
-                arrays = {n: _load(ctx, f"{base}/{n}.npy") for n in ("ts", "version", "predicted")}
-                _save(ctx, f"{base}/counts.npy", _confusion(span, {**arrays, "truth": truth}, index.meta))
-                ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
+                arrays = {n: load_array(store, f"{base}/{n}.npy") for n in ("ts", "version", "predicted")}
+                _save(store, f"{base}/counts.npy", _confusion(span, {**arrays, "truth": truth}, index.meta))
+                store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
             elif index.meta["classes"] != before:
-                ctx.store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
+                store.put_bytes(f"{base}/meta.json", json.dumps(index.meta).encode())
             del truth
             feedback = feedback.subset(~hit)
         mark.applied += total - feedback.ids.size
         mark.unmatched += feedback.ids.size
-    ctx.store.put_bytes(_watermark_key(model), json.dumps(mark.__dict__).encode())
+    store.put_bytes(_watermark_key(model), json.dumps(mark.__dict__).encode())
     return mark
 
 
 def update_model(
-    ctx: Context, model: str, *, now: dt.datetime, closed_us: int, lookback: dt.timedelta
+    store: ArtifactStore, model: str, *, now: dt.datetime, closed_us: int, lookback: dt.timedelta
 ) -> int:
     """One pass for a model: index the closed hours (and the open hour's closed minutes) that have none, then
     apply the new feedback. An hour's index replaces its minutes' once it closes."""
     first_hour = logs.to_us(now - lookback) // logs.HOUR_US
-    mark = read_watermark(ctx, model)
+    mark = read_watermark(store, model)
     since_us = mark.until_us if mark is not None else first_hour * logs.HOUR_US
     logged = sorted(
         h
-        for h in (compaction.hour_of(f) for f in compaction.hour_folders(ctx.store, logs.PREDICTIONS, model))
+        for h in (compaction.hour_of(f) for f in compaction.hour_folders(store, logs.PREDICTIONS, model))
         if h >= first_hour and h * logs.HOUR_US < closed_us
     )
     spans: list[Span] = []
@@ -376,35 +405,37 @@ def update_model(
     for hour in logged:
         if (hour + 1) * logs.HOUR_US <= closed_us:
             span = hour_span(model, hour)
-            if read_meta(ctx, span) is None:
-                build_index(ctx, model, span, watermark_us=since_us)
+            if read_meta(store, span) is None:
+                build_index(store, model, span, watermark_us=since_us)
                 for minute in range(hour * 60, hour * 60 + 60):
-                    ctx.store.delete_prefix(minute_span(model, minute).base)
+                    store.delete_prefix(minute_span(model, minute).base)
                 built += 1
             spans.append(span)
             continue
         for minute in range(hour * 60, closed_us // MINUTE_US):
             span = minute_span(model, minute)
-            if read_meta(ctx, span) is None:
-                build_index(ctx, model, span, watermark_us=since_us)
+            if read_meta(store, span) is None:
+                build_index(store, model, span, watermark_us=since_us)
                 built += 1
             spans.append(span)
     if closed_us > since_us:
-        apply_feedback(ctx, model, since_us=since_us, until_us=closed_us, spans=spans)
+        apply_feedback(store, model, since_us=since_us, until_us=closed_us, spans=spans)
     return built
 
 
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def index_arrays(ctx: Context, span: Span) -> Iterator[tuple[HourIndex, dict[str, np.ndarray]]]:
+def index_arrays(store: ArtifactStore, span: Span) -> Iterator[tuple[HourIndex, dict[str, np.ndarray]]]:
     """The index of one span, if built: its ts, version, predicted and truth arrays (memory-mapped)."""
-    index = read_meta(ctx, span)
+    index = read_meta(store, span)
     if index is None:
         return
     base = span.base
     try:
-        arrays = {name: _load(ctx, f"{base}/{name}.npy") for name in ("ts", "version", "predicted", "truth")}
+        arrays = {
+            name: load_array(store, f"{base}/{name}.npy") for name in ("ts", "version", "predicted", "truth")
+        }
     except Exception:
         return
     yield index, arrays
@@ -421,7 +452,7 @@ class WindowAccuracy:
 
 
 def window_accuracy(
-    ctx: Context,
+    store: ArtifactStore,
     model: str,
     *,
     start: dt.datetime,
@@ -434,7 +465,7 @@ def window_accuracy(
     spans without an index) joined from the log."""
     s_us, e_us = logs.to_us(start), logs.to_us(end)
     bucket_us = max((e_us - s_us) // params.buckets, 1)
-    mark = read_watermark(ctx, model)
+    mark = read_watermark(store, model)
     out = WindowAccuracy({}, 0, 0, logs.from_us(mark.until_us).isoformat() if mark else None, 0, [])
     raw: list[tuple[int, int]] = []
 
@@ -442,14 +473,14 @@ def window_accuracy(
         # an index holds the labels up to the watermark: only usable when judging up to then or later
         if mark is None or not span.end_us <= mark.until_us <= logs.to_us(until) + 1:
             return False
-        index = read_meta(ctx, span)
+        index = read_meta(store, span)
         if index is None:
             return False
-        rest = _count_minutes(ctx, out.counts, span, index, lo, hi, s_us, bucket_us, params)
+        rest = _count_minutes(store, out.counts, span, index, lo, hi, s_us, bucket_us, params)
         if rest is None:
             return False
         if rest:  # minutes at the window's or a bucket's edge: counted row by row
-            for found, arrays in index_arrays(ctx, span):
+            for found, arrays in index_arrays(store, span):
                 for r_lo, r_hi in rest:
                     _count_index(out.counts, found, arrays, r_lo, r_hi, s_us, bucket_us, params)
         return True
@@ -468,18 +499,18 @@ def window_accuracy(
                 else:
                     raw.append((m_lo, m_hi))
     for lo, hi in raw:
-        _count_raw(ctx, model, out, lo, hi, until, s_us, bucket_us, params)
+        _count_raw(store, model, out, lo, hi, until, s_us, bucket_us, params)
     return out
 
 
 def _count_minutes(
-    ctx: Context, counts: dict[int | None, AccuracyCounts], span: Span, index: HourIndex,
+    store: ArtifactStore, counts: dict[int | None, AccuracyCounts], span: Span, index: HourIndex,
     lo: int, hi: int, since_us: int, bucket_us: int, params: AccuracyParams,
 ) -> list[tuple[int, int]] | None:  # fmt: skip
     """Add the span's whole minutes in [lo, hi) that lie in one bucket from its per-minute counts; returns the
     ranges left to count row by row (None: the counts are missing, count everything that way)."""
     try:
-        confusion = np.asarray(_load(ctx, f"{span.base}/counts.npy"))
+        confusion = np.asarray(load_array(store, f"{span.base}/counts.npy"))
         versions = index.meta["versions"]
         classes = index.classes[: index.meta["count_classes"]]
     except Exception:
@@ -528,18 +559,18 @@ def _count_index(
 
 
 def _count_raw(
-    ctx: Context, model: str, out: WindowAccuracy, lo: int, hi: int, until: dt.datetime,
+    store: ArtifactStore, model: str, out: WindowAccuracy, lo: int, hi: int, until: dt.datetime,
     since_us: int, bucket_us: int, params: AccuracyParams,
 ) -> None:  # fmt: skip
     preds = logs.read_window(
-        ctx.store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
+        store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
         columns=["id", "version", "label", "error"],
     )  # fmt: skip
     out.windows.append(preds)
     if preds.table is None or preds.rows == 0:
         return
     feedback = logs.read_window(
-        ctx.store, kind=logs.FEEDBACK, model=model, since=logs.from_us(lo),
+        store, kind=logs.FEEDBACK, model=model, since=logs.from_us(lo),
         until=until + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
     )  # fmt: skip
     out.windows.append(feedback)

@@ -21,6 +21,7 @@ from mloncall.data.models import DatasetVersion
 from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
+from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.context import Context
 
 _CACHE_SIZE = 32
@@ -67,8 +68,13 @@ def _float(value: Any) -> float | None:
 def versions_of(*, ctx: Context, model: str) -> dict[int, VersionInfo]:
     """Every registered version of a model; NotFound if the model does not exist."""
     with ctx.db.session() as session:
-        found = registry.get_model_or_raise(session=session, name=model)
-        return {mv.version: _version_info(session, mv) for mv in found.versions}
+        return versions_in(session=session, model=model)
+
+
+def versions_in(*, session: Session, model: str) -> dict[int, VersionInfo]:
+    """Every registered version of a model, read in the caller's session; NotFound for an unknown model."""
+    found = registry.get_model_or_raise(session=session, name=model)
+    return {mv.version: _version_info(session, mv) for mv in found.versions}
 
 
 def _version_info(session: Session, mv: ModelVersion) -> VersionInfo:
@@ -108,7 +114,7 @@ def _training_dataset(session: Session, mv: ModelVersion) -> DatasetVersion | No
     return dv
 
 
-def reference_for(*, ctx: Context, info: VersionInfo) -> ReferenceData:
+def reference_for(*, store: ArtifactStore, info: VersionInfo) -> ReferenceData:
     """The sorted training data of a version (cached per dataset version); `error` says why there is none."""
     dv = info.dataset_version
     if dv is None:
@@ -116,7 +122,7 @@ def reference_for(*, ctx: Context, info: VersionInfo) -> ReferenceData:
             name="", rows=0, features={}, class_counts=None, missing=True,
             error=f"version {info.version} records no training dataset, so there is no reference to compare with",
         )  # fmt: skip
-    key = (ctx.store.root, dv.id, dv.sha256)
+    key = (store.root, dv.id, dv.sha256)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
@@ -124,7 +130,7 @@ def reference_for(*, ctx: Context, info: VersionInfo) -> ReferenceData:
             return hit
     name = f"{dv.dataset.name}:{dv.version}"
     try:
-        frame = data_service.read(store=ctx.store, dataset_version=dv)
+        frame = data_service.read(store=store, dataset_version=dv)
     except MloncallError as exc:
         # not cached: the store may come back, or the file be restored
         return ReferenceData(

@@ -1,5 +1,6 @@
-"""The monitoring interface: run one monitor over a model's recent logs, validate rule parameters, and build
-the drift report `investigate` draws.
+"""The monitoring interface: run one monitor over a model's recent logs, validate rule parameters, build
+the drift report `investigate` draws, read what each version served in a window (`served`, what canary
+analysis and acceptance compare) and the points of a chart (`series`), both from the summaries.
 
 `run_monitor` returns the project's `Check`: SUCCESSFUL, INCONCLUSIVE (too little data, labels not in yet,
 no reference), ERROR (the check could not run, e.g. the reference data is unreadable) or FAILED, the
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy.orm import Session
 
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
@@ -29,7 +31,7 @@ from mloncall.monitoring import labels, performance, quality
 from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
 from mloncall.monitoring.drift_stats import SortedSample
 from mloncall.monitoring.incremental import WindowSummary, window_summary
-from mloncall.monitoring.reference import VersionInfo, reference_for, versions_of
+from mloncall.monitoring.reference import VersionInfo, reference_for, versions_in, versions_of
 from mloncall.monitoring.schemas import (
     MONITOR_KINDS,
     AccuracyParams,
@@ -43,14 +45,27 @@ from mloncall.monitoring.schemas import (
     evidence_params,
     parse_params,
 )
+from mloncall.monitoring.served import MAX_POINTS, SERIES_METRICS, Point, ServedWindow, chart, served_window
 from mloncall.monitoring.stats import error_mask, float_column, string_counts
 from mloncall.monitoring.summary import Grid, grids_for
 from mloncall.monitoring.verdict import Part, by_version, combine, version_label
 from mloncall.stores import predlog as logs
+from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.context import Context
 from mloncall.stores.predlog import LogWindow, read_window, to_us
 
-__all__ = ["MONITOR_KINDS", "DriftReport", "drift_report", "run_monitor", "validate_params"]
+__all__ = [
+    "MONITOR_KINDS",
+    "SERIES_METRICS",
+    "DriftReport",
+    "Point",
+    "ServedWindow",
+    "drift_report",
+    "run_monitor",
+    "series",
+    "served",
+    "validate_params",
+]
 
 _EMPTY = "no requests logged in the window"
 MODES = ("auto", "exact", "incremental")
@@ -115,6 +130,66 @@ def drift_report(
     return _drift(_scope(ctx, model, window, now, "exact"), parsed)
 
 
+def served(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    now: dt.datetime,
+    with_labels: bool = True,
+) -> ServedWindow:
+    """What each version served in [since, until) as of `now`: its requests (all, and routed) from the
+    summaries, its labelled answers from the label indexes (`monitoring.served`). NotFound for an unknown
+    model."""
+    versions = versions_in(session=session, model=model)
+    return served_window(
+        store,
+        model,
+        _until(since),
+        _until(until),
+        now=_until(now),
+        versions=versions,
+        with_labels=with_labels,
+    )
+
+
+def series(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    model: str,
+    version: int | None,
+    metric: str,
+    window: dt.timedelta,
+    step: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> list[Point]:
+    """The dashboard's chart of one metric of a model (one version, or every version with None) over
+    [now - window, now) in buckets of `step`, read from the summaries as the monitors and the canary read
+    them (`monitoring.served.chart`). InvalidInput for an unknown metric, a bad window or step, or too many
+    points; NotFound for an unknown model."""
+    if metric not in SERIES_METRICS:
+        raise InvalidInput(f"unknown metric {metric!r}: use one of {', '.join(SERIES_METRICS)}")
+    window, step = _check_window(window), _check_window(step)
+    if window / step > MAX_POINTS:
+        raise InvalidInput(
+            f"a chart has at most {MAX_POINTS} points: make the step longer or the window shorter"
+        )
+    versions = versions_in(session=session, model=model)
+    return chart(
+        store,
+        model,
+        version,
+        metric,
+        since=_until(now) - window,
+        until=_until(now),
+        step=step,
+        versions=versions,
+    )
+
+
 # --- plumbing ----------------------------------------------------------------------------------------------
 
 
@@ -146,7 +221,7 @@ class _Scope:
 
     def grids(self) -> dict[int | None, Grid]:
         if "grids" not in self.cache:
-            self.cache["grids"] = grids_for(self.ctx, self.versions)
+            self.cache["grids"] = grids_for(self.ctx.store, self.versions)
         grids: dict[int | None, Grid] = self.cache["grids"]
         return grids
 
@@ -154,7 +229,7 @@ class _Scope:
         """The merged summary of the scope's window (built once per scope)."""
         if "summary" not in self.cache:
             self.cache["summary"] = window_summary(
-                self.ctx, self.model, self.since, self.until, self.grids(), now=self.until
+                self.ctx.store, self.model, self.since, self.until, self.grids(), now=self.until
             )
         found: WindowSummary = self.cache["summary"]
         return found
@@ -324,7 +399,7 @@ def _version_drift(
             else "rows logged without a version"
         )
         return VersionDrift(version, Outcome.INCONCLUSIVE, f"{what}: no reference to compare with", 0, n, 0)
-    ref = reference_for(ctx=ctx, info=info)
+    ref = reference_for(store=ctx.store, info=info)
     if ref.error is not None:
         outcome = Outcome.INCONCLUSIVE if ref.missing else Outcome.ERROR
         return VersionDrift(version, outcome, ref.error, 0, n, 0, reference=ref.name or None)
@@ -423,7 +498,7 @@ def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
     start, end = performance.window_of(until=until, window=until - scope.since, offset=params.offset)
     if scope.incremental:
         found = labels.window_accuracy(
-            scope.ctx, scope.model, start=start, end=end, until=until, params=params
+            scope.ctx.store, scope.model, start=start, end=end, until=until, params=params
         )
         bucket_us = max((to_us(end) - to_us(start)) // params.buckets, 1)
         parts = performance.accuracy_parts(found.counts, scope.versions, params, to_us(start), bucket_us)

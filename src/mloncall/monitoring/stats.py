@@ -1,9 +1,10 @@
 """Serving statistics over prediction-log rows, computed one way for every judge of live traffic.
 
-The canary analysis (`rollout.analysis`) and the monitors (`monitoring.performance`, `monitoring.quality`)
-call these, so both judge the same traffic alike: which rows failed, latency percentiles, accuracy with late
-labels (feedback joined to predictions by id, the newest label winning when one was sent twice) and paired
-accuracy on the same requests (a canary's answers against the stable version's shadow scores).
+The summaries (`monitoring.summary`), the label indexes (`monitoring.labels`) and the exact monitors
+(`monitoring.performance`, `monitoring.quality`) call these, so the monitors and the canary analysis judge
+the same traffic alike: which rows failed, which were routed, server errors, latency percentiles, true labels
+(feedback joined to predictions by id, the newest label winning when one was sent twice), the Wilson interval
+of an accuracy and the p-value of an accuracy drop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PERCENTILES = (50, 95, 99)
+#: The routes of traffic the router split; an explicit `/versions/{v}` call (e.g. a smoke test) is "explicit".
+ROUTED = ("stable", "canary")
 
 
 # --- columns ---------------------------------------------------------------------------------------------
@@ -77,6 +80,13 @@ def error_mask(table: pa.Table) -> np.ndarray:
     if "error" not in table.column_names:
         return np.zeros(table.num_rows, dtype=bool)
     return _bools(pc.is_valid(table.column("error")))
+
+
+def routed_mask(table: pa.Table) -> np.ndarray:
+    """True for requests the router sent (route stable or canary); all True for a log without routes."""
+    if "route" not in table.column_names:
+        return np.ones(table.num_rows, dtype=bool)
+    return _bools(pc.fill_null(pc.is_in(table.column("route"), pa.array(ROUTED)), False))
 
 
 def server_errors(table: pa.Table | None) -> int:
@@ -145,43 +155,6 @@ class Accuracy:
     @property
     def value(self) -> float | None:
         return self.correct / self.labelled if self.labelled else None
-
-
-def correct_mask(predicted: pa.ChunkedArray | pa.Array, truth: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """True where a labelled row was answered right (an unlabelled or unanswered row is never right)."""
-    return _bools(pc.fill_null(pc.equal(predicted, truth), False))
-
-
-def labelled_mask(truth: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return _bools(pc.is_valid(truth))
-
-
-def accuracy_on_labels(predicted: pa.ChunkedArray | pa.Array, truth: pa.ChunkedArray | pa.Array) -> Accuracy:
-    """Accuracy of the answers on the rows that have a label."""
-    return Accuracy(
-        int(np.count_nonzero(labelled_mask(truth))), int(np.count_nonzero(correct_mask(predicted, truth)))
-    )
-
-
-def paired_accuracy(rows: pa.Table, truth: Truth) -> tuple[Accuracy, Accuracy] | None:
-    """Candidate and baseline accuracy on the very same labelled requests: the rows' `label` against their
-    `shadow_label` (the baseline's shadow scores); None without shadow scores on any labelled row."""
-    if rows.num_rows == 0 or len(truth) == 0 or "shadow_label" not in rows.column_names:
-        return None
-    labels = truth.of(rows.column("id"))
-    both = pc.and_(pc.is_valid(labels), pc.is_valid(rows.column("shadow_label")))
-    paired = rows.filter(both)
-    if paired.num_rows == 0:
-        return None
-    y = labels.filter(both)
-    return accuracy_on_labels(paired.column("label"), y), accuracy_on_labels(paired.column("shadow_label"), y)
-
-
-def class_recall(truth: pa.ChunkedArray | pa.Array, correct: np.ndarray) -> dict[str, tuple[int, int]]:
-    """Per true class (sorted): (right answers, labelled rows)."""
-    support = value_counts(truth.filter(pa.array(labelled_mask(truth))))
-    hits = value_counts(truth.filter(pa.array(correct)))
-    return {c: (hits.get(c, 0), support[c]) for c in sorted(support)}
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

@@ -2,14 +2,19 @@
 
 A summary holds, per model version: rows, failed rows, a latency sketch, the predicted-class counts, and
 for the rows that were answered, per feature, the missing and out-of-range counts and a sketch on the
-version's reference grid (`monitoring.sketches`). Summaries of neighbouring intervals merge by adding, so a
-window is the merge of the closed hours and minutes inside it plus the rows of its ragged edges and of the
-open minute, summarised on the fly from the log (`monitoring.incremental`).
+version's reference grid (`monitoring.sketches`); and, of the version's routed requests only
+(`RoutedSummary`: route stable or canary, so explicit `/versions/{v}` calls such as smoke tests do not
+count), what canary analysis and acceptance compare: rows, server errors, a latency sketch, predicted classes,
+and the requests the stable version shadow-scored with how many it answered differently. Summaries of
+neighbouring intervals merge by adding, so a window is the merge of the closed hours and minutes inside it
+plus the rows of its ragged edges and of the open minute, summarised on the fly from the log by the same
+builder (`monitoring.incremental`).
 
-Files live beside the log: `summaries/model=<m>/date=YYYY-MM-DD/hour=HH/minute=MM.npz` and `.../hour.npz`,
-NumPy archives read with `allow_pickle=False`, written atomically (temporary name, then rename). A missing or
-unreadable summary is never an error: the interval is read from the log instead, and the background pass
-writes it again.
+Files live beside the log: `summaries/model=<m>/date=YYYY-MM-DD/hour=HH/minute=MM.v2.npz` and
+`.../hour.v2.npz` (`v2`: with the routed requests; the background pass writes these beside any earlier
+`.npz`, which nothing reads any more and retention removes), NumPy archives read with `allow_pickle=False`,
+written atomically (temporary name, then rename). A missing or unreadable summary is never an error: the
+interval is read from the log instead, and the background pass writes it again.
 """
 
 from __future__ import annotations
@@ -23,19 +28,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mloncall.monitoring.drift_stats import PSI_BINS, SortedSample
 from mloncall.monitoring.quality import flagged_rows
 from mloncall.monitoring.reference import VersionInfo, reference_for
 from mloncall.monitoring.sketches import FeatureSketch, LatencySketch, grid_for
-from mloncall.monitoring.stats import error_mask, float_column, value_counts
+from mloncall.monitoring.stats import error_mask, float_column, routed_mask, server_errors, value_counts
 from mloncall.monitoring.verdict import by_version
-from mloncall.stores.context import Context
+from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.predlog import partition
 
 SUMMARIES = "summaries"
 #: The columns a summary reads from the prediction log (plus every f_ column).
-COLUMNS = ["version", "label", "error", "latency_ms", "flags"]
+COLUMNS = ["version", "label", "error", "latency_ms", "flags", "route", "status", "shadow_label"]
 
 
 @dataclass
@@ -52,11 +58,11 @@ class Grid:
     reference_missing: bool = False
 
 
-def grids_for(ctx: Context, versions: dict[int, VersionInfo]) -> dict[int | None, Grid]:
+def grids_for(store: ArtifactStore, versions: dict[int, VersionInfo]) -> dict[int | None, Grid]:
     """The grid of every registered version (the reference read once and cached by `reference_for`)."""
     out: dict[int | None, Grid] = {None: Grid(info=None)}
     for v, info in versions.items():
-        ref = reference_for(ctx=ctx, info=info)
+        ref = reference_for(store=store, info=info)
         grid = Grid(info=info, reference_error=ref.error, reference_missing=ref.missing)
         if ref.error is None:
             grid.reference_rows = ref.rows
@@ -69,6 +75,63 @@ def grids_for(ctx: Context, versions: dict[int, VersionInfo]) -> dict[int | None
                     grid.points[f] = grid_for(sample, PSI_BINS)
         out[v] = grid
     return out
+
+
+@dataclass
+class RoutedSummary:
+    """A version's routed requests in one interval: what canary analysis and acceptance compare."""
+
+    rows: int = 0
+    server_errors: int = 0
+    latency: LatencySketch = field(default_factory=LatencySketch)
+    predicted: dict[str, int] = field(default_factory=dict)
+    #: requests the stable version also scored (shadow), and those it answered with another class
+    shadowed: int = 0
+    disagreed: int = 0
+
+    def add(self, rows: pa.Table) -> None:
+        """Fold one version's rows in, keeping those the router sent (all of them in a log without routes)."""
+        mask = routed_mask(rows)
+        if not mask.all():
+            rows = rows.filter(pa.array(mask))
+        if rows.num_rows == 0:
+            return
+        self.rows += rows.num_rows
+        self.server_errors += server_errors(rows)
+        self.latency.add(float_column(rows, "latency_ms"))
+        if "label" not in rows.column_names:
+            return
+        label = rows.column("label")
+        _add_counts(self.predicted, value_counts(label.drop_null()))
+        if "shadow_label" in rows.column_names:
+            shadow = rows.column("shadow_label")
+            both = pc.and_(pc.is_valid(label), pc.is_valid(shadow))
+            self.shadowed += int(pc.sum(pc.cast(both, pa.int64())).as_py() or 0)
+            differs = pc.and_(both, pc.fill_null(pc.not_equal(label, shadow), False))
+            self.disagreed += int(pc.sum(pc.cast(differs, pa.int64())).as_py() or 0)
+
+    def merge(self, other: RoutedSummary) -> None:
+        for name in ("rows", "server_errors", "shadowed", "disagreed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latency.merge(other.latency)
+        _add_counts(self.predicted, other.predicted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "server_errors": self.server_errors, "latency": _latency_dict(self.latency),
+            "predicted": self.predicted, "shadowed": self.shadowed, "disagreed": self.disagreed,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RoutedSummary:
+        return cls(
+            d["rows"],
+            d["server_errors"],
+            _latency_of(d["latency"]),
+            d["predicted"],
+            d["shadowed"],
+            d["disagreed"],
+        )
 
 
 @dataclass
@@ -89,9 +152,11 @@ class VersionSummary:
     recomputed_per_feature: dict[str, int] = field(default_factory=dict)
     out_of_range: int = 0
     error_column: bool = False
+    routed: RoutedSummary = field(default_factory=RoutedSummary)
 
     def add(self, rows: pa.Table, grid: Grid) -> None:
         """Fold one version's rows of one file in."""
+        self.routed.add(rows)
         failed = error_mask(rows)
         self.rows += rows.num_rows
         self.error_column = self.error_column or "error" in rows.column_names
@@ -139,6 +204,7 @@ class VersionSummary:
         for name in ("rows", "errors", "served", "any_missing", "flagged", "recomputed", "out_of_range"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency.merge(other.latency)
+        self.routed.merge(other.routed)
         self.error_column = self.error_column or other.error_column
         for mine, theirs in (
             (self.predicted, other.predicted),
@@ -155,6 +221,14 @@ class VersionSummary:
                     sketch.at.copy(), sketch.between.copy(), sketch.offsets.copy(), sketch.missing,
                     sketch.present, None if sketch.distinct is None else dict(sketch.distinct),
                 )  # fmt: skip
+
+
+def _latency_dict(sketch: LatencySketch) -> dict[str, Any]:
+    return {"zeros": sketch.zeros, "keys": list(sketch.counts), "counts": list(sketch.counts.values())}
+
+
+def _latency_of(d: dict[str, Any]) -> LatencySketch:
+    return LatencySketch(dict(zip((int(k) for k in d["keys"]), d["counts"], strict=True)), d["zeros"])
 
 
 def _add_counts(into: dict[str, int], more: dict[str, int]) -> None:
@@ -191,12 +265,16 @@ def merge(into: Summary, other: Summary) -> Summary:
 # --- files -------------------------------------------------------------------------------------------------
 
 
+#: The summaries' format, in their names: a summary of another format is neither read nor counted as written.
+FORMAT = "v2"
+
+
 def minute_key(model: str, minute: int) -> str:
-    return f"{SUMMARIES}/model={model}/{partition(minute // 60)}/minute={minute % 60:02d}.npz"
+    return f"{SUMMARIES}/model={model}/{partition(minute // 60)}/minute={minute % 60:02d}.{FORMAT}.npz"
 
 
 def hour_key(model: str, hour: int) -> str:
-    return f"{SUMMARIES}/model={model}/{partition(hour)}/hour.npz"
+    return f"{SUMMARIES}/model={model}/{partition(hour)}/hour.{FORMAT}.npz"
 
 
 def to_bytes(summary: Summary) -> bytes:
@@ -210,7 +288,7 @@ def to_bytes(summary: Summary) -> bytes:
             "missing": s.missing, "any_missing": s.any_missing, "flagged": s.flagged,
             "flagged_per_feature": s.flagged_per_feature, "recomputed": s.recomputed,
             "recomputed_per_feature": s.recomputed_per_feature, "out_of_range": s.out_of_range, "error_column": s.error_column,
-            "latency": {"zeros": s.latency.zeros, "keys": list(s.latency.counts), "counts": list(s.latency.counts.values())},
+            "latency": _latency_dict(s.latency), "routed": s.routed.to_dict(),
             "features": {
                 f: {"missing": k.missing, "present": k.present,
                     "distinct": None if k.distinct is None else [[v, c] for v, c in k.distinct.items()]}
@@ -240,10 +318,8 @@ def from_bytes(data: bytes) -> Summary:
                 recomputed_per_feature=h["recomputed_per_feature"], out_of_range=h["out_of_range"],
                 error_column=h.get("error_column", False),
             )  # fmt: skip
-            lat = h["latency"]
-            s.latency = LatencySketch(
-                dict(zip((int(k) for k in lat["keys"]), lat["counts"], strict=True)), lat["zeros"]
-            )
+            s.latency = _latency_of(h["latency"])
+            s.routed = RoutedSummary.from_dict(h["routed"])
             for f, meta in h["features"].items():
                 d = meta["distinct"]
                 s.features[f] = FeatureSketch(
@@ -259,19 +335,19 @@ _lock = threading.Lock()
 CACHE_SIZE = 256
 
 
-def load(ctx: Context, key: str) -> Summary | None:
+def load(store: ArtifactStore, key: str) -> Summary | None:
     """A stored summary, or None when it is missing or unreadable (the caller reads the log instead).
 
     Summaries are written once (again only after being deleted, from the same rows), so the ones read are
     kept in a small cache; a copy is returned because callers merge into what they get."""
-    ident = (ctx.store.root, key)
+    ident = (store.root, key)
     with _lock:
         hit = _loaded.get(ident)
         if hit is not None:
             _loaded.move_to_end(ident)
     if hit is None:
         try:
-            hit = from_bytes(ctx.store.get_bytes(key))
+            hit = from_bytes(store.get_bytes(key))
         except Exception:
             return None
         with _lock:

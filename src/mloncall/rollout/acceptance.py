@@ -1,4 +1,5 @@
-"""Runbook 1's acceptance criteria for a promoted rollout, judged from what was served since the promotion.
+"""Runbook 1's acceptance criteria for a promoted rollout, judged from what was served since the promotion
+(read from the summaries the monitors and the canary analysis read, `monitoring.service.served`).
 
 Five checks, each with its outcome and reason: the new version serves the traffic, the pre-checks passed,
 every canary step passed analysis, nothing got worse than the previous version, and a rollback to the
@@ -8,18 +9,18 @@ previous version would work. The verdict (the worst of them) is kept with the ro
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mloncall.core.errors import Conflict
 from mloncall.core.outcome import Check, Outcome, worst
+from mloncall.monitoring import service as monitoring
+from mloncall.monitoring.served import ServedWindow, VersionServed
 from mloncall.registry import service as registry
-from mloncall.rollout.analysis import Sides, Thresholds, compare, feedback_truth, window
+from mloncall.rollout.analysis import Sides, Thresholds, compare
 from mloncall.rollout.models import Rollout, RolloutState, Strategy
 from mloncall.rollout.prechecks import SMOKE_TOLERANCE, smoke_test
-from mloncall.rollout.service import serving_logs
 from mloncall.stores.artifacts import ArtifactStore
 
 #: Share of traffic the new version must serve after promotion (runbook 1 acceptance).
@@ -31,8 +32,13 @@ def acceptance(*, session: Session, store: ArtifactStore, rollout: Rollout, now:
     if rollout.state != RolloutState.PROMOTED or rollout.finished_at is None:
         raise Conflict(f"rollout #{rollout.id} is {rollout.state}: acceptance is checked after promotion")
     new, old = rollout.to_version, rollout.from_version
-    predictions, feedback = serving_logs(store, rollout.model_name, rollout.created_at)
-    after = window(predictions, rollout.finished_at, now)
+
+    def served(since: dt.datetime, until: dt.datetime) -> ServedWindow:
+        return monitoring.served(
+            session=session, store=store, model=rollout.model_name, since=since, until=until, now=now
+        )
+
+    after = served(rollout.finished_at, now)
     checks = [_traffic_on_new(rollout, after), _smoke_tests(rollout), _canary_rollout(rollout)]
     if old is None:
         checks.append(Check("no anomaly vs previous", Outcome.INCONCLUSIVE, "no previous version to compare"))
@@ -41,25 +47,23 @@ def acceptance(*, session: Session, store: ArtifactStore, rollout: Rollout, now:
         )
         return checks
     mv = registry.get_version_or_raise(session=session, name=rollout.model_name, version=new)
-    before = window(predictions, rollout.created_at, rollout.finished_at)
-    baseline = None if before is None else before.filter(_eq(before, old))
-    candidate = None if after is None else after.filter(_eq(after, new))
+    before = served(rollout.created_at, rollout.finished_at)
     checks.append(
         _no_anomaly(
             rollout=rollout,
-            baseline=baseline,
-            candidate=candidate,
+            baseline=before.of(old),
+            candidate=after.of(new),
             classes=list(mv.signature.get("classes", [])),
-            truth=feedback_truth(feedback),
         )
     )
     checks.append(_rollback_validated(session=session, store=store, name=rollout.model_name, old=old))
     return checks
 
 
-def _traffic_on_new(rollout: Rollout, after: Any) -> Check:
-    """More than MIN_TRAFFIC_SHARE of the requests since promotion went to the new version."""
-    total = 0 if after is None else after.num_rows
+def _traffic_on_new(rollout: Rollout, after: ServedWindow) -> Check:
+    """More than MIN_TRAFFIC_SHARE of the requests since promotion (every request logged, routed or not)
+    went to the new version."""
+    total = after.rows
     if total < rollout.min_requests:
         return Check(
             "traffic on new version",
@@ -68,7 +72,8 @@ def _traffic_on_new(rollout: Rollout, after: Any) -> Check:
             {"requests": total},
         )
     new = rollout.to_version
-    share = int((after.column("version").to_numpy() == new).sum()) / total
+    served_new = after.of(new)
+    share = (served_new.summary.rows if served_new is not None else 0) / total
     return Check(
         "traffic on new version",
         Outcome.SUCCESSFUL if share > MIN_TRAFFIC_SHARE else Outcome.FAILED,
@@ -101,17 +106,25 @@ def _canary_rollout(rollout: Rollout) -> Check:
     )
 
 
-def _no_anomaly(*, rollout: Rollout, baseline: Any, candidate: Any, classes: list[str], truth: Any) -> Check:
-    """The new version after promotion against the previous one before it, by the canary's own comparison."""
+def _no_anomaly(
+    *, rollout: Rollout, baseline: VersionServed | None, candidate: VersionServed | None, classes: list[str]
+) -> Check:
+    """The new version's routed requests after promotion against the previous one's before it, by the
+    canary's own comparison."""
     new, old = rollout.to_version, rollout.from_version
-    if baseline is None or baseline.num_rows == 0 or candidate is None or candidate.num_rows == 0:
+    if (
+        baseline is None
+        or baseline.summary.routed.rows == 0
+        or candidate is None
+        or candidate.summary.routed.rows == 0
+    ):
         return Check(
             "no anomaly vs previous",
             Outcome.INCONCLUSIVE,
             f"need traffic on v{old} before and on v{new} after the promotion",
         )
     sides = Sides(candidate, baseline, f"v{new}", f"v{old}", Thresholds.from_overrides(rollout.thresholds))
-    compared, skipped = compare(sides, classes=classes, truth=truth, disagreement=False)
+    compared, skipped = compare(sides, classes=classes, disagreement=False)
     return Check(
         "no anomaly vs previous",
         worst(c.outcome for c in compared),
@@ -135,12 +148,6 @@ def _rollback_validated(*, session: Session, store: ArtifactStore, name: str, ol
         Outcome.SUCCESSFUL if ok else Outcome.FAILED,
         f"previous v{old}: {integrity.reason}; {smoke.reason}",
     )
-
-
-def _eq(table: Any, version: int) -> Any:
-    import pyarrow.compute as pc
-
-    return pc.equal(table.column("version"), version)
 
 
 def check_acceptance(

@@ -12,6 +12,11 @@ Default thresholds (each can be overridden per deploy with `--threshold NAME=VAL
 | max_accuracy_drop, min_labels | 0.05, 20 | on at least 20 labelled requests, its accuracy trails the stable's on *the same requests* (the stable's shadow scores) by more than 0.05 |
 | accuracy_p | 0.01 | (without shadow scores, e.g. acceptance after promotion) the drop is also significant: one-sided two-proportion z-test p < 0.01 |
 
+Both sides are read from the per-minute summaries and label indexes the monitors read
+(`monitoring.served`), the open minute summarised on demand from the log by the same builder; the p99
+latency comes from the summaries' DDSketch (within 1% of the value of its rank). Only routed requests count:
+explicit `/versions/{v}` calls (e.g. smoke tests) are not the traffic being compared.
+
 Fewer than `min_requests` canary requests in the window make the analysis inconclusive: nothing is judged
 on too little traffic. A metric without data (no feedback labels yet, no shadow scores) is skipped and
 listed as such; it never passes silently.
@@ -25,21 +30,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome, worst
-from mloncall.monitoring.stats import (
-    Accuracy,
-    Truth,
-    accuracy_on_labels,
-    drop_p_value,
-    latencies_ms,
-    paired_accuracy,
-    percentiles,
-    server_errors,
-)
+from mloncall.monitoring.served import ServedWindow, VersionServed
+from mloncall.monitoring.sketches import LATENCY_ACCURACY
+from mloncall.monitoring.stats import drop_p_value
 
 
 @dataclass(frozen=True)
@@ -104,41 +100,19 @@ class Analysis:
         return "all checks passed: " + ", ".join(c.name for c in self.checks)
 
 
-def window(table: pa.Table | None, since: dt.datetime, until: dt.datetime) -> pa.Table | None:
-    """Rows with since <= ts < until."""
-    if table is None or table.num_rows == 0:
+def _p99(side: VersionServed | None) -> float | None:
+    """The p99 latency of a side's routed requests, from its sketch (within LATENCY_ACCURACY of the value
+    of that rank)."""
+    if side is None or side.summary.routed.latency.n == 0:
         return None
-    ts = table.column("ts")
-    lo = pa.scalar(since, type=ts.type)
-    hi = pa.scalar(until, type=ts.type)
-    return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+    return side.summary.routed.latency.quantiles((99,))[99]
 
 
-def _version_rows(table: pa.Table | None, version: int) -> pa.Table | None:
-    """Routed traffic of one version (explicit `/versions/{v}` calls, e.g. smoke tests, do not count)."""
-    if table is None:
-        return None
-    mask = pc.equal(table.column("version"), version)
-    if "route" in table.column_names:
-        mask = pc.and_(mask, pc.is_in(table.column("route"), pa.array(["stable", "canary"])))
-    return table.filter(mask)
-
-
-def _n(table: pa.Table | None) -> int:
-    return 0 if table is None else table.num_rows
-
-
-def _p99(table: pa.Table | None) -> float | None:
-    lat = latencies_ms(table)
-    return percentiles(lat, (99,))[99] if lat.size else None
-
-
-def class_counts(table: pa.Table | None, classes: list[str]) -> np.ndarray:
-    """Predicted-class counts in the given class order (rows without a label are errors, not counted)."""
-    if table is None or table.num_rows == 0:
-        return np.zeros(len(classes), dtype=np.int64)
-    labels = table.column("label").drop_null().to_numpy(zero_copy_only=False).astype(str)
-    return np.array([(labels == c).sum() for c in classes], dtype=np.int64)
+def class_counts(side: VersionServed | None, classes: list[str]) -> np.ndarray:
+    """Predicted-class counts of a side's routed requests in the given class order (failed requests have no
+    class and are not counted)."""
+    predicted = side.summary.routed.predicted if side is not None else {}
+    return np.array([predicted.get(c, 0) for c in classes], dtype=np.int64)
 
 
 def js_distance(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
@@ -161,31 +135,31 @@ def class_shift_p(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
     return float(chi2_contingency(table).pvalue)
 
 
-def feedback_truth(feedback: pa.Table | None) -> Truth:
-    """prediction id -> true label; the newest label wins if one was sent twice."""
-    return Truth(feedback)
-
-
 def _check(name: str, failed: bool, reason: str, evidence: dict[str, Any]) -> Check:
     return Check(name, Outcome.FAILED if failed else Outcome.SUCCESSFUL, reason, evidence)
 
 
 @dataclass(frozen=True)
 class Sides:
-    """The two sides being compared (a version's requests each), by name, and the thresholds that judge
-    them: the canary against stable during a rollout, the new version against the previous after one."""
+    """The two sides being compared (a version's routed requests each, from the summaries), by name, and the
+    thresholds that judge them: the canary against stable during a rollout, the new version against the
+    previous after one."""
 
-    candidate: pa.Table | None
-    baseline: pa.Table | None
+    candidate: VersionServed | None
+    baseline: VersionServed | None
     candidate_name: str
     baseline_name: str
     t: Thresholds
 
 
+def _n(side: VersionServed | None) -> int:
+    return 0 if side is None else side.summary.routed.rows
+
+
 def _error_rate(s: Sides) -> Check:
     n_c, n_b = _n(s.candidate), _n(s.baseline)
-    e_c = server_errors(s.candidate) / n_c if n_c else 0.0
-    e_b = server_errors(s.baseline) / n_b if n_b else 0.0
+    e_c = s.candidate.summary.routed.server_errors / n_c if s.candidate is not None and n_c else 0.0
+    e_b = s.baseline.summary.routed.server_errors / n_b if s.baseline is not None and n_b else 0.0
     return _check(
         "error rate",
         e_c > e_b + s.t.max_error_rate,
@@ -203,24 +177,21 @@ def _latency(s: Sides) -> Check | str:
         "p99 latency",
         p_c > limit,
         f"{s.candidate_name} {p_c:.2f} ms vs {s.baseline_name} {p_b:.2f} ms (limit {limit:.2f} ms)",
-        {"candidate_ms": p_c, "baseline_ms": p_b, "limit_ms": limit},
+        {"candidate_ms": p_c, "baseline_ms": p_b, "limit_ms": limit, "relative_accuracy": LATENCY_ACCURACY},
     )
 
 
 def _disagreement(s: Sides) -> Check | str:
-    shadow = None
-    if s.candidate is not None and "shadow_label" in s.candidate.column_names:
-        shadow = s.candidate.filter(pc.is_valid(s.candidate.column("shadow_label")))
-    if shadow is None or shadow.num_rows == 0:
+    routed = s.candidate.summary.routed if s.candidate is not None else None
+    if routed is None or routed.shadowed == 0:
         return f"disagreement: {s.baseline_name} scored none of {s.candidate_name}'s requests"
-    differs = pc.not_equal(shadow.column("label"), shadow.column("shadow_label"))
-    rate = float(pc.mean(pc.cast(differs, pa.float64())).as_py() or 0.0)
+    rate = routed.disagreed / routed.shadowed
     return _check(
         "disagreement",
         rate > s.t.max_disagreement,
         f"{s.baseline_name} predicts another class on {rate:.1%} of {s.candidate_name}'s requests "
         f"(limit {s.t.max_disagreement:.0%})",
-        {"rate": rate, "n": shadow.num_rows, "threshold": s.t.max_disagreement},
+        {"rate": rate, "n": routed.shadowed, "threshold": s.t.max_disagreement},
     )
 
 
@@ -242,13 +213,13 @@ def _class_mix(s: Sides, classes: list[str]) -> Check | str:
     )
 
 
-def _paired_accuracy(s: Sides, truth: Truth) -> Check | None:
+def _paired_accuracy(s: Sides) -> Check | None:
     """On the same labelled requests (the baseline's shadow scores), when there are enough of them."""
-    paired = paired_accuracy(s.candidate, truth) if s.candidate is not None else None
-    if paired is None or paired[0].labelled < s.t.min_labels:
+    got = s.candidate.labels if s.candidate is not None else None
+    if got is None or got.paired == 0 or got.paired < s.t.min_labels:
         return None
-    a_c, a_b, n = paired[0].value, paired[1].value, paired[0].labelled
-    assert a_c is not None and a_b is not None
+    n = got.paired
+    a_c, a_b = got.paired_correct / n, got.paired_baseline_correct / n
     return _check(
         "accuracy",
         a_b - a_c > s.t.max_accuracy_drop,
@@ -258,13 +229,13 @@ def _paired_accuracy(s: Sides, truth: Truth) -> Check | None:
     )
 
 
-def _unpaired_accuracy(s: Sides, truth: Truth) -> Check | str:
+def _unpaired_accuracy(s: Sides) -> Check | str:
     """Each side on its own labelled requests: the drop must also be significant."""
-    acc_c, acc_b = _accuracy(s.candidate, truth), _accuracy(s.baseline, truth)
-    n_lc, n_lb = acc_c.labelled, acc_b.labelled
-    a_c, a_b = acc_c.value, acc_b.value
-    if a_c is None or a_b is None or n_lc < s.t.min_labels or n_lb < s.t.min_labels:
+    n_lc = s.candidate.labels.labelled if s.candidate is not None else 0
+    n_lb = s.baseline.labels.labelled if s.baseline is not None else 0
+    if s.candidate is None or s.baseline is None or n_lc < s.t.min_labels or n_lb < s.t.min_labels:
         return f"accuracy: {n_lc} and {n_lb} feedback labels (need {s.t.min_labels} each)"
+    a_c, a_b = s.candidate.labels.correct / n_lc, s.baseline.labels.correct / n_lb
     p = drop_p_value(a_c, n_lc, a_b, n_lb)
     return _check(
         "accuracy",
@@ -282,25 +253,17 @@ def _unpaired_accuracy(s: Sides, truth: Truth) -> Check | str:
     )
 
 
-def _accuracy(rows: pa.Table | None, truth: Truth) -> Accuracy:
-    if rows is None or rows.num_rows == 0:
-        return Accuracy(0, 0)
-    return accuracy_on_labels(rows.column("label"), truth.of(rows.column("id")))
-
-
-def compare(
-    sides: Sides, *, classes: list[str], truth: Truth, disagreement: bool = True
-) -> tuple[list[Check], list[str]]:
-    """Judge the candidate's rows against the baseline's: error rate, p99 latency, disagreement, class mix,
-    accuracy (on the same requests when the baseline shadow-scored them). Returns the checks and the names of
-    metrics skipped for lack of data."""
-    paired = _paired_accuracy(sides, truth) if disagreement else None
+def compare(sides: Sides, *, classes: list[str], disagreement: bool = True) -> tuple[list[Check], list[str]]:
+    """Judge the candidate's requests against the baseline's: error rate, p99 latency, disagreement, class
+    mix, accuracy (on the same requests when the baseline shadow-scored them). Returns the checks and the names
+    of metrics skipped for lack of data."""
+    paired = _paired_accuracy(sides) if disagreement else None
     judged = [
         _error_rate(sides),
         _latency(sides),
         _disagreement(sides) if disagreement else None,
         _class_mix(sides, classes),
-        paired if paired is not None else _unpaired_accuracy(sides, truth),
+        paired if paired is not None else _unpaired_accuracy(sides),
     ]
     checks = [j for j in judged if isinstance(j, Check)]
     skipped = [j for j in judged if isinstance(j, str)]
@@ -309,34 +272,34 @@ def compare(
 
 def analyse_canary(
     *,
-    predictions: pa.Table | None,
-    feedback: pa.Table | None,
+    step: ServedWindow,
+    rollout: ServedWindow,
     stable: int,
     canary: int,
     classes: list[str],
-    step_since: dt.datetime,
-    rollout_since: dt.datetime,
-    until: dt.datetime,
     min_requests: int,
     thresholds: Thresholds,
 ) -> Analysis:
-    """The canary's requests in this step against the stable version's since the rollout began."""
-    step = window(predictions, step_since, until)
-    canary_rows = _version_rows(step, canary)
-    stable_rows = _version_rows(window(predictions, rollout_since, until), stable)
-    counts = {"canary": _n(canary_rows), "stable": _n(stable_rows)}
+    """The canary's routed requests in this step (`step`: [step start, now)) against the stable version's
+    since the rollout began (`rollout`: [rollout start, now))."""
+    canary_side, stable_side = step.of(canary), rollout.of(stable)
+    counts = {"canary": _n(canary_side), "stable": _n(stable_side)}
+    logs = {"step": step.evidence, "rollout": rollout.evidence}
     if counts["canary"] < min_requests:
         traffic = Check(
             "traffic",
             Outcome.INCONCLUSIVE,
             f"{counts['canary']} canary requests in the window, {min_requests} needed to judge",
-            {"canary": counts["canary"], "min_requests": min_requests},
+            {"canary": counts["canary"], "min_requests": min_requests, "logs": logs},
         )
-        return Analysis(Outcome.INCONCLUSIVE, [traffic], [], counts, step_since, until)
+        return Analysis(Outcome.INCONCLUSIVE, [traffic], [], counts, step.since, step.until)
     traffic = Check(
-        "traffic", Outcome.SUCCESSFUL, f"{counts['canary']} canary requests (>= {min_requests})", counts
+        "traffic",
+        Outcome.SUCCESSFUL,
+        f"{counts['canary']} canary requests (>= {min_requests})",
+        {**counts, "logs": logs},
     )
-    sides = Sides(canary_rows, stable_rows, f"v{canary}", f"v{stable}", thresholds)
-    checks, skipped = compare(sides, classes=classes, truth=feedback_truth(feedback))
+    sides = Sides(canary_side, stable_side, f"v{canary}", f"v{stable}", thresholds)
+    checks, skipped = compare(sides, classes=classes)
     checks.insert(0, traffic)
-    return Analysis(worst(c.outcome for c in checks), checks, skipped, counts, step_since, until)
+    return Analysis(worst(c.outcome for c in checks), checks, skipped, counts, step.since, step.until)

@@ -30,6 +30,7 @@ from mloncall.core.durations import parse_seconds
 from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.core.names import ModelRef
 from mloncall.core.outcome import Check, Outcome, worst
+from mloncall.monitoring import service as monitoring
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.rollout.analysis import Analysis, Thresholds, analyse_canary
@@ -404,27 +405,22 @@ def rollback(*, session: Session, store: ArtifactStore, name: str, actor: str, r
 # --- analysis steps --------------------------------------------------------------------------------------
 
 
-def serving_logs(store: ArtifactStore, name: str, since: dt.datetime) -> tuple[Any, Any]:
-    """The model's prediction and feedback logs since a moment (what analysis and acceptance judge)."""
-    from mloncall.stores.predlog import FEEDBACK, PREDICTIONS, read_log
-
-    return read_log(store, PREDICTIONS, name, since=since), read_log(store, FEEDBACK, name, since=since)
-
-
 def analyse(*, session: Session, store: ArtifactStore, rollout: Rollout, now: dt.datetime) -> Analysis:
-    """The current step's analysis of a canary rollout."""
+    """The current step's analysis of a canary rollout, from the summaries the monitors read."""
     assert rollout.from_version is not None
     mv = registry.get_version_or_raise(session=session, name=rollout.model_name, version=rollout.to_version)
-    predictions, feedback = serving_logs(store, rollout.model_name, rollout.created_at)
+
+    def served(since: dt.datetime) -> monitoring.ServedWindow:
+        return monitoring.served(
+            session=session, store=store, model=rollout.model_name, since=since, until=now, now=now
+        )
+
     return analyse_canary(
-        predictions=predictions,
-        feedback=feedback,
+        step=served(rollout.step_started_at),
+        rollout=served(rollout.created_at),
         stable=rollout.from_version,
         canary=rollout.to_version,
         classes=list(mv.signature.get("classes", [])),
-        step_since=rollout.step_started_at,
-        rollout_since=rollout.created_at,
-        until=now,
         min_requests=rollout.min_requests,
         thresholds=Thresholds.from_overrides(rollout.thresholds),
     )

@@ -1,0 +1,298 @@
+"""What each version served in a window, read from the summaries: the one path canary analysis, acceptance
+and the dashboard's charts read, over the same summaries and label indexes the monitors merge.
+
+**Requests** (rows, server errors, latency sketch, predicted classes, shadow-scored and disagreeing requests,
+of all and of the routed requests) come from `incremental.window_summary`: a closed minute (`SUMMARY_GRACE`
+after its end) or hour from its stored summary; the window's ragged edges, the open minute and a closed
+minute whose summary is not written yet are folded from the log's rows through the same builder
+(`summary.summarise`). Each minute is read one way, so nothing is counted twice, and a window of a few
+seconds is exact.
+
+**Labels** (labelled and correct answers, and on the requests the stable version shadow-scored, the stable
+version's correct answers too) come from the label indexes (`monitoring.labels`) the same way: an indexed hour
+or minute from its index, which holds the labels up to the model's watermark, with the feedback logged since
+then (at most a background pass plus `SUMMARY_GRACE` of it) applied on the fly to a copy by the index's own
+`apply_labels`; the rest from the log's rows through the index's own row step (`labels.rows_arrays`), joined
+with the feedback logged until `now`. Either way every label logged until `now` counts. Only routed requests count
+here: explicit `/versions/{v}` calls (smoke tests) are not the traffic a rollout compares.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mloncall.monitoring import labels
+from mloncall.monitoring.incremental import MINUTE_US, window_summary
+from mloncall.monitoring.reference import VersionInfo
+from mloncall.monitoring.stats import Truth, encode
+from mloncall.monitoring.summary import VersionSummary, grids_for
+from mloncall.stores import predlog as logs
+from mloncall.stores.artifacts import ArtifactStore
+
+
+@dataclass
+class LabelCounts:
+    """A version's routed, answered requests with a label: right ones, and those the stable version also
+    scored (paired), with how many of them each version answered right."""
+
+    labelled: int = 0
+    correct: int = 0
+    paired: int = 0
+    paired_correct: int = 0
+    paired_baseline_correct: int = 0
+
+    def add(self, predicted: np.ndarray, shadow: np.ndarray, truth: np.ndarray) -> None:
+        """Rows as class codes into one class list (-1: none)."""
+        has = truth >= 0
+        pair = has & (shadow >= 0)
+        self.labelled += int(np.count_nonzero(has))
+        self.correct += int(np.count_nonzero(has & (predicted == truth)))
+        self.paired += int(np.count_nonzero(pair))
+        self.paired_correct += int(np.count_nonzero(pair & (predicted == truth)))
+        self.paired_baseline_correct += int(np.count_nonzero(pair & (shadow == truth)))
+
+
+@dataclass
+class VersionServed:
+    """One version's requests in a window (`summary.routed`: the routed ones) and its labelled answers."""
+
+    summary: VersionSummary = field(default_factory=VersionSummary)
+    labels: LabelCounts = field(default_factory=LabelCounts)
+
+
+@dataclass
+class ServedWindow:
+    """Every version that served in [since, until), and what the figures were read from."""
+
+    since: dt.datetime
+    until: dt.datetime
+    versions: dict[int | None, VersionServed]
+    evidence: dict[str, Any]
+
+    def of(self, version: int | None) -> VersionServed | None:
+        return self.versions.get(version)
+
+    @property
+    def rows(self) -> int:
+        return sum(v.summary.rows for v in self.versions.values())
+
+
+def served_window(
+    store: ArtifactStore,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    now: dt.datetime,
+    versions: dict[int, VersionInfo],
+    with_labels: bool = True,
+) -> ServedWindow:
+    """Per version, the requests of [since, until) from the summaries and (`with_labels`) their labelled
+    answers from the label indexes, as of `now` (see the module docstring)."""
+    ws = window_summary(store, model, since, until, grids_for(store, versions), now=now)
+    out: dict[int | None, VersionServed] = {v: VersionServed(summary=s) for v, s in ws.summary.items()}
+    evidence: dict[str, Any] = ws.evidence()
+    if with_labels:
+        counts, evidence["labels"] = window_labels(store, model, since, until, now=now)
+        for v, c in counts.items():
+            out.setdefault(v, VersionServed()).labels = c
+    return ServedWindow(since, until, out, evidence)
+
+
+# --- labels ------------------------------------------------------------------------------------------------
+
+
+def window_labels(
+    store: ArtifactStore, model: str, since: dt.datetime, until: dt.datetime, *, now: dt.datetime
+) -> tuple[dict[int | None, LabelCounts], dict[str, Any]]:
+    """Label counts per version of the routed predictions made in [since, until), with every label logged
+    until `now`: indexed hours and minutes from their index plus the feedback logged since the watermark
+    (applied to a copy, never written), the rest from the log."""
+    s_us, u_us = logs.to_us(since), logs.to_us(until)
+    mark = labels.read_watermark(store, model)
+    usable = mark is not None and mark.until_us <= logs.to_us(now) + 1
+    recent = None
+    if usable and mark is not None:
+        recent = labels.read_feedback(
+            store, model, logs.from_us(mark.until_us), now + dt.timedelta(microseconds=1)
+        )
+    counts: dict[int | None, LabelCounts] = {}
+    evidence: dict[str, Any] = {
+        "labels_until": now.isoformat(), "indexes_read": 0, "raw_ranges": 0, "feedback_rows": 0,
+        "feedback_since_watermark": 0 if recent is None else int(recent.ids.size),
+    }  # fmt: skip
+    raw: list[tuple[int, int]] = []
+
+    def indexed(span: labels.Span, lo: int, hi: int) -> bool:
+        found = usable and _from_index(store, span, lo, hi, mark, recent, counts)
+        evidence["indexes_read"] += found
+        return found
+
+    for hour in range(s_us // logs.HOUR_US, (u_us - 1) // logs.HOUR_US + 1) if u_us > s_us else ():
+        lo, hi = max(s_us, hour * logs.HOUR_US), min(u_us, (hour + 1) * logs.HOUR_US)
+        if indexed(labels.hour_span(model, hour), lo, hi):
+            continue
+        for minute in range(lo // MINUTE_US, (hi - 1) // MINUTE_US + 1):
+            m_lo, m_hi = max(lo, minute * MINUTE_US), min(hi, (minute + 1) * MINUTE_US)
+            if indexed(labels.minute_span(model, minute), m_lo, m_hi):
+                continue
+            if raw and raw[-1][1] == m_lo:
+                raw[-1] = (raw[-1][0], m_hi)
+            else:
+                raw.append((m_lo, m_hi))
+    for lo, hi in raw:
+        evidence["raw_ranges"] += 1
+        evidence["feedback_rows"] += _from_log(store, model, lo, hi, now, counts)
+    return counts, evidence
+
+
+def _from_index(
+    store: ArtifactStore,
+    span: labels.Span,
+    lo: int,
+    hi: int,
+    mark: labels.Watermark | None,
+    recent: labels.Feedback | None,
+    counts: dict[int | None, LabelCounts],
+) -> bool:
+    """Count [lo, hi) of one span from its index and the feedback since the watermark; False when it has none
+    usable (not built, its labels not applied up to its end yet, or built before indexes held shadow classes
+    and routes)."""
+    index = labels.read_meta(store, span) if mark is not None and span.end_us <= mark.until_us else None
+    if index is None:
+        return False
+    try:
+        arrays = {
+            n: np.asarray(labels.load_array(store, f"{span.base}/{n}.npy"))
+            for n in ("ts", "version", "predicted", "shadow", "routed", "truth")
+        }
+        if recent is not None and recent.ids.size:
+            arrays["truth"] = np.array(arrays["truth"])
+            hashes, ids = (labels.load_array(store, f"{span.base}/{n}.npy") for n in ("hash", "ids"))
+            labels.apply_labels(hashes, ids, arrays["truth"], recent, dict(index.meta))
+    except Exception:
+        return False
+    ts = arrays["ts"]
+    keep = arrays["routed"].astype(bool) & (ts >= lo) & (ts < hi)
+    _count(counts, {n: a[keep] for n, a in arrays.items()})
+    return True
+
+
+def _from_log(
+    store: ArtifactStore,
+    model: str,
+    lo: int,
+    hi: int,
+    now: dt.datetime,
+    counts: dict[int | None, LabelCounts],
+) -> int:
+    """Count [lo, hi) from the log, a file at a time, joined with the feedback logged until now; returns the
+    feedback rows read."""
+    feedback = logs.read_window(
+        store, kind=logs.FEEDBACK, model=model, since=logs.from_us(lo),
+        until=now + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
+    )  # fmt: skip
+    truth = Truth(feedback.table)
+    classes: dict[str, int] = {}
+    for table in logs.iter_window(
+        store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
+        columns=labels.INDEX_COLUMNS,
+    ):  # fmt: skip
+        rows = labels.rows_arrays(table, classes)
+        if rows is None:
+            continue
+        ids = pa.array(np.char.decode(rows["ids"], "utf-8"), pa.string())
+        rows["truth"] = encode(truth.of(ids), classes)
+        keep = rows["routed"]
+        _count(counts, {n: a[keep] for n, a in rows.items()})
+    return feedback.rows
+
+
+def _count(counts: dict[int | None, LabelCounts], rows: dict[str, np.ndarray]) -> None:
+    version = rows["version"]
+    if version.size == 0:
+        return
+    for v in np.unique(version).tolist():
+        mine = version == v
+        key = None if v == labels.NO_VERSION else int(v)
+        counts.setdefault(key, LabelCounts()).add(
+            rows["predicted"][mine], rows["shadow"][mine], rows["truth"][mine]
+        )
+
+
+# --- charts ------------------------------------------------------------------------------------------------
+
+#: What a chart shows, per bucket of a version's requests (accuracy: of its routed, labelled answers).
+SERIES_METRICS = ("requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "accuracy")
+#: A chart has at most this many points.
+MAX_POINTS = 1440
+
+
+@dataclass(frozen=True)
+class Point:
+    """One bucket of a chart: [start, end), its value (None without data) and the rows behind it."""
+
+    start: dt.datetime
+    end: dt.datetime
+    value: float | None
+    n: int
+    #: the bucket still open: it ends at the chart's end, before its full length
+    partial: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(), "end": self.end.isoformat(), "value": self.value, "n": self.n,
+            "partial": self.partial,
+        }  # fmt: skip
+
+
+def chart(
+    store: ArtifactStore,
+    model: str,
+    version: int | None,
+    metric: str,
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    step: dt.timedelta,
+    versions: dict[int, VersionInfo],
+) -> list[Point]:
+    """The points of one metric over [since, until) in buckets of `step`, each a `served_window` as of
+    `until`. Buckets are aligned to multiples of `step` from the epoch (a chart redrawn a minute later reads
+    the same closed summaries; the first may start before `since`); the last ends at `until`, partial.
+    Latency percentiles are within LATENCY_ACCURACY (DDSketch) of the value of their rank; the rest is exact."""
+    step_us, until_us = max(int(step / dt.timedelta(microseconds=1)), 1), logs.to_us(until)
+    points = []
+    for lo in range((logs.to_us(since) // step_us) * step_us, until_us, step_us):
+        hi = min(lo + step_us, until_us)
+        found = served_window(
+            store, model, logs.from_us(lo), logs.from_us(hi), now=until, versions=versions,
+            with_labels=metric == "accuracy",
+        )  # fmt: skip
+        value, n = _value(metric, found, version)
+        points.append(Point(logs.from_us(lo), logs.from_us(hi), value, n, hi < lo + step_us))
+    return points
+
+
+def _value(metric: str, found: ServedWindow, version: int | None) -> tuple[float | None, int]:
+    sides = list(found.versions.values()) if version is None else [found.of(version) or VersionServed()]
+    s, labelled, correct = VersionSummary(), 0, 0
+    for side in sides:
+        s.merge(side.summary)
+        labelled, correct = labelled + side.labels.labelled, correct + side.labels.correct
+    if metric == "requests":
+        return float(s.rows), s.rows
+    if metric == "errors":
+        return float(s.errors), s.rows
+    if metric == "error_rate":
+        return (s.errors / s.rows if s.rows else None), s.rows
+    if metric == "accuracy":
+        return (correct / labelled if labelled else None), labelled
+    q = int(metric.removeprefix("p").removesuffix("_ms"))
+    n = s.latency.n
+    return (s.latency.quantiles((q,))[q] if n else None), n
