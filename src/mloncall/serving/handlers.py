@@ -336,6 +336,14 @@ class Handlers:
                 self.metrics.flagged(model, version, schema.features[j], int(mask[:, j].sum()))
         X32 = X.astype(np.float32)
         labels, probs = predictor.predict(X32)
+        if not np.isfinite(probs.sum()):  # one reduction: NaN or inf anywhere makes the sum so
+            r = int(np.flatnonzero(~np.isfinite(probs).all(axis=1))[0])
+            raise bad(
+                f"{row_name(r)}: the model's probabilities for these values are not finite numbers "
+                "(they overflow its arithmetic); send values nearer the training range",
+                "not_finite",
+                "body",
+            )
         ids = [str(uuid.uuid4()) for _ in range(len(labels))]
         scored = _Scored(predictor, route_name, labels, probs, flags, ids)
         if route_name == CANARY and route is not None and route.shadow_ok and route.stable is not None:
