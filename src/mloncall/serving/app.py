@@ -25,6 +25,7 @@ from mloncall.serving.asgi import ASGIApp, ChildLifespan, Receive, RouteTable, S
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.handlers import JSON, Answer, Disconnected, Handlers, Labels
 from mloncall.serving.metrics import ServingMetrics
+from mloncall.serving.openapi import Document
 from mloncall.serving.router import Router
 from mloncall.serving.validation import RequestError
 from mloncall.stores.context import Context
@@ -42,6 +43,7 @@ def route_table(h: Handlers) -> RouteTable[Handler]:
     fallback's)."""
     table: RouteTable[Handler] = RouteTable()
     table.add("GET", "/v2", h.server_metadata)
+    table.add("GET", "/v2/openapi.json", h.openapi)
     table.add("GET", "/v2/health/live", h.live)
     table.add("GET", "/v2/health/ready", h.ready)
     table.add("GET", "/v2/models/{model}", h.model_metadata)
@@ -80,6 +82,7 @@ class InferenceApp:
             config=self.config, router=self.router, prediction_log=self.prediction_log, metrics=self.metrics
         )
         self.routes = route_table(self.handlers)
+        self.handlers.document = Document(self.routes, self.router, self.config)
         self._fallback_lifespan: ChildLifespan | None = None
         self._started = False
 

@@ -56,11 +56,14 @@ class RouteTable(Generic[H]):
         # Paths matched before: a worker sees the same few model paths again and again, so after the first
         # request routing is one dict lookup. Bounded, so a client inventing paths cannot grow it.
         self._matched: dict[str, tuple[dict[str, Route[H]], tuple[str, ...]]] = {}
+        #: Every route in the order added (what the OpenAPI document lists).
+        self.routes: list[Route[H]] = []
 
     def add(
         self, method: str, pattern: str, handler: H, *, inference: bool = False, trailing_slash: bool = True
     ) -> None:
         route = Route(method, pattern, handler, inference)
+        self.routes.append(route)
         segments = pattern.split("/")[1:]
         if not any(s.startswith("{") for s in segments):
             methods = self._static.setdefault(pattern, {})

@@ -26,6 +26,7 @@ from mloncall.core.names import MAX_ID, parse_id
 from mloncall.serving.asgi import Receive, Scope
 from mloncall.serving.config import ServingConfig
 from mloncall.serving.metrics import ServingMetrics
+from mloncall.serving.openapi import Document
 from mloncall.serving.predictor import Predictor
 from mloncall.serving.protocol import infer_response, parse_json, requested_outputs, split_infer_body
 from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, Router, choose, public_reason
@@ -97,6 +98,8 @@ class Handlers:
         self.router = router
         self.prediction_log = prediction_log
         self.metrics = metrics
+        #: The OpenAPI document, given the route table by the app that builds it.
+        self.document: Document | None = None
         self._server_metadata = orjson.dumps(
             {"name": "mloncall", "version": __version__, "extensions": ["binary_tensor_data"]}
         )
@@ -336,6 +339,14 @@ class Handlers:
                 self.metrics.flagged(model, version, schema.features[j], int(mask[:, j].sum()))
         X32 = X.astype(np.float32)
         labels, probs = predictor.predict(X32)
+        if not np.isfinite(probs.sum()):  # one reduction: NaN or inf anywhere makes the sum so
+            r = int(np.flatnonzero(~np.isfinite(probs).all(axis=1))[0])
+            raise bad(
+                f"{row_name(r)}: the model's probabilities for these values are not finite numbers "
+                "(they overflow its arithmetic); send values nearer the training range",
+                "not_finite",
+                "body",
+            )
         ids = [str(uuid.uuid4()) for _ in range(len(labels))]
         scored = _Scored(predictor, route_name, labels, probs, flags, ids)
         if route_name == CANARY and route is not None and route.shadow_ok and route.stable is not None:
@@ -454,6 +465,13 @@ class Handlers:
     ) -> Answer:
         """GET /v2."""
         return 200, self._server_metadata, JSON, None
+
+    async def openapi(
+        self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float
+    ) -> Answer:
+        """GET /v2/openapi.json: this plane's OpenAPI document, for the models served now."""
+        assert self.document is not None  # set by the app once its route table exists
+        return 200, self.document.body(orjson.dumps), JSON, None
 
     async def live(
         self, scope: Scope, receive: Receive, params: tuple[str, ...], labels: Labels | None, t0: float

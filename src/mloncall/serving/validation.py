@@ -23,7 +23,10 @@ _NUMBER_TYPES = frozenset({float, int})
 _DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 OUT_OF_RANGE = "out_of_range"
 IMPUTED = "imputed"
-_F32_MAX = float(np.finfo(np.float32).max)
+#: The largest magnitude a feature value may have. Far past any feature's scale, and far enough below the
+#: 32-bit float limit (3.4e38) that a model's own arithmetic on it stays finite: a value at that limit
+#: turned a linear model's probabilities into NaN, served with a label as if it were an answer.
+MAX_MAGNITUDE = 1e30
 
 
 class RequestError(Exception):
@@ -188,13 +191,17 @@ def _to_float64(values: Any, where: str, field: str) -> np.ndarray:
 
 
 def check_finite(X: np.ndarray, where: Callable[[int, int], str], features: Sequence[str]) -> None:
-    """Refuse NaN, infinity and values the model's 32-bit floats cannot hold, naming the row and feature."""
-    ok = np.abs(X) <= _F32_MAX  # False for NaN too
+    """Refuse NaN, infinity and values beyond `MAX_MAGNITUDE`, naming the row and feature."""
+    ok = np.abs(X) <= MAX_MAGNITUDE  # False for NaN too
     if ok.all():
         return
     r, c = (int(i) for i in np.argwhere(~ok)[0])
     value = X[r, c]
-    what = "is not a finite number" if not np.isfinite(value) else "is too large for 32-bit floats"
+    what = (
+        "is not a finite number"
+        if not np.isfinite(value)
+        else f"is too large: values are at most {MAX_MAGNITUDE:g} in magnitude"
+    )
     raise bad(f"{where(r, c)}: value {value} {what}", "not_finite", features[c])
 
 
