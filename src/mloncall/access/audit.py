@@ -207,7 +207,11 @@ def parse_moment(value: str, *, what: str) -> dt.datetime:
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """Which records `list_audit` returns; every field left None matches everything."""
+    """Which records `list_audit` returns; every field left None matches everything.
+
+    `actor`, `outcome` and `request_id` match exactly (outcome `error` matches every `error:<code>` too),
+    `action` and `resource` (the record's target) any part of it, `since`/`until` bound `at` inclusively.
+    """
 
     actor: str | None = None
     action: str | None = None
@@ -217,8 +221,21 @@ class AuditFilter:
     until: dt.datetime | None = None
     request_id: str | None = None
 
+    @classmethod
+    def from_text(
+        cls, *, since: str | None = None, until: str | None = None, **exact: str | None
+    ) -> AuditFilter:
+        """The filter as a command or a query gives it: `since`/`until` as text for `parse_moment`."""
+        return cls(
+            since=None if since is None else parse_moment(since, what="since"),
+            until=None if until is None else parse_moment(until, what="until"),
+            **exact,
+        )
+
     def where(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         """The statement narrowed to these records."""
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise InvalidInput(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
         if self.actor is not None:
             stmt = stmt.where(AuditRecord.actor == self.actor)
         if self.action is not None:
@@ -226,11 +243,8 @@ class AuditFilter:
         if self.resource is not None:
             stmt = stmt.where(AuditRecord.target.contains(self.resource, autoescape=True))
         if self.outcome == "error":
-            stmt = stmt.where(
-                sa.or_(
-                    AuditRecord.outcome == "error", AuditRecord.outcome.startswith("error:", autoescape=True)
-                )
-            )
+            errors = AuditRecord.outcome.startswith("error:", autoescape=True)
+            stmt = stmt.where(sa.or_(AuditRecord.outcome == "error", errors))
         elif self.outcome is not None:
             stmt = stmt.where(AuditRecord.outcome == self.outcome)
         if self.since is not None:
@@ -242,27 +256,17 @@ class AuditFilter:
         return stmt
 
 
-def list_audit(
-    *,
-    session: Session,
-    actor: str | None = None,
-    action: str | None = None,
-    resource: str | None = None,
-    outcome: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    request_id: str | None = None,
-    limit: int = 100,
-) -> Sequence[AuditRecord]:
-    """Audit records, newest first. `actor`, `outcome` and `request_id` match exactly (outcome `error` matches
-    every `error:<code>`), `action` and `resource` (the target) any part, `since`/`until` bound `at`."""
+def list_matching(*, session: Session, where: AuditFilter, limit: int = 100) -> Sequence[AuditRecord]:
+    """The records `where` matches, newest (highest seq) first, at most `limit`."""
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
-    if since is not None and until is not None and since > until:
-        raise InvalidInput(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
-    found = AuditFilter(actor, action, resource, outcome, since, until, request_id)
-    stmt = found.where(sa.select(AuditRecord))
+    stmt = where.where(sa.select(AuditRecord))
     return session.scalars(stmt.order_by(AuditRecord.seq.desc()).limit(limit)).all()
+
+
+def list_audit(*, session: Session, limit: int = 100, **filters: Any) -> Sequence[AuditRecord]:
+    """Audit records, newest first, narrowed by `AuditFilter`'s fields given as keywords."""
+    return list_matching(session=session, where=AuditFilter(**filters), limit=limit)
 
 
 # --- verify -----------------------------------------------------------------------------------------------
