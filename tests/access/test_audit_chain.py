@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_records_chain_from_genesis_without_gaps(any_ctx: Context) -> None:
         head = session.get(AuditChainHead, audit.HEAD_ID)
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert rows[0].prev_hash == audit.GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     assert head is not None and (head.seq, head.hash) == (rows[-1].seq, rows[-1].hash)
     assert [r.id for r in rows[-4:]] == ids
     report = _verify(any_ctx, batch=3)  # several batches
@@ -180,7 +181,7 @@ def test_concurrent_writers_take_turns(any_ctx: Context) -> None:
         try:
             start.wait()
             _append(any_ctx, each, actor=f"writer-{n}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
