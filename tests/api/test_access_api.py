@@ -124,10 +124,12 @@ def test_non_admins_cannot_issue_tokens_or_read_the_audit_log(api: Api) -> None:
         assert api.request("GET", "/api/v1/tokens", role=role).status_code == 403
     with api.ctx.db.session() as session:
         assert access.get_principal(session=session, name="mallory") is None
-    assert [(e["actor"], e["outcome"]) for e in api.audit()] == [
-        ("viewer-user", "denied"),
-        ("operator-user", "denied"),
-    ]
+    refused = [(e["actor"], e["action"], e["outcome"]) for e in api.audit()]
+    assert refused == [
+        (f"{role}-user", f"{method} /api/v1/{what}", "denied")
+        for role in ("viewer", "operator")
+        for method, what in (("GET", "tokens"), ("GET", "audit"), ("POST", "tokens"))
+    ], "every refusal is recorded, reads included"
 
 
 def test_revoking_a_token_admin_or_its_owner(api: Api) -> None:
@@ -147,10 +149,12 @@ def test_revoking_a_token_admin_or_its_owner(api: Api) -> None:
     assert missing.status_code == 404 and missing.json() == {
         "error": "token 9999 does not exist",
         "code": "not_found",
+        "request_id": missing.headers["X-Request-ID"],
     }
     assert [(e["actor"], e["outcome"]) for e in reversed(api.audit())] == [
         ("viewer-user", "denied"),
         ("viewer-user", "success"),
+        ("viewer-user", "unauthenticated"),  # the revoked token's GET /whoami, named by its owner
         ("admin", "success"),
         ("admin", "error:not_found"),
     ]
@@ -184,7 +188,11 @@ def test_unexpected_errors_are_500_json_logged_and_audited(
     with caplog.at_level(logging.ERROR, logger="mloncall.api"):
         response = api.request("POST", "/api/v1/boom")
     assert response.status_code == 500
-    assert response.json() == {"error": "internal error", "code": "internal"}
+    assert response.json() == {
+        "error": "internal error",
+        "code": "internal",
+        "request_id": response.headers["X-Request-ID"],
+    }
     assert "secret internals" not in response.text
     assert any("secret internals" in str(r.exc_info) for r in caplog.records)
     [entry] = api.audit()
@@ -223,7 +231,7 @@ def test_the_last_admin_token_cannot_be_revoked_through_the_api(api: Api) -> Non
 
 def test_the_openapi_document_lists_every_error_status_and_no_422_the_server_never_answers(api: Api) -> None:
     doc = api.request("GET", "/openapi.json", role=None).json()
-    assert doc["components"]["schemas"]["ErrorBody"]["required"] == ["error", "code"]
+    assert doc["components"]["schemas"]["ErrorBody"]["required"] == ["error", "code", "request_id"]
     for path, operations in doc["paths"].items():
         if not path.startswith("/api/"):
             continue

@@ -219,6 +219,7 @@ def test_a_body_over_the_limit_is_413_json_and_audited(iris: Api, chunked: bool)
     assert response.json() == {
         "error": f"request body is larger than the limit of {MAX_BODY_BYTES} bytes",
         "code": "payload_too_large",
+        "request_id": response.headers["X-Request-ID"],
     }
     assert iris.request("GET", ALIAS, role="viewer").json()["version"] == 1
     [entry] = iris.audit()

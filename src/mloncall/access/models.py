@@ -172,7 +172,11 @@ class AccessRequest(Base):
 
 
 class AuditRecord(Base):
-    """Who did what to which target, when, and how it ended."""
+    """Who did what to which target, when, how it ended and why; one link of the audit hash chain.
+
+    `hash` is sha256 over `prev_hash` and the record's canonical content (`access.audit.content_hash`), and
+    `seq` counts the chain from 1 without gaps, so an altered or removed row shows in `mloncall audit verify`.
+    """
 
     __tablename__ = "audit_log"
 
@@ -183,3 +187,18 @@ class AuditRecord(Base):
     target: Mapped[str] = mapped_column(sa.String(512), default="")
     outcome: Mapped[str] = mapped_column(sa.String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    request_id: Mapped[str | None] = mapped_column(sa.String(64), index=True, nullable=True)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class AuditChainHead(Base):
+    """The one row naming the audit chain's last link: appends lock it, and verify compares the tail with it."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(sa.String(64))

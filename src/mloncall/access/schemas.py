@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import AliasPath, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from mloncall.access import service
 from mloncall.access.models import TokenStatus
@@ -191,12 +191,44 @@ class TokenCreate(BaseModel):
 
 
 class AuditRecordOut(BaseModel):
+    """One audit record. `resource` is `target` under the name the filters use (`target` stays for callers)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+    seq: int
     at: dt.datetime
     actor: str
     action: str
     target: str
     outcome: str
+    reason: str
+    request_id: str | None
     detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def resource(self) -> str:
+        return self.target
+
+
+class AuditChainBreakOut(BaseModel):
+    """The first broken link of the audit chain."""
+
+    kind: Literal["altered", "missing", "unlinked", "truncated"]
+    seq: int | None = Field(description="the seq of the altered record, or of the first one missing")
+    record_id: int | None
+    message: str
+
+
+class AuditVerifyOut(BaseModel):
+    """What `mloncall audit verify` found."""
+
+    intact: bool
+    checked: int = Field(description="records checked, in seq order, up to the first break")
+    head_seq: int
+    head_hash: str
+    broken: AuditChainBreakOut | None
+    message: str

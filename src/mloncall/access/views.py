@@ -12,6 +12,7 @@ from mloncall.access.permissions import PERMISSIONS
 from mloncall.access.schemas import (
     AccessRequestOut,
     AuditRecordOut,
+    AuditVerifyOut,
     ExplanationOut,
     RequestAnswer,
     RequestCreate,
@@ -32,6 +33,7 @@ from mloncall.api.deps import (
     get_context,
 )
 from mloncall.core.durations import parse_duration
+from mloncall.core.errors import IntegrityError
 from mloncall.core.names import MAX_ID
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
@@ -165,16 +167,41 @@ def revoke_request(
     return AccessRequestOut.model_validate(row)
 
 
-@router.get("/audit", summary="The audit log, newest first (admin)")
+@router.get(
+    "/audit", summary="The audit log, newest first, by principal, action, resource, outcome, time (admin)"
+)
 def list_audit(
     session: DbSession,
-    actor: Annotated[str | None, Query(max_length=128, description="exactly this actor")] = None,
+    principal: Annotated[str | None, Query(max_length=128, description="exactly this principal")] = None,
+    actor: Annotated[str | None, Query(max_length=128, description="older name of principal")] = None,
     action: Annotated[str | None, Query(max_length=128, description="actions containing this text")] = None,
+    resource: Annotated[str | None, Query(max_length=512, description="targets containing this text")] = None,
+    outcome: Annotated[
+        str | None, Query(max_length=32, description="success, denied, unauthenticated, error")
+    ] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="an ISO time or a duration ago (2h)")
+    ] = None,
+    until: Annotated[
+        str | None, Query(max_length=64, description="an ISO time or a duration ago (2h)")
+    ] = None,
+    request_id: Annotated[str | None, Query(pattern=audit.REQUEST_ID_PATTERN.pattern)] = None,
     limit: LimitQuery = 100,
     _: Principal = allow("access:admin"),
 ) -> list[AuditRecordOut]:
-    records = audit.list_audit(session=session, actor=actor, action=action, limit=limit)
-    return [AuditRecordOut.model_validate(r) for r in records]
+    where = audit.AuditFilter.from_text(
+        actor=principal or actor,
+        action=action,
+        resource=resource,
+        outcome=outcome,
+        request_id=request_id,
+        since=since,
+        until=until,
+    )
+    return [
+        AuditRecordOut.model_validate(r)
+        for r in audit.list_matching(session=session, where=where, limit=limit)
+    ]
 
 
 @router.get("/tokens", summary="Every token, newest first, never its secret (admin)")
@@ -221,3 +248,14 @@ def revoke_token(
     token = service.revoke_token(session=session, token_id=token_id)
     audit_note(request, principal=token.principal.name, prefix=token.prefix)
     return TokenOut.model_validate(token)
+
+
+@router.get(
+    "/audit/verify",
+    summary="Walk the audit hash chain; 409 integrity_error naming the first altered or missing record (admin)",
+)
+def verify_audit(session: DbSession, _: Principal = allow("access:admin")) -> AuditVerifyOut:
+    report = AuditVerifyOut.model_validate(audit.verify(session=session).to_dict())
+    if not report.intact:
+        raise IntegrityError(report.message, details=report.model_dump(mode="json"))
+    return report

@@ -1,5 +1,6 @@
 """The control-plane HTTP app: every domain's router behind bearer-token auth, one unit of work per request,
-an audit record for every mutating request, and every error a JSON body with a stable code.
+a request id on every request (`X-Request-ID`), an audit record for every mutating request and for every
+refusal (401, 403) of any request, and every error a JSON body with a stable code and the request id.
 
 What views need (the session, the caller, `allow`, the audit note) lives in `mloncall.api.deps`; this module
 adds the middleware, maps errors once and mounts each domain's router by name.
@@ -20,7 +21,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,11 +92,18 @@ _STATUS_CODES = {
 }
 
 
+#: Statuses audited on every method, reads included: each refusal is evidence.
+REFUSALS = frozenset({401, 403})
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
 def _outcome(status: int, code: str | None) -> str:
     if status < 400:
         return "success"
     if status == 403 or code == "permission_denied":
         return "denied"
+    if status == 401 or code == "unauthenticated":
+        return "unauthenticated"
     return f"error:{code or _STATUS_CODES.get(status, f'http_{status}')}"
 
 
@@ -112,7 +120,7 @@ def _write_failure_audit(ctx: Context, scope: Scope, status: int) -> None:
     entry = _request_audit(scope)
     detail = {**entry.detail, "status": status}
     if entry.error:
-        detail["error"] = entry.error[:500]
+        detail["error"] = entry.error[:500]  # as before the reason column, for readers of `detail`
     try:
         with ctx.db.session() as session:
             actor = entry.principal or _token_owner(session, Headers(scope=scope)) or "anonymous"
@@ -122,15 +130,26 @@ def _write_failure_audit(ctx: Context, scope: Scope, status: int) -> None:
                 action=_action(scope),
                 target=scope.get("path", ""),
                 outcome=_outcome(status, entry.error_code),
+                reason=entry.error or "",
                 detail=detail,
+                request_id=entry.request_id,
             )
     except Exception:  # a lost audit record must not turn the caller's answer into another error
         logger.exception("could not write the audit record of %s", _action(scope))
 
 
+def _with_request_id(message: Message, request_id: str) -> Message:
+    headers = MutableHeaders(raw=list(message.get("headers", [])))
+    if REQUEST_ID_HEADER not in headers:
+        headers.append(REQUEST_ID_HEADER, request_id)
+    return {**message, "headers": headers.raw}
+
+
 class AuditMiddleware:
-    """Writes the audit record of every mutating request that the unit of work did not record itself:
-    failures, denials, rejected bodies, unknown routes, and routes that use no unit of work.
+    """Gives every request its id (the client's `X-Request-ID` if safe, else a new one), echoed in the
+    response header and bound for every audit record the request writes; and writes the audit record of
+    every mutating request that the unit of work did not record itself (failures, denials, rejected bodies,
+    unknown routes, routes that use no unit of work) and of every refused request (401, 403) of any method.
 
     The record is written before the response starts, so a client that sees the answer finds the record.
     """
@@ -140,27 +159,32 @@ class AuditMiddleware:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in MUTATING_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         entry = _request_audit(scope)
+        entry.request_id = request_id = audit.accept_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        mutating = scope["method"] in MUTATING_METHODS
 
         async def send_after_audit(message: Message) -> None:
-            if message["type"] == "http.response.start" and not entry.written:
-                entry.written = True
+            if message["type"] == "http.response.start":
+                message = _with_request_id(message, request_id)
                 status = int(message["status"])
-                if not (entry.claimed and status < 400):
-                    await run_in_threadpool(_write_failure_audit, self.ctx, scope, status)
+                if not entry.written and (status in REFUSALS or mutating):
+                    entry.written = True
+                    if not (entry.claimed and status < 400):
+                        await run_in_threadpool(_write_failure_audit, self.ctx, scope, status)
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_after_audit)
-        except Exception:
-            if not entry.written:
-                entry.written = True
-                entry.error_code, entry.error = "internal", "internal error"
-                await run_in_threadpool(_write_failure_audit, self.ctx, scope, 500)
-            raise
+        with audit.bind_request_id(request_id):
+            try:
+                await self.app(scope, receive, send_after_audit)
+            except Exception:
+                if mutating and not entry.written:
+                    entry.written = True
+                    entry.error_code, entry.error = "internal", "internal error"
+                    await run_in_threadpool(_write_failure_audit, self.ctx, scope, 500)
+                raise
 
 
 # --- request body limit ----------------------------------------------------------------------------------
@@ -209,6 +233,9 @@ class BodyLimitMiddleware:
 def _error_response(request: Request, status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
     entry = _request_audit(request.scope)
     entry.error_code, entry.error = str(body.get("code")), str(body.get("error"))
+    if entry.request_id is not None:
+        body = {**body, "request_id": entry.request_id}
+        headers = {**(headers or {}), REQUEST_ID_HEADER: entry.request_id}
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 

@@ -43,6 +43,7 @@ class _RequestAudit:
     detail: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     error: str | None = None
+    request_id: str | None = None  # accepted from X-Request-ID or generated (`api.app.AuditMiddleware`)
 
 
 def _request_audit(scope: Scope) -> _RequestAudit:
@@ -104,6 +105,7 @@ def db_session(request: Request) -> Iterator[Session]:
                 target=request.url.path,
                 outcome="success",
                 detail=entry.detail,
+                request_id=entry.request_id,
             )
 
 

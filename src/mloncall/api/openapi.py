@@ -29,6 +29,9 @@ class ErrorBody(BaseModel):
     error: str = Field(description="what went wrong, for a person")
     code: str = Field(description="a stable code: invalid_input, not_found, conflict, ...")
     details: Any = Field(default=None, description="structured evidence, when there is some")
+    request_id: str = Field(
+        description="the request's id, as in the X-Request-ID response header and its audit record"
+    )
 
 
 _MEANING = {

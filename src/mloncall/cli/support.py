@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mloncall.access import audit
 from mloncall.core import console
-from mloncall.core.errors import InvalidInput, MloncallError, PermissionDenied
+from mloncall.core.errors import InvalidInput, MloncallError, PermissionDenied, Unauthenticated
 from mloncall.core.names import MAX_ID
 from mloncall.stores.context import Context
 
@@ -35,7 +35,9 @@ def installation(*, create: bool = False) -> Iterator[Context]:
             ctx.init()
         else:
             ctx.open()
-        yield ctx
+        # One request id for everything the command records (its changes, the runs it drives).
+        with audit.bind_request_id(audit.current_request_id()):
+            yield ctx
     finally:
         ctx.close()
 
@@ -75,8 +77,11 @@ def confirm(question: str, *, yes: bool) -> None:
 def audited_unit_of_work(
     ctx: Context, *, action: str, target: str
 ) -> Iterator[tuple[Session, dict[str, Any]]]:
-    """A unit of work audited with its success; a failure is audited in its own session, then raised."""
+    """A unit of work audited with its success; a failure is audited in its own session, then raised.
+
+    Both records carry the command's request id (a new one if none is bound)."""
     detail: dict[str, Any] = {}
+    request_id = audit.current_request_id() or audit.new_request_id()
     try:
         with ctx.db.session() as session:
             yield session, detail
@@ -87,9 +92,12 @@ def audited_unit_of_work(
                 target=target,
                 outcome="success",
                 detail=detail,
+                request_id=request_id,
             )
     except MloncallError as exc:
-        outcome = "denied" if isinstance(exc, PermissionDenied) else f"error:{exc.code}"
+        outcome = {PermissionDenied.code: "denied", Unauthenticated.code: "unauthenticated"}.get(
+            exc.code, f"error:{exc.code}"
+        )
         try:
             with ctx.db.session() as session:
                 audit.record(
@@ -98,7 +106,9 @@ def audited_unit_of_work(
                     action=action,
                     target=target,
                     outcome=outcome,
+                    reason=exc.message,
                     detail={**detail, "error": exc.message[:500]},
+                    request_id=request_id,
                 )
         except MloncallError:
             pass  # the database itself failed: the original error says more than this one would

@@ -3,7 +3,7 @@ break-glass requests, and tokens that can be narrower than their owner. A princi
 global role binding (`operator` became `oncall`).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02 05:00:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import mloncall.stores.db
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
