@@ -207,15 +207,16 @@ def summaries(ctx: Context) -> dict[str, Any]:
     from mloncall.monitoring.served import served_window
     from mloncall.rollout.analysis import Thresholds, analyse_canary
 
-    def served(since: dt.datetime) -> Any:
-        return served_window(ctx.store, MODEL, since, NOW, now=NOW, versions={})
+    def served(since: dt.datetime, until: dt.datetime) -> Any:
+        return served_window(ctx.store, MODEL, since, until, now=NOW, versions={})
 
+    step = served(STEP_SINCE, NOW)  # as `rollout.service.analyse` composes them
     analysis = analyse_canary(
-        step=served(STEP_SINCE), rollout=served(ROLLOUT_SINCE), stable=1, canary=2, classes=CLASSES,
+        step=step, rollout=served(ROLLOUT_SINCE, STEP_SINCE).then(step), stable=1, canary=2, classes=CLASSES,
         min_requests=100, thresholds=Thresholds(),
     )  # fmt: skip
     ev = {c.name: c.evidence for c in analysis.checks}
-    logs = ev["traffic"]["logs"]["rollout"]
+    parts = ev["traffic"]["logs"]["rollout"]["parts"]
     return {
         "requests": [analysis.counts["canary"], analysis.counts["stable"]],
         "error_rate": [ev["error rate"]["candidate"], ev["error rate"]["baseline"]],
@@ -224,7 +225,10 @@ def summaries(ctx: Context) -> dict[str, Any]:
         "class_mix": [list(ev["class mix"]["candidate"].values()), list(ev["class mix"]["baseline"].values())],
         "paired_accuracy": [ev["accuracy"]["candidate"], ev["accuracy"]["baseline"], ev["accuracy"]["labels"]],
         "outcome": analysis.outcome.label,
-        "read": {k: logs[k] for k in ("summaries_read", "raw_minutes", "files_read")},
+        "read": {
+            k: sum(p[k] if k != "files_read" else p[k]["predictions"] for p in parts)
+            for k in ("summaries_read", "raw_minutes", "files_read")
+        },
     }  # fmt: skip
 
 

@@ -46,6 +46,10 @@ class LabelCounts:
     paired_correct: int = 0
     paired_baseline_correct: int = 0
 
+    def merge(self, other: LabelCounts) -> None:
+        for name in ("labelled", "correct", "paired", "paired_correct", "paired_baseline_correct"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def add(self, predicted: np.ndarray, shadow: np.ndarray, truth: np.ndarray) -> None:
         """Rows as class codes into one class list (-1: none)."""
         has = truth >= 0
@@ -80,6 +84,18 @@ class ServedWindow:
     @property
     def rows(self) -> int:
         return sum(v.summary.rows for v in self.versions.values())
+
+    def then(self, later: ServedWindow) -> ServedWindow:
+        """This window followed by the one that starts where it ends, as one window (each row counted once:
+        the two never overlap)."""
+        assert self.until == later.since, "windows must meet"
+        out: dict[int | None, VersionServed] = {}
+        for part in (self, later):
+            for v, side in part.versions.items():
+                mine = out.setdefault(v, VersionServed())
+                mine.summary.merge(side.summary)
+                mine.labels.merge(side.labels)
+        return ServedWindow(self.since, later.until, out, {"parts": [self.evidence, later.evidence]})
 
 
 def served_window(
@@ -281,10 +297,11 @@ def chart(
 
 def _value(metric: str, found: ServedWindow, version: int | None) -> tuple[float | None, int]:
     sides = list(found.versions.values()) if version is None else [found.of(version) or VersionServed()]
-    s, labelled, correct = VersionSummary(), 0, 0
+    s, got = VersionSummary(), LabelCounts()
     for side in sides:
         s.merge(side.summary)
-        labelled, correct = labelled + side.labels.labelled, correct + side.labels.correct
+        got.merge(side.labels)
+    labelled, correct = got.labelled, got.correct
     if metric == "requests":
         return float(s.rows), s.rows
     if metric == "errors":

@@ -410,14 +410,16 @@ def analyse(*, session: Session, store: ArtifactStore, rollout: Rollout, now: dt
     assert rollout.from_version is not None
     mv = registry.get_version_or_raise(session=session, name=rollout.model_name, version=rollout.to_version)
 
-    def served(since: dt.datetime) -> monitoring.ServedWindow:
+    def served(since: dt.datetime, until: dt.datetime) -> monitoring.ServedWindow:
         return monitoring.served(
-            session=session, store=store, model=rollout.model_name, since=since, until=now, now=now
+            session=session, store=store, model=rollout.model_name, since=since, until=until, now=now
         )
 
+    # the rollout's window is the earlier steps followed by this one: the open minute is read once
+    step = served(rollout.step_started_at, now)
     return analyse_canary(
-        step=served(rollout.step_started_at),
-        rollout=served(rollout.created_at),
+        step=step,
+        rollout=served(rollout.created_at, rollout.step_started_at).then(step),
         stable=rollout.from_version,
         canary=rollout.to_version,
         classes=list(mv.signature.get("classes", [])),
