@@ -189,7 +189,9 @@ def test_open_minute_and_summarised_minutes_count_every_row_once(
     assert_same(after, expected)
     # the rollout's window as the canary analysis composes it: earlier steps, then this one
     cut = t0 + dt.timedelta(minutes=3, seconds=12)
-    composed = window(mctx, model, since, cut, now, versions).then(window(mctx, model, cut, now, now, versions))
+    composed = window(mctx, model, since, cut, now, versions).then(
+        window(mctx, model, cut, now, now, versions)
+    )
     assert_same(composed, expected)
     # a window of a few seconds inside the open minute is exact too
     short = window(mctx, model, now - dt.timedelta(seconds=7), now, now, versions)

@@ -114,7 +114,7 @@ def content_hash(
 
 def _next_link(session: Session) -> tuple[int, str]:
     """Take the next seq and the last hash, holding the chain head until the transaction ends."""
-    head = AuditChainHead.__table__
+    head: sa.Table = AuditChainHead.__table__  # type: ignore[assignment]
     # An UPDATE before any read: it waits for (and then locks) the head on PostgreSQL and takes SQLite's write
     # lock, so the seq and hash it returns are the newest and nobody else takes them before this commits.
     taken = session.execute(
@@ -165,7 +165,7 @@ def record(
     )
     entry.hash = _hash_of(entry)
     session.add(entry)
-    head = AuditChainHead.__table__
+    head: sa.Table = AuditChainHead.__table__  # type: ignore[assignment]
     session.execute(sa.update(head).where(head.c.id == HEAD_ID).values(hash=entry.hash))
     session.flush()
     return entry
@@ -374,12 +374,13 @@ def verify(
         any_row = session.scalar(sa.select(AuditRecord.id).limit(1))
         if any_row is None:
             return ChainReport(True, 0, 0, GENESIS, None)
-        broken = ChainBreak(
+        headless = ChainBreak(
             "truncated", None, None, "the audit chain head is missing: the log was tampered with"
         )
-        return ChainReport(False, 0, 0, GENESIS, broken)
+        return ChainReport(False, 0, 0, GENESIS, headless)
     head_seq, head_hash = found
     prev_seq, prev_hash, prev_id, checked = 0, GENESIS, None, 0
+    broken: ChainBreak | None
     while True:
         stmt = (
             sa.select(*_VERIFY_COLUMNS)
