@@ -248,3 +248,21 @@ def test_the_openapi_document_lists_every_error_status_and_no_422_the_server_nev
                 assert schema == {"$ref": "#/components/schemas/ErrorBody"}
     upload = doc["paths"]["/api/v1/datasets/{name}"]["post"]["responses"]
     assert "415" in upload
+
+
+def test_password_login_has_no_default_and_one_answer_for_every_failure(api: Api) -> None:
+    bad = {"error": "wrong user name or password", "code": "unauthenticated"}
+    nobody = api.client.post("/api/v1/login", json={"name": "admin", "password": "password1234"})
+    assert nobody.status_code == 401 and {k: nobody.json()[k] for k in bad} == bad, "no default password"
+    with api.ctx.db.session() as session:
+        access.set_password(session=session, name="viewer-user", password="correct horse battery")
+        stored = access.get_principal_or_raise(session=session, name="viewer-user").password_hash
+    assert stored is not None and stored.startswith("$argon2id$")
+    ok = api.client.post("/api/v1/login", json={"name": "viewer-user", "password": "correct horse battery"})
+    assert ok.status_code == 200 and ok.json() == {"name": "viewer-user", "kind": "user"}
+    for name, password in (("viewer-user", "wrong horse battery"), ("ghost", "correct horse battery")):
+        refused = api.client.post("/api/v1/login", json={"name": name, "password": password})
+        assert refused.status_code == 401 and refused.json()["error"] == bad["error"]
+    assert api.client.post("/api/v1/login", json={"name": "viewer-user"}).status_code == 400
+    outcomes = [(e["actor"], e["outcome"]) for e in api.audit(action="/api/v1/login")]
+    assert ("viewer-user", "success") in outcomes and len(outcomes) == 5

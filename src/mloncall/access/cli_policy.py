@@ -8,6 +8,8 @@ same steps over HTTP take the person from their token (`/api/v1/access/requests`
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -18,7 +20,7 @@ from mloncall.access.schemas import AccessRequestOut, ExplanationOut
 from mloncall.cli.support import audited_unit_of_work, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
-from mloncall.core.errors import PermissionDenied
+from mloncall.core.errors import InvalidInput, PermissionDenied
 
 app = typer.Typer(
     name="access",
@@ -325,3 +327,25 @@ def list_requests(
     ]  # fmt: skip
     columns = ["id", "requester", "role", "scope", "state", "for", "expires", "by", "reason"]
     console.out.print(console.table("access requests", columns, table_rows))
+
+
+@app.command("passwd")
+def passwd(
+    name: Annotated[str, typer.Argument(help="The user whose dashboard password to set.")],
+) -> None:
+    """Set a user's dashboard password (at least 12 characters), stored only as its argon2id hash.
+
+    The password is read from MLONCALL_PASSWORD, or asked twice on the terminal; never from an argument, so
+    it stays out of shell history. There is no default password.
+    """
+    password = os.environ.get("MLONCALL_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise InvalidInput("no terminal to ask the password on: set MLONCALL_PASSWORD")
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with (
+        installation() as ctx,
+        audited_unit_of_work(ctx, action="access.passwd", target=f"principal:{name}") as unit,
+    ):
+        service.set_password(session=unit[0], name=name, password=password)
+    console.out.print(f"Password of {name} set.")

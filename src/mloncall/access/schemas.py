@@ -34,6 +34,18 @@ class PrincipalOut(BaseModel):
     created_at: dt.datetime
 
 
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginOut(BaseModel):
+    name: str
+    kind: str
+
+
 class TokenInfo(BaseModel):
     prefix: str
     expires_at: dt.datetime | None

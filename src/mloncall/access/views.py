@@ -14,6 +14,8 @@ from mloncall.access.schemas import (
     AuditRecordOut,
     AuditVerifyOut,
     ExplanationOut,
+    LoginIn,
+    LoginOut,
     RequestAnswer,
     RequestCreate,
     RoleOut,
@@ -29,6 +31,7 @@ from mloncall.api.deps import (
     RequestIdPath,
     TokenIdPath,
     allow,
+    audit_actor,
     audit_note,
     get_context,
 )
@@ -37,6 +40,16 @@ from mloncall.core.errors import IntegrityError
 from mloncall.core.names import MAX_ID
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
+#: Routes that need no token: logging in with a password.
+public_router = APIRouter(prefix="/api/v1", tags=["access"])
+
+
+@public_router.post("/login", summary="Check a user's dashboard password (no token needed)")
+def login(body: LoginIn, request: Request, session: DbSession) -> LoginOut:
+    audit_note(request, name=body.name)
+    principal = service.check_password(session=session, name=body.name, password=body.password)
+    audit_actor(request, principal.name)
+    return LoginOut(name=principal.name, kind=principal.kind)
 
 
 @router.get("/whoami", summary="The principal the token belongs to, its roles, teams and token")

@@ -375,5 +375,6 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
 
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(refuse_nul_bytes), Depends(current_principal)])
+    app.include_router(access_views.public_router, dependencies=[Depends(refuse_nul_bytes)])
     app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     return app

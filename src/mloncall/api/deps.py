@@ -59,6 +59,11 @@ def audit_note(request: Request, **detail: Any) -> None:
     _request_audit(request.scope).detail.update(jsonable_encoder(detail))
 
 
+def audit_actor(request: Request, name: str) -> None:
+    """Name who acted, for a route that identifies its caller itself (a password login)."""
+    _request_audit(request.scope).principal = name
+
+
 def _action(scope: Scope) -> str:
     """`METHOD /route/{template}`, or the concrete path when no route matched."""
     route = scope.get("route")
