@@ -62,7 +62,9 @@ class GrantLimits:
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> GrantLimits:
-        return positive_numbers(cls, "access", settings or Settings.load())
+        return positive_numbers(
+            cls, "access", settings or Settings.load(), read_elsewhere={"security_channel"}
+        )
 
 
 def get_request_or_raise(*, session: Session, request_id: int) -> AccessRequest:

@@ -127,7 +127,7 @@ def _moved(c: Change, event: AliasEvent, name: str) -> AliasEventOut:
 
 
 @router.delete(
-    "/{name}/versions/{version}", summary="Delete a version and its files (admin; 409 while aliased)"
+    "/{name}/versions/{version}", summary="Delete a version and its files (registry:write; 409 while aliased)"
 )
 def delete_version(
     name: str, version: VersionPath, c: Change = change("registry:write", model="name")

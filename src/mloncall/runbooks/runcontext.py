@@ -51,6 +51,14 @@ class SubRunPaused(Exception):
         self.run_id, self.state, self.reason = run_id, state, reason
 
 
+class AwaitingOthers(SubRunPaused):
+    """A step waits for something a person outside the run does (another principal approves a request): the
+    step stays running, the run waits, and `runbook resume` runs the step again."""
+
+    def __init__(self, run_id: int, reason: str) -> None:
+        super().__init__(run_id, "waiting", reason)
+
+
 @dataclass
 class RunContext:
     """What a step function works with: the installation, the run's parameters, and its record."""
