@@ -27,7 +27,7 @@ def test_health_and_openapi_need_no_token_and_everything_else_does(api: Api) -> 
     assert api.request("GET", "/docs", role=None).status_code == 200
 
     for path in schema["paths"]:
-        if not path.startswith("/api/"):
+        if not path.startswith("/api/") or path == "/api/v1/login":  # a password login needs no token
             continue
         concrete = path.replace("{name}", "iris").replace("{version}", "1").replace("{alias}", "production")
         concrete = concrete.replace("{token_id}", "1")
@@ -266,3 +266,37 @@ def test_password_login_has_no_default_and_one_answer_for_every_failure(api: Api
     assert api.client.post("/api/v1/login", json={"name": "viewer-user"}).status_code == 400
     outcomes = [(e["actor"], e["outcome"]) for e in api.audit(action="/api/v1/login")]
     assert ("viewer-user", "success") in outcomes and len(outcomes) == 5
+
+
+def test_a_break_glass_request_tied_to_an_incident_is_listed_on_its_record(api: Api) -> None:
+    from mloncall.incidents import lifecycle
+    from mloncall.incidents import service as incidents
+
+    with api.ctx.db.session() as session:
+        opened = lifecycle.open_incident(
+            session=session, settings=incidents.incident_settings(api.ctx.settings),
+            title="iris accuracy dropped", severity="SEV2", actor="admin", model="iris",
+        )  # fmt: skip
+        incident_id = opened.id
+    body = {"role": "oncall", "scope": "iris", "duration": "1h", "reason": "roll back iris"}
+    missing = api.request("POST", "/api/v1/access/requests", role="viewer", json={**body, "incident_id": 999})
+    assert missing.status_code == 404
+    filed = api.request(
+        "POST", "/api/v1/access/requests", role="viewer", json={**body, "incident_id": incident_id}
+    )
+    assert filed.status_code == 201, filed.text
+    own = api.request("POST", f"/api/v1/access/requests/{filed.json()['id']}/approve", role="viewer", json={})
+    assert own.status_code == 403
+    approved = api.request(
+        "POST", f"/api/v1/access/requests/{filed.json()['id']}/approve", json={"note": "go"}
+    )
+    assert approved.status_code == 200 and approved.json()["decided_by"] == "admin", approved.text
+    record = api.request("GET", f"/api/v1/incidents/{incident_id}").json()
+    [grant] = record["grants"]
+    assert (grant["requester"], grant["role"], grant["scope"], grant["state"]) == (
+        "viewer-user", "oncall", "model:iris", "approved",
+    )  # fmt: skip
+    rollback = api.request("POST", "/api/v1/models/iris/rollback", role="viewer", json={"reason": "x"})
+    assert rollback.status_code != 403, "the grant opens the model's deploy routes"
+    other = api.request("POST", "/api/v1/models/wine/rollback", role="viewer", json={"reason": "x"})
+    assert other.status_code == 403

@@ -21,6 +21,7 @@ from mloncall.cli.support import audited_unit_of_work, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput, PermissionDenied
+from mloncall.incidents import service as incidents
 
 app = typer.Typer(
     name="access",
@@ -64,7 +65,7 @@ def explain(
         if why.workaround:
             console.out.print(f"or, for now: [bold]{why.workaround}[/]")
     if not why.allowed:
-        raise typer.Exit(PermissionDenied.exit_code)
+        raise PermissionDenied(f"{why.principal} may not {why.permission} {scope_label(why.scope)}")
 
 
 @app.command("grant")
@@ -208,6 +209,8 @@ def request(
         audited_unit_of_work(ctx, action="access.request", target=f"principal:{requester}") as unit,
     ):
         session, detail = unit
+        if incident is not None:
+            incidents.get_incident_or_raise(session=session, incident_id=incident)
         row = grants.request(
             session=session,
             requester=service.get_principal_or_raise(session=session, name=requester),

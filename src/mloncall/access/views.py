@@ -36,6 +36,7 @@ from mloncall.api.deps import (
     get_context,
 )
 from mloncall.core.durations import parse_duration
+from mloncall.incidents import service as incidents
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import MAX_ID
 
@@ -102,6 +103,8 @@ def list_roles(session: DbSession, _: CurrentPrincipal) -> list[RoleOut]:
 def file_request(
     body: RequestCreate, request: Request, session: DbSession, caller: CurrentPrincipal
 ) -> AccessRequestOut:
+    if body.incident_id is not None:
+        incidents.get_incident_or_raise(session=session, incident_id=body.incident_id)
     row = grants.request(
         session=session,
         requester=service.get_principal_or_raise(session=session, name=caller.name),

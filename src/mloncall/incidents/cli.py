@@ -24,7 +24,6 @@ from mloncall.incidents.schemas import (
     ActionItemOut,
     IncidentDetail,
     IncidentOut,
-    LinkOut,
     OnCallOut,
     PolicyOut,
     PostmortemOut,
@@ -32,6 +31,7 @@ from mloncall.incidents.schemas import (
     ScheduleOut,
     TimelineOut,
     UpdateOut,
+    detail,
 )
 from mloncall.stores.context import Context
 
@@ -94,15 +94,7 @@ def _out(
 
 
 def _detail(session: Session, incident_id: int) -> IncidentDetail:
-    incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
-    return IncidentDetail(
-        incident=IncidentOut.model_validate(incident),
-        roles=service.current_roles(session=session, incident_id=incident_id),
-        alerts=[LinkOut.model_validate(x) for x in service.links(session=session, incident_id=incident_id)],
-        role_history=[
-            RoleOut.model_validate(r) for r in service.role_history(session=session, incident_id=incident_id)
-        ],
-    )
+    return detail(session, incident_id)
 
 
 def _settings(ctx: Context) -> service.IncidentSettings:

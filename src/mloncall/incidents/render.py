@@ -49,6 +49,13 @@ def detail_lines(d: IncidentDetail) -> list[str]:
     lines.extend(f"  #{a.alert_id}: {a.reason}" for a in active[:10])
     if len(active) > 10:
         lines.append(f"  ... and {len(active) - 10} more (--json for all)")
+    if d.grants:
+        lines.append(f"access grants: {len(d.grants)}")
+        lines.extend(
+            f"  #{g.id} {g.requester}: {g.role} on {g.scope}, {g.state}"
+            + (f" by {g.decided_by}" if g.decided_by else "")
+            for g in d.grants
+        )
     return lines
 
 

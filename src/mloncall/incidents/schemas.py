@@ -6,6 +6,10 @@ import datetime as dt
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from mloncall.access import grants
+from mloncall.incidents import service
 
 
 class _Out(BaseModel):
@@ -58,11 +62,43 @@ class RoleOut(_Out):
     renounced_at: dt.datetime | None
 
 
+class GrantOut(_Out):
+    """A break-glass grant (or request) filed for this incident: it stays listed after it ends."""
+
+    id: int
+    requester: str
+    role: str
+    scope: str
+    state: str
+    reason: str
+    decided_by: str | None
+    starts_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    uses: int
+
+
 class IncidentDetail(BaseModel):
     incident: IncidentOut
     roles: dict[str, str | None]
     alerts: list[LinkOut]
     role_history: list[RoleOut]
+    grants: list[GrantOut] = Field(default_factory=list)
+
+
+def detail(session: Session, incident_id: int) -> IncidentDetail:
+    """An incident with its roles, alerts, role history and the access grants tied to it."""
+    incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
+    return IncidentDetail(
+        incident=IncidentOut.model_validate(incident),
+        roles=service.current_roles(session=session, incident_id=incident_id),
+        alerts=[LinkOut.model_validate(x) for x in service.links(session=session, incident_id=incident_id)],
+        role_history=[
+            RoleOut.model_validate(r) for r in service.role_history(session=session, incident_id=incident_id)
+        ],
+        grants=[
+            GrantOut.model_validate(g) for g in grants.list_requests(session=session, incident_id=incident_id)
+        ],
+    )
 
 
 class UpdateOut(_Out):

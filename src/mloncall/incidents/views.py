@@ -46,6 +46,7 @@ from mloncall.incidents.schemas import (
     TimelineOut,
     UpdateIn,
     UpdateOut,
+    detail,
 )
 
 log = logging.getLogger("mloncall.incidents")
@@ -76,14 +77,7 @@ Settings = Annotated[service.IncidentSettings, Depends(_settings)]
 
 
 def _detail(session: Session, incident: Incident) -> IncidentDetail:
-    return IncidentDetail(
-        incident=IncidentOut.model_validate(incident),
-        roles=service.current_roles(session=session, incident_id=incident.id),
-        alerts=[LinkOut.model_validate(x) for x in service.links(session=session, incident_id=incident.id)],
-        role_history=[
-            RoleOut.model_validate(r) for r in service.role_history(session=session, incident_id=incident.id)
-        ],
-    )
+    return detail(session, incident.id)
 
 
 @router.get("/incidents", summary="Incidents, newest first")
