@@ -103,13 +103,15 @@ def _password(user: str | None) -> str | None:
     return None
 
 
-def _evidence(evidence: dict[str, Any]) -> list[str]:
+def _evidence(reason: str, evidence: dict[str, Any]) -> list[str]:
+    """The evidence the reason does not already say, one `key: value` a line."""
     lines = []
     for key, value in evidence.items():
         if key in _UNSHOWN or value in (None, "", [], {}):
             continue
         text = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        lines.append(f"[dim]{escape(key)}: {escape(text)}[/]")
+        if text not in reason:
+            lines.append(f"[dim]{escape(key)}: {escape(text)}[/]")
     return lines
 
 
@@ -121,7 +123,7 @@ def _print(result: diagnosis.Diagnosis) -> None:
     blamed = result.blame
     for layer in result.layers:
         style = _STYLE[layer.state]
-        cell = [escape(layer.check.reason), *_evidence(layer.check.evidence)]
+        cell = [escape(layer.check.reason), *_evidence(layer.check.reason, layer.check.evidence)]
         if layer is blamed and layer.fix:
             cell.append(f"[bold]fix:[/] {escape(layer.fix)}")
         table.add_row(layer.name, f"[{style}]{layer.state}[/]", "\n".join(cell))
