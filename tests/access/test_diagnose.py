@@ -11,10 +11,9 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from mloncall.access import diagnose as diagnosis
 from mloncall.access import service as access
 from mloncall.core import clock
 from mloncall.stores.context import Context
+from tests.access.servers import Relay, moto_server
 from tests.api.live import live_server
 from tests.conftest import PG_URL, free_port, make_context, unavailable
 
@@ -269,45 +269,6 @@ def test_the_dashboard_login_is_tried_only_with_a_user_and_a_password(live: Live
 # --- layer 4: the metadata database -------------------------------------------------------------------
 
 
-class Relay:
-    """A TCP relay to PostgreSQL that the test can close, connections and all: the database goes away."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        with suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        with suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
-        self.listener.close()
-        for s in self.open:
-            with suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-
 @contextmanager
 def postgres_behind_a_relay(home: Path) -> Iterator[tuple[Context, Relay]]:
     import sqlalchemy as sa
@@ -364,32 +325,6 @@ class S3:
     endpoint: str
     bucket: str
     keys: dict[str, tuple[str, str]]
-
-
-@contextmanager
-def moto_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                unavailable("the moto server did not start")
-            time.sleep(0.1)
-    try:
-        yield endpoint, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
