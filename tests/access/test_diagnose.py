@@ -23,7 +23,9 @@ import pytest
 
 from mloncall.access import diagnose as diagnosis
 from mloncall.access import service as access
+from mloncall.access.diagnose_stores import local_installation
 from mloncall.core import clock
+from mloncall.core.errors import InvalidInput
 from mloncall.stores.context import Context
 from tests.access.servers import Relay, moto_server
 from tests.api.live import live_server
@@ -442,3 +444,26 @@ def test_a_non_mloncall_answer_is_named(live: Live, s3: S3) -> None:
     server = diagnosis.diagnose(target(live, url=s3.endpoint)).layer("server")
     assert server.check.evidence["failure"] == "not_mloncall"
     assert "not as an mloncall server" in server.check.reason
+
+
+# --- what the command is given -------------------------------------------------------------------------
+
+
+def test_a_bad_url_permission_or_model_is_refused_before_anything_is_tried() -> None:
+    for bad in (
+        {"url": "ftp://host"},
+        {"url": "http://"},
+        {"permission": "registry:fly"},
+        {"model": "Iris!"},
+    ):
+        with pytest.raises(InvalidInput):
+            diagnosis.Target(**bad)  # type: ignore[arg-type]
+
+
+def test_only_a_machine_with_settings_is_taken_for_the_installations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert local_installation({}) is None
+    found = local_installation({"MLONCALL_HOME": str(tmp_path / "home")})
+    assert found is not None and found.home == tmp_path / "home"

@@ -329,7 +329,7 @@ def _unexpected(name: str, response: httpx.Response, evidence: dict[str, Any]) -
 def check_permission_layer(client: httpx.Client, target: Target, whoami: dict[str, Any] | None) -> Layer:
     """Layer 3: the token's principal may do `--permission` (on `--model`): the server's explanation."""
     if whoami is None:
-        return skipped("permission", "needs a valid token (see token)")
+        return skipped("permission", "needs a token the server has accepted (see token)")
     roles = whoami.get("roles", [])
     if target.permission is None:
         held = ", ".join(roles) or "no role of its own"
@@ -401,6 +401,17 @@ def check_login(client: httpx.Client, target: Target, server_up: bool) -> Layer:
         return skipped("login", "this server has no dashboard login", **evidence)
     if response.status_code == 503:
         return skipped("login", _DB_DOWN.format(what="check passwords"), **evidence)
+    if response.status_code == 401 and "bearer" in _error(response).lower():
+        return Layer(
+            Check(
+                "login",
+                Outcome.ERROR,
+                f"the login route itself asks for a token: {_error(response)}",
+                evidence,
+            ),
+            fix="the server's login route is misconfigured: report it to whoever runs the server",
+            exit_code=1,
+        )
     if response.status_code == 401:
         return failed(
             "login",
