@@ -18,6 +18,7 @@ import typer
 
 from mloncall.access import cli as access_cli
 from mloncall.access import cli_audit as audit_cli
+from mloncall.access import cli_diagnose as diagnose_cli
 from mloncall.access import cli_policy as access_policy_cli
 from mloncall.alerts import cli as alerts_cli
 from mloncall.cli import gc as gc_cli
@@ -79,6 +80,7 @@ _mount(training_cli.app)
 _mount(registry_cli.app, "models")
 _mount(data_cli.app, "datasets")
 _mount(access_cli.app, "tokens")
+access_policy_cli.app.registered_commands.extend(diagnose_cli.app.registered_commands)
 _mount(access_policy_cli.app, "access")
 _mount(audit_cli.audit_app)
 _mount(rollout_cli.app)
