@@ -36,9 +36,9 @@ from mloncall.api.deps import (
     get_context,
 )
 from mloncall.core.durations import parse_duration
-from mloncall.incidents import service as incidents
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import MAX_ID
+from mloncall.incidents import service as incidents
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 #: Routes that need no token: logging in with a password.
