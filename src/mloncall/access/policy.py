@@ -48,6 +48,8 @@ e = some(where (p.eft == allow)) && !some(where (p.eft == deny))
 [matchers]
 m = r.act == p.act && g(r.sub, p.sub, r.dom) && keyMatch(r.dom, p.dom)
 """
+#: The scope casbin is asked in for a model none of a subject's lines names (`~` is in no model name).
+OTHER_MODEL = "model:~"
 #: How deep membership and role inclusion may nest (user -> team -> role -> role ...).
 MAX_DEPTH = 8
 
@@ -218,11 +220,14 @@ class SubjectPolicy:
 
     def decide(self, permission: str, scope: str) -> Verdict:
         """casbin's verdict on permission in scope for this subject (memoised per scope class)."""
-        key = (scope if scope in self.scopes or scope == GLOBAL else "model:", permission)
+        # A model no line of this subject names is decided like every other such model: casbin is asked
+        # once, for a stand-in no model can be named, so it builds one domain role manager, not one per model.
+        named = scope in self.scopes or scope == GLOBAL
+        key = (scope if named else OTHER_MODEL, permission)
         verdict = self.memo.get(key)
         if verdict is None:
             with self.lock:
-                allowed, rule = self.enforcer.enforce_ex(self.subject, scope, permission)
+                allowed, rule = self.enforcer.enforce_ex(self.subject, key[0], permission)
             verdict = self.memo[key] = Verdict(bool(allowed), tuple(rule))
         return verdict
 
