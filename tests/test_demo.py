@@ -58,8 +58,9 @@ def test_demo_plays_every_runbook_stage(cli_env: dict[str, str]) -> None:
             ("deployment", "finished", "failed"),
             ("monitoring", "finished", "successful"),
             ("incident-communication", "finished", "successful"),
+            ("access", "finished", "successful"),
         ], [(r.runbook, r.reason) for r in runs]
-        retraining, canary_run, bad_run, monitoring, communication = runs
+        retraining, canary_run, bad_run, monitoring, communication, fixed = runs
         assert canary_run.parent_id == retraining.id and canary_run.params["ref"] == "iris-classifier:2"
         bad_steps = {st.name: st.state for st in bad_run.steps}
         assert bad_steps["rollout"] == "failed" and bad_steps["rollback-verified"] == "successful"
@@ -90,6 +91,17 @@ def test_demo_plays_every_runbook_stage(cli_env: dict[str, str]) -> None:
             if e.kind == "runbook"
         }
         assert on_timeline == {monitoring.id, communication.id}
+
+        # Stage 6: runbook 7 gave svc-retrain the engineer role on the model and ended its break-glass grant.
+        from mloncall.access import grants
+
+        assert fixed.acceptance is not None and fixed.acceptance["outcome"] == "successful"
+        [grant] = grants.list_requests(session=s, requester="svc-retrain")
+        assert (grant.state, grant.decided_by, grant.scope) == (
+            "revoked",
+            "security-lead",
+            "model:iris-classifier",
+        )
 
     # The investigation wrote its HTML report with the reference-vs-current histograms embedded.
     reports = [k for k in ctx.store.list("reports/investigations/iris-classifier") if k.endswith(".html")]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mloncall.demo.access import access_stage
 from mloncall.demo.drift import drift_stage
 from mloncall.demo.incident import incident_stage
 from mloncall.demo.scene import MODEL, Pace, Scene, Story
@@ -33,6 +34,7 @@ def play(
         bad_canary(scene, traffic)
         drift_stage(scene, traffic)
         incident_stage(scene)
+        access_stage(scene, server.base)
         refresh()
     finally:
         traffic.stop()
