@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ logger = logging.getLogger("mloncall.audit")
 #: The `prev_hash` of the first record.
 GENESIS = "0" * 64
 HEAD_ID = 1
+_HEAD = cast(sa.Table, AuditChainHead.__table__)
 #: What a client may send as its `X-Request-ID`; anything else is replaced by a generated id.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Outcomes a filter names; `error` matches every `error:<code>` too.
@@ -114,7 +115,7 @@ def content_hash(
 
 def _next_link(session: Session) -> tuple[int, str]:
     """Take the next seq and the last hash, holding the chain head until the transaction ends."""
-    head = AuditChainHead.__table__
+    head = _HEAD
     # An UPDATE before any read: it waits for (and then locks) the head on PostgreSQL and takes SQLite's write
     # lock, so the seq and hash it returns are the newest and nobody else takes them before this commits.
     taken = session.execute(
@@ -165,8 +166,7 @@ def record(
     )
     entry.hash = _hash_of(entry)
     session.add(entry)
-    head = AuditChainHead.__table__
-    session.execute(sa.update(head).where(head.c.id == HEAD_ID).values(hash=entry.hash))
+    session.execute(sa.update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(hash=entry.hash))
     session.flush()
     return entry
 
@@ -389,13 +389,13 @@ def verify(
         )
         rows = session.execute(stmt).all()
         for row in rows:
-            broken = _check_link(row, prev_seq, prev_hash)
-            if broken is not None:
-                return ChainReport(False, checked, head_seq, head_hash, broken)
+            link = _check_link(row, prev_seq, prev_hash)
+            if link is not None:
+                return ChainReport(False, checked, head_seq, head_hash, link)
             prev_seq, prev_hash, prev_id, checked = row.seq, row.hash, row.id, checked + 1
         if on_progress is not None:
             on_progress(checked, head_seq)
         if len(rows) < batch:
             break
-    broken = _check_tail(head_seq, head_hash, prev_seq, prev_hash, prev_id)
-    return ChainReport(broken is None, checked, head_seq, head_hash, broken)
+    tail = _check_tail(head_seq, head_hash, prev_seq, prev_hash, prev_id)
+    return ChainReport(tail is None, checked, head_seq, head_hash, tail)
