@@ -357,8 +357,9 @@ def _check_tail(
 
 
 def _head(session: Session) -> tuple[int, str] | None:
-    head = session.get(AuditChainHead, HEAD_ID)
-    return None if head is None else (head.seq, head.hash)
+    # A query, not `session.get`: appends update the head with Core statements the identity map never sees.
+    head = session.execute(sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == HEAD_ID)).first()
+    return None if head is None else (int(head.seq), str(head.hash))
 
 
 def verify(
