@@ -84,6 +84,9 @@ def test_the_audit_route_filters(api: Api) -> None:
     [entry] = [e for e in api.request("GET", "/api/v1/audit?request_id=mine").json()]
     assert entry["resource"] == entry["target"] == "/api/v1/tokens"
     assert {"seq", "hash", "prev_hash", "reason", "request_id"} <= entry.keys()
+    assert api.request("GET", "/api/v1/audit/verify").json()["intact"], (
+        "failures, refusals, successes: one chain"
+    )
     for bad, where in (("since=soon", "since"), ("request_id=a%20b", "query.request_id")):
         response = api.request("GET", f"/api/v1/audit?{bad}")
         assert response.status_code == 400 and response.json()["code"] == "invalid_input"
