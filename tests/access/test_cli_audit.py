@@ -73,9 +73,10 @@ def test_verify_exits_0_when_intact_and_5_naming_the_broken_link(
 
     with home.db.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM audit_log WHERE seq = 2"))
-    code, out = _run(capsys, "audit", "verify")
-    assert code == IntegrityError.exit_code == 5
-    assert "record after seq 1 is missing: seq 3 links to a hash no record has" in out
+    code = main.run(["audit", "verify"])
+    out, err = capsys.readouterr()
+    assert code == IntegrityError.exit_code == 5 and out.startswith("broken after 1 intact record")
+    assert "record after seq 1 is missing: seq 3 links to a hash no record has" in err
     code, out = _run(capsys, "audit", "verify", "--json")
     report = json.loads(out)
     assert code == 5 and report["intact"] is False and report["broken"]["kind"] == "missing"

@@ -312,7 +312,8 @@ class ChainReport:
     def message(self) -> str:
         if self.broken is not None:
             return self.broken.message
-        return f"the audit chain is intact: {self.checked} records, head seq {self.head_seq}"
+        records = "1 record" if self.checked == 1 else f"{self.checked} records"
+        return f"the audit chain is intact: {records}, head seq {self.head_seq}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "message": self.message}
