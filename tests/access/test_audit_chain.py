@@ -162,6 +162,14 @@ def test_a_rolled_back_unit_of_work_leaves_no_record_and_no_gap(any_ctx: Context
     assert _verify(any_ctx).intact
 
 
+def test_verify_after_appending_in_the_same_session(ctx: Context) -> None:
+    with ctx.db.session() as session:
+        assert audit.verify(session=session).intact
+        audit.record(session=session, actor="a", action="b", target="c", outcome="success")
+        report = audit.verify(session=session)
+    assert report.intact and report.checked == report.head_seq >= 1
+
+
 def test_progress_is_reported_per_batch(ctx: Context) -> None:
     _append(ctx, 7)
     seen: list[tuple[int, int]] = []

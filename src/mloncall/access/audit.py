@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ logger = logging.getLogger("mloncall.audit")
 #: The `prev_hash` of the first record.
 GENESIS = "0" * 64
 HEAD_ID = 1
+_HEAD = cast(sa.Table, AuditChainHead.__table__)
 #: What a client may send as its `X-Request-ID`; anything else is replaced by a generated id.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Outcomes a filter names; `error` matches every `error:<code>` too.
@@ -114,7 +115,7 @@ def content_hash(
 
 def _next_link(session: Session) -> tuple[int, str]:
     """Take the next seq and the last hash, holding the chain head until the transaction ends."""
-    head: sa.Table = AuditChainHead.__table__  # type: ignore[assignment]
+    head = _HEAD
     # An UPDATE before any read: it waits for (and then locks) the head on PostgreSQL and takes SQLite's write
     # lock, so the seq and hash it returns are the newest and nobody else takes them before this commits.
     taken = session.execute(
@@ -165,8 +166,7 @@ def record(
     )
     entry.hash = _hash_of(entry)
     session.add(entry)
-    head: sa.Table = AuditChainHead.__table__  # type: ignore[assignment]
-    session.execute(sa.update(head).where(head.c.id == HEAD_ID).values(hash=entry.hash))
+    session.execute(sa.update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(hash=entry.hash))
     session.flush()
     return entry
 
@@ -312,7 +312,8 @@ class ChainReport:
     def message(self) -> str:
         if self.broken is not None:
             return self.broken.message
-        return f"the audit chain is intact: {self.checked} records, head seq {self.head_seq}"
+        records = "1 record" if self.checked == 1 else f"{self.checked} records"
+        return f"the audit chain is intact: {records}, head seq {self.head_seq}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "message": self.message}
@@ -357,8 +358,9 @@ def _check_tail(
 
 
 def _head(session: Session) -> tuple[int, str] | None:
-    head = session.get(AuditChainHead, HEAD_ID)
-    return None if head is None else (head.seq, head.hash)
+    # A query, not `session.get`: appends update the head with Core statements the identity map never sees.
+    head = session.execute(sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == HEAD_ID)).first()
+    return None if head is None else (int(head.seq), str(head.hash))
 
 
 def verify(
@@ -374,13 +376,12 @@ def verify(
         any_row = session.scalar(sa.select(AuditRecord.id).limit(1))
         if any_row is None:
             return ChainReport(True, 0, 0, GENESIS, None)
-        headless = ChainBreak(
+        broken = ChainBreak(
             "truncated", None, None, "the audit chain head is missing: the log was tampered with"
         )
-        return ChainReport(False, 0, 0, GENESIS, headless)
+        return ChainReport(False, 0, 0, GENESIS, broken)
     head_seq, head_hash = found
     prev_seq, prev_hash, prev_id, checked = 0, GENESIS, None, 0
-    broken: ChainBreak | None
     while True:
         stmt = (
             sa.select(*_VERIFY_COLUMNS)
@@ -390,13 +391,13 @@ def verify(
         )
         rows = session.execute(stmt).all()
         for row in rows:
-            broken = _check_link(row, prev_seq, prev_hash)
-            if broken is not None:
-                return ChainReport(False, checked, head_seq, head_hash, broken)
+            link = _check_link(row, prev_seq, prev_hash)
+            if link is not None:
+                return ChainReport(False, checked, head_seq, head_hash, link)
             prev_seq, prev_hash, prev_id, checked = row.seq, row.hash, row.id, checked + 1
         if on_progress is not None:
             on_progress(checked, head_seq)
         if len(rows) < batch:
             break
-    broken = _check_tail(head_seq, head_hash, prev_seq, prev_hash, prev_id)
-    return ChainReport(broken is None, checked, head_seq, head_hash, broken)
+    tail = _check_tail(head_seq, head_hash, prev_seq, prev_hash, prev_id)
+    return ChainReport(tail is None, checked, head_seq, head_hash, tail)

@@ -98,7 +98,8 @@ def verify(as_json: JsonOption = False) -> None:
     elif out.intact:
         head = f"head seq {out.head_seq}, {out.head_hash[:16]}…"
         console.out.print(f"[green]intact[/]: {out.checked:,} records checked ({head})")
-    else:
-        console.out.print(f"[bold red]broken[/]: {out.message}")
+    else:  # the error line below names the broken link
+        intact = "1 intact record" if out.checked == 1 else f"{out.checked:,} intact records"
+        console.out.print(f"[bold red]broken[/] after {intact} (head seq {out.head_seq})")
     if not out.intact:
         raise IntegrityError(out.message)

@@ -201,7 +201,7 @@ def list_audit(
     until: Annotated[
         str | None, Query(max_length=64, description="an ISO time or a duration ago (2h)")
     ] = None,
-    request_id: Annotated[str | None, Query(pattern=audit.REQUEST_ID_PATTERN.pattern)] = None,
+    request_id: Annotated[str | None, Query(pattern=f"^{audit.REQUEST_ID_PATTERN.pattern}$")] = None,
     limit: LimitQuery = 100,
     _: Principal = allow("access:admin"),
 ) -> list[AuditRecordOut]:

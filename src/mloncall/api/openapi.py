@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
-from mloncall.core.errors import CheckFailed
+from mloncall.core.errors import CheckFailed, IntegrityError
 from mloncall.core.names import NAME_PATTERN
 
 
@@ -48,6 +48,8 @@ _MEANING = {
 _MUTATING = frozenset({"post", "put", "patch", "delete"})
 #: Operations whose checks can fail with CheckFailed (422): (method, path).
 CHECKED = frozenset({("post", "/api/v1/models/{name}/deployments")})
+#: Reads that answer 409 integrity_error when what they verify is broken: (method, path).
+VERIFYING_READS = frozenset({("get", "/api/v1/audit/verify")})
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 
 
@@ -62,6 +64,8 @@ def _statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
         codes.add(415)  # a raw table body: JSON or anything else but a table is refused
     if (method, path) in CHECKED:
         codes.add(CheckFailed.http_status)
+    if (method, path) in VERIFYING_READS:
+        codes.add(IntegrityError.http_status)
     return codes
 
 
