@@ -189,7 +189,9 @@ def test_open_minute_and_summarised_minutes_count_every_row_once(
     assert_same(after, expected)
     # the rollout's window as the canary analysis composes it: earlier steps, then this one
     cut = t0 + dt.timedelta(minutes=3, seconds=12)
-    composed = window(mctx, model, since, cut, now, versions).then(window(mctx, model, cut, now, now, versions))
+    composed = window(mctx, model, since, cut, now, versions).then(
+        window(mctx, model, cut, now, now, versions)
+    )
     assert_same(composed, expected)
     # a window of a few seconds inside the open minute is exact too
     short = window(mctx, model, now - dt.timedelta(seconds=7), now, now, versions)
@@ -244,7 +246,8 @@ def test_a_window_over_compacted_hours_indexed_labels_and_raw_rows(
     found = window(mctx, model, since, later, later, versions)
     assert found.evidence["summaries_read"] >= 2  # the closed hours' summaries
     assert found.evidence["labels"]["indexes_read"] >= 2
-    assert found.evidence["labels"]["feedback_rows"] > 0  # since the watermark: applied on the fly, never written
+    # the labels logged since the watermark are applied on the fly, never written
+    assert found.evidence["labels"]["feedback_rows"] > 0
     assert_same(found, row_by_row(mctx, model, since, later))
 
 
