@@ -280,7 +280,11 @@ def read_feedback(
         until=until,
         columns=["prediction_id", "label"],
     )
-    t = window.table
+    return feedback_of(window.table)
+
+
+def feedback_of(t: pa.Table | None) -> Feedback | None:
+    """Feedback rows (prediction_id, label, ts) as `apply_labels` takes them; None when there are none."""
     if t is None or t.num_rows == 0 or "prediction_id" not in t.column_names:
         return None
     t = t.filter(pc.is_valid(t.column("label")))

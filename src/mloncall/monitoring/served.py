@@ -50,16 +50,6 @@ class LabelCounts:
         for name in ("labelled", "correct", "paired", "paired_correct", "paired_baseline_correct"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def add(self, predicted: np.ndarray, shadow: np.ndarray, truth: np.ndarray) -> None:
-        """Rows as class codes into one class list (-1: none)."""
-        has = truth >= 0
-        pair = has & (shadow >= 0)
-        self.labelled += int(np.count_nonzero(has))
-        self.correct += int(np.count_nonzero(has & (predicted == truth)))
-        self.paired += int(np.count_nonzero(pair))
-        self.paired_correct += int(np.count_nonzero(pair & (predicted == truth)))
-        self.paired_baseline_correct += int(np.count_nonzero(pair & (shadow == truth)))
-
 
 @dataclass
 class VersionServed:
@@ -132,39 +122,56 @@ def window_labels(
     s_us, u_us = logs.to_us(since), logs.to_us(until)
     mark = labels.read_watermark(store, model)
     usable = mark is not None and mark.until_us <= logs.to_us(now) + 1
-    recent = None
-    if usable and mark is not None:
-        recent = labels.read_feedback(
-            store, model, logs.from_us(mark.until_us), now + dt.timedelta(microseconds=1)
-        )
-    counts: dict[int | None, LabelCounts] = {}
-    evidence: dict[str, Any] = {
-        "labels_until": now.isoformat(), "indexes_read": 0, "raw_ranges": 0, "feedback_rows": 0,
-        "feedback_since_watermark": 0 if recent is None else int(recent.ids.size),
-    }  # fmt: skip
+    spans: list[tuple[labels.Span, int, int]] = []  # indexed
     raw: list[tuple[int, int]] = []
-
-    def indexed(span: labels.Span, lo: int, hi: int) -> bool:
-        found = usable and _from_index(store, span, lo, hi, mark, recent, counts)
-        evidence["indexes_read"] += found
-        return found
-
     for hour in range(s_us // logs.HOUR_US, (u_us - 1) // logs.HOUR_US + 1) if u_us > s_us else ():
         lo, hi = max(s_us, hour * logs.HOUR_US), min(u_us, (hour + 1) * logs.HOUR_US)
-        if indexed(labels.hour_span(model, hour), lo, hi):
+        span = labels.hour_span(model, hour)
+        if usable and _indexed(store, span, mark):
+            spans.append((span, lo, hi))
             continue
         for minute in range(lo // MINUTE_US, (hi - 1) // MINUTE_US + 1):
             m_lo, m_hi = max(lo, minute * MINUTE_US), min(hi, (minute + 1) * MINUTE_US)
-            if indexed(labels.minute_span(model, minute), m_lo, m_hi):
-                continue
-            if raw and raw[-1][1] == m_lo:
+            span = labels.minute_span(model, minute)
+            if usable and _indexed(store, span, mark):
+                spans.append((span, m_lo, m_hi))
+            elif raw and raw[-1][1] == m_lo:
                 raw[-1] = (raw[-1][0], m_hi)
             else:
                 raw.append((m_lo, m_hi))
+    # one read of the feedback both need: since the watermark (for the indexes) and since the first raw row
+    starts = ([mark.until_us] if spans and mark is not None else []) + [lo for lo, _ in raw[:1]]
+    feedback = _feedback(store, model, min(starts), now) if starts else None
+    counts: dict[int | None, LabelCounts] = {}
+    recent = labels.feedback_of(feedback) if spans else None
+    failed = [(lo, hi) for span, lo, hi in spans if not _from_index(store, span, lo, hi, recent, counts)]
+    truth = Truth(feedback)
     for lo, hi in raw:
-        evidence["raw_ranges"] += 1
-        evidence["feedback_rows"] += _from_log(store, model, lo, hi, now, counts)
+        _from_log(store, model, lo, hi, truth, counts)
+    if failed:  # an index that could not be read after all: its rows from the log, with all their labels
+        truth = Truth(_feedback(store, model, failed[0][0], now))
+        for lo, hi in failed:
+            _from_log(store, model, lo, hi, truth, counts)
+    evidence = {
+        "labels_until": now.isoformat(), "indexes_read": len(spans) - len(failed),
+        "raw_ranges": len(raw) + len(failed), "feedback_rows": 0 if feedback is None else feedback.num_rows,
+    }  # fmt: skip
     return counts, evidence
+
+
+def _feedback(store: ArtifactStore, model: str, since_us: int, now: dt.datetime) -> pa.Table | None:
+    return logs.read_window(
+        store, kind=logs.FEEDBACK, model=model, since=logs.from_us(since_us),
+        until=now + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
+    ).table  # fmt: skip
+
+
+def _indexed(store: ArtifactStore, span: labels.Span, mark: labels.Watermark | None) -> bool:
+    """The span has an index with its labels applied up to its end, built by a release whose indexes hold
+    shadow classes and routes."""
+    if mark is None or span.end_us > mark.until_us or labels.read_meta(store, span) is None:
+        return False
+    return store.exists(f"{span.base}/routed.npy")
 
 
 def _from_index(
@@ -172,14 +179,13 @@ def _from_index(
     span: labels.Span,
     lo: int,
     hi: int,
-    mark: labels.Watermark | None,
     recent: labels.Feedback | None,
     counts: dict[int | None, LabelCounts],
 ) -> bool:
-    """Count [lo, hi) of one span from its index and the feedback since the watermark; False when it has none
-    usable (not built, its labels not applied up to its end yet, or built before indexes held shadow classes
-    and routes)."""
-    index = labels.read_meta(store, span) if mark is not None and span.end_us <= mark.until_us else None
+    """Count [lo, hi) of one span from its index, with the feedback logged since the watermark (and maybe some
+    before it: applying a label again changes nothing) applied to a copy; False when the index is unreadable
+    or was built before indexes held shadow classes and routes."""
+    index = labels.read_meta(store, span)
     if index is None:
         return False
     try:
@@ -193,27 +199,18 @@ def _from_index(
             labels.apply_labels(hashes, ids, arrays["truth"], recent, dict(index.meta))
     except Exception:
         return False
-    ts = arrays["ts"]
-    keep = arrays["routed"].astype(bool) & (ts >= lo) & (ts < hi)
-    _count(counts, {n: a[keep] for n, a in arrays.items()})
+    keep = arrays["routed"].astype(bool)
+    if lo > span.start_us or hi < span.end_us:
+        ts = arrays["ts"]
+        keep &= (ts >= lo) & (ts < hi)
+    _count(counts, arrays, keep)
     return True
 
 
 def _from_log(
-    store: ArtifactStore,
-    model: str,
-    lo: int,
-    hi: int,
-    now: dt.datetime,
-    counts: dict[int | None, LabelCounts],
-) -> int:
-    """Count [lo, hi) from the log, a file at a time, joined with the feedback logged until now; returns the
-    feedback rows read."""
-    feedback = logs.read_window(
-        store, kind=logs.FEEDBACK, model=model, since=logs.from_us(lo),
-        until=now + dt.timedelta(microseconds=1), columns=["prediction_id", "label"],
-    )  # fmt: skip
-    truth = Truth(feedback.table)
+    store: ArtifactStore, model: str, lo: int, hi: int, truth: Truth, counts: dict[int | None, LabelCounts]
+) -> None:
+    """Count [lo, hi) from the log, a file at a time, joined with the feedback logged until now."""
     classes: dict[str, int] = {}
     for table in logs.iter_window(
         store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
@@ -224,20 +221,40 @@ def _from_log(
             continue
         ids = pa.array(np.char.decode(rows["ids"], "utf-8"), pa.string())
         rows["truth"] = encode(truth.of(ids), classes)
-        keep = rows["routed"]
-        _count(counts, {n: a[keep] for n, a in rows.items()})
-    return feedback.rows
+        _count(counts, rows, rows["routed"])
 
 
-def _count(counts: dict[int | None, LabelCounts], rows: dict[str, np.ndarray]) -> None:
-    version = rows["version"]
+def _count(
+    counts: dict[int | None, LabelCounts], rows: dict[str, np.ndarray], keep: np.ndarray | None = None
+) -> None:
+    """Add the kept rows (version, predicted, shadow and true class codes) to their versions' counts in one
+    bincount: each row's version and which of the four conditions it meets, as one small code."""
+    version = rows["version"].astype(np.int64)
     if version.size == 0:
         return
-    for v in np.unique(version).tolist():
-        mine = version == v
-        key = None if v == labels.NO_VERSION else int(v)
-        counts.setdefault(key, LabelCounts()).add(
-            rows["predicted"][mine], rows["shadow"][mine], rows["truth"][mine]
+    low = int(version.min())
+    k = int(version.max()) - low + 1
+    predicted, shadow, truth = rows["predicted"], rows["shadow"], rows["truth"]
+    has = truth >= 0
+    pair = has & (shadow >= 0)
+    code = ((version - low) * 16).astype(np.int32)
+    code |= has
+    code |= (has & (predicted == truth)).view(np.uint8) << 1
+    code |= pair.view(np.uint8) << 2
+    code |= (pair & (shadow == truth)).view(np.uint8) << 3
+    if keep is not None:
+        code[~keep] = k * 16
+    table = np.bincount(code, minlength=k * 16 + 1)[: k * 16].reshape(k, 16)
+    bits = np.arange(16)
+    for i in np.flatnonzero(table.sum(axis=1)).tolist():
+        row = table[i]
+
+        def total(mask: int, row: np.ndarray = row) -> int:
+            return int(row[(bits & mask) == mask].sum())
+
+        v = i + low
+        counts.setdefault(None if v == labels.NO_VERSION else v, LabelCounts()).merge(
+            LabelCounts(total(1), total(2), total(4), total(4 | 2), total(8))
         )
 
 
