@@ -91,13 +91,14 @@ def test_viewer_cannot_move_an_alias_and_the_denied_attempt_is_audited(iris: Api
     assert response.status_code == 403
     body = response.json()
     assert body["code"] == "permission_denied"
-    assert "'viewer'" in body["error"] and "'models.alias'" in body["error"]
+    assert "viewer-user may not deploy:execute model iris" in body["error"]
+    assert body["details"]["fix"] == "mloncall access grant viewer-user oncall --scope iris"
     assert iris.request("GET", ALIAS, role="viewer").json()["version"] == 1, "nothing moved"
 
     [entry] = iris.audit()
     assert (entry["actor"], entry["outcome"], entry["target"]) == ("viewer-user", "denied", ALIAS)
     assert entry["action"] == "PUT /api/v1/models/{name}/aliases/{alias}"
-    assert entry["detail"]["status"] == 403 and "models.alias" in entry["detail"]["error"]
+    assert entry["detail"]["status"] == 403 and "deploy:execute" in entry["detail"]["error"]
 
 
 def test_remove_alias_then_it_no_longer_resolves(iris: Api) -> None:
@@ -113,9 +114,9 @@ def test_remove_alias_then_it_no_longer_resolves(iris: Api) -> None:
     ]
 
 
-def test_deleting_versions_needs_admin_and_no_alias(iris: Api) -> None:
-    operator = iris.request("DELETE", "/api/v1/models/iris/versions/2", role="operator")
-    assert operator.status_code == 403 and "'operator'" in operator.json()["error"]
+def test_deleting_versions_needs_registry_write_and_no_alias(iris: Api) -> None:
+    viewer = iris.request("DELETE", "/api/v1/models/iris/versions/2", role="viewer")
+    assert viewer.status_code == 403 and "may not registry:write model iris" in viewer.json()["error"]
 
     aliased = iris.request("DELETE", "/api/v1/models/iris/versions/1")
     assert aliased.status_code == 409
@@ -130,7 +131,7 @@ def test_deleting_versions_needs_admin_and_no_alias(iris: Api) -> None:
 
     outcomes = [(e["actor"], e["outcome"], e["target"]) for e in reversed(iris.audit())]
     assert outcomes == [
-        ("operator-user", "denied", "/api/v1/models/iris/versions/2"),
+        ("viewer-user", "denied", "/api/v1/models/iris/versions/2"),
         ("admin", "error:conflict", "/api/v1/models/iris/versions/1"),
         ("admin", "success", "/api/v1/models/iris/versions/2"),
     ]
