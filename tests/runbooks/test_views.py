@@ -46,7 +46,7 @@ def test_a_run_waits_without_yes_resumes_with_it_and_exports(
     training.train(ctx=ctx, name="iris-classifier", created_by="test")
     body = {"args": ["iris-classifier:1"], "params": {"strategy": "direct", "health_window": "1s"}}
     denied = client.post(f"{BASE}/deployment/runs", json=body, headers=auth["viewer"])
-    assert denied.status_code == 403 and "runbooks.run" in denied.json()["error"]
+    assert denied.status_code == 403 and "runbooks:run" in denied.json()["error"]
 
     started = client.post(f"{BASE}/deployment/runs", json=body, headers=auth["operator"])
     assert started.status_code == 202, started.text
