@@ -91,7 +91,7 @@ def test_viewer_cannot_move_an_alias_and_the_denied_attempt_is_audited(iris: Api
     assert response.status_code == 403
     body = response.json()
     assert body["code"] == "permission_denied"
-    assert "viewer-user may not deploy:execute model iris" in body["error"]
+    assert "viewer-user may not deploy:execute on model iris" in body["error"]
     assert body["details"]["fix"] == "mloncall access grant viewer-user oncall --scope iris"
     assert iris.request("GET", ALIAS, role="viewer").json()["version"] == 1, "nothing moved"
 
@@ -116,7 +116,7 @@ def test_remove_alias_then_it_no_longer_resolves(iris: Api) -> None:
 
 def test_deleting_versions_needs_registry_write_and_no_alias(iris: Api) -> None:
     viewer = iris.request("DELETE", "/api/v1/models/iris/versions/2", role="viewer")
-    assert viewer.status_code == 403 and "may not registry:write model iris" in viewer.json()["error"]
+    assert viewer.status_code == 403 and "may not registry:write on model iris" in viewer.json()["error"]
 
     aliased = iris.request("DELETE", "/api/v1/models/iris/versions/1")
     assert aliased.status_code == 409

@@ -153,13 +153,15 @@ def _explain_allowed(out: Explanation, token: ApiToken | None) -> None:
 
 
 def _explain_missing(session: Session, out: Explanation, policy: SubjectPolicy, principal: Principal) -> None:
-    out.reasons.append(f"no role {principal.subject} holds {scope_label(out.scope)} grants {out.permission}")
+    out.reasons.append(
+        f"none of the roles {principal.subject} holds {scope_label(out.scope)} grants {out.permission}"
+    )
     elsewhere = [
         s for s in sorted(policy.scopes) if s != out.scope and policy.decide(out.permission, s).allowed
     ]
     if elsewhere:
         out.reasons.append(
-            f"scope mismatch: it may {out.permission} on {', '.join(scope_label(s) for s in elsewhere)}, "
+            f"scope mismatch: it may {out.permission} {', '.join(scope_label(s) for s in elsewhere)}, "
             f"not {scope_label(out.scope)}"
         )
     for expired in _expired_grants(session, principal, out.permission, out.scope):

@@ -10,11 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
+from sqlalchemy.orm import Session
 
 from mloncall.access import authorize, grants, roles, service
+from mloncall.access.models import Principal
 from mloncall.access.permissions import PERMISSIONS, check_scope, scope_label
 from mloncall.access.schemas import AccessRequestOut, ExplanationOut
 from mloncall.cli.support import audited_unit_of_work, id_argument, installation
@@ -68,6 +72,14 @@ def explain(
         raise PermissionDenied(f"{why.principal} may not {why.permission} {scope_label(why.scope)}")
 
 
+@contextmanager
+def _on_principal(action: str, name: str) -> Iterator[tuple[Session, dict[str, Any], Principal]]:
+    """The audited unit of work of a change to one principal's policy, with the principal."""
+    with installation() as ctx, audited_unit_of_work(ctx, action=action, target=f"principal:{name}") as unit:
+        session, detail = unit
+        yield session, detail, service.get_principal_or_raise(session=session, name=name)
+
+
 @app.command("grant")
 def grant(
     principal: Annotated[str, typer.Argument(help="Who: a user, service account or team.")],
@@ -76,12 +88,7 @@ def grant(
 ) -> None:
     """Give a role, everywhere or on one model (the lasting fix `explain` proposes)."""
     where = check_scope(scope)
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.grant", target=f"principal:{principal}") as unit,
-    ):
-        session, detail = unit
-        who = service.get_principal_or_raise(session=session, name=principal)
+    with _on_principal("access.grant", principal) as (session, detail, who):
         added = roles.bind(session=session, principal=who, role=role, scope=where, actor=console.actor())
         detail.update(role=role, scope=where, added=added)
     said = "now holds" if added else "already held"
@@ -96,12 +103,7 @@ def ungrant(
 ) -> None:
     """Take a role away (in that scope)."""
     where = check_scope(scope)
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.ungrant", target=f"principal:{principal}") as unit,
-    ):
-        session, detail = unit
-        who = service.get_principal_or_raise(session=session, name=principal)
+    with _on_principal("access.ungrant", principal) as (session, detail, who):
         removed = roles.unbind(session=session, principal=who, role=role, scope=where)
         detail.update(role=role, scope=where, removed=removed)
     said = "no longer holds" if removed else "did not hold"
@@ -116,12 +118,7 @@ def deny(
 ) -> None:
     """Deny a permission outright: a deny wins over every role and grant."""
     where = check_scope(scope)
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.deny", target=f"principal:{principal}") as unit,
-    ):
-        session, detail = unit
-        who = service.get_principal_or_raise(session=session, name=principal)
+    with _on_principal("access.deny", principal) as (session, detail, who):
         detail.update(permission=permission, scope=where)
         roles.deny(session=session, principal=who, permission=permission, scope=where, actor=console.actor())
     console.out.print(f"{principal} is denied {permission} {scope_label(where)}.")
@@ -135,12 +132,7 @@ def undeny(
 ) -> None:
     """Lift a deny."""
     where = check_scope(scope)
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.undeny", target=f"principal:{principal}") as unit,
-    ):
-        session, detail = unit
-        who = service.get_principal_or_raise(session=session, name=principal)
+    with _on_principal("access.undeny", principal) as (session, detail, who):
         removed = roles.undeny(session=session, principal=who, permission=permission, scope=where)
         detail.update(permission=permission, scope=where, removed=removed)
     console.out.print(
@@ -322,7 +314,7 @@ def list_requests(
         return
     table_rows = [
         [
-            r.id, r.requester, r.role, scope_label(r.scope), r.state,
+            r.id, r.requester, r.role, r.scope.removeprefix("model:"), r.state,
             str(dt.timedelta(seconds=r.duration_seconds)),
             f"{r.expires_at:%m-%d %H:%M}" if r.expires_at else "-", r.decided_by or "-", r.reason,
         ]

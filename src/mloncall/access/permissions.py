@@ -106,8 +106,8 @@ def check_scope(value: str | None) -> str:
 
 
 def scope_label(scope: str) -> str:
-    """`everywhere` or `model iris`: how a scope reads in a sentence."""
-    return "everywhere" if scope == GLOBAL else scope.replace("model:", "model ", 1)
+    """`everywhere` or `on model iris`: how a scope reads in a sentence."""
+    return "everywhere" if scope == GLOBAL else scope.replace("model:", "on model ", 1)
 
 
 def scope_option(scope: str) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 
 from mloncall.access import audit, authorize, grants, roles, service
 from mloncall.access.models import ApiToken, Principal
@@ -141,6 +142,17 @@ def list_requests(
     return [AccessRequestOut.model_validate(r) for r in rows]
 
 
+def _answer(
+    answer: Any, request_id: int, body: RequestAnswer, request: Request, session: Session, caller: Principal
+) -> AccessRequestOut:
+    approver = service.get_principal_or_raise(session=session, name=caller.name)
+    row = answer(session=session, request_id=request_id, approver=approver, note=body.note)
+    audit_note(
+        request, request_id=row.id, requester=row.requester, state=row.state, expires_at=row.expires_at
+    )
+    return AccessRequestOut.model_validate(row)
+
+
 @router.post(
     "/access/requests/{request_id}/approve", summary="Approve someone else's request: the grant starts now"
 )
@@ -151,10 +163,7 @@ def approve_request(
     session: DbSession,
     caller: Principal = allow("access:approve"),
 ) -> AccessRequestOut:
-    approver = service.get_principal_or_raise(session=session, name=caller.name)
-    row = grants.approve(session=session, request_id=request_id, approver=approver, note=body.note)
-    audit_note(request, request_id=row.id, requester=row.requester, expires_at=row.expires_at)
-    return AccessRequestOut.model_validate(row)
+    return _answer(grants.approve, request_id, body, request, session, caller)
 
 
 @router.post("/access/requests/{request_id}/deny", summary="Deny someone else's request")
@@ -165,10 +174,7 @@ def deny_request(
     session: DbSession,
     caller: Principal = allow("access:approve"),
 ) -> AccessRequestOut:
-    approver = service.get_principal_or_raise(session=session, name=caller.name)
-    row = grants.deny(session=session, request_id=request_id, approver=approver, note=body.note)
-    audit_note(request, request_id=row.id, requester=row.requester)
-    return AccessRequestOut.model_validate(row)
+    return _answer(grants.deny, request_id, body, request, session, caller)
 
 
 @router.post("/access/requests/{request_id}/revoke", summary="End an approved grant now")
