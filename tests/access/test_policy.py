@@ -220,3 +220,30 @@ def test_custom_roles_and_teams_are_validated(any_ctx: Context) -> None:
     assert _may(any_ctx, "alice", "deploy:execute", "iris") and not _may(
         any_ctx, "alice", "deploy:execute", "wine"
     )
+
+
+def test_the_expiry_job_ends_grants_and_lapses_requests_and_audits_each(
+    ctx: Context, frozen_clock: clock.FrozenClock
+) -> None:
+    from mloncall.access import audit, jobs
+
+    _people(ctx)
+    with ctx.db.session() as session:
+        alice = access.get_principal_or_raise(session=session, name="alice")
+        bob = access.get_principal_or_raise(session=session, name="bob")
+        granted = grants.request(session=session, requester=alice, role="oncall", scope="iris",
+                                 duration=dt.timedelta(hours=1), reason="x")  # fmt: skip
+        grants.approve(session=session, request_id=granted.id, approver=bob)
+        waiting = grants.request(session=session, requester=alice, role="engineer", scope=None,
+                                 duration=dt.timedelta(hours=1), reason="y")  # fmt: skip
+        ids = (granted.id, waiting.id)
+    assert jobs.expire_once(ctx) == []
+    frozen_clock.advance(hours=25)
+    assert sorted(jobs.expire_once(ctx)) == sorted(ids)
+    assert jobs.expire_once(ctx) == [], "a second pass finds nothing: the job is idempotent"
+    with ctx.db.session() as session:
+        states = {r.id: r.state for r in grants.list_requests(session=session)}
+        actions = [r.action for r in audit.list_audit(session=session, actor="mloncall")]
+    assert states == {ids[0]: "expired", ids[1]: "lapsed"}
+    assert sorted(actions) == ["access.request.expired", "access.request.lapsed"]
+    assert jobs.Scheduler(ctx).interval == 30

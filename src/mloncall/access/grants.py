@@ -63,7 +63,7 @@ class GrantLimits:
     @classmethod
     def load(cls, settings: Settings | None = None) -> GrantLimits:
         return positive_numbers(
-            cls, "access", settings or Settings.load(), read_elsewhere={"security_channel"}
+            cls, "access", settings or Settings.load(), read_elsewhere={"security_channel", "expiry_interval"}
         )
 
 

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mloncall
 from mloncall.access import audit
+from mloncall.access import jobs as access_jobs
 from mloncall.access import service as access
 from mloncall.access import views as access_views
 from mloncall.alerts import scheduler as alert_scheduler
@@ -73,6 +74,7 @@ class BackgroundJob(Protocol):
 
 #: Background jobs the server runs, each built from the installation's context.
 BACKGROUND_JOBS = (
+    access_jobs.Scheduler,
     rollout_scheduler.Scheduler,
     alert_scheduler.Scheduler,
     incident_jobs.Scheduler,
