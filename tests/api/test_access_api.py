@@ -296,6 +296,13 @@ def test_a_break_glass_request_tied_to_an_incident_is_listed_on_its_record(api: 
     assert (grant["requester"], grant["role"], grant["scope"], grant["state"]) == (
         "viewer-user", "oncall", "model:iris", "approved",
     )  # fmt: skip
+    timeline = api.request("GET", f"/api/v1/incidents/{incident_id}/timeline").json()
+    granted = [e["text"] for e in timeline if e["kind"] == "grant"]
+    assert (
+        len(granted) == 2
+        and "approved until" in granted[1]
+        and "viewer-user for oncall on model iris" in granted[0]
+    )
     rollback = api.request("POST", "/api/v1/models/iris/rollback", role="viewer", json={"reason": "x"})
     assert rollback.status_code != 403, "the grant opens the model's deploy routes"
     other = api.request("POST", "/api/v1/models/wine/rollback", role="viewer", json={"reason": "x"})

@@ -15,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from mloncall.access import grants
+from mloncall.access.permissions import scope_label
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.records import Record
@@ -101,6 +103,28 @@ def _deploys(session: Session, incident: Incident) -> list[TimelineItem]:
     ]
 
 
+def _grants(session: Session, incident: Incident) -> list[TimelineItem]:
+    """The break-glass requests filed for the incident: filed, answered and ended, each a line."""
+    items: list[TimelineItem] = []
+    for row in grants.list_requests(session=session, incident_id=incident.id, limit=1000):
+        what = f"access request #{row.id}: {row.requester} for {row.role} {scope_label(row.scope)}"
+        detail = {"request": row.id, "requester": row.requester, "role": row.role, "scope": row.scope}
+        items.append(
+            TimelineItem(row.created_at, TimelineKind.GRANT, row.requester, f"{what}: {row.reason}", detail)
+        )
+        if row.decided_at is not None and row.decided_by is not None:
+            answered = "approved until " + row.expires_at.isoformat() if row.expires_at else "denied"
+            items.append(
+                TimelineItem(row.decided_at, TimelineKind.GRANT, row.decided_by, f"{what} {answered}", detail)
+            )
+        if row.ended_at is not None and row.state != "denied":
+            items.append(
+                TimelineItem(row.ended_at, TimelineKind.GRANT, row.ended_by or "mloncall",
+                             f"{what} {row.state} after {row.uses} use(s)", detail)
+            )  # fmt: skip
+    return items
+
+
 def read(*, session: Session, incident_id: int) -> list[TimelineItem]:
     """The whole timeline, oldest first."""
     incident = get_or_raise(session, Incident, incident_id, what="incident")
@@ -111,4 +135,5 @@ def read(*, session: Session, incident_id: int) -> list[TimelineItem]:
         TimelineItem(at=e.at, kind=e.kind, actor=e.actor, text=e.text, detail=dict(e.detail)) for e in stored
     ]
     items.extend(_deploys(session, incident))
+    items.extend(_grants(session, incident))
     return sorted(items, key=lambda i: i.at)
