@@ -77,3 +77,20 @@ def test_a_nul_in_a_free_form_field_is_400_as_the_document_says(api: Api) -> Non
 @pytest.mark.parametrize("state", ["Firing", "fire", "\u202efiring"])
 def test_a_list_filter_outside_its_values_is_400_and_says_which(api: Api, state: str) -> None:
     assert "state" in refused(api.request("GET", "/api/v1/alerts", params={"state": state}))
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends"),
+    [
+        # Was a 500: in UTC the first is in the year 0, the second in 10000, and no column holds either.
+        ("0001-01-01T00:00:00+14:00", "0001-01-02T00:00:00Z"),
+        ("9999-12-31T00:00:00Z", "9999-12-31T23:59:00-14:00"),
+    ],
+)
+def test_a_time_past_the_utc_calendar_is_400_in_any_domain(api: Api, starts: str, ends: str) -> None:
+    schedule = {"name": "primary", "members": ["admin"], "shift": "1d"}
+    assert api.request("POST", "/api/v1/oncall/schedules", json=schedule).status_code == 201
+    body = {"principal": "admin", "starts_at": starts, "ends_at": ends}
+    assert "years 1 to 9999" in refused(
+        api.request("POST", "/api/v1/oncall/schedules/primary/overrides", json=body)
+    )

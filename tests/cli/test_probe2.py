@@ -68,3 +68,21 @@ def test_a_silence_past_the_calendar_is_a_usage_error_not_an_internal_error(ctx:
     res = run_cli(*args, env=_env(ctx), cwd=ctx.settings.home)
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "at most 365 days" in res.stderr and "internal error" not in res.stderr
+
+
+def test_a_time_past_the_utc_calendar_is_a_usage_error(ctx: Context) -> None:
+    from mloncall.access import service as access
+    from mloncall.incidents import schedules
+
+    with ctx.db.session() as session:
+        access.bootstrap_admin(session=session)
+        schedules.create_schedule(
+            session=session, name="primary", members=["admin"], time_zone="UTC", handoff="09:00",
+            shift="1d", start=None, actor="test",
+        )  # fmt: skip
+    # Was exit 70: "internal error: StatementError: (builtins.OverflowError) date value out of range".
+    args = ("oncall", "schedule", "override", "primary", "admin")
+    times = ("--from", "0001-01-01T00:00+14:00", "--until", "0001-01-02T00:00+00:00")
+    res = run_cli(*args, *times, env=_env(ctx), cwd=ctx.settings.home)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "years 1 to 9999" in res.stderr
