@@ -112,6 +112,8 @@ def _name_patterns(doc: dict[str, Any]) -> None:
 #: body), and the document says so on every string a client sends.
 NO_NUL = "^[^\\u0000]*$"
 _NOT_TEXT = frozenset({"date-time", "date", "time", "binary", "uuid"})
+#: A time whose year is 2 to 9998: whatever its offset, it stays inside the UTC calendar the database holds.
+INSIDE_CALENDAR = r"^(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-"
 _SHAPES = frozenset({"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "not"})
 
 
@@ -159,6 +161,8 @@ def _no_nul_text(doc: dict[str, Any]) -> None:
         text = schema.get("type") == "string" and not {"pattern", "enum", "const"} & set(schema)
         if text and schema.get("format") not in _NOT_TEXT:
             schema["pattern"] = NO_NUL
+        if schema.get("format") == "date-time":
+            schema.setdefault("pattern", INSIDE_CALENDAR)
         if schema.get("type") == "object" or "properties" in schema:
             extra = schema.get("additionalProperties", True)
             if extra is not False:
