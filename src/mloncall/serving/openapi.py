@@ -40,9 +40,14 @@ _MEANING = {
     404: "No such model or version",
     408: "The request's headers or body were not complete in time (the connection is closed)",
     413: "The request body is over the size limit",
+    431: "The request's headers are over the size limit (the connection is closed)",
     415: "The body's content type is not application/json (nor octet-stream where binary tensors are read)",
     503: "The model is not ready or not served, the server is starting, or it has too many connections",
 }
+
+
+#: What the server around the app (`mloncall server`'s connection guard) may answer on any route.
+_EVERY_ROUTE = (408, 431, 503)
 
 
 @dataclass(frozen=True)
@@ -346,7 +351,7 @@ def _operation(
         responses["200"]["content"]["application/octet-stream"] = {
             "schema": {"type": "string", "format": "binary"}
         }
-    for code in sorted({*spec.errors, 408, 503}):
+    for code in sorted({*spec.errors, *_EVERY_ROUTE}):
         responses[str(code)] = {"description": _MEANING[code], "content": {_JSON: {"schema": _ERROR}}}
     op: dict[str, Any] = {
         "operationId": f"{handler}:{method.lower()}:{path}",
