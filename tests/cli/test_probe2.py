@@ -86,3 +86,12 @@ def test_a_time_past_the_utc_calendar_is_a_usage_error(ctx: Context) -> None:
     res = run_cli(*args, *times, env=_env(ctx), cwd=ctx.settings.home)
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert "years 1 to 9999" in res.stderr
+
+
+def test_an_artifact_store_that_cannot_be_reached_is_exit_7_without_its_password(ctx: Context) -> None:
+    # Was exit 70: "internal error: gaierror ..." (an ftp store connects as it is made), the URL unmasked.
+    env = _env(ctx, MLONCALL_ARTIFACTS="ftp://ops:hunter2@127.0.0.1:1/artifacts")
+    res = run_cli("models", "list", env=env, cwd=ctx.settings.home)
+    assert res.returncode == 7, (res.returncode, res.stderr)
+    assert "cannot be reached" in res.stderr and "ftp://ops:***@127.0.0.1:1" in res.stderr
+    assert "hunter2" not in res.stderr + res.stdout
