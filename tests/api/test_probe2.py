@@ -94,3 +94,22 @@ def test_a_time_past_the_utc_calendar_is_400_in_any_domain(api: Api, starts: str
     assert "years 1 to 9999" in refused(
         api.request("POST", "/api/v1/oncall/schedules/primary/overrides", json=body)
     )
+
+
+@pytest.mark.parametrize(
+    ("ctype", "content"),
+    [
+        ("application/vnd.apache.parquet", b"PAR1" + b"\x00" * 100 + b"PAR1"),
+        ("text/csv", b"a,b\n1,\x002\n"),
+        ("text/csv", b"a,b\n1,\xff\xfe\n"),
+        ("text/csv", b'a,b\n"1,2\n'),
+    ],
+)
+def test_a_table_body_the_reader_refuses_is_named_as_the_body_not_a_server_path(
+    api: Api, ctype: str, content: bytes
+) -> None:
+    # Was "data file /tmp/mloncall-upload-XXXX/upload.parquet is not a readable Parquet file ...".
+    message = refused(
+        api.request("POST", "/api/v1/datasets/d", content=content, headers={"content-type": ctype})
+    )
+    assert "the request body" in message and "/tmp" not in message and "upload." not in message, message
