@@ -285,7 +285,8 @@ def infer_body(m: Served, rows: int, bounds: dict[str, tuple[float, float]]) -> 
         ["inputs"],
         id={"type": "string", "maxLength": 256},
         parameters=_obj(binary_data_output={"type": "boolean"}),
-        inputs={"anyOf": [matrix, per_feature]},
+        # A model with a feature named `input` reads a tensor of that name as the feature's.
+        inputs={"anyOf": [matrix, per_feature]} if MATRIX_INPUT not in m.features else per_feature,
         outputs={"type": "array", "items": output, "maxItems": 2},
     )
 
