@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +14,12 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from mloncall.core.config import Settings
+from mloncall.core.errors import InvalidInput
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.serving.app import create_inference_app
+from mloncall.serving.config import ServingConfig
 from mloncall.stores.context import Context
 from tests.conftest import make_context
 from tests.serving.conftest import FEATURES, ROW, fast_config, register_iris, set_production
@@ -155,3 +159,14 @@ def test_a_damaged_version_tells_an_anonymous_client_what_not_where(
         message = refused(response, 503)
         assert str(sctx.settings.home) not in message and "/" not in message.split(":", 1)[1], message
         assert not re.search(r"[0-9a-f]{12}", message), message
+
+
+def test_more_onnx_threads_than_a_machine_can_run_is_refused_before_a_model_loads(tmp_path: Path) -> None:
+    # Was taken: with 5000 intra-op threads loading a model spun for minutes, the server never ready.
+    (tmp_path / "empty.toml").write_text("")
+    settings = Settings.load(env={"MLONCALL_HOME": str(tmp_path)}, config_file=tmp_path / "empty.toml")
+    with pytest.raises(InvalidInput, match="onnx_threads=5000 is more than 64"):
+        ServingConfig.from_settings(settings, env={"MLONCALL_SERVING_ONNX_THREADS": "5000"})
+    assert (
+        ServingConfig.from_settings(settings, env={"MLONCALL_SERVING_ONNX_THREADS": "64"}).onnx_threads == 64
+    )
