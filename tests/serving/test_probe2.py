@@ -12,17 +12,27 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
 from mloncall.core.config import Settings
 from mloncall.core.errors import InvalidInput
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
+from mloncall.registry.service import NewVersion
 from mloncall.serving.app import create_inference_app
 from mloncall.serving.config import ServingConfig
 from mloncall.stores.context import Context
 from tests.conftest import make_context
-from tests.serving.conftest import FEATURES, ROW, fast_config, register_iris, set_production
+from tests.serving.conftest import (
+    FEATURES,
+    ROW,
+    fast_config,
+    iris,
+    register_iris,
+    set_production,
+    signature_of,
+)
 
 VALUES = [ROW[f] for f in FEATURES]
 INFER = "/v2/models/iris/infer"
@@ -33,12 +43,25 @@ def oip(data: list[float], shape: list[int] | None = None) -> dict[str, Any]:
     return {"inputs": [{"name": "input", "shape": shape or [1, 4], "datatype": "FP32", "data": data}]}
 
 
+def register_heavy(ctx: Context) -> ModelVersion:
+    """A linear model with weights of 10^12: its 32-bit arithmetic overflows at values of 10^27."""
+    X, y, classes = iris()
+    est = LogisticRegression(max_iter=1000).fit(X, y)
+    est.coef_ = est.coef_ * 1e12
+    new = NewVersion(
+        name="heavy", algorithm="logistic_regression", feature_names=list(FEATURES), class_labels=classes,
+        signature=signature_of(X, classes), metrics={}, params={}, lineage={}, created_by="test",
+    )  # fmt: skip
+    return registry.register_version(db=ctx.db, store=ctx.store, estimator=est, X_val=X[::5], new=new)
+
+
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Context, list[ModelVersion]]]:
     """iris:1 in production and three more versions, one for each damage (the tests share one server)."""
     ctx = make_context(tmp_path_factory.mktemp("probe2") / "home")
     set_production(ctx, "iris", register_iris(ctx).version)
     spare = [register_iris(ctx, C=c) for c in (0.1, 0.2, 0.3)]
+    set_production(ctx, "heavy", register_heavy(ctx).version)
     yield ctx, spare
     ctx.close()
 
@@ -170,3 +193,10 @@ def test_more_onnx_threads_than_a_machine_can_run_is_refused_before_a_model_load
     assert (
         ServingConfig.from_settings(settings, env={"MLONCALL_SERVING_ONNX_THREADS": "64"}).onnx_threads == 64
     )
+
+
+def test_an_answer_whose_probabilities_are_not_finite_is_refused_not_served(client: TestClient) -> None:
+    # Values within the limit, but the model's weights take its arithmetic past the 32-bit range.
+    message = refused(client.post("/v2/models/heavy/infer", json=oip([1e27, 1.0, 1.0, 1.0])))
+    assert "row 0" in message and "not finite" in message
+    assert client.post("/v2/models/heavy/infer", json=oip(VALUES)).status_code == 200
