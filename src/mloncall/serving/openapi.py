@@ -369,10 +369,12 @@ def _operation(
 Handler = Callable[..., Any]
 
 
-def build(routes: RouteTable[Handler], models: list[Served], config: ServingConfig) -> dict[str, Any]:
-    """The document for these routes and these served models."""
+def build(
+    routes: RouteTable[Handler], models: list[Served], config: ServingConfig, default: str | None = None
+) -> dict[str, Any]:
+    """The document for these routes and these served models; `default` is the model `/predict` scores
+    when a request names none (the first routed model by name, served or not)."""
     names = [m.name for m in models]
-    default = min(names) if names else None
     other_model: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN}
     if names:
         other_model["not"] = {"enum": names}
@@ -440,6 +442,7 @@ class Document:
         current = self.router.routes
         if current is not self._for:
             models = [s for s in (served(r) for _, r in sorted(current.items())) if s is not None]
-            self._body = dumps(build(self.routes, models, self.config))
+            default = min(current) if current else None
+            self._body = dumps(build(self.routes, models, self.config, default))
             self._for = current
         return self._body
