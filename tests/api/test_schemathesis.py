@@ -3,6 +3,11 @@
 Bounded: a few examples per operation and no shrinking, so the suite stays within about a minute and a half.
 The suite's token is the installation's only admin token, which the server refuses to revoke (409), and the
 suite never creates another admin, so nothing it sends can lock it out.
+
+No valid request refused (`positive_data_acceptance`): a schema-valid request may be answered 404 (what it
+names does not exist) or 409 (the stored state forbids it), never 400, 413, 415 or 422, except where the
+refusal rests on a rule no JSON Schema can state: `CANNOT_STATE` lists those operations, the status they
+may answer a schema-valid request with, and the rule. The check still runs on them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis.config import SchemathesisConfig
 
 from mloncall.access import service as access
 from tests.api.live import live_server
@@ -33,8 +39,49 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     ctx.close()
 
 
+#: (method, path) -> (statuses, the rule no schema can state that a schema-valid request may break).
+CANNOT_STATE: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {
+    ("PUT", "/api/v1/alerts/rules"): ((400,), "the YAML text must be a rules file whose rules are valid"),
+    ("POST", "/api/v1/datasets/{name}"): ((400,), "the body must be a readable CSV or Parquet table"),
+    ("POST", "/api/v1/models/{name}/deployments"): (
+        (400, 422),
+        "steps increase and end at 100; the pre-checks judge the stored versions (422 check_failed)",
+    ),
+    ("POST", "/api/v1/incidents/{incident_id}/merge"): ((400,), "an incident is not merged into itself"),
+    ("POST", "/api/v1/alerts/alertmanager"): ((400,), "no two alerts of one notification are the same"),
+    ("POST", "/api/v1/oncall/schedules/{name}/overrides"): ((400,), "an override ends after it starts"),
+    ("POST", "/api/v1/alerts/silences"): ((400,), "a regex matcher (=~, !~) must compile"),
+    # A stored-state refusal answered 400 rather than 409 (incidents.roles raises InvalidInput).
+    ("POST", "/api/v1/incidents/{incident_id}/handoff"): ((400,), "a handoff goes to someone else"),
+    ("POST", "/api/v1/incidents/{incident_id}/postmortem/complete"): (
+        (400,),
+        "a root cause in the body, or one already on the incident or its alerts",
+    ),
+}
+#: The access domain's request schemas are another branch's, being rewritten: until they state the
+#: principal name grammar and a token lifetime >= 0, a schema-valid token request may be refused with 400.
+NOT_YET: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {
+    ("POST", "/api/v1/tokens"): ((400,), "principal names and token lifetimes are not in access's schemas"),
+}
+_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+
+
+def config() -> SchemathesisConfig:
+    """The positive-data check allowing, on each operation of `CANNOT_STATE` and `NOT_YET`, its statuses."""
+    operations = [
+        {
+            "include-name": f"{method} {path}",
+            "checks": {
+                "positive_data_acceptance": {"expected-statuses": _ACCEPTED + [str(c) for c in codes]}
+            },
+        }
+        for (method, path), (codes, _) in {**CANNOT_STATE, **NOT_YET}.items()
+    ]
+    return SchemathesisConfig.from_dict({"operations": operations})
+
+
 def _operations(url: str) -> list[Any]:
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config())
     operations = [result.ok() for result in schema.get_all_operations()]
     # Training runs take seconds each: the live tests of training cover them.
     return [
@@ -54,11 +101,7 @@ def _fuzz(operation: Any, secret: str, data: st.DataObject) -> None:
     case = data.draw(operation.as_strategy())
     if case.path == "/api/v1/tokens" and case.method.upper() == "POST" and isinstance(case.body, dict):
         case.body["role"] = "viewer"  # never a second admin: the suite's token stays unrevokable
-    # Not yet: positive_data_acceptance, until every name and duration pattern is in the schemas.
-    case.call_and_validate(
-        headers={"Authorization": f"Bearer {secret}"},
-        excluded_checks=[schemathesis.checks.positive_data_acceptance],
-    )
+    case.call_and_validate(headers={"Authorization": f"Bearer {secret}"})
 
 
 def _viewer_only(case: Any) -> None:
@@ -70,7 +113,7 @@ def test_control_plane_links_hold_statefully(live: tuple[str, str]) -> None:
     """Follow the document's links (a created incident to its acknowledgement, a silence to its expiry, a
     dataset version to its page) with the same checks, on what earlier calls created."""
     url, secret = live
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json").exclude(
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config()).exclude(
         method="POST", path_regex=r"/(versions|retrain)$"
     )
     links = [
@@ -88,10 +131,6 @@ def test_control_plane_links_hold_statefully(live: tuple[str, str]) -> None:
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
             return {"headers": {"Authorization": f"Bearer {secret}"}}
 
-        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
-            # Not yet: positive_data_acceptance, until every body's name and duration is in the schemas.
-            case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
-
     Machine.run(
         settings=settings(
             max_examples=6,
@@ -108,5 +147,12 @@ def test_control_plane_answers_as_documented(live: tuple[str, str]) -> None:
     url, secret = live
     operations = _operations(url)
     assert len(operations) > 30
+    labels = {(op.method.upper(), op.path) for op in operations}
+    assert set(CANNOT_STATE) | set(NOT_YET) <= labels  # no allowance outlives its operation
+    failures = []
     for operation in operations:
-        _fuzz(operation, secret)
+        try:
+            _fuzz(operation, secret)
+        except (AssertionError, BaseExceptionGroup) as exc:  # every failing operation, not only the first
+            failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:1500]}")
+    assert not failures, "\n\n".join(failures)

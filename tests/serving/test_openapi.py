@@ -40,7 +40,7 @@ def test_every_route_is_documented_with_its_statuses(app: InferenceApp, client: 
                 schema = answer["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/Error"}
     infer = doc["paths"]["/v2/models/iris/infer"]["post"]
-    assert set(infer["responses"]) == {"200", "400", "404", "408", "413", "415", "503"}
+    assert set(infer["responses"]) == {"200", "400", "404", "408", "413", "415", "431", "503"}
     assert doc["paths"]["/v2/models/{model}/infer"]["post"]["parameters"][0]["schema"]["not"] == {
         "enum": ["iris"]
     }

@@ -4,12 +4,22 @@ including the inbound Alertmanager webhook (version 4) and PagerDuty Events API 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from mloncall.alerts.models import Alert, AlertGroup
 from mloncall.alerts.rules import RuleFile
+from mloncall.core.durations import duration_pattern
+from mloncall.core.names import TEXT_PATTERN
 
 # --- answers ---------------------------------------------------------------------------------------------
 #
@@ -193,7 +203,12 @@ class _Body(BaseModel):
         return data
 
 
-_Text = Field(min_length=1, max_length=4000)
+_Text = Field(min_length=1, max_length=4000, json_schema_extra={"pattern": TEXT_PATTERN})
+#: The matchers the document promises: `NAME=VALUE` and `NAME!=VALUE` (a regex matcher, `=~` or `!~`, is
+#: accepted too when its regex compiles, which no pattern can say).
+MATCHER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}!?=(?:[^~\s\x00][^\x00]{0,255})?$"
+#: A matcher an alert without the label fails: `NAME=VALUE` (a value, not quotes) or `NAME!=` (nothing).
+_NEEDS_VALUE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(=[^~\s\x00\"'][^\x00]{0,255}|!=)$"
 
 
 class AckIn(_Body):
@@ -215,10 +230,19 @@ class CloseIn(_Body):
 
 class SilenceIn(_Body):
     model_config = ConfigDict(extra="forbid")
-    matchers: list[str] = Field(
-        min_length=1, max_length=50, description='e.g. ["model=iris", "rule=~drift.*"]'
+    matchers: list[Annotated[str, WithJsonSchema({"type": "string", "pattern": MATCHER_PATTERN})]] = Field(
+        min_length=1,
+        max_length=50,
+        description='e.g. ["model=iris", "rule=~drift.*"]; a regex (`=~`, `!~`) must compile',
+        # At least one matcher needs a label value, or the silence would mute every alert.
+        json_schema_extra={"contains": {"pattern": _NEEDS_VALUE}},
     )
-    duration: str = Field(min_length=1, max_length=32, description="how long, e.g. 2h")
+    duration: str = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra={"pattern": duration_pattern(maximum=dt.timedelta(days=365))},
+        description="how long, e.g. 2h; at most 365 days",
+    )
     comment: str = _Text
     starts_at: dt.datetime | None = None
 
@@ -307,7 +331,16 @@ class PagerDutyPayload(BaseModel):
 class PagerDutyEvent(_Body):
     """A PagerDuty Events API v2 event (`POST /v2/enqueue` body)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        # What `_needs` checks, stated in the document: a trigger carries a payload, the others a dedup_key.
+        json_schema_extra={
+            "if": {"properties": {"event_action": {"const": "trigger"}}},
+            "then": {"required": ["payload"], "properties": {"payload": {"type": "object"}}},
+            "else": {"required": ["dedup_key"], "properties": {"dedup_key": {"type": "string"}}},
+        },
+    )
 
     routing_key: str = Field(min_length=1, max_length=128)
     event_action: Literal["trigger", "acknowledge", "resolve"]

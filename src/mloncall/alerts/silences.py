@@ -110,6 +110,10 @@ def _parse_matchers(matchers: Sequence[Matcher | str]) -> list[Matcher]:
     return parsed
 
 
+#: The longest silence: a longer one is a mistake (and one of thousands of years overflowed the end time).
+MAX_SILENCE = dt.timedelta(days=365)
+
+
 def create_silence(
     *,
     session: Session,
@@ -123,10 +127,14 @@ def create_silence(
     parsed = _parse_matchers(matchers)
     if duration <= dt.timedelta(0):
         raise InvalidInput(f"a silence must last longer than 0, not {duration}")
+    if duration > MAX_SILENCE:
+        raise InvalidInput(f"a silence lasts at most {MAX_SILENCE.days} days, not {duration}")
     if not comment or not comment.strip():
         raise InvalidInput("a comment is required: say why these alerts are silenced")
     now = clock.now()
     start = starts_at or now
+    if start - now > MAX_SILENCE:
+        raise InvalidInput(f"a silence starts within {MAX_SILENCE.days} days, not at {start.isoformat()}")
     silence = Silence(
         matchers=[m.to_dict() for m in parsed],
         starts_at=start,

@@ -87,7 +87,11 @@ class RulesLoaded(BaseModel):
 def list_alerts(
     session: DbSession,
     state: Annotated[
-        str | None, Query(description="pending, firing, resolved, inactive, closed or open")
+        str | None,
+        Query(
+            description="pending, firing, resolved, inactive, closed or open",
+            json_schema_extra={"pattern": "^(pending|firing|resolved|inactive|closed|open)$"},
+        ),
     ] = None,
     model: Annotated[str | None, Query(max_length=128)] = None,
     rule: Annotated[str | None, Query(max_length=255)] = None,

@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, StatementError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -46,6 +46,7 @@ from mloncall.rollout import views as rollout_views
 from mloncall.runbooks import jobs as runbook_jobs
 from mloncall.runbooks import views as runbook_views
 from mloncall.stores.context import Context
+from mloncall.stores.db import OUT_OF_CALENDAR, out_of_calendar
 from mloncall.training import views as training_views
 
 logger = logging.getLogger("mloncall.api")
@@ -313,6 +314,12 @@ async def _on_unencodable_text(request: Request, exc: Exception) -> Response:
     return _error_response(request, 400, body)
 
 
+async def _on_db_statement_error(request: Request, exc: Exception) -> Response:
+    if out_of_calendar(exc):
+        return _error_response(request, 400, {"error": OUT_OF_CALENDAR, "code": "invalid_input"})
+    return await _on_unexpected_error(request, exc)
+
+
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error_response(request, 500, {"error": "internal error", "code": "internal"})
@@ -361,6 +368,7 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(SAIntegrityError, _on_db_integrity_error)
     app.add_exception_handler(DataError, _on_db_data_error)  # e.g. an integer out of range, a NUL in a string
+    app.add_exception_handler(StatementError, _on_db_statement_error)  # e.g. a time past the UTC calendar
     app.add_exception_handler(UnicodeEncodeError, _on_unencodable_text)
     app.add_exception_handler(Exception, _on_unexpected_error)
 

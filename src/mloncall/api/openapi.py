@@ -91,6 +91,7 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
                 }
     add_links(doc)
     _name_patterns(doc)
+    _no_nul_text(doc)
     health = doc.get("paths", {}).get("/healthz", {}).get("get")
     if health is not None:
         health["responses"]["503"] = {
@@ -112,6 +113,84 @@ def _name_patterns(doc: dict[str, Any]) -> None:
             for param in operation.get("parameters", []):
                 if param.get("in") == "path" and param.get("name") in _NAME_PARAMETERS:
                     param.setdefault("schema", {}).update(pattern=NAME_PATTERN, maxLength=64)
+
+
+#: Text without NUL: PostgreSQL cannot store one, so every backend is refused one (in a path, a query or a
+#: body), and the document says so on every string a client sends.
+NO_NUL = "^[^\\u0000]*$"
+_NOT_TEXT = frozenset({"date-time", "date", "time", "binary", "uuid"})
+#: A time whose year is 2 to 9998: whatever its offset, it stays inside the UTC calendar the database holds.
+INSIDE_CALENDAR = r"^(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-"
+_SHAPES = frozenset({"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "not"})
+
+
+def _json_without_nul(depth: int) -> dict[str, Any]:
+    """Any JSON value (nested `depth` deep) whose strings and keys hold no NUL: what a free-form field or
+    an extra field of a body may hold."""
+    text = {"type": "string", "pattern": NO_NUL}
+    forms: list[dict[str, Any]] = [text, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
+    if depth > 0:
+        inner = _json_without_nul(depth - 1)
+        forms.append({"type": "array", "items": inner, "maxItems": 4})
+        forms.append(
+            {
+                "type": "object",
+                "additionalProperties": inner,
+                "propertyNames": {"pattern": NO_NUL},
+                "maxProperties": 4,
+            }
+        )
+    return {"anyOf": forms}
+
+
+_FREE_JSON = _json_without_nul(2)
+
+
+def _no_nul_text(doc: dict[str, Any]) -> None:
+    """Exclude NUL from every string of every parameter and request body (and from their objects' keys)."""
+    components = doc.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+
+    def walk(schema: Any) -> None:
+        if isinstance(schema, list):
+            for item in schema:
+                walk(item)
+            return
+        if not isinstance(schema, dict):
+            return
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in seen and name in components:
+                seen.add(name)
+                walk(components[name])
+            return
+        text = schema.get("type") == "string" and not {"pattern", "enum", "const"} & set(schema)
+        if text and schema.get("format") not in _NOT_TEXT:
+            schema["pattern"] = NO_NUL
+        if schema.get("format") == "date-time":
+            schema.setdefault("pattern", INSIDE_CALENDAR)
+        if schema.get("type") == "object" or "properties" in schema:
+            extra = schema.get("additionalProperties", True)
+            if extra is not False:
+                schema.setdefault("propertyNames", {"pattern": NO_NUL})
+                if extra is True or not _SHAPES & set(extra):
+                    schema["additionalProperties"] = _FREE_JSON
+        for key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"):
+            walk(schema.get(key))
+        properties = schema.get("properties", {})
+        for name, value in properties.items():
+            if isinstance(value, dict) and not _SHAPES & set(value):  # free-form (Any)
+                properties[name] = {**value, **_FREE_JSON}
+            else:
+                walk(value)
+
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                walk(param.get("schema"))
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                walk(media.get("schema"))
 
 
 def add_links(doc: dict[str, Any]) -> None:

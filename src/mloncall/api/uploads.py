@@ -62,4 +62,12 @@ def uploaded_table(request: Request, body: bytes) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="mloncall-upload-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(body)
-        yield path
+        try:
+            yield path
+        except MloncallError as exc:
+            # The reader names the file it read: to the client that is its request body, not a server path.
+            exc.message = exc.message.replace(f"data file {path}", "the request body").replace(
+                str(path), "the request body"
+            )
+            exc.args = (exc.message,)
+            raise

@@ -32,6 +32,7 @@ from mloncall.monitoring import cli as monitoring_cli
 from mloncall.registry import cli as registry_cli
 from mloncall.rollout import cli as rollout_cli
 from mloncall.runbooks import cli as runbooks_cli
+from mloncall.stores.db import OUT_OF_CALENDAR, out_of_calendar
 from mloncall.training import cli as training_cli
 
 app = typer.Typer(
@@ -131,6 +132,9 @@ def run(argv: list[str] | None = None) -> int:
         console.err.print("interrupted")
         return 130
     except Exception as exc:
+        if out_of_calendar(exc):  # the user's date, past what the database's UTC columns hold
+            console.err.print(f"[red]error:[/] {OUT_OF_CALENDAR}", highlight=False, soft_wrap=True)
+            return 2
         if debug:
             traceback.print_exc()
         else:

@@ -12,6 +12,7 @@ The toml file is `$MLONCALL_CONFIG` if set, else `./mloncall.toml` if it exists.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -103,12 +104,15 @@ def positive_numbers(
         if raw is None:
             continue
         kind = int if f.type in ("int", int) else float
+        what = "whole number" if kind is int else "number"
         try:
+            if isinstance(raw, bool):  # `true` in the toml file is no number
+                raise TypeError
             value = kind(raw)
         except (TypeError, ValueError):
-            what = "whole number" if kind is int else "number"
             raise InvalidInput(f"{table} setting {f.name}={raw!r} must be a {what}") from None
-        if value <= 0:
-            raise InvalidInput(f"{table} setting {f.name}={raw!r} must be positive")
+        # NaN passed `value <= 0`, and an infinite timeout never fires: a slow client held its connection.
+        if not 0 < value < math.inf:
+            raise InvalidInput(f"{table} setting {f.name}={raw!r} must be positive and finite")
         chosen[f.name] = value
     return cls(**chosen)

@@ -74,6 +74,39 @@ def _parse_text(text: str, *, what: str) -> float:
     return seconds
 
 
+_UNITS = ("ms", "s", "m", "h", "d", "w")
+
+
+def duration_pattern(
+    *, maximum: dt.timedelta | None = None, minimum: dt.timedelta | None = None, allow_zero: bool = False
+) -> str:
+    """A regular expression for the OpenAPI document: spellings of this grammar `parse_duration` accepts.
+
+    Without a maximum, one to four parts (`1h30m`) of up to six digits each, at least one part not zero.
+    With a maximum, one part of a unit whose every number up to the digit count stays under it (`90m`,
+    `9999s` for at most a day): fewer spellings than the grammar, each of them accepted. With a minimum,
+    only units at least that long.
+    """
+    zero = "0|" if allow_zero else ""
+    if maximum is None:
+        part = r"\d{1,6}(?:ms|s|m|h|d|w)"
+        nonzero = r"0{0,5}[1-9]\d{0,5}(?:ms|s|m|h|d|w)"
+        return f"^(?:{zero}(?:{part}){{0,3}}{nonzero}(?:{part}){{0,3}})$"
+    limit = maximum.total_seconds()
+    floor = minimum.total_seconds() if minimum is not None else 0.0
+    forms = []
+    for unit in _UNITS:
+        size = _UNIT_SECONDS[unit]
+        if size < floor:
+            continue
+        digits = 0
+        while (10 ** (digits + 1) - 1) * size <= limit and digits < 6:
+            digits += 1
+        if digits:
+            forms.append(f"[1-9]\\d{{0,{digits - 1}}}{unit}")
+    return f"^(?:{zero}{'|'.join(forms)})$"
+
+
 def format_duration(delta: dt.timedelta) -> str:
     """The shortest spelling in the grammar (`1h30m`, `15m`, `0s`; milliseconds below a second)."""
     total = delta.total_seconds()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic.json_schema import JsonDict
 from sqlalchemy.orm import Session
 
 from mloncall.access import grants
+from mloncall.core.durations import duration_pattern
+from mloncall.core.names import NAME_PATTERN, TEXT_PATTERN
 from mloncall.incidents import service
 
 
@@ -167,16 +171,62 @@ class OnCallOut(BaseModel):
 
 # --- requests --------------------------------------------------------------------------------------------
 
-_TEXT = Field(min_length=1, max_length=4000)
+_TEXT = Field(min_length=1, max_length=4000, json_schema_extra={"pattern": TEXT_PATTERN})
+_ROLE: JsonDict = {
+    "enum": [
+        "commander",
+        "communications",
+        "operations",
+        "scribe",
+        "ic",
+        "incident-commander",
+        "comms",
+        "ops",
+    ]
+}
+_SEVERITY = "^(SEV[1-5]|sev[1-5]|[1-5])$"
+#: How often an incident's status is updated: at most a week (as `lifecycle.MAX_CADENCE`).
+_CADENCE = duration_pattern(maximum=dt.timedelta(days=7))
+_WEEK = 7 * 86400.0
+_TARGET = NAME_PATTERN[1:-1]
+#: An escalation step as text: `schedule:NAME=WAIT` or `person:NAME=WAIT`, the wait at most a day.
+_WAIT = duration_pattern(maximum=dt.timedelta(days=1))
+_STEP = f"^(schedule|person):{_TARGET}={_WAIT[1:-1]}$"
+#: A rotation's shift: at least an hour, at most four weeks (as `schedules.create_schedule` checks).
+_SHIFT = duration_pattern(minimum=dt.timedelta(hours=1), maximum=dt.timedelta(days=28))
+_ZONES: list[JsonValue] = [*sorted(available_timezones())]
+_MAX_REPEAT = 10
+
+
+#: An escalation step as an object: whom to notify, and how long to wait for an acknowledgement.
+_STEP_OBJECT: JsonDict = {
+    "type": "object",
+    "properties": {
+        "notify": {"type": "string", "pattern": f"^(schedule|person):{_TARGET}$"},
+        "wait": {"type": "string", "pattern": _WAIT},
+    },
+    "required": ["notify", "wait"],
+    "additionalProperties": False,
+}
+
+
+def _text(pattern: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern})
+
+
+def _seconds(low: float, high: float) -> WithJsonSchema:
+    return WithJsonSchema({"type": "number", "exclusiveMinimum": low, "maximum": high})
 
 
 class OpenIn(BaseModel):
-    title: str = Field(min_length=1, max_length=255)
-    severity: str = Field(min_length=1, max_length=8)
+    title: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": TEXT_PATTERN})
+    severity: str = Field(min_length=1, max_length=8, json_schema_extra={"pattern": _SEVERITY})
     model: str | None = Field(default=None, max_length=128)
     description: str = Field(default="", max_length=4000)
-    cadence: str | float | None = Field(default=None, description="update cadence, e.g. 30m")
-    policy: str | None = Field(default=None, max_length=64)
+    cadence: Annotated[str, _text(_CADENCE)] | Annotated[float, _seconds(0, _WEEK)] | None = Field(
+        default=None, description="update cadence, e.g. 30m"
+    )
+    policy: str | None = Field(default=None, max_length=64, json_schema_extra={"pattern": NAME_PATTERN})
     alert_ids: list[int] = Field(default_factory=list, max_length=1000)
 
 
@@ -189,13 +239,13 @@ class TextIn(BaseModel):
 
 
 class AssignIn(BaseModel):
-    role: str = Field(min_length=1, max_length=32)
+    role: str = Field(min_length=1, max_length=32, json_schema_extra=_ROLE)
     principal: str = Field(min_length=1, max_length=128)
     note: str = Field(default="", max_length=4000)
 
 
 class HandoffIn(BaseModel):
-    role: str = Field(min_length=1, max_length=32)
+    role: str = Field(min_length=1, max_length=32, json_schema_extra=_ROLE)
     to: str = Field(min_length=1, max_length=128)
     note: str = Field(default="", max_length=4000)
 
@@ -214,7 +264,7 @@ class UpdateIn(BaseModel):
     status: str = _TEXT
     impact: str = Field(default="", max_length=4000)
     next: str = Field(default="", max_length=4000)
-    next_update: str | float | None = None
+    next_update: Annotated[str, _text(_CADENCE)] | Annotated[float, _seconds(0, _WEEK)] | None = None
 
 
 class EscalateIn(BaseModel):
@@ -250,11 +300,13 @@ class ActionItemIn(BaseModel):
 
 
 class ScheduleIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra={"pattern": NAME_PATTERN})
     members: list[str] = Field(min_length=1, max_length=100)
-    time_zone: str = Field(default="UTC", max_length=64)
-    handoff: str = Field(default="09:00", max_length=5)
-    shift: str | float = "1w"
+    time_zone: str = Field(default="UTC", max_length=64, json_schema_extra={"enum": _ZONES})
+    handoff: str = Field(
+        default="09:00", max_length=5, json_schema_extra={"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+    )
+    shift: Annotated[str, _text(_SHIFT)] | Annotated[float, _seconds(3599, 28 * 86400)] = "1w"
     start: dt.date | None = None
     description: str = Field(default="", max_length=4000)
 
@@ -267,6 +319,10 @@ class OverrideIn(BaseModel):
 
 
 class PolicyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    steps: list[dict[str, Any] | str] = Field(min_length=1, max_length=20)
-    repeat: int = 0
+    name: str = Field(min_length=1, max_length=64, json_schema_extra={"pattern": NAME_PATTERN})
+    steps: list[dict[str, Any] | str] = Field(
+        min_length=1,
+        max_length=20,
+        json_schema_extra={"items": {"anyOf": [_STEP_OBJECT, {"type": "string", "pattern": _STEP}]}},
+    )
+    repeat: int = Field(0, json_schema_extra={"minimum": 0, "maximum": _MAX_REPEAT})

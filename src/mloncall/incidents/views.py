@@ -83,7 +83,13 @@ def _detail(session: Session, incident: Incident) -> IncidentDetail:
 @router.get("/incidents", summary="Incidents, newest first")
 def list_incidents(
     session: DbSession,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    state: Annotated[
+        str | None,
+        Query(
+            max_length=16,
+            json_schema_extra={"pattern": "^(triggered|acknowledged|mitigated|resolved|closed|merged|open)$"},
+        ),
+    ] = None,
     model: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _: Principal = allow("incidents:read"),

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from dataclasses import fields
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
+from mloncall.core.durations import duration_pattern
 from mloncall.core.names import IdField
 from mloncall.core.outcome import Check
+from mloncall.rollout.analysis import Thresholds
 from mloncall.rollout.models import Rollout, RolloutState
+
+#: A step's length: at most a week (as `service.MAX_DURATION`).
+_STEP_DURATION = duration_pattern(maximum=dt.timedelta(days=7))
+_WEEK = 7 * 86400.0
+#: The analysis thresholds a deployment may override, each a finite number >= 0.
+_THRESHOLDS: list[JsonValue] = [*sorted(f.name for f in fields(Thresholds))]
 
 
 class RolloutEventOut(BaseModel):
@@ -77,10 +86,24 @@ class DeployRequest(BaseModel):
 
     version: IdField
     strategy: str = Field("canary", pattern="^(canary|direct)$")
-    steps: list[int] | None = Field(None, max_length=20)
-    step_duration: str | float = "30s"
+    steps: list[int] | None = Field(
+        None,
+        max_length=20,
+        description="canary weights in percent, each larger than the one before, the last 100",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 100}, "minItems": 1},
+    )
+    step_duration: (
+        Annotated[str, WithJsonSchema({"type": "string", "pattern": _STEP_DURATION})]
+        | Annotated[float, WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": _WEEK})]
+    ) = "30s"
     min_requests: int = Field(50, ge=1, le=10_000_000)
-    thresholds: dict[str, float] = Field(default_factory=dict)
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {"enum": _THRESHOLDS},
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1e300},
+        },
+    )
 
 
 class ReasonRequest(BaseModel):

@@ -72,7 +72,10 @@ def recheck(
 
 @router.get("/runs/{run_id}/export", summary="The run as a report: markdown or json")
 def export_run(
-    run_id: int, session: DbSession, format: str = "markdown", _: Principal = allow("runbooks:read")
+    run_id: int,
+    session: DbSession,
+    format: Annotated[str, Query(json_schema_extra={"enum": ["markdown", "json"]})] = "markdown",
+    _: Principal = allow("runbooks:read"),
 ) -> PlainTextResponse:
     if format not in export.FORMATS:
         raise InvalidInput(f"unknown format {format!r}: use markdown or json")

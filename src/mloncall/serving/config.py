@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mloncall.core.config import Settings, positive_numbers
+from mloncall.core.errors import InvalidInput
+
+#: The most ONNX Runtime threads a predictor may ask for: 5000 made loading a model spin for minutes.
+MAX_ONNX_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,13 @@ class ServingConfig:
     explicit_cache_size: int = 4
     #: ONNX Runtime intra-op threads per predictor (1 suits many small requests over several workers).
     onnx_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.onnx_threads > MAX_ONNX_THREADS:
+            raise InvalidInput(
+                f"serving setting onnx_threads={self.onnx_threads} is more than {MAX_ONNX_THREADS}: "
+                "threads past the cores only contend (1 suits many small requests over several workers)"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ServingConfig:

@@ -36,6 +36,7 @@ from mloncall.serving.validation import (
     apply_policies,
     bad,
     kind_of,
+    quoted,
     rows_from_instances,
     rows_from_oip,
 )
@@ -49,6 +50,7 @@ _ACCEPTED_TYPES = (b"", b"application/json")
 _UNKNOWN = "(unknown)"
 _MAX_FEEDBACK = 10_000
 _MAX_ID = 128
+_HUGE = 1e30  # far past any sum of probabilities; NaN compares false with it, so it fails the check too
 
 #: (status, body, content type, extra headers) of one answer.
 Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]] | None]
@@ -166,13 +168,13 @@ class Handlers:
         if route is None:
             if model in self.router.known:
                 raise _error(
-                    503, f"model {model!r} is not served: it has no routing and no 'production' alias"
+                    503, f"model {quoted(model)} is not served: it has no routing and no 'production' alias"
                 )
             if not self.router.ready:
                 raise _error(503, "the server is starting: routing not loaded yet")
-            raise _error(404, f"unknown model {model!r}")
+            raise _error(404, f"unknown model {quoted(model)}")
         if route.stable is None:
-            raise _error(503, f"model {model!r} is not ready: {'; '.join(route.problems)}")
+            raise _error(503, f"model {quoted(model)} is not ready: {'; '.join(route.problems)}")
         return route
 
     async def _explicit(self, model: str, version_text: str) -> Predictor:
@@ -180,7 +182,7 @@ class Handlers:
         if version is None:
             raise _error(
                 404,
-                f"model {model!r} has no version {version_text!r}: versions are positive integers up to "
+                f"model {quoted(model)} has no version {quoted(version_text)}: versions are positive integers up to "
                 f"{MAX_ID}",
             )
         router = self.router
@@ -188,7 +190,7 @@ class Handlers:
         if predictor is not None:
             return predictor
         if model not in router.known and router.ready:
-            raise _error(404, f"unknown model {model!r}")
+            raise _error(404, f"unknown model {quoted(model)}")
         failure = router.failure(model, version)
         if failure is not None:
             raise _error(503, f"{model}:{version} is not ready: {failure}")
@@ -339,7 +341,7 @@ class Handlers:
                 self.metrics.flagged(model, version, schema.features[j], int(mask[:, j].sum()))
         X32 = X.astype(np.float32)
         labels, probs = predictor.predict(X32)
-        if not np.isfinite(probs.sum()):  # one reduction: NaN or inf anywhere makes the sum so
+        if not -_HUGE < float(probs.sum()) < _HUGE:  # one reduction (~1.4 us): NaN or inf anywhere
             r = int(np.flatnonzero(~np.isfinite(probs).all(axis=1))[0])
             raise bad(
                 f"{row_name(r)}: the model's probabilities for these values are not finite numbers "
@@ -421,14 +423,14 @@ class Handlers:
         if model not in self.router.known:
             if not self.router.ready:
                 raise _error(503, "the server is starting: routing not loaded yet")
-            raise _error(404, f"unknown model {model!r}")
+            raise _error(404, f"unknown model {quoted(model)}")
         route = self.router.routes.get(model)
         classes: set[str] = set()
         for p in (route.stable, route.canary) if route is not None else ():
             if p is not None:
                 classes.update(p.classes)
         if not classes:
-            raise _error(503, f"model {model!r} is not served, so its labels cannot be checked")
+            raise _error(503, f"model {quoted(model)} is not served, so its labels cannot be checked")
         body, _ = await self._body(scope, receive)
         doc = parse_json(body)
         items = doc.get("labels") if type(doc) is dict else None

@@ -40,9 +40,14 @@ _MEANING = {
     404: "No such model or version",
     408: "The request's headers or body were not complete in time (the connection is closed)",
     413: "The request body is over the size limit",
+    431: "The request's headers are over the size limit (the connection is closed)",
     415: "The body's content type is not application/json (nor octet-stream where binary tensors are read)",
     503: "The model is not ready or not served, the server is starting, or it has too many connections",
 }
+
+
+#: What the server around the app (`mloncall server`'s connection guard) may answer on any route.
+_EVERY_ROUTE = (408, 431, 503)
 
 
 @dataclass(frozen=True)
@@ -280,7 +285,8 @@ def infer_body(m: Served, rows: int, bounds: dict[str, tuple[float, float]]) -> 
         ["inputs"],
         id={"type": "string", "maxLength": 256},
         parameters=_obj(binary_data_output={"type": "boolean"}),
-        inputs={"anyOf": [matrix, per_feature]},
+        # A model with a feature named `input` reads a tensor of that name as the feature's.
+        inputs={"anyOf": [matrix, per_feature]} if MATRIX_INPUT not in m.features else per_feature,
         outputs={"type": "array", "items": output, "maxItems": 2},
     )
 
@@ -346,7 +352,7 @@ def _operation(
         responses["200"]["content"]["application/octet-stream"] = {
             "schema": {"type": "string", "format": "binary"}
         }
-    for code in sorted({*spec.errors, 408, 503}):
+    for code in sorted({*spec.errors, *_EVERY_ROUTE}):
         responses[str(code)] = {"description": _MEANING[code], "content": {_JSON: {"schema": _ERROR}}}
     op: dict[str, Any] = {
         "operationId": f"{handler}:{method.lower()}:{path}",
@@ -363,10 +369,12 @@ def _operation(
 Handler = Callable[..., Any]
 
 
-def build(routes: RouteTable[Handler], models: list[Served], config: ServingConfig) -> dict[str, Any]:
-    """The document for these routes and these served models."""
+def build(
+    routes: RouteTable[Handler], models: list[Served], config: ServingConfig, default: str | None = None
+) -> dict[str, Any]:
+    """The document for these routes and these served models; `default` is the model `/predict` scores
+    when a request names none (the first routed model by name, served or not)."""
     names = [m.name for m in models]
-    default = min(names) if names else None
     other_model: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN}
     if names:
         other_model["not"] = {"enum": names}
@@ -434,6 +442,7 @@ class Document:
         current = self.router.routes
         if current is not self._for:
             models = [s for s in (served(r) for _, r in sorted(current.items())) if s is not None]
-            self._body = dumps(build(self.routes, models, self.config))
+            default = min(current) if current else None
+            self._body = dumps(build(self.routes, models, self.config, default))
             self._for = current
         return self._body

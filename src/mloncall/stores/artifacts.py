@@ -92,7 +92,11 @@ class ArtifactStore:
         try:
             self.fs, self.base = fsspec.core.url_to_fs(self.root, **options)
         except (ImportError, ValueError) as exc:
-            raise InvalidInput(f"artifact store {self.root!r} cannot be used: {exc}") from None
+            raise InvalidInput(f"artifact store {hide_password(self.root)!r} cannot be used: {exc}") from None
+        except OSError as exc:  # a filesystem that connects as it is made (ftp, sftp): host unknown, refused
+            raise StoreUnavailable(
+                f"artifact store {hide_password(self.root)} cannot be reached: {_reason(exc)}"
+            ) from None
         self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
 
     def _path(self, key: str) -> str:
@@ -324,6 +328,15 @@ def _modified(info: Mapping[str, Any]) -> dt.datetime:
     if isinstance(value, int | float):
         return dt.datetime.fromtimestamp(value, dt.UTC)
     return dt.datetime.now(dt.UTC)  # unknown: treat as new, so it is never removed by mistake
+
+
+def hide_password(url: str) -> str:
+    """The URL with the password of its user part (`ftp://user:secret@host/...`) hidden, for messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or ":" not in userinfo or "/" in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -26,6 +26,16 @@ from mloncall.core.names import MAX_ID
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
+#: A time the UTC columns cannot hold: `0001-01-01T00:00+14:00` is in the year 0 in UTC.
+OUT_OF_CALENDAR = "a date or time is out of range: in UTC it must fall within the years 1 to 9999"
+
+
+def out_of_calendar(exc: BaseException) -> bool:
+    """Whether a statement failed because a time given to a UTC column overflowed the calendar: the
+    client's mistake, whatever the domain (the conversion's error reaches the caller wrapped)."""
+    return isinstance(exc, sa.exc.StatementError) and isinstance(exc.orig, OverflowError)
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timezone-aware UTC datetime on every backend (SQLite drops the zone; this puts it back)."""
 
