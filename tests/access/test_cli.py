@@ -79,10 +79,10 @@ def test_bad_input_is_refused_before_anything_is_written(root: typer.Typer) -> N
         bad_duration.exception
     )
     bad_role = runner.invoke(root, ["tokens", "create", "carol", "--role", "root"])
-    assert isinstance(bad_role.exception, InvalidInput) and "unknown role" in str(bad_role.exception)
+    assert isinstance(bad_role.exception, NotFound) and "unknown role" in str(bad_role.exception)
     assert json.loads(runner.invoke(root, ["tokens", "list", "--json"]).output) == []
     log = json.loads(runner.invoke(root, ["audit", "--json"]).output)
-    assert [e["outcome"] for e in log] == ["error:invalid_input"], (
+    assert [e["outcome"] for e in log] == ["error:not_found"], (
         "the refused create is audited, not written"
     )
 

@@ -49,7 +49,7 @@ def test_grant_explain_deny_and_teams_from_the_terminal(
     assert _run(capsys, "access", "explain", "alice", "deploy:execute", "iris")[0] == 6
 
     code, _, err = _run(capsys, "access", "grant", "alice", "root")
-    assert code == 2 and "unknown role 'root'" in err
+    assert code == 3 and "unknown role 'root'" in err
     code, _, err = _run(capsys, "access", "explain", "alice", "deploy:everything")
     assert code == 2 and "unknown permission" in err
     code, _, err = _run(capsys, "access", "grant", "nobody", "viewer")
@@ -80,7 +80,7 @@ def test_a_break_glass_request_from_the_terminal_is_answered_by_someone_else(
     code, out, _ = _run(capsys, "access", "requests", "--state", "revoked", "--json")
     assert code == 0 and [r["id"] for r in json.loads(out)] == [int(request_id)]
     code, _, err = _run(capsys, "access", "request", "admin", "--for", "9h", "--reason", "x", "--as", "alice")
-    assert code == 2 and "at most 8:00:00" in err
+    assert code == 6 and "at most 8:00:00" in err
     code, _, err = _run(
         capsys, "access", "request", "oncall", "--reason", "x", "--as", "alice", "--incident", "9"
     )

@@ -12,7 +12,7 @@ from mloncall.access import authorize, grants, roles
 from mloncall.access import service as access
 from mloncall.access.models import PolicyLine, Principal
 from mloncall.core import clock
-from mloncall.core.errors import Conflict, InvalidInput, PermissionDenied
+from mloncall.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from mloncall.stores.context import Context
 
 
@@ -122,7 +122,7 @@ def test_requests_are_checked_and_an_unanswered_one_cannot_be_approved_later(
     with any_ctx.db.session() as session:
         alice = access.get_principal_or_raise(session=session, name="alice")
         bob = access.get_principal_or_raise(session=session, name="bob")
-        with pytest.raises(InvalidInput, match="at most 8:00:00"):
+        with pytest.raises(PermissionDenied, match="at most 8:00:00"):
             grants.request(
                 session=session,
                 requester=alice,
@@ -140,7 +140,7 @@ def test_requests_are_checked_and_an_unanswered_one_cannot_be_approved_later(
                 duration=dt.timedelta(hours=1),
                 reason=" ",
             )
-        with pytest.raises(InvalidInput, match="unknown role 'root'"):
+        with pytest.raises(NotFound, match="unknown role 'root'"):
             grants.request(
                 session=session,
                 requester=alice,
@@ -213,7 +213,7 @@ def test_custom_roles_and_teams_are_validated(any_ctx: Context) -> None:
             roles.delete_role(session=session, name="admin")
         with pytest.raises(InvalidInput, match="not a team"):
             access.add_member(session=session, team="alice", member="bob")
-        with pytest.raises(InvalidInput, match="is a team"):
+        with pytest.raises(Conflict, match="is a team"):
             access.create_token(session=session, principal_name="ml")
         alice: Principal = access.get_principal_or_raise(session=session, name="alice")
         roles.bind(session=session, principal=alice, role="releaser", scope="model:iris")

@@ -129,7 +129,7 @@ def test_built_in_roles_allow_what_they_should(
 
 def test_principals_are_validated(ctx: Context) -> None:
     with ctx.db.session() as session:
-        with pytest.raises(InvalidInput, match="unknown role 'root'"):
+        with pytest.raises(NotFound, match="unknown role 'root'"):
             access.create_principal(session=session, name="eve", role="root")
         with pytest.raises(InvalidInput, match="invalid principal name"):
             access.create_principal(session=session, name="bad name", role="viewer")

@@ -92,7 +92,7 @@ def request(
         raise InvalidInput(f"a grant must last a positive time, not {duration}")
     cap = dt.timedelta(seconds=found.max_grant_seconds or limits.max_grant_seconds)
     if duration > cap:
-        raise InvalidInput(f"the {found.name} role is granted for at most {cap}: ask for that or less")
+        raise PermissionDenied(f"the {found.name} role is granted for at most {cap}: ask for that or less")
     if requester.kind == "team":
         raise InvalidInput(f"{requester.name!r} is a team: a person or a service account files a request")
     now = clock.now()

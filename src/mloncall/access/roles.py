@@ -22,7 +22,7 @@ from mloncall.access.permissions import (
 )
 from mloncall.access.policy import bump_version
 from mloncall.core import clock
-from mloncall.core.errors import Conflict, InvalidInput
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.stores.db import find_one
 
 _ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -42,11 +42,11 @@ def check_role_name(name: str) -> str:
 
 
 def get_role_or_raise(*, session: Session, name: str) -> Role:
-    """The role called name; InvalidInput lists the roles otherwise (a role is named by the caller)."""
+    """The role called name; NotFound lists the roles otherwise."""
     role = find_one(session, Role, name=canonical(name))
     if role is None:
         known = ", ".join(r.name for r in list_roles(session=session))
-        raise InvalidInput(f"unknown role {name!r}: use one of {known}")
+        raise NotFound(f"unknown role {name!r}: use one of {known}")
     return role
 
 

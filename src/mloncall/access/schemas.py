@@ -5,15 +5,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasPath, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, WithJsonSchema, computed_field, field_validator
 
 from mloncall.access import service
 from mloncall.access.models import TokenStatus
 from mloncall.access.permissions import PERMISSIONS
-from mloncall.core.durations import parse_duration
+from mloncall.core.durations import duration_pattern, parse_duration
 from mloncall.core.errors import InvalidInput
-from mloncall.core.names import MAX_ID
+from mloncall.core.names import MAX_ID, TEXT_PATTERN
 
+_TEN_YEARS = dt.timedelta(days=3650)
+#: A token's lifetime: whole seconds or the one duration grammar, at most ten years.
+TokenLifetime = (
+    Annotated[str, WithJsonSchema({"type": "string", "pattern": duration_pattern(maximum=_TEN_YEARS)})]
+    | Annotated[int, Field(ge=1, le=int(_TEN_YEARS.total_seconds()))]
+)
+#: How long a break-glass grant lasts from approval (the role's cap, or `[access] max_grant_seconds`, above).
+GrantLength = (
+    Annotated[str, WithJsonSchema({"type": "string", "pattern": duration_pattern(maximum=_TEN_YEARS)})]
+    | Annotated[int, Field(ge=1, le=int(_TEN_YEARS.total_seconds()))]
+)
 #: A role's name (the built-in ones, `operator` as the older name of `oncall`, or a defined one).
 RoleName = Annotated[
     str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="a role, e.g. viewer, engineer, oncall, admin")
@@ -84,8 +95,10 @@ class RequestCreate(BaseModel):
 
     role: RoleName
     scope: ScopeText = "*"
-    duration: str | int = Field(description="seconds, or a duration like 30m, 2h")
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$")
+    duration: GrantLength = Field(
+        description="seconds, or a duration like 30m, 2h (the role caps it: 403 above)"
+    )
+    reason: str = Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)
     incident_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
     @field_validator("duration")
@@ -167,7 +180,7 @@ class TokenCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    principal: str = Field(min_length=1, max_length=128)
+    principal: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
     role: RoleName | None = None
     permissions: list[PermissionName] | None = Field(
         default=None, min_length=1, description="narrow the token to these"
@@ -176,8 +189,9 @@ class TokenCreate(BaseModel):
         default=None, description="narrow the token to this model"
     )
     description: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
-    expires_in: str | int | None = Field(
-        default=None, description="seconds, or a duration like 30m, 12h, 7d, 2w; none: never expires"
+    expires_in: TokenLifetime | None = Field(
+        default=None,
+        description="seconds, or a duration like 30m, 12h, 7d, 2w (at most 10 years); none: never",
     )
 
     @field_validator("principal")

@@ -253,7 +253,7 @@ def create_token(
     """
     principal = get_principal_or_raise(session=session, name=principal_name)
     if principal.kind == "team":
-        raise InvalidInput(f"{principal_name!r} is a team: tokens belong to users and service accounts")
+        raise Conflict(f"{principal_name!r} is a team: tokens belong to users and service accounts")
     if expires_in is not None and expires_in <= dt.timedelta(0):
         raise InvalidInput(f"a token must expire in the future, not in {expires_in}")
     if permissions is not None:
