@@ -82,9 +82,7 @@ def test_bad_input_is_refused_before_anything_is_written(root: typer.Typer) -> N
     assert isinstance(bad_role.exception, NotFound) and "unknown role" in str(bad_role.exception)
     assert json.loads(runner.invoke(root, ["tokens", "list", "--json"]).output) == []
     log = json.loads(runner.invoke(root, ["audit", "--json"]).output)
-    assert [e["outcome"] for e in log] == ["error:not_found"], (
-        "the refused create is audited, not written"
-    )
+    assert [e["outcome"] for e in log] == ["error:not_found"], "the refused create is audited, not written"
 
 
 def test_the_last_admin_token_cannot_be_revoked_from_the_cli(root: typer.Typer) -> None:

@@ -19,6 +19,7 @@ PERMISSIONS: dict[str, str] = {
     "artifacts:read": "read datasets and other stored artifacts",
     "artifacts:write": "register datasets and write artifacts",
     "dashboard:view": "open the monitoring dashboard",
+    "inference:call": "call the inference routes when `[serving] require_token` is on",
     "deploy:execute": "deploy, roll back, move aliases and judge rollouts",
     "alerts:read": "see alerts, groups, rules and silences",
     "alerts:manage": "acknowledge, resolve and silence alerts, load rules, send alerts in",
@@ -50,8 +51,8 @@ BUILTIN_ROLES: tuple[BuiltinRole, ...] = (
         "reads everything but the access records",
         None,
         (
-            "registry:read", "artifacts:read", "dashboard:view", "alerts:read", "incidents:read",
-            "pipelines:read", "runbooks:read",
+            "registry:read", "artifacts:read", "dashboard:view", "inference:call", "alerts:read",
+            "incidents:read", "pipelines:read", "runbooks:read",
         ),
     ),
     BuiltinRole(

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -23,6 +24,7 @@ import orjson
 
 from mloncall.serving.asgi import ASGIApp, ChildLifespan, Receive, RouteTable, Scope, Send
 from mloncall.serving.config import ServingConfig
+from mloncall.serving.gate import OPEN_PATHS, GateSettings, TokenGate
 from mloncall.serving.handlers import JSON, Answer, Disconnected, Handlers, Labels
 from mloncall.serving.metrics import ServingMetrics
 from mloncall.serving.openapi import Document
@@ -82,7 +84,11 @@ class InferenceApp:
             config=self.config, router=self.router, prediction_log=self.prediction_log, metrics=self.metrics
         )
         self.routes = route_table(self.handlers)
-        self.handlers.document = Document(self.routes, self.router, self.config)
+        gate = GateSettings.from_settings(ctx.settings, os.environ)
+        self.gate = TokenGate(ctx.db, gate) if gate.require_token else None
+        self.handlers.document = Document(
+            self.routes, self.router, self.config, OPEN_PATHS if self.gate is not None else None
+        )
         self._fallback_lifespan: ChildLifespan | None = None
         self._started = False
 
@@ -181,6 +187,8 @@ class InferenceApp:
                 )
             if route.inference:
                 labels = Labels()
+            if self.gate is not None and self.gate.applies(path):
+                await self.gate.check(scope, params[0] if params and path.startswith("/v2/models/") else None)
             status, body, ctype, extra = await route.handler(scope, receive, params, labels, t0)
         except RequestError as exc:
             status, body, ctype = exc.status, orjson.dumps({"error": exc.message}), JSON

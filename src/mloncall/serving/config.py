@@ -43,4 +43,6 @@ class ServingConfig:
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> ServingConfig:
         """The `[serving]` table with `MLONCALL_SERVING_*` overrides."""
-        return positive_numbers(cls, "serving", settings, env)
+        return positive_numbers(
+            cls, "serving", settings, env, read_elsewhere={"require_token", "token_cache_seconds"}
+        )

@@ -428,13 +428,40 @@ def _body(
     return None
 
 
+def guarded(doc: dict[str, Any], open_paths: frozenset[str]) -> dict[str, Any]:
+    """The document of a server whose inference routes need a token (`serving.gate`): a bearer scheme, and
+    401 and 403 on every operation but the open ones."""
+    doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, operations in doc["paths"].items():
+        if path in open_paths:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}]
+            for status, meaning in (
+                (401, "No valid token"),
+                (403, "The token's principal may not call this"),
+            ):
+                operation["responses"][str(status)] = {
+                    "description": meaning, "content": {_JSON: {"schema": _ERROR}},
+                }  # fmt: skip
+    return doc
+
+
 class Document:
     """The document of one worker, rebuilt only when its router swaps in a new route map."""
 
-    def __init__(self, routes: RouteTable[Handler], router: Router, config: ServingConfig) -> None:
+    def __init__(
+        self,
+        routes: RouteTable[Handler],
+        router: Router,
+        config: ServingConfig,
+        open_paths: frozenset[str] | None = None,
+    ) -> None:
         self.routes = routes
         self.router = router
         self.config = config
+        #: With a token gate: the paths it leaves open (None: no gate).
+        self.open_paths = open_paths
         self._for: dict[str, ModelRoute] | None = None
         self._body = b""
 
@@ -443,6 +470,7 @@ class Document:
         if current is not self._for:
             models = [s for s in (served(r) for _, r in sorted(current.items())) if s is not None]
             default = min(current) if current else None
-            self._body = dumps(build(self.routes, models, self.config, default))
+            doc = build(self.routes, models, self.config, default)
+            self._body = dumps(guarded(doc, self.open_paths) if self.open_paths is not None else doc)
             self._for = current
         return self._body

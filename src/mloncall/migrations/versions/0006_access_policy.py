@@ -26,8 +26,8 @@ _WHEN = mloncall.stores.db.UTCDateTime(timezone=True)
 #: The built-in roles as this revision defines them: (name, description, included role, permissions).
 _BUILTIN = (
     ("viewer", "reads everything but the access records", None,
-     ("registry:read", "artifacts:read", "dashboard:view", "alerts:read", "incidents:read", "pipelines:read",
-      "runbooks:read")),
+     ("registry:read", "artifacts:read", "dashboard:view", "inference:call", "alerts:read", "incidents:read",
+      "pipelines:read", "runbooks:read")),
     ("engineer", "builds models and data, runs runbooks and pipelines", "viewer",
      ("registry:write", "artifacts:write", "pipelines:run", "runbooks:run")),
     ("oncall", "deploys and rolls back, works alerts and incidents", "engineer",
