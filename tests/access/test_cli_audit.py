@@ -59,8 +59,8 @@ def test_the_table_keeps_ids_and_names_whole_in_80_columns(
         console.out.width = None  # type: ignore[assignment]
     lines = out.splitlines()
     assert code == 0 and all(len(line) <= 80 for line in lines)
-    assert any("principal" in line and "resource" in line for line in lines)
-    assert "cli:" in out, "the principal column is never cut"
+    assert any("principal" in line and "action" in line and "outcome" in line for line in lines)
+    assert "cli:" in out and "tokens.create" in out, "the principal and the action are never cut"
 
 
 def test_verify_exits_0_when_intact_and_5_naming_the_broken_link(

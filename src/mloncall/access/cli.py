@@ -156,7 +156,8 @@ def list_(
         "last used",
         "description",
     ]
-    console.out.print(console.table("tokens", columns, rows))
+    drop = ["description", "created", "last used", "scope", "expires"]
+    console.out.print(console.table("tokens", columns, rows, drop_first=drop))
 
 
 @app.command("revoke")

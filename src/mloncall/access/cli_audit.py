@@ -20,7 +20,7 @@ audit_app.add_typer(group, name="audit")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 WHEN = "an ISO time (UTC unless it has an offset) or a duration ago: 30m, 2h, 7d"
 #: Left out first, in this order, when the table is wider than the terminal.
-DROP_FIRST = ("request id", "reason")
+DROP_FIRST = ("request id", "reason", "resource")
 
 
 def _outcome_cell(outcome: str) -> str:
@@ -67,7 +67,7 @@ def audit(
     rows = [
         [
             r.id,
-            f"{r.at:%Y-%m-%d %H:%M:%S}",
+            f"{r.at:%m-%d %H:%M:%S}",
             r.actor,
             r.action,
             r.target,

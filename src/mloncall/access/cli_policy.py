@@ -314,14 +314,15 @@ def list_requests(
         return
     table_rows = [
         [
-            r.id, r.requester, r.role, r.scope.removeprefix("model:"), r.state,
+            r.id, r.requester, r.role, "*" if r.scope == "*" else r.scope.removeprefix("model:"), r.state,
             str(dt.timedelta(seconds=r.duration_seconds)),
             f"{r.expires_at:%m-%d %H:%M}" if r.expires_at else "-", r.decided_by or "-", r.reason,
         ]
         for r in rows
     ]  # fmt: skip
-    columns = ["id", "requester", "role", "scope", "state", "for", "expires", "by", "reason"]
-    console.out.print(console.table("access requests", columns, table_rows))
+    columns = ["id", "requester", "role", "model", "state", "for", "expires", "approver", "reason"]
+    drop = ["reason", "for", "expires", "approver"]
+    console.out.print(console.table("access requests", columns, table_rows, drop_first=drop))
 
 
 @app.command("passwd")

@@ -45,7 +45,22 @@ def print_json(data: Any) -> None:
 
 #: Columns whose cells are never cut: people copy an id, read a state, and search for a name.
 ESSENTIAL_COLUMNS = frozenset(
-    {"id", "state", "status", "severity", "name", "model", "rule", "version", "alias", "principal", "alert"}
+    {
+        "id",
+        "state",
+        "status",
+        "severity",
+        "name",
+        "model",
+        "rule",
+        "version",
+        "alias",
+        "principal",
+        "alert",
+        "requester",
+        "approver",
+        "role",
+    }
 )
 
 
