@@ -41,6 +41,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
 
 #: (method, path) -> (statuses, the rule no schema can state that a schema-valid request may break).
 CANNOT_STATE: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {
+    ("GET", "/api/v1/audit"): ((400,), "since must not be after until"),
     ("PUT", "/api/v1/alerts/rules"): ((400,), "the YAML text must be a rules file whose rules are valid"),
     ("POST", "/api/v1/datasets/{name}"): ((400,), "the body must be a readable CSV or Parquet table"),
     ("POST", "/api/v1/models/{name}/deployments"): (

@@ -143,3 +143,13 @@ def test_parquet_with_a_stored_index_keeps_it_visible(tmp_path: Path) -> None:
     iris.iris_frame().set_index("species").to_parquet(path)
     df = files.read_table(path)
     assert "species" in df.columns and len(df) == 150
+
+
+def test_a_bare_carriage_return_or_a_broken_quote_in_the_header_is_a_clear_error(write: Write) -> None:
+    # found by schemathesis: a bare CR inside the first line made the csv module raise, answered 500
+    bare_cr = write("cr.csv", b"a\xc2\x84\rb,c\n1,2\n")
+    with pytest.raises(InvalidInput, match="not a well-formed CSV file"):
+        files.read_table(bare_cr)
+    quoted = write("quote.csv", 'a,"b\n1,2\n')
+    with pytest.raises(InvalidInput, match="CSV"):
+        files.read_table(quoted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -36,12 +37,27 @@ from mloncall.api.deps import (
     audit_note,
     get_context,
 )
-from mloncall.core.durations import parse_duration
+from mloncall.core.durations import duration_pattern, parse_duration
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import MAX_ID
 from mloncall.incidents import service as incidents
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
+
+#: An ISO time (UTC unless it has an offset) or a duration ago, as `audit.parse_moment` reads it. The
+#: document states days 01-28 only, so that every time it describes is a real one.
+_ISO = (
+    r"(?:19|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+    r"(?:T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d)?)?"
+)
+MomentQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="an ISO time or a duration ago (2h)",
+        json_schema_extra={"pattern": f"^{_ISO}$|{duration_pattern(maximum=dt.timedelta(days=3650))}"},
+    ),
+]
 #: Routes that need no token: logging in with a password.
 public_router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -201,12 +217,8 @@ def list_audit(
     outcome: Annotated[
         str | None, Query(max_length=32, description="success, denied, unauthenticated, error")
     ] = None,
-    since: Annotated[
-        str | None, Query(max_length=64, description="an ISO time or a duration ago (2h)")
-    ] = None,
-    until: Annotated[
-        str | None, Query(max_length=64, description="an ISO time or a duration ago (2h)")
-    ] = None,
+    since: MomentQuery = None,
+    until: MomentQuery = None,
     request_id: Annotated[str | None, Query(pattern=f"^{audit.REQUEST_ID_PATTERN.pattern}$")] = None,
     limit: LimitQuery = 100,
     _: Principal = allow("access:admin"),

@@ -65,7 +65,11 @@ def _read_csv(p: Path, head: bytes, *, complete: bool) -> pd.DataFrame:
         raise InvalidInput(
             f"data file {p} is not UTF-8 text (undecodable byte at offset {exc.start}); is it a CSV file?"
         ) from None
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        # newline="": the csv module reads line endings itself, so a bare carriage return is a line's end
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as exc:
+        raise InvalidInput(f"data file {p} is not a well-formed CSV file: {exc}") from None
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise InvalidInput(
