@@ -268,7 +268,12 @@ class UpdateIn(BaseModel):
 
 
 class EscalateIn(BaseModel):
-    to: str | None = Field(default=None, max_length=160, description="schedule:NAME or person:NAME")
+    to: str | None = Field(
+        default=None,
+        max_length=160,
+        description="schedule:NAME or person:NAME",
+        json_schema_extra={"pattern": r"^(?:schedule:.{1,64}|person:.{1,128})$"},
+    )
     reason: str = Field(default="escalated by hand", max_length=4000)
 
 
