@@ -7,7 +7,7 @@ lives in the domain's `render.py`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -113,3 +113,15 @@ def audited_unit_of_work(
         except MloncallError:
             pass  # the database itself failed: the original error says more than this one would
         raise
+
+
+@contextmanager
+def audited_change(
+    action: str, target: str, *, then: Callable[[Context], None] | None = None
+) -> Iterator[tuple[Session, Context, dict[str, Any]]]:
+    """One audited change to the installation; `then` runs after it commits (e.g. to send what it queued)."""
+    with installation() as ctx:
+        with audited_unit_of_work(ctx, action=action, target=target) as (session, detail):
+            yield session, ctx, detail
+        if then is not None:
+            then(ctx)
