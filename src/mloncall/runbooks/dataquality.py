@@ -11,6 +11,7 @@ from typing import Any
 
 from mloncall.alerts import notify
 from mloncall.alerts.channels import channels_from_settings
+from mloncall.alerts.messages import AlertMessage
 from mloncall.core import clock
 from mloncall.core.durations import parse_duration, parse_seconds
 from mloncall.core.errors import InvalidInput
@@ -195,7 +196,7 @@ def escalate(rc: RunContext) -> Check:
         f"{cause}; {hurt.get('affected', 0)} of {hurt.get('total', 0)} requests affected; "
         f"workaround in force: {done}. Data Engineering: please fix the source."
     )
-    message = notify.AlertMessage(
+    message = AlertMessage(
         notification_id=0,
         event="escalated",
         sent_at=clock.now(),
