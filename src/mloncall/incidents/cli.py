@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import audited_change, installation
+from mloncall.cli.support import audited_change, installation, report_sending
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
-from mloncall.incidents import jobs, render, service
+from mloncall.incidents import jobs, outbox, render, service
 from mloncall.incidents.schemas import (
     ActionItemOut,
     IncidentDetail,
@@ -40,7 +41,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:
     """One audited change; the messages it queued go out after it commits."""
-    return audited_change(action, target, then=render.send_queued)
+    return audited_change(action, target, then=_send)
+
+
+def _send(ctx: Context) -> None:
+    report_sending(partial(outbox.send_pending, ctx), what="messages", failure=render.message_failure)
 
 
 Id = Annotated[int, typer.Argument(help="The incident's id.", min=1)]

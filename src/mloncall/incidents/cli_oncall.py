@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import audited_change, installation
+from mloncall.cli.support import audited_change, installation, report_sending
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
-from mloncall.incidents import render, service
+from mloncall.incidents import outbox, render, service
 from mloncall.incidents.schemas import OnCallOut, PolicyOut, ScheduleOut
 from mloncall.stores.context import Context
 
@@ -31,7 +32,11 @@ oncall_app.add_typer(policy_app, name="policy")
 
 def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:
     """One audited change; the messages it queued go out after it commits."""
-    return audited_change(action, target, then=render.send_queued)
+    return audited_change(action, target, then=_send)
+
+
+def _send(ctx: Context) -> None:
+    report_sending(partial(outbox.send_pending, ctx), what="messages", failure=render.message_failure)
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

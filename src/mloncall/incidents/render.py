@@ -9,7 +9,6 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from mloncall.core import console
-from mloncall.core.errors import InvalidInput
 from mloncall.incidents import outbox
 from mloncall.incidents.schemas import (
     ActionItemOut,
@@ -20,7 +19,6 @@ from mloncall.incidents.schemas import (
     ScheduleOut,
     TimelineOut,
 )
-from mloncall.stores.context import Context
 
 
 def _t(value: object) -> str:
@@ -124,15 +122,8 @@ def out(
         console.out.print(table(model))
 
 
-def send_queued(ctx: Context) -> None:
-    """Send the messages a change queued; a channel that failed is reported, not fatal to the change made."""
-    try:
-        results = outbox.send_pending(ctx)
-    except InvalidInput as exc:
-        console.err.print(f"[yellow]messages not sent:[/] {exc.message}")
-        return
-    for r in results:
-        if r.status == "failed":
-            console.err.print(
-                f"[yellow]incident #{r.incident_id}: the {r.kind} message failed on some channels[/]"
-            )
+def message_failure(r: outbox.SendResult) -> str | None:
+    """The line a command prints for a message some channels failed to take."""
+    if r.status != "failed":
+        return None
+    return f"incident #{r.incident_id}: the {r.kind} message failed on some channels"
