@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 import httpx
@@ -179,22 +180,18 @@ def _claim(ctx: Context, notification_id: int) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def _record_attempt(
+def record_attempt(
     ctx: Context,
-    notification: Notification,
+    row: Callable[..., object],
     channel: Channel,
     attempt: int,
     error: DeliveryError | None,
     code: int | None,
 ) -> None:
+    """Record one try at sending to a channel, in its own session; `row` makes the table's row (an alert's
+    `DeliveryAttempt`, an incident's delivery) from the message's ids and the delivery columns."""
     with ctx.db.session() as session:
-        session.add(
-            DeliveryAttempt(
-                notification_id=notification.id,
-                alert_id=notification.alert_id,
-                **delivery_columns(channel, attempt, error, code),
-            )
-        )
+        session.add(row(**delivery_columns(channel, attempt, error, code)))
 
 
 def delivery_columns(
@@ -258,7 +255,12 @@ def deliver(
     return with_retries(
         channel,
         lambda: sender(channel, message),
-        on_attempt=lambda n, error, code: _record_attempt(ctx, notification, channel, n, error, code),
+        on_attempt=partial(
+            record_attempt,
+            ctx,
+            partial(DeliveryAttempt, notification_id=notification.id, alert_id=notification.alert_id),
+            channel,
+        ),
         first_attempt=first_attempt,
         sleep=sleep,
     )
