@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from mloncall.alerts import notify
 from mloncall.alerts.channels import channels_from_settings
@@ -18,7 +16,7 @@ from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome, worst
 from mloncall.monitoring import service as monitoring
 from mloncall.runbooks.engine import RunContext
-from mloncall.runbooks.spec import Criterion, Param, Runbook, Step
+from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
 from mloncall.runbooks.traffic import Scan, scan
 from mloncall.serving import service as routing
@@ -335,10 +333,6 @@ def model_functional(rc: RunContext) -> Check:
     )
 
 
-def _target(params: Mapping[str, Any]) -> str:
-    return f"model:{params['model']}"
-
-
 RUNBOOK = Runbook(
     name="data-quality",
     title="Data quality and availability",
@@ -392,6 +386,6 @@ RUNBOOK = Runbook(
         Criterion("model confirmed functional", model_functional),
     ),
     contacts=("Primary: Data Engineering", "Secondary: ML Engineering"),
-    target=_target,
+    target=model_target,
     troubleshooting=("Missing features.", "Out-of-range values.", "Corrupted file."),
 )
