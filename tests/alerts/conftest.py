@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from mloncall.access import service as access
 from mloncall.alerts import models as alert_models
 from mloncall.alerts import service
-from mloncall.alerts.rules import KNOWN_MONITOR_KINDS, Catalog
+from mloncall.alerts.catalog import KNOWN_MONITOR_KINDS, Catalog
 from mloncall.api.app import create_app, current_principal, refuse_nul_bytes
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from mloncall.access import audit
 from mloncall.alerts import service
+from mloncall.alerts.catalog import Catalog
 from mloncall.alerts.models import Alert, AlertEvent, AlertGroup, Notification
-from mloncall.alerts.rules import Catalog
 from mloncall.core import clock
 from mloncall.core.outcome import Outcome
 from mloncall.stores.context import Context

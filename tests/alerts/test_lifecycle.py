@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from mloncall.alerts import service
+from mloncall.alerts.catalog import Catalog
 from mloncall.alerts.models import Alert, Notification
-from mloncall.alerts.rules import Catalog
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.core.outcome import Outcome

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from mloncall.alerts import notify, service
+from mloncall.alerts.catalog import Catalog
 from mloncall.alerts.channels import Channel, channels_from_settings, parse_channel
 from mloncall.alerts.models import DeliveryAttempt, Notification
-from mloncall.alerts.rules import Catalog
 from mloncall.core import clock
 from mloncall.core.config import Settings
 from mloncall.core.errors import InvalidInput

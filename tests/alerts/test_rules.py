@@ -10,7 +10,9 @@ import textwrap
 import pytest
 
 from mloncall.alerts import rules, service
-from mloncall.alerts.rules import Catalog, parse_rules, render
+from mloncall.alerts.catalog import Catalog
+from mloncall.alerts.rules import parse_rules
+from mloncall.alerts.templates import render
 from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import InvalidInput
 from mloncall.stores.context import Context

@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from mloncall.alerts import evidence, scheduler, service
+from mloncall.alerts.catalog import Catalog
 from mloncall.alerts.channels import Channel
-from mloncall.alerts.rules import Catalog
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
 from mloncall.stores.context import Context

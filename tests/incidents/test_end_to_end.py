@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from mloncall.alerts import evaluation
 from mloncall.alerts import service as alerts_service
+from mloncall.alerts.catalog import default_catalog
 from mloncall.alerts.channels import Channel
-from mloncall.alerts.rules import default_catalog
 from mloncall.api.app import create_app
 from mloncall.cli.main import run
 from mloncall.core import clock

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,7 +22,7 @@ from mloncall.alerts.channels import channels_from_settings
 from mloncall.alerts.models import Alert, Silence
 from mloncall.alerts.schemas import AlertDetail, AlertOut, GroupOut, RuleSetOut, SilenceOut
 from mloncall.alerts.states import NotificationStatus
-from mloncall.cli.support import audited_unit_of_work, id_argument, installation, limit_option
+from mloncall.cli.support import audited_unit_of_work, id_argument, installation, limit_option, report_sending
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
@@ -41,17 +42,16 @@ AlertIdArgument = Annotated[int, id_argument("The alert's id.")]
 Out = TypeVar("Out", bound=BaseModel)
 
 
+def _failure(r: notify.DispatchResult) -> str | None:
+    if r.status != NotificationStatus.FAILED:
+        return None
+    failed = ", ".join(k for k, v in r.channels.items() if v == NotificationStatus.FAILED)
+    return f"alert #{r.alert_id}: {r.event} notification failed on {failed}"
+
+
 def _send(ctx: Context) -> None:
     """Send what the command queued; a misconfigured channel is reported, not fatal to the change made."""
-    try:
-        results = notify.send_pending(ctx)
-    except InvalidInput as exc:
-        console.err.print(f"[yellow]notifications not sent:[/] {exc.message}")
-        return
-    for r in results:
-        if r.status == NotificationStatus.FAILED:
-            failed = ", ".join(k for k, v in r.channels.items() if v == NotificationStatus.FAILED)
-            console.err.print(f"[yellow]alert #{r.alert_id}: {r.event} notification failed on {failed}[/]")
+    report_sending(partial(notify.send_pending, ctx), what="notifications", failure=_failure)
 
 
 @contextmanager

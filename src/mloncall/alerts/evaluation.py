@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
-from mloncall.alerts import lifecycle
-from mloncall.alerts import rules as rules_mod
+from mloncall.alerts import lifecycle, templates
+from mloncall.alerts.catalog import MonitorCatalog
 from mloncall.alerts.evidence import check_dict, value_of
 from mloncall.alerts.lifecycle import AlertFacts, Transition
 from mloncall.alerts.models import Alert
@@ -97,7 +97,7 @@ class _Verdict:
         labels = rule.alert_labels(model)
         value = value_of(check)
         annotations = {
-            k: rules_mod.render(v, labels=labels, value=value, evidence=check.evidence or {})
+            k: templates.render(v, labels=labels, value=value, evidence=check.evidence or {})
             for k, v in rule.annotations.items()
         }
         facts = AlertFacts(
@@ -383,7 +383,7 @@ def evaluate(
     now: dt.datetime | None = None,
     monitor: MonitorFn | None = None,
     actor: str = EVALUATOR,
-    catalog: rules_mod.MonitorCatalog | None = None,
+    catalog: MonitorCatalog | None = None,
 ) -> Evaluation:
     """Evaluate every rule on every model it covers, drive the lifecycle, queue notifications."""
     at = now or clock.now()

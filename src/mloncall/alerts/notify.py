@@ -1,5 +1,5 @@
-"""Telling the channels: the message of a notification, its webhook, Slack and e-mail bodies, and delivery
-with bounded retries. The channels and their configuration are `mloncall.alerts.channels`.
+"""Telling the channels: delivery with bounded retries. What a notification says (its webhook, Slack and
+e-mail bodies) is `mloncall.alerts.messages`; the channels and their configuration `mloncall.alerts.channels`.
 
 Each event is one `Notification` (the outbox row queued with the transition); `send_pending` sends it to
 every channel that takes it and records every attempt as a `DeliveryAttempt`. Network errors, HTTP
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 import httpx
@@ -24,7 +25,8 @@ from sqlalchemy.orm import Session
 
 from mloncall.alerts.channels import Channel, channels_from_settings
 from mloncall.alerts.evidence import jsonable
-from mloncall.alerts.models import Alert, AlertEvent, DeliveryAttempt, Notification
+from mloncall.alerts.messages import AlertMessage, build_message, email_message, slack_body, webhook_body
+from mloncall.alerts.models import AlertEvent, DeliveryAttempt, Notification
 from mloncall.alerts.states import DeliveryStatus, NotificationStatus
 from mloncall.core import clock
 from mloncall.core.records import Record
@@ -35,142 +37,6 @@ log = logging.getLogger("mloncall.alerts.notify")
 #: A notification claimed this long ago and never finished was left by a process that died: send it again.
 STALE_CLAIM = dt.timedelta(minutes=15)
 _USER_AGENT = "mloncall-alerts/1"
-
-
-# --- messages --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AlertMessage:
-    """What a notification says, whatever the channel."""
-
-    notification_id: int
-    event: str
-    alert: dict[str, Any]
-    sent_at: dt.datetime
-
-    @property
-    def title(self) -> str:
-        a = self.alert
-        on = f" on {a['model']}" if a.get("model") else ""
-        return f"[{self.event.upper()}] {a['rule']}{on} ({a['severity']})"
-
-    @property
-    def summary(self) -> str:
-        notes = self.alert.get("annotations") or {}
-        return str(notes.get("summary") or notes.get("description") or self.alert.get("reason") or "")
-
-    @property
-    def text(self) -> str:
-        a = self.alert
-        notes = a.get("annotations") or {}
-        lines = [self.title]
-        if notes.get("summary"):
-            lines.append(str(notes["summary"]))
-        if notes.get("description"):
-            lines.append(str(notes["description"]))
-        if a.get("reason"):
-            lines.append(f"why: {a['reason']}")
-        lines.append(f"alert #{a['id']}  state {a['state']}  source {a['source']}")
-        if a.get("runbook"):
-            lines.append(f"runbook: {a['runbook']}")
-        labels = ", ".join(f"{k}={v}" for k, v in sorted((a.get("labels") or {}).items()))
-        if labels:
-            lines.append(f"labels: {labels}")
-        lines.append(f"see: mloncall alerts show {a['id']}")
-        return "\n".join(lines)
-
-
-def build_message(notification: Notification, alert: Alert, *, reason: str = "") -> AlertMessage:
-    """The message of one notification."""
-    return AlertMessage(
-        notification_id=notification.id,
-        event=notification.event,
-        sent_at=clock.now(),
-        alert={
-            "id": alert.id,
-            "fingerprint": alert.fingerprint,
-            "source": alert.source,
-            "rule": alert.rule,
-            "model": alert.model,
-            "state": alert.state,
-            "severity": alert.severity,
-            "runbook": alert.runbook,
-            "labels": dict(alert.labels or {}),
-            "annotations": dict(alert.annotations or {}),
-            "value": alert.value,
-            "group": alert.group.key if alert.group is not None else None,
-            "fired_at": alert.fired_at.isoformat() if alert.fired_at else None,
-            "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
-            "reopen_count": alert.reopen_count,
-            "acknowledged_by": alert.acknowledged_by,
-            "reason": reason,
-        },
-    )
-
-
-def webhook_body(message: AlertMessage) -> dict[str, Any]:
-    """The generic webhook's JSON body."""
-    body: dict[str, Any] = jsonable(
-        {
-            "version": "1",
-            "event": message.event,
-            "notification_id": message.notification_id,
-            "sent_at": message.sent_at.isoformat(),
-            "title": message.title,
-            "alert": message.alert,
-        }
-    )
-    return body
-
-
-_SLACK_EMOJI = {"firing": ":rotating_light:", "reopened": ":repeat:", "resolved": ":white_check_mark:"}
-
-
-def slack_body(message: AlertMessage) -> dict[str, Any]:
-    """A Slack incoming-webhook body: `text` (the fallback every client shows) and Block Kit `blocks`."""
-    a = message.alert
-    fields = [
-        {"type": "mrkdwn", "text": f"*Severity*\n{a['severity']}"},
-        {"type": "mrkdwn", "text": f"*State*\n{a['state']}"},
-        {"type": "mrkdwn", "text": f"*Model*\n{a.get('model') or '-'}"},
-        {"type": "mrkdwn", "text": f"*Runbook*\n{a.get('runbook') or '-'}"},
-    ]
-    detail = "\n".join(
-        x
-        for x in (
-            (a.get("annotations") or {}).get("description"),
-            a.get("reason") and f"_why:_ {a['reason']}",
-        )
-        if x
-    )
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": message.title[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": (message.summary or message.title)[:3000]}},
-        {"type": "section", "fields": fields},
-    ]
-    if detail:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": detail[:3000]}})
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"alert #{a['id']} · `mloncall alerts show {a['id']}`"}],
-        }
-    )
-    text = f"{_SLACK_EMOJI.get(message.event, '')} {message.title}: {message.summary}".strip()
-    return {"text": text[:3000], "blocks": blocks}
-
-
-def email_message(message: AlertMessage, channel: Channel) -> EmailMessage:
-    """A plain-text e-mail."""
-    mail = EmailMessage()
-    mail["Subject"] = f"[mloncall] {message.title}"
-    mail["From"] = channel.sender or "mloncall@localhost"
-    mail["To"] = ", ".join(channel.recipients)
-    mail["X-Mloncall-Alert"] = str(message.alert["id"])
-    mail["X-Mloncall-Event"] = message.event
-    mail.set_content(message.text + "\n")
-    return mail
 
 
 # --- sending ---------------------------------------------------------------------------------------------
@@ -314,22 +180,18 @@ def _claim(ctx: Context, notification_id: int) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def _record_attempt(
+def record_attempt(
     ctx: Context,
-    notification: Notification,
+    row: Callable[..., object],
     channel: Channel,
     attempt: int,
     error: DeliveryError | None,
     code: int | None,
 ) -> None:
+    """Record one try at sending to a channel, in its own session; `row` makes the table's row (an alert's
+    `DeliveryAttempt`, an incident's delivery) from the message's ids and the delivery columns."""
     with ctx.db.session() as session:
-        session.add(
-            DeliveryAttempt(
-                notification_id=notification.id,
-                alert_id=notification.alert_id,
-                **delivery_columns(channel, attempt, error, code),
-            )
-        )
+        session.add(row(**delivery_columns(channel, attempt, error, code)))
 
 
 def delivery_columns(
@@ -393,7 +255,12 @@ def deliver(
     return with_retries(
         channel,
         lambda: sender(channel, message),
-        on_attempt=lambda n, error, code: _record_attempt(ctx, notification, channel, n, error, code),
+        on_attempt=partial(
+            record_attempt,
+            ctx,
+            partial(DeliveryAttempt, notification_id=notification.id, alert_id=notification.alert_id),
+            channel,
+        ),
         first_attempt=first_attempt,
         sleep=sleep,
     )

@@ -21,7 +21,7 @@ rules:
 ```
 
 Durations are Prometheus-style: `0`, `90s`, `15m`, `1h30m`, `2d`, `1w`. The annotations' templates are
-filled in by `render`. Prometheus's own rules for mloncall's `/metrics` are written by `promrules`.
+filled in by `mloncall.alerts.templates.render`. Prometheus's own rules for mloncall's `/metrics` are written by `promrules`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,16 @@ import importlib.resources
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
+from mloncall.alerts.catalog import MonitorCatalog, default_catalog
+from mloncall.alerts.templates import TEMPLATE, TEMPLATE_VAR
 from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import InvalidInput
 from mloncall.core.names import check_name
 from mloncall.core.records import Record
-from mloncall.monitoring import service as monitoring
 
 SEVERITIES = ("critical", "warning", "info")
 RUNBOOKS = (
@@ -53,8 +54,6 @@ RUNBOOKS = (
     "access",
     "incident",
 )
-#: The monitor kinds the monitoring domain announces, for tests that build a catalog of their own.
-KNOWN_MONITOR_KINDS = tuple(monitoring.MONITOR_KINDS)
 DEFAULT_GROUP_BY = ("model", "runbook")
 DEFAULT_HOLD_TIME = dt.timedelta(minutes=10)
 #: Labels mloncall sets on every alert of a rule; a rule's own labels may not override them.
@@ -80,36 +79,6 @@ _REQUIRED_KEYS = ("name", "model", "monitor", "window", "for", "severity", "runb
 _TOP_KEYS = {"rules", "group_by", "hold_time"}
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_TEMPLATE_VAR = re.compile(r"^\$(value|rule|model|labels\.[A-Za-z_][A-Za-z0-9_]*|evidence\.[A-Za-z0-9_.-]+)$")
-
-
-# --- the monitors the rules refer to ---------------------------------------------------------------------
-
-
-class MonitorCatalog(Protocol):
-    """What rule validation needs to know about the monitors."""
-
-    kinds: Sequence[str]
-
-    def validate_params(self, kind: str, params: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class Catalog:
-    """Monitor kinds and their parameter check (the monitoring domain's, or a fake in tests)."""
-
-    kinds: Sequence[str]
-    validate: Callable[[str, dict[str, Any]], object] | None = None
-
-    def validate_params(self, kind: str, params: dict[str, Any]) -> None:
-        if self.validate is not None:
-            self.validate(kind, params)
-
-
-def default_catalog() -> Catalog:
-    """The monitoring domain's kinds and `validate_params` (tests pass a `Catalog` of their own)."""
-    return Catalog(kinds=tuple(monitoring.MONITOR_KINDS), validate=monitoring.validate_params)
 
 
 # --- rules -----------------------------------------------------------------------------------------------
@@ -503,8 +472,8 @@ class _Parser:
             self.error(node, "annotations must be a mapping of names to strings", rule)
             return {}
         for key, text in value.items():
-            for expr in _TEMPLATE.findall(text):
-                if not _TEMPLATE_VAR.match(expr):
+            for expr in TEMPLATE.findall(text):
+                if not TEMPLATE_VAR.match(expr):
                     self.error(
                         node,
                         f"annotation {key!r}: unknown template {{{{ {expr} }}}}: use $value, $rule, $model, "
@@ -512,37 +481,3 @@ class _Parser:
                         rule,
                     )
         return dict(value)
-
-
-# --- annotations -----------------------------------------------------------------------------------------
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "n/a"
-    return str(value)
-
-
-def render(template: str, *, labels: dict[str, Any], value: Any, evidence: dict[str, Any]) -> str:
-    """Fill `{{ $value }}`, `{{ $rule }}`, `{{ $model }}`, `{{ $labels.X }}`, `{{ $evidence.X }}`."""
-
-    def substitute(match: re.Match[str]) -> str:
-        expr = match.group(1)
-        if expr == "$value":
-            return _format_value(value)
-        if expr == "$rule":
-            return str(labels.get("rule", ""))
-        if expr == "$model":
-            return str(labels.get("model", ""))
-        if expr.startswith("$labels."):
-            return str(labels.get(expr.removeprefix("$labels."), ""))
-        if expr.startswith("$evidence."):
-            current: Any = evidence
-            for part in expr.removeprefix("$evidence.").split("."):
-                current = current.get(part) if isinstance(current, dict) else None
-            return _format_value(current)
-        return match.group(0)
-
-    return _TEMPLATE.sub(substitute, template)

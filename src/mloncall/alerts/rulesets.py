@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mloncall.alerts import rules as rules_mod
+from mloncall.alerts.catalog import MonitorCatalog
 from mloncall.alerts.models import RuleSet
 from mloncall.alerts.rules import RuleFile
 from mloncall.core import clock
@@ -56,7 +57,7 @@ def _latest_rule_set(session: Session) -> RuleSet | None:
     return session.scalars(sa.select(RuleSet).order_by(RuleSet.version.desc()).limit(1)).one_or_none()
 
 
-def default_rules(catalog: rules_mod.MonitorCatalog | None = None) -> RuleFile:
+def default_rules(catalog: MonitorCatalog | None = None) -> RuleFile:
     """The rules that ship with mloncall, validated."""
     text = rules_mod.default_rules_text()
     parsed = rules_mod.parse_rules(text, origin=_BUILT_IN, catalog=catalog)
@@ -68,7 +69,7 @@ def default_rules(catalog: rules_mod.MonitorCatalog | None = None) -> RuleFile:
     )
 
 
-def active_rules(*, session: Session, catalog: rules_mod.MonitorCatalog | None = None) -> ActiveRules:
+def active_rules(*, session: Session, catalog: MonitorCatalog | None = None) -> ActiveRules:
     """The rule set in force."""
     row = _latest_rule_set(session)
     if row is None:
@@ -97,7 +98,7 @@ def load_rules(
     text: str,
     origin: str,
     actor: str,
-    catalog: rules_mod.MonitorCatalog | None = None,
+    catalog: MonitorCatalog | None = None,
 ) -> tuple[ActiveRules, bool]:
     """Validate a rules file and make it the active set; False if it is the active set already.
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from mloncall.access.models import Principal
@@ -34,13 +34,13 @@ from mloncall.alerts.schemas import (
 from mloncall.api.deps import (
     AlertIdPath,
     Change,
-    CurrentContext,
     DbSession,
     LimitQuery,
     SilenceIdPath,
     allow,
     audit_note,
     change,
+    send_later,
 )
 from mloncall.core.durations import parse_duration
 
@@ -49,19 +49,9 @@ log = logging.getLogger("mloncall.alerts")
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 
-def _send_later(ctx: CurrentContext, tasks: BackgroundTasks) -> Callable[[], None]:
-    """What a route that may queue notifications calls to have them sent after its answer."""
-
-    def send() -> None:
-        try:
-            notify.send_pending(ctx)
-        except Exception:  # the answer is sent already; the scheduler's next pass retries
-            log.exception("sending alert notifications failed")
-
-    return lambda: tasks.add_task(send)
-
-
-SendLater = Annotated[Callable[[], None], Depends(_send_later)]
+SendLater = Annotated[
+    Callable[[], None], send_later(notify.send_pending, log=log, what="alert notifications")
+]
 
 
 def _transition(t: service.Transition | None) -> TransitionOut | None:

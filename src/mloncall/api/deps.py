@@ -12,11 +12,12 @@ response, so the success record written inside the unit of work is never wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import BackgroundTasks, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -81,6 +82,23 @@ def get_context(request: Request) -> Context:
 
 
 CurrentContext = Annotated[Context, Depends(get_context)]
+
+
+def send_later(send: Callable[[Context], object], *, log: logging.Logger, what: str) -> Any:
+    """A dependency giving a route that may queue messages a callable to have `send(ctx)` run after its
+    answer; a failure then is logged (the answer is sent already; the scheduler's next pass retries)."""
+
+    def dependency(ctx: CurrentContext, tasks: BackgroundTasks) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                send(ctx)
+            except Exception:
+                log.exception("sending %s failed", what)
+
+        return lambda: tasks.add_task(run)
+
+    return Depends(dependency)
+
 
 # --- parameter types: every id, version and limit bounded alike (`core.names.MAX_ID`) ------------------
 

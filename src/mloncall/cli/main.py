@@ -28,6 +28,7 @@ from mloncall.core.errors import INTERNAL_EXIT_CODE, MloncallError
 from mloncall.data import cli as data_cli
 from mloncall.demo import cli as demo_cli
 from mloncall.incidents import cli as incidents_cli
+from mloncall.incidents import cli_oncall as oncall_cli
 from mloncall.monitoring import cli as monitoring_cli
 from mloncall.registry import cli as registry_cli
 from mloncall.rollout import cli as rollout_cli
@@ -88,7 +89,7 @@ _mount(rollout_cli.app)
 _mount(alerts_cli.app, "alerts")
 _mount(alerts_cli.monitor_app, "monitor")
 _mount(incidents_cli.app, "incident")
-_mount(incidents_cli.oncall_app, "oncall")
+_mount(oncall_cli.oncall_app, "oncall")
 _mount(monitoring_cli.app, "logs")
 _mount(runbooks_cli.app)
 _mount(runbooks_cli.runbook_app, "runbook")

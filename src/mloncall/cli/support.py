@@ -7,9 +7,9 @@ lives in the domain's `render.py`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from sqlalchemy.orm import Session
@@ -19,6 +19,9 @@ from mloncall.core import console
 from mloncall.core.errors import InvalidInput, MloncallError, PermissionDenied, Unauthenticated
 from mloncall.core.names import MAX_ID
 from mloncall.stores.context import Context
+
+#: What a send of queued messages returns for each message.
+Sent = TypeVar("Sent")
 
 
 @contextmanager
@@ -113,3 +116,31 @@ def audited_unit_of_work(
         except MloncallError:
             pass  # the database itself failed: the original error says more than this one would
         raise
+
+
+@contextmanager
+def audited_change(
+    action: str, target: str, *, then: Callable[[Context], None] | None = None
+) -> Iterator[tuple[Session, Context, dict[str, Any]]]:
+    """One audited change to the installation; `then` runs after it commits (e.g. to send what it queued)."""
+    with installation() as ctx:
+        with audited_unit_of_work(ctx, action=action, target=target) as (session, detail):
+            yield session, ctx, detail
+        if then is not None:
+            then(ctx)
+
+
+def report_sending(
+    send: Callable[[], Iterable[Sent]], *, what: str, failure: Callable[[Sent], str | None]
+) -> None:
+    """Send what a change queued: a misconfigured channel is reported, not fatal to the change made, and so is
+    each message `failure` has a line for."""
+    try:
+        results = send()
+    except InvalidInput as exc:
+        console.err.print(f"[yellow]{what} not sent:[/] {exc.message}")
+        return
+    for r in results:
+        line = failure(r)
+        if line is not None:
+            console.err.print(f"[yellow]{line}[/]")

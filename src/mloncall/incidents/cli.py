@@ -1,4 +1,4 @@
-"""`mloncall incident ...` and `mloncall oncall ...`: thin commands over `mloncall.incidents.service`.
+"""`mloncall incident ...`: thin commands over `mloncall.incidents.service` (`mloncall oncall` is in `cli_oncall`).
 
 Changes are audited with the actor `cli:<user>`; messages a change queues are sent before the command returns.
 """
@@ -6,17 +6,15 @@ Changes are audited with the actor `cli:<user>`; messages a change queues are se
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel
-from rich.table import Table
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import audited_unit_of_work, installation
+from mloncall.cli.support import audited_change, installation, report_sending
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
 from mloncall.incidents import jobs, outbox, render, service
@@ -24,11 +22,8 @@ from mloncall.incidents.schemas import (
     ActionItemOut,
     IncidentDetail,
     IncidentOut,
-    OnCallOut,
-    PolicyOut,
     PostmortemOut,
     RoleOut,
-    ScheduleOut,
     TimelineOut,
     UpdateOut,
     detail,
@@ -40,57 +35,20 @@ app = typer.Typer(
 )
 action_app = typer.Typer(help="Action items of post-mortems.", no_args_is_help=True)
 app.add_typer(action_app, name="action")
-oncall_app = typer.Typer(
-    help="On call: who is on call, schedules, overrides, escalation policies.", no_args_is_help=True
-)
-schedule_app = typer.Typer(help="On-call rotations.", no_args_is_help=True)
-policy_app = typer.Typer(help="Escalation policies.", no_args_is_help=True)
-oncall_app.add_typer(schedule_app, name="schedule")
-oncall_app.add_typer(policy_app, name="policy")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-Id = Annotated[int, typer.Argument(help="The incident's id.", min=1)]
+
+
+def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:
+    """One audited change; the messages it queued go out after it commits."""
+    return audited_change(action, target, then=_send)
 
 
 def _send(ctx: Context) -> None:
-    try:
-        results = outbox.send_pending(ctx)
-    except InvalidInput as exc:
-        console.err.print(f"[yellow]messages not sent:[/] {exc.message}")
-        return
-    for r in results:
-        if r.status == "failed":
-            console.err.print(
-                f"[yellow]incident #{r.incident_id}: the {r.kind} message failed on some channels[/]"
-            )
+    report_sending(partial(outbox.send_pending, ctx), what="messages", failure=render.message_failure)
 
 
-@contextmanager
-def _change(action: str, target: str) -> Iterator[tuple[Session, Context, dict[str, Any]]]:
-    """One audited change; the messages it queued go out after it commits."""
-    with installation() as ctx:
-        with audited_unit_of_work(ctx, action=action, target=target) as (session, detail):
-            yield session, ctx, detail
-        _send(ctx)
-
-
-def _out(
-    model: BaseModel | list[Any],
-    as_json: bool,
-    text: str | None = None,
-    table: Callable[[list[Any]], Table] | None = None,
-) -> None:
-    """A result as JSON, or as its text, or (for a list) as its table."""
-    if as_json:
-        console.print_json(
-            [m.model_dump(mode="json") for m in model]
-            if isinstance(model, list)
-            else model.model_dump(mode="json")
-        )
-    elif text is not None:
-        console.out.print(text, highlight=False, soft_wrap=True)
-    elif table is not None and isinstance(model, list):
-        console.out.print(table(model))
+Id = Annotated[int, typer.Argument(help="The incident's id.", min=1)]
 
 
 def _detail(session: Session, incident_id: int) -> IncidentDetail:
@@ -132,7 +90,7 @@ def open_(
                 reason="named when opened",
             )
         out = IncidentOut.model_validate(incident)
-    _out(out, as_json, f"opened incident #{out.id} ({out.severity}): {out.title}")
+    render.out(out, as_json, f"opened incident #{out.id} ({out.severity}): {out.title}")
 
 
 @app.command("list")
@@ -148,7 +106,7 @@ def list_(
             IncidentOut.model_validate(r)
             for r in service.list_incidents(session=session, state=state, model=model, limit=limit)
         ]
-    _out(rows, as_json, table=render.incidents_table)
+    render.out(rows, as_json, table=render.incidents_table)
 
 
 @app.command("show")
@@ -156,7 +114,7 @@ def show(incident_id: Id, as_json: JsonOption = False) -> None:
     """One incident: state, roles, bridge, alerts with the reason each joined."""
     with installation() as ctx, ctx.db.session() as session:
         detail = _detail(session, incident_id)
-    _out(detail, as_json, "\n".join(render.detail_lines(detail)))
+    render.out(detail, as_json, "\n".join(render.detail_lines(detail)))
 
 
 @app.command("ack")
@@ -168,7 +126,7 @@ def ack(
         out = IncidentOut.model_validate(
             service.acknowledge(session=session, incident_id=incident_id, actor=console.actor(), note=note)
         )
-    _out(out, as_json, f"incident #{incident_id} acknowledged by {out.acknowledged_by}")
+    render.out(out, as_json, f"incident #{incident_id} acknowledged by {out.acknowledged_by}")
 
 
 @app.command("assign")
@@ -184,7 +142,7 @@ def assign(incident_id: Id, role: str, principal: str, as_json: JsonOption = Fal
                 actor=console.actor(),
             )
         )
-    _out(out, as_json, f"incident #{incident_id}: {out.principal} is {out.role}")
+    render.out(out, as_json, f"incident #{incident_id}: {out.principal} is {out.role}")
 
 
 @app.command("handoff")
@@ -202,7 +160,7 @@ def handoff(
                 session=session, incident_id=incident_id, role=role, to=to, actor=console.actor(), note=note
             )
         )
-    _out(out, as_json, f"incident #{incident_id}: {out.role} handed to {out.principal}")
+    render.out(out, as_json, f"incident #{incident_id}: {out.role} handed to {out.principal}")
 
 
 @app.command("bridge")
@@ -221,7 +179,7 @@ def bridge(
             bridge=url,
         )
         out = IncidentOut.model_validate(incident)
-    _out(out, as_json, f"{'opened' if created else 'the bridge is'} {out.bridge}")
+    render.out(out, as_json, f"{'opened' if created else 'the bridge is'} {out.bridge}")
 
 
 @app.command("update")
@@ -241,7 +199,7 @@ def update(
             session=session, incident_id=incident_id, status=status, actor=console.actor(), impact=impact, next_steps=next_, next_update=next_update,
         )  # fmt: skip
         out = UpdateOut.model_validate(row)
-    _out(out, as_json, out.summary)
+    render.out(out, as_json, out.summary)
 
 
 @app.command("escalate")
@@ -352,7 +310,7 @@ def timeline(incident_id: Id, as_json: JsonOption = False) -> None:
     """The timeline: alerts, deploys, roles, updates, pages, notes, oldest first."""
     with installation() as ctx, ctx.db.session() as session:
         rows = [TimelineOut(**i.__dict__) for i in service.timeline(session=session, incident_id=incident_id)]
-    _out(rows, as_json, table=render.timeline_table)
+    render.out(rows, as_json, table=render.timeline_table)
 
 
 @app.command("postmortem")
@@ -385,7 +343,7 @@ def postmortem(
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_text(out.markdown, encoding="utf-8")
         tmp.replace(output)
-    _out(out, as_json, None if output else out.markdown)
+    render.out(out, as_json, None if output else out.markdown)
 
 
 @app.command("sweep")
@@ -441,122 +399,4 @@ def action_list(
             ActionItemOut.model_validate(i)
             for i in service.action_items(session=session, incident_id=incident_id, status=status)
         ]
-    _out(rows, as_json, table=render.action_items_table)
-
-
-# --- on call ---------------------------------------------------------------------------------------------
-
-
-@oncall_app.command("now")
-def now(
-    schedule: Annotated[str | None, typer.Option("--schedule")] = None, as_json: JsonOption = False
-) -> None:
-    """Who is on call now."""
-    with installation() as ctx, ctx.db.session() as session:
-        rows = [OnCallOut(**o.__dict__) for o in service.oncall_now(session=session, schedule=schedule)]
-    _out(rows, as_json, table=render.oncall_table)
-
-
-@schedule_app.command("create")
-def schedule_create(
-    name: str,
-    members: Annotated[str, typer.Option("--members", help="Comma-separated principals, in rotation order.")],
-    time_zone: Annotated[str, typer.Option("--tz")] = "UTC",
-    handoff: Annotated[str, typer.Option("--handoff", help="Local handoff time HH:MM.")] = "09:00",
-    shift: Annotated[str, typer.Option("--shift", help="Shift length, e.g. 1d or 1w.")] = "1w",
-    start: Annotated[
-        str | None, typer.Option("--start", help="First handoff day YYYY-MM-DD (default today).")
-    ] = None,
-) -> None:
-    """Create a rotation."""
-    try:
-        day = dt.date.fromisoformat(start) if start else None
-    except ValueError:
-        raise InvalidInput(f"bad start {start!r}: use YYYY-MM-DD") from None
-    with _change("oncall.manage", name) as (session, _, _d):
-        service.create_schedule(
-            session=session, name=name, members=[m.strip() for m in members.split(",") if m.strip()], time_zone=time_zone,
-            handoff=handoff, shift=shift, start=day, actor=console.actor(),
-        )  # fmt: skip
-    console.out.print(f"schedule {name} created")
-
-
-@schedule_app.command("list")
-def schedule_list(as_json: JsonOption = False) -> None:
-    """Every schedule."""
-    with installation() as ctx, ctx.db.session() as session:
-        rows = [ScheduleOut.model_validate(s) for s in service.list_schedules(session=session)]
-    _out(rows, as_json, table=render.schedules_table)
-
-
-@schedule_app.command("override")
-def schedule_override(
-    name: str, principal: str,
-    starts: Annotated[str, typer.Option("--from", help="ISO time with offset.")],
-    until: Annotated[str, typer.Option("--until", help="ISO time with offset.")],
-    reason: Annotated[str, typer.Option("--reason")] = "",
-) -> None:  # fmt: skip
-    """Someone takes the schedule for a while."""
-    try:
-        a, b = dt.datetime.fromisoformat(starts), dt.datetime.fromisoformat(until)
-    except ValueError:
-        raise InvalidInput(
-            "--from and --until take ISO times with an offset, e.g. 2026-01-05T09:00+01:00"
-        ) from None
-    with _change("oncall.override", name) as (session, _, _d):
-        service.add_override(
-            session=session,
-            schedule=name,
-            principal=principal,
-            starts_at=a,
-            ends_at=b,
-            actor=console.actor(),
-            reason=reason,
-        )
-    console.out.print(f"{principal} takes {name} from {starts} until {until}")
-
-
-@schedule_app.command("export")
-def schedule_export(
-    name: str,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the .ics here (default stdout).")
-    ] = None,
-    days: Annotated[int, typer.Option("--days")] = 28,
-    member: Annotated[str | None, typer.Option("--member", help="Only this person's shifts.")] = None,
-) -> None:
-    """The shifts as iCalendar."""
-    with installation() as ctx, ctx.db.session() as session:
-        data = service.to_ical(session=session, schedule=name, days=days, member=member)
-    if output is None:
-        console.out.file.write(data.decode("utf-8"))
-        return
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(output)
-    console.err.print(f"wrote {output}")
-
-
-@policy_app.command("create")
-def policy_create(
-    name: str,
-    step: Annotated[
-        list[str], typer.Option("--step", help="TARGET=WAIT, e.g. schedule:primary=5m (in order).")
-    ],
-    repeat: Annotated[int, typer.Option("--repeat", help="Repeat all steps this many more times.")] = 0,
-) -> None:
-    """Create an escalation policy."""
-    with _change("oncall.manage", name) as (session, _, _d):
-        row = service.create_policy(
-            session=session, name=name, steps=step, repeat=repeat, actor=console.actor()
-        )
-        out = PolicyOut.model_validate(row)
-    console.out.print(f"policy {out.name}: {len(out.steps)} step(s), repeat {out.repeat}")
-
-
-@policy_app.command("list")
-def policy_list(as_json: JsonOption = False) -> None:
-    """Every escalation policy."""
-    with installation() as ctx, ctx.db.session() as session:
-        rows = [PolicyOut.model_validate(p) for p in service.list_policies(session=session)]
-    _out(rows, as_json, table=render.policies_table)
+    render.out(rows, as_json, table=render.action_items_table)

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -101,19 +102,6 @@ def _claim(ctx: Context, message_id: int) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def _record(
-    ctx: Context, message: Message, channel: Channel, attempt: int, error: Any, code: int | None
-) -> None:
-    with ctx.db.session() as session:
-        session.add(
-            Delivery(
-                message_id=message.id,
-                incident_id=message.incident_id,
-                **notify.delivery_columns(channel, attempt, error, code),
-            )
-        )
-
-
 def _send_one(
     ctx: Context, message: Message, targets: list[Channel], sender: PlainSender, sleep: notify.Sleep
 ) -> SendResult:
@@ -129,7 +117,12 @@ def _send_one(
         error = notify.with_retries(
             channel,
             lambda channel=channel: sender(channel, plain),  # type: ignore[misc]
-            on_attempt=lambda n, exc, code, channel=channel: _record(ctx, message, channel, n, exc, code),  # type: ignore[misc]
+            on_attempt=partial(
+                notify.record_attempt,
+                ctx,
+                partial(Delivery, message_id=message.id, incident_id=message.incident_id),
+                channel,
+            ),
             sleep=sleep,
         )
         result.channels[channel.name] = MessageStatus.SENT if error is None else MessageStatus.FAILED

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from pydantic import BaseModel
 from rich.table import Table
 
 from mloncall.core import console
+from mloncall.incidents import outbox
 from mloncall.incidents.schemas import (
     ActionItemOut,
     IncidentDetail,
@@ -98,3 +101,29 @@ def policies_table(rows: Sequence[PolicyOut]) -> Table:
         ["name", "steps", "repeat"],
         [[r.name, " > ".join(str(s["notify"]) for s in r.steps), r.repeat] for r in rows],
     )
+
+
+def out(
+    model: BaseModel | list[Any],
+    as_json: bool,
+    text: str | None = None,
+    table: Callable[[list[Any]], Table] | None = None,
+) -> None:
+    """A result as JSON, or as its text, or (for a list) as its table."""
+    if as_json:
+        console.print_json(
+            [m.model_dump(mode="json") for m in model]
+            if isinstance(model, list)
+            else model.model_dump(mode="json")
+        )
+    elif text is not None:
+        console.out.print(text, highlight=False, soft_wrap=True)
+    elif table is not None and isinstance(model, list):
+        console.out.print(table(model))
+
+
+def message_failure(r: outbox.SendResult) -> str | None:
+    """The line a command prints for a message some channels failed to take."""
+    if r.status != "failed":
+        return None
+    return f"incident #{r.incident_id}: the {r.kind} message failed on some channels"

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from mloncall.access.models import Principal
-from mloncall.api.deps import CurrentContext, DbSession, allow
+from mloncall.api.deps import CurrentContext, DbSession, allow, send_later
 from mloncall.core.errors import InvalidInput
 from mloncall.core.names import MAX_ID
 from mloncall.incidents import outbox, service
@@ -56,17 +56,7 @@ router = APIRouter(prefix="/api/v1", tags=["incidents"])
 IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="incident id")]
 
 
-def _send_later(ctx: CurrentContext, tasks: BackgroundTasks) -> Callable[[], None]:
-    def send() -> None:
-        try:
-            outbox.send_pending(ctx)
-        except Exception:  # the answer is sent already; the scheduler's next pass retries
-            log.exception("sending incident messages failed")
-
-    return lambda: tasks.add_task(send)
-
-
-SendLater = Annotated[Callable[[], None], Depends(_send_later)]
+SendLater = Annotated[Callable[[], None], send_later(outbox.send_pending, log=log, what="incident messages")]
 
 
 def _settings(ctx: CurrentContext) -> service.IncidentSettings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,8 @@ import numpy as np
 from mloncall.core.outcome import Outcome
 from mloncall.monitoring import drift as drift_mod
 from mloncall.monitoring import quality
-from mloncall.monitoring.drift import DriftSettings, FeatureDrift, VersionDrift
+from mloncall.monitoring.drift import DriftSettings, FeatureDrift
+from mloncall.monitoring.drift_report import VersionDrift, unmonitored, version_drift
 from mloncall.monitoring.drift_stats import (
     PSI_BINS,
     STD_FLOOR,
@@ -29,7 +31,7 @@ from mloncall.monitoring.drift_stats import (
     psi_from_counts,
 )
 from mloncall.monitoring.drift_stats import _ks_asymptotic_p as ks_p_value
-from mloncall.monitoring.performance import error_rate_part
+from mloncall.monitoring.performance import error_rate_part, latency_part
 from mloncall.monitoring.schemas import (
     DriftParams,
     ErrorRateParams,
@@ -221,19 +223,13 @@ def _version(
         else:
             row = feature_drift(f, ref, grid.points[f], sketch, settings)
         rows.append(row)
-    result = drift_mod.version_drift(
+    result = version_drift(
         version=version, reference={f: grid.reference.get(f, empty) for f in features},
         reference_rows=grid.reference_rows, reference_classes=grid.reference_classes, current={},
         predicted=s.predicted, n_rows=s.served, settings=settings, reference_name=grid.reference_name,
         feature_rows=rows,
     )  # fmt: skip
-    if params.features is not None and not features:
-        result.outcome = Outcome.INCONCLUSIVE
-        result.reason = (
-            f"none of the monitored features ({', '.join(params.features)}) is in version {version}'s signature "
-            f"({', '.join(grid.info.features)})"
-        )
-    return result
+    return unmonitored(result, params.features, features, grid.info.features)
 
 
 def feature_drift(
@@ -342,35 +338,13 @@ def error_rate_parts(summary: Summary, params: ErrorRateParams) -> list[Part]:
 
 
 def latency_parts(summary: Summary, params: LatencyParams) -> list[Part]:
-    limits = {50: params.max_p50_ms, 95: params.max_p95_ms, 99: params.max_p99_ms}
-    parts = []
-    for version, s in ordered(summary):
-        n = s.latency.n
-        label = version_label(version)
-        evidence: dict[str, Any] = {
-            "rows": n, "limits_ms": {f"p{q}": v for q, v in limits.items() if v is not None},
-            "min_rows": params.min_rows, "relative_accuracy": 0.01,
-        }  # fmt: skip
-        if n < params.min_rows:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.INCONCLUSIVE,
-                    f"insufficient data: {n} latencies, at least {params.min_rows} needed",
-                    evidence,
-                )
-            )
-            continue
-        observed = {f"p{q}": v for q, v in s.latency.quantiles(PERCENTILES).items()}
-        evidence.update({f"{k}_ms": v for k, v in observed.items()})
-        over = [
-            f"p{q} {observed[f'p{q}']:.1f} ms > {limit:g} ms"
-            for q, limit in limits.items()
-            if limit is not None and observed[f"p{q}"] > limit
-        ]
-        summary_text = ", ".join(f"{k} {v:.1f} ms" for k, v in observed.items())
-        if over:
-            parts.append(Part(label, Outcome.FAILED, "latency over the limit: " + ", ".join(over), evidence))
-        else:
-            parts.append(Part(label, Outcome.SUCCESSFUL, f"latency within limits: {summary_text}", evidence))
-    return parts
+    return [
+        latency_part(
+            version_label(version),
+            s.latency.n,
+            partial(s.latency.quantiles, PERCENTILES),
+            params,
+            relative_accuracy=0.01,
+        )
+        for version, s in ordered(summary)
+    ]

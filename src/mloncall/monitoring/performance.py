@@ -10,7 +10,9 @@ accuracy recorded for the version at training (holdout) minus a tolerance.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -272,40 +274,42 @@ def error_rate_part(label: str, n: int, errors: int, has_column: bool, params: E
     return Part(label, Outcome.FAILED if failed else Outcome.SUCCESSFUL, reason, evidence)
 
 
+def latency_part(
+    label: str, n: int, quantiles: Callable[[], dict[int, float]], params: LatencyParams, **extra: Any
+) -> Part:
+    """One version's p50/p95/p99 against the configured limits (inconclusive on too few latencies); raw rows
+    and summaries judge alike through this. `quantiles` is asked only when there are enough."""
+    limits = {50: params.max_p50_ms, 95: params.max_p95_ms, 99: params.max_p99_ms}
+    evidence: dict[str, Any] = {
+        "rows": n, "limits_ms": {f"p{q}": v for q, v in limits.items() if v is not None},
+        "min_rows": params.min_rows, **extra,
+    }  # fmt: skip
+    if n < params.min_rows:
+        reason = f"insufficient data: {n} latencies, at least {params.min_rows} needed"
+        return Part(label, Outcome.INCONCLUSIVE, reason, evidence)
+    observed = {f"p{q}": v for q, v in quantiles().items()}
+    evidence.update({f"{k}_ms": v for k, v in observed.items()})
+    over = [
+        f"p{q} {observed[f'p{q}']:.1f} ms > {limit:g} ms"
+        for q, limit in limits.items()
+        if limit is not None and observed[f"p{q}"] > limit
+    ]
+    if over:
+        return Part(label, Outcome.FAILED, "latency over the limit: " + ", ".join(over), evidence)
+    summary = ", ".join(f"{k} {v:.1f} ms" for k, v in observed.items())
+    return Part(label, Outcome.SUCCESSFUL, f"latency within limits: {summary}", evidence)
+
+
 def latency(*, predictions: LogWindow, params: LatencyParams) -> list[Part]:
     """Per version, p50/p95/p99 of `latency_ms` (per logged row) against the configured limits."""
-    limits = {50: params.max_p50_ms, 95: params.max_p95_ms, 99: params.max_p99_ms}
     parts: list[Part] = []
     for version, rows in by_version(predictions.table):
         lat = latencies_ms(rows)
-        label = version_label(version)
-        evidence: dict[str, Any] = {
-            "rows": int(lat.size),
-            "limits_ms": {f"p{q}": v for q, v in limits.items() if v is not None},
-            "min_rows": params.min_rows,
-        }
-        if lat.size < params.min_rows:
-            parts.append(
-                Part(
-                    label,
-                    Outcome.INCONCLUSIVE,
-                    f"insufficient data: {lat.size} latencies, at least {params.min_rows} needed",
-                    evidence,
-                )
+        parts.append(
+            latency_part(
+                version_label(version), int(lat.size), partial(percentiles, lat, PERCENTILES), params
             )
-            continue
-        observed = {f"p{q}": v for q, v in percentiles(lat, PERCENTILES).items()}
-        evidence.update({f"{k}_ms": v for k, v in observed.items()})
-        over = [
-            f"p{q} {observed[f'p{q}']:.1f} ms > {limit:g} ms"
-            for q, limit in limits.items()
-            if limit is not None and observed[f"p{q}"] > limit
-        ]
-        summary = ", ".join(f"{k} {v:.1f} ms" for k, v in observed.items())
-        if over:
-            parts.append(Part(label, Outcome.FAILED, "latency over the limit: " + ", ".join(over), evidence))
-        else:
-            parts.append(Part(label, Outcome.SUCCESSFUL, f"latency within limits: {summary}", evidence))
+        )
     return parts
 
 

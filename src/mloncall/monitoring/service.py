@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,15 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.orm import Session
 
-from mloncall.core import clock
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
 from mloncall.monitoring import incremental as inc
-from mloncall.monitoring import labels, performance, quality
-from mloncall.monitoring.drift import DriftReport, VersionDrift, version_drift
+from mloncall.monitoring import label_accuracy, performance, quality
+from mloncall.monitoring.drift_report import DriftReport, VersionDrift, unmonitored, version_drift
 from mloncall.monitoring.drift_stats import SortedSample
-from mloncall.monitoring.incremental import WindowSummary, window_summary
-from mloncall.monitoring.reference import VersionInfo, reference_for, versions_in, versions_of
+from mloncall.monitoring.incremental import WindowSummary
+from mloncall.monitoring.reference import VersionInfo, reference_for, versions_in
 from mloncall.monitoring.schemas import (
     MONITOR_KINDS,
     AccuracyParams,
@@ -45,9 +43,9 @@ from mloncall.monitoring.schemas import (
     evidence_params,
     parse_params,
 )
+from mloncall.monitoring.scope import Scope, check_window, logs_evidence, scope_of, utc_until
 from mloncall.monitoring.served import MAX_POINTS, SERIES_METRICS, Point, ServedWindow, chart, served_window
 from mloncall.monitoring.stats import error_mask, float_column, string_counts
-from mloncall.monitoring.summary import Grid, grids_for
 from mloncall.monitoring.verdict import Part, by_version, combine, version_label
 from mloncall.stores import predlog as logs
 from mloncall.stores.artifacts import ArtifactStore
@@ -68,11 +66,6 @@ __all__ = [
 ]
 
 _EMPTY = "no requests logged in the window"
-MODES = ("auto", "exact", "incremental")
-#: Under "auto", windows at least this long are evaluated from summaries.
-INCREMENTAL_MIN_WINDOW = dt.timedelta(minutes=2)
-#: ... and hold at least this many rows.
-INCREMENTAL_MIN_ROWS = 50_000
 
 
 def validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -98,7 +91,7 @@ def run_monitor(
     rows only for the window's edges and open minute (`monitoring.incremental`); "auto" (the default) is
     incremental for windows of at least INCREMENTAL_MIN_WINDOW and INCREMENTAL_MIN_ROWS rows, exact below."""
     parsed = parse_params(kind, params)
-    scope = _scope(ctx, model, window, now, mode)
+    scope = scope_of(ctx, model, window, now, mode)
     check = _RUNNERS[kind](scope, parsed)
     check.evidence = _json_safe(
         {
@@ -127,7 +120,7 @@ def drift_report(
     class mix against the training class balance, and reference vs current histograms on the same bins."""
     parsed = parse_params("drift", params)
     assert isinstance(parsed, DriftParams)
-    return _drift(_scope(ctx, model, window, now, "exact"), parsed)
+    return _drift(scope_of(ctx, model, window, now, "exact"), parsed)
 
 
 def served(
@@ -147,9 +140,9 @@ def served(
     return served_window(
         store,
         model,
-        _until(since),
-        _until(until),
-        now=_until(now),
+        utc_until(since),
+        utc_until(until),
+        now=utc_until(now),
         versions=versions,
         with_labels=with_labels,
     )
@@ -172,7 +165,7 @@ def series(
     points; NotFound for an unknown model."""
     if metric not in SERIES_METRICS:
         raise InvalidInput(f"unknown metric {metric!r}: use one of {', '.join(SERIES_METRICS)}")
-    window, step = _check_window(window), _check_window(step)
+    window, step = check_window(window), check_window(step)
     if window / step > MAX_POINTS:
         raise InvalidInput(
             f"a chart has at most {MAX_POINTS} points: make the step longer or the window shorter"
@@ -183,102 +176,14 @@ def series(
         model,
         version,
         metric,
-        since=_until(now) - window,
-        until=_until(now),
+        since=utc_until(now) - window,
+        until=utc_until(now),
         step=step,
         versions=versions,
     )
 
 
-# --- plumbing ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """What a monitor reads: one model's logs over [since, until), and the versions registered for it."""
-
-    ctx: Context
-    model: str
-    since: dt.datetime
-    until: dt.datetime
-    versions: dict[int, VersionInfo]
-    mode: str = "auto"
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def incremental(self) -> bool:
-        if self.mode not in MODES:
-            raise InvalidInput(f"unknown evaluation mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.mode != "auto":
-            return self.mode == "incremental"
-        if "incremental" not in self.cache:
-            # small windows stay exact: short ones, and those with few rows (counted from footers)
-            self.cache["incremental"] = (
-                self.until - self.since >= INCREMENTAL_MIN_WINDOW
-                and self.served(self.since, self.until).rows >= INCREMENTAL_MIN_ROWS
-            )
-        return bool(self.cache["incremental"])
-
-    def grids(self) -> dict[int | None, Grid]:
-        if "grids" not in self.cache:
-            self.cache["grids"] = grids_for(self.ctx.store, self.versions)
-        grids: dict[int | None, Grid] = self.cache["grids"]
-        return grids
-
-    def summary(self) -> WindowSummary:
-        """The merged summary of the scope's window (built once per scope)."""
-        if "summary" not in self.cache:
-            self.cache["summary"] = window_summary(
-                self.ctx.store, self.model, self.since, self.until, self.grids(), now=self.until
-            )
-        found: WindowSummary = self.cache["summary"]
-        return found
-
-    def predictions(
-        self,
-        columns: list[str],
-        *,
-        features: bool = False,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
-    ) -> LogWindow:
-        """The prediction log over the scope (or [since, until)), with the feature columns if asked."""
-        return read_window(
-            self.ctx.store, kind=logs.PREDICTIONS, model=self.model,
-            since=self.since if since is None else since, until=self.until if until is None else until,
-            columns=columns, prefixes=("f_",) if features else (),
-        )  # fmt: skip
-
-    def rejections(self) -> LogWindow:
-        return read_window(
-            self.ctx.store, kind=logs.REJECTIONS, model=self.model, since=self.since, until=self.until,
-            columns=["reason", "field"],
-        )  # fmt: skip
-
-    def served(self, since: dt.datetime, until: dt.datetime) -> logs.RowCount:
-        """How many predictions were logged in [since, until), without reading them."""
-        return logs.count_rows(
-            self.ctx.store, kind=logs.PREDICTIONS, model=self.model, since=since, until=until
-        )
-
-
-def _scope(ctx: Context, model: str, window: Any, now: dt.datetime | None, mode: str = "auto") -> _Scope:
-    until = _until(now)
-    since = until - _check_window(window)
-    return _Scope(ctx, model, since, until, versions_of(ctx=ctx, model=model), mode)
-
-
-def _until(now: dt.datetime | None) -> dt.datetime:
-    when = now if now is not None else clock.now()
-    if when.tzinfo is None:
-        raise InvalidInput("now must be a timezone-aware datetime")
-    return when.astimezone(dt.UTC)
-
-
-def _check_window(window: Any) -> dt.timedelta:
-    if not isinstance(window, dt.timedelta) or window <= dt.timedelta(0):
-        raise InvalidInput(f"the monitor window must be a positive duration, got {window!r}")
-    return window
+# --- evidence --------------------------------------------------------------------------------------------
 
 
 def _json_safe(value: Any) -> Any:
@@ -320,23 +225,10 @@ def _headline(kind: str, evidence: dict[str, Any]) -> float | None:
     return None
 
 
-def _logs_evidence(*windows: LogWindow | logs.RowCount) -> dict[str, Any]:
-    files: dict[str, int] = {}
-    skipped: list[dict[str, str]] = []
-    for w in windows:
-        kind = w.kind if isinstance(w, LogWindow) else "predictions"
-        files[kind] = files.get(kind, 0) + w.files_read
-        for s in w.skipped:
-            entry = {"kind": kind, **s}
-            if entry not in skipped:  # one file can straddle two windows a monitor reads
-                skipped.append(entry)
-    return {"files_read": files, "skipped_files": skipped}
-
-
 # --- drift -------------------------------------------------------------------------------------------------
 
 
-def _run_drift(scope: _Scope, params: DriftParams) -> Check:
+def _run_drift(scope: Scope, params: DriftParams) -> Check:
     report = _drift(scope, params)
     evidence = report.to_dict(histograms=False)
     for key in ("model", "outcome", "reason", "params"):
@@ -344,7 +236,7 @@ def _run_drift(scope: _Scope, params: DriftParams) -> Check:
     return Check("drift", report.outcome, report.reason, evidence)
 
 
-def _drift(scope: _Scope, params: DriftParams) -> DriftReport:
+def _drift(scope: Scope, params: DriftParams) -> DriftReport:
     if scope.incremental and inc.supports_drift(params):
         ws = scope.summary()
         return _drift_report(
@@ -363,12 +255,12 @@ def _drift(scope: _Scope, params: DriftParams) -> DriftReport:
         params,
         results,
         0 if table is None else table.num_rows,
-        {"path": "exact", **_logs_evidence(window)},
+        {"path": "exact", **logs_evidence(window)},
     )
 
 
 def _drift_report(
-    scope: _Scope, params: DriftParams, results: list[VersionDrift], rows: int, evidence: dict[str, Any]
+    scope: Scope, params: DriftParams, results: list[VersionDrift], rows: int, evidence: dict[str, Any]
 ) -> DriftReport:
     parts = [Part(version_label(v.version), v.outcome, v.reason) for v in results]
     summary = combine("drift", parts, {}, empty_reason=f"{_EMPTY} (0 rows)")
@@ -418,19 +310,13 @@ def _version_drift(
         settings=settings,
         reference_name=ref.name,
     )
-    if params.features is not None and not features:
-        result.outcome = Outcome.INCONCLUSIVE
-        result.reason = (
-            f"none of the monitored features ({', '.join(params.features)}) is in version {version}'s signature "
-            f"({', '.join(info.features)})"
-        )
-    return result
+    return unmonitored(result, params.features, features, info.features)
 
 
 # --- data quality ------------------------------------------------------------------------------------------
 
 
-def _run_missing(scope: _Scope, params: MissingFeaturesParams) -> Check:
+def _run_missing(scope: Scope, params: MissingFeaturesParams) -> Check:
     rejected = scope.rejections()
     if scope.incremental:
         ws = scope.summary()
@@ -445,7 +331,7 @@ def _run_missing(scope: _Scope, params: MissingFeaturesParams) -> Check:
     return _quality_check("missing_features", parts, preds, rejected)
 
 
-def _run_out_of_range(scope: _Scope, params: OutOfRangeParams) -> Check:
+def _run_out_of_range(scope: Scope, params: OutOfRangeParams) -> Check:
     rejected = scope.rejections()
     if scope.incremental:
         ws = scope.summary()
@@ -467,7 +353,7 @@ def _summary_check(kind: str, parts: list[Part], ws: WindowSummary, rejected: Lo
     return combine(kind, parts, evidence, empty_reason=_EMPTY)
 
 
-def _run_validation(scope: _Scope, params: ValidationFailuresParams) -> Check:
+def _run_validation(scope: Scope, params: ValidationFailuresParams) -> Check:
     served = scope.served(scope.since, scope.until)
     rejected = scope.rejections()
     parts = quality.validation_failures(served=served, rejections=rejected, params=params)
@@ -478,26 +364,26 @@ def _quality_check(
     kind: str, parts: list[Part], served: LogWindow | logs.RowCount, rejected: LogWindow
 ) -> Check:
     """The verdict of a check on the inputs, with what the server rejected and the log files behind it."""
-    evidence = {**quality.rejections_evidence(rejected), **_logs_evidence(served, rejected)}
+    evidence = {**quality.rejections_evidence(rejected), **logs_evidence(served, rejected)}
     return combine(kind, parts, evidence, empty_reason=_EMPTY)
 
 
-def _run_volume(scope: _Scope, params: VolumeParams) -> Check:
+def _run_volume(scope: Scope, params: VolumeParams) -> Check:
     since, until = scope.since, scope.until
     current = scope.served(since, until)
     history = scope.served(since - params.lookback, since)
     parts = quality.volume(current=current, history=history, since=since, until=until, params=params)
-    return combine("volume", parts, _logs_evidence(current, history), empty_reason=_EMPTY)
+    return combine("volume", parts, logs_evidence(current, history), empty_reason=_EMPTY)
 
 
 # --- performance and service health ------------------------------------------------------------------------
 
 
-def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
+def _run_accuracy(scope: Scope, params: AccuracyParams) -> Check:
     until = scope.until
     start, end = performance.window_of(until=until, window=until - scope.since, offset=params.offset)
     if scope.incremental:
-        found = labels.window_accuracy(
+        found = label_accuracy.window_accuracy(
             scope.ctx.store, scope.model, start=start, end=end, until=until, params=params
         )
         bucket_us = max((to_us(end) - to_us(start)) // params.buckets, 1)
@@ -505,7 +391,7 @@ def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
         evidence = {
             "since": start.isoformat(), "until": end.isoformat(), "path": "incremental",
             "feedback_rows": found.feedback_rows, "labels_until": found.labels_until,
-            "indexed_hours": found.indexed_hours, "raw_hours": found.raw_hours, **_logs_evidence(*found.windows),
+            "indexed_hours": found.indexed_hours, "raw_hours": found.raw_hours, **logs_evidence(*found.windows),
         }  # fmt: skip
         return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
     preds = scope.predictions(["id", "version", "label", "error"], since=start, until=end)
@@ -519,12 +405,12 @@ def _run_accuracy(scope: _Scope, params: AccuracyParams) -> Check:
         "since": start.isoformat(),
         "until": end.isoformat(),
         "feedback_rows": feedback.rows,
-        **_logs_evidence(preds, feedback),
+        **logs_evidence(preds, feedback),
     }
     return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
 
 
-def _run_error_rate(scope: _Scope, params: ErrorRateParams) -> Check:
+def _run_error_rate(scope: Scope, params: ErrorRateParams) -> Check:
     if scope.incremental:
         ws = scope.summary()
         return combine(
@@ -532,16 +418,16 @@ def _run_error_rate(scope: _Scope, params: ErrorRateParams) -> Check:
         )
     preds = scope.predictions(["version", "error"])
     parts = performance.error_rate(predictions=preds, params=params)
-    return combine("error_rate", parts, _logs_evidence(preds), empty_reason=_EMPTY)
+    return combine("error_rate", parts, logs_evidence(preds), empty_reason=_EMPTY)
 
 
-def _run_latency(scope: _Scope, params: LatencyParams) -> Check:
+def _run_latency(scope: Scope, params: LatencyParams) -> Check:
     if scope.incremental:
         ws = scope.summary()
         return combine("latency", inc.latency_parts(ws.summary, params), ws.evidence(), empty_reason=_EMPTY)
     preds = scope.predictions(["version", "latency_ms"])
     parts = performance.latency(predictions=preds, params=params)
-    return combine("latency", parts, _logs_evidence(preds), empty_reason=_EMPTY)
+    return combine("latency", parts, logs_evidence(preds), empty_reason=_EMPTY)
 
 
 _RUNNERS: dict[str, Callable[..., Check]] = {

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from mloncall.alerts import notify
 from mloncall.alerts.channels import channels_from_settings
+from mloncall.alerts.messages import AlertMessage
 from mloncall.core import clock
 from mloncall.core.durations import parse_duration, parse_seconds
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome, worst
 from mloncall.monitoring import service as monitoring
 from mloncall.runbooks.engine import RunContext
-from mloncall.runbooks.spec import Criterion, Param, Runbook, Step
+from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
 from mloncall.runbooks.traffic import Scan, scan
 from mloncall.serving import service as routing
@@ -195,7 +194,7 @@ def escalate(rc: RunContext) -> Check:
         f"{cause}; {hurt.get('affected', 0)} of {hurt.get('total', 0)} requests affected; "
         f"workaround in force: {done}. Data Engineering: please fix the source."
     )
-    message = notify.AlertMessage(
+    message = AlertMessage(
         notification_id=0,
         event="escalated",
         sent_at=clock.now(),
@@ -334,10 +333,6 @@ def model_functional(rc: RunContext) -> Check:
     )
 
 
-def _target(params: Mapping[str, Any]) -> str:
-    return f"model:{params['model']}"
-
-
 RUNBOOK = Runbook(
     name="data-quality",
     title="Data quality and availability",
@@ -391,6 +386,6 @@ RUNBOOK = Runbook(
         Criterion("model confirmed functional", model_functional),
     ),
     contacts=("Primary: Data Engineering", "Secondary: ML Engineering"),
-    target=_target,
+    target=model_target,
     troubleshooting=("Missing features.", "Out-of-range values.", "Corrupted file."),
 )

@@ -27,7 +27,7 @@ from mloncall.core import clock
 from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.core.outcome import Check, Outcome
 from mloncall.monitoring import service as monitoring
-from mloncall.monitoring.drift import DriftReport, VersionDrift
+from mloncall.monitoring.drift_report import DriftReport, VersionDrift
 from mloncall.rollout import service as rollouts
 from mloncall.rollout.models import Rollout
 from mloncall.runbooks import decision

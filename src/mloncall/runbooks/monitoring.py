@@ -3,7 +3,6 @@ degradation, decide (the `decision` table), carry the action out, and close the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from mloncall.alerts import notify
@@ -13,7 +12,7 @@ from mloncall.core.outcome import Check, Outcome, worst
 from mloncall.runbooks import report
 from mloncall.runbooks.engine import RunContext
 from mloncall.runbooks.investigate import Investigation, investigate
-from mloncall.runbooks.spec import Criterion, Param, Runbook, Step
+from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
 
 #: The action steps the decision chooses among, by the recommended action.
@@ -291,10 +290,6 @@ def alert_closed(rc: RunContext) -> Check:
     )
 
 
-def _target(params: Mapping[str, Any]) -> str:
-    return f"model:{params['model']}"
-
-
 RUNBOOK = Runbook(
     name="monitoring",
     title="Model monitoring and alerting",
@@ -375,7 +370,7 @@ RUNBOOK = Runbook(
         Criterion("alert closed with resolution details", alert_closed),
     ),
     contacts=("Primary: ML Engineering oncall", "Secondary: Data Engineering"),
-    target=_target,
+    target=model_target,
     needs_alert=True,
     troubleshooting=("False alarm.", "Bad input data.", "Performance regression."),
 )

@@ -3,7 +3,6 @@ champion, version it, deploy it (the `deployment` runbook as a linked sub-run) a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from mloncall.data import validation as data_validation
 from mloncall.registry import service as registry
 from mloncall.runbooks import health
 from mloncall.runbooks.engine import RunContext
-from mloncall.runbooks.spec import Criterion, Param, Runbook, Step
+from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
 from mloncall.training import service as training
 
@@ -197,10 +196,6 @@ def deployed(rc: RunContext) -> Check:
     )
 
 
-def _target(params: Mapping[str, Any]) -> str:
-    return f"model:{params['model']}"
-
-
 RUNBOOK = Runbook(
     name="retraining",
     title="Model retraining and update",
@@ -246,6 +241,6 @@ RUNBOOK = Runbook(
         Criterion("deployment successful", deployed),
     ),
     contacts=("Primary: ML Engineering oncall", "Secondary: Data Engineering"),
-    target=_target,
+    target=model_target,
     troubleshooting=("Training fails.", "Model underperforms.", "Deployment mismatch."),
 )

@@ -92,6 +92,11 @@ class Criterion:
     check: StepFn
 
 
+def model_target(params: Mapping[str, Any]) -> str:
+    """The target of a runbook run on one model (`model:iris-classifier`), from its `model` parameter."""
+    return f"model:{params['model']}"
+
+
 @dataclass(frozen=True)
 class Runbook:
     name: str

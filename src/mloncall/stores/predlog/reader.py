@@ -310,9 +310,10 @@ def read_window(
     result = LogWindow(kind=kind, since=since, until=until, table=None)
     since_us, until_us = to_us(since), to_us(until)
     if until_us > since_us:
-        result.table, result.files_read = _scan(
-            store, kind, model, since_us, until_us, columns=columns, prefixes=prefixes, skipped=result.skipped
-        )
+        counter = [0]
+        batches = _batches(store, kind, model, since_us, until_us, columns, prefixes, result.skipped, counter)
+        result.table = _concat(list(batches))
+        result.files_read = counter[0]
     return result
 
 
@@ -323,25 +324,7 @@ def read_log(
     its hour on are read, and only rows at or after it kept. Unreadable files are skipped as by
     `read_window` (the same scan)."""
     since_us = OPEN_SINCE if since is None else to_us(since)
-    table, _ = _scan(store, kind, model, since_us, OPEN_UNTIL, columns=None, prefixes=(), skipped=[])
-    return table
-
-
-def _scan(
-    store: ArtifactStore,
-    kind: str,
-    model: str,
-    since_us: int,
-    until_us: int,
-    *,
-    columns: Sequence[str] | None,
-    prefixes: Sequence[str],
-    skipped: list[dict[str, str]],
-) -> tuple[pa.Table | None, int]:
-    """The rows of one log in [since, until) and how many files were read."""
-    counter = [0]
-    parts = list(_batches(store, kind, model, since_us, until_us, columns, prefixes, skipped, counter))
-    return _concat(parts), counter[0]
+    return _concat(list(_batches(store, kind, model, since_us, OPEN_UNTIL, None, (), [], [0])))
 
 
 def _batches(
