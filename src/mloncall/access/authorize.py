@@ -88,10 +88,12 @@ def decide(
     permission: str,
     model: str | None = None,
     token: ApiToken | None = None,
+    version: int | None = None,
 ) -> tuple[bool, Verdict, SubjectPolicy]:
-    """The bare decision (casbin's verdict), for the hot path; `explain` tells it in full."""
+    """The bare decision (casbin's verdict), for the hot path; `explain` tells it in full. `version` is the
+    policy version when the caller already read it in this request."""
     scope = scope_of(model)
-    policy = AUTHORIZER.policy(session, principal.subject)
+    policy = AUTHORIZER.policy(session, principal.subject, version)
     verdict = policy.decide(permission, scope)
     allowed = (
         verdict.allowed and not principal.disabled and _narrowed_by_token(token, permission, scope) is None
@@ -203,11 +205,12 @@ def require(
     permission: str,
     model: str | None = None,
     token: ApiToken | None = None,
+    version: int | None = None,
 ) -> int | None:
     """Nothing if principal may do permission (on model), but the id of the break-glass grant it went through
     if one did; PermissionDenied carrying the explanation otherwise."""
     allowed, verdict, policy = decide(
-        session=session, principal=principal, permission=permission, model=model, token=token
+        session=session, principal=principal, permission=permission, model=model, token=token, version=version
     )
     if allowed:
         return _path(policy, verdict.rule[0], scope_of(model))[1] if policy.grants else None

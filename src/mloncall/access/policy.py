@@ -268,10 +268,11 @@ class Authorizer:
         )
         self._lock = threading.Lock()
 
-    def policy(self, session: Session, subject: str) -> SubjectPolicy:
-        """The subject's current enforcer: one read of the version, a load only when it is stale."""
+    def policy(self, session: Session, subject: str, version: int | None = None) -> SubjectPolicy:
+        """The subject's current enforcer: one read of the version (unless the caller read it in the same
+        request, with the token), a load only when it is stale."""
         engine = session.get_bind().engine
-        version = policy_version(session)
+        version = policy_version(session) if version is None else version
         with self._lock:
             cache = self._by_engine.setdefault(engine, {})
             held = cache.get(subject)

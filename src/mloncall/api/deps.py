@@ -27,6 +27,7 @@ from mloncall.access import audit, authorize, grants
 from mloncall.access import service as access
 from mloncall.access.models import Principal
 from mloncall.access.permissions import check_permission
+from mloncall.access.policy import policy_version
 from mloncall.core.errors import InvalidInput, Unauthenticated
 from mloncall.core.names import MAX_ID
 from mloncall.stores.context import Context
@@ -152,6 +153,8 @@ def current_principal(
     with get_context(request).db.session() as session:
         token = access.authenticate_token(session=session, secret=credentials.credentials)
         principal = token.principal
+        # read with the token, in its unit of work: the decision then needs no query of its own
+        request.state.mloncall_policy_version = policy_version(session)
     request.state.mloncall_token = token
     _request_audit(request.scope).principal = principal.name
     return principal
@@ -181,7 +184,12 @@ def allow(permission: str, *, model: str | None = None) -> Any:
         token = getattr(request.state, "mloncall_token", None)
         with get_context(request).db.session() as session:
             grant = authorize.require(
-                session=session, principal=principal, permission=permission, model=target, token=token
+                session=session,
+                principal=principal,
+                permission=permission,
+                model=target,
+                token=token,
+                version=getattr(request.state, "mloncall_policy_version", None),
             )
             if grant is not None:
                 grants.record_use(session=session, request_id=grant)
