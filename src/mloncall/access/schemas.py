@@ -15,13 +15,9 @@ from mloncall.core.errors import InvalidInput
 from mloncall.core.names import MAX_ID, TEXT_PATTERN
 
 _TEN_YEARS = dt.timedelta(days=3650)
-#: A token's lifetime: whole seconds or the one duration grammar, at most ten years.
-TokenLifetime = (
-    Annotated[str, WithJsonSchema({"type": "string", "pattern": duration_pattern(maximum=_TEN_YEARS)})]
-    | Annotated[int, Field(ge=1, le=int(_TEN_YEARS.total_seconds()))]
-)
-#: How long a break-glass grant lasts from approval (the role's cap, or `[access] max_grant_seconds`, above).
-GrantLength = (
+#: A length of time as a body gives it: whole seconds or the one duration grammar, at most ten years. A
+#: token's lifetime, and a break-glass grant's length from approval (its role's cap is checked past this).
+Lifetime = (
     Annotated[str, WithJsonSchema({"type": "string", "pattern": duration_pattern(maximum=_TEN_YEARS)})]
     | Annotated[int, Field(ge=1, le=int(_TEN_YEARS.total_seconds()))]
 )
@@ -95,7 +91,7 @@ class RequestCreate(BaseModel):
 
     role: RoleName
     scope: ScopeText = "*"
-    duration: GrantLength = Field(
+    duration: Lifetime = Field(
         description="seconds, or a duration like 30m, 2h (the role caps it: 403 above)"
     )
     reason: str = Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)
@@ -189,7 +185,7 @@ class TokenCreate(BaseModel):
         default=None, description="narrow the token to this model"
     )
     description: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
-    expires_in: TokenLifetime | None = Field(
+    expires_in: Lifetime | None = Field(
         default=None,
         description="seconds, or a duration like 30m, 12h, 7d, 2w (at most 10 years); none: never",
     )
