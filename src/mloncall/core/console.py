@@ -86,10 +86,16 @@ def table(
             break
         if name in columns:
             keep.remove(columns.index(name))
-    t = Table(title=title, title_justify="left", header_style="bold")
+    # Too wide for the terminal: give Rich the width to fit, so it wraps the other columns rather than letting
+    # the essential columns' minimum widths push the table past the edge (its right border was cut).
+    fits = sum(natural[i] + 3 for i in keep) + 1 <= available
+    t = Table(title=title, title_justify="left", header_style="bold", width=None if fits else available)
     for i in keep:
-        if columns[i] in ESSENTIAL_COLUMNS:
-            t.add_column(columns[i], min_width=min(natural[i], 40), overflow="fold")
+        if columns[i] in ESSENTIAL_COLUMNS and natural[i] <= 40:
+            # kept whole: Rich shrinks the other columns for it (a minimum width let it overshoot the edge)
+            t.add_column(columns[i], no_wrap=True)
+        elif columns[i] in ESSENTIAL_COLUMNS:
+            t.add_column(columns[i], min_width=40, overflow="fold")
         else:
             t.add_column(columns[i], overflow="fold")
     for r in cells:

@@ -159,8 +159,11 @@ def print_catalog(books: list[Runbook]) -> None:
             b.name,
             b.title,
             len(b.steps),
-            " ".join(p.name.upper() for p in b.params if p.positional)
-            + (" --alert ID" if b.needs_alert else ""),
+            " ".join(
+                [p.name.upper() for p in b.params if p.positional]
+                + [f"-p {p.name}=…" for p in b.params if p.required and not p.positional]
+                + (["--alert ID"] if b.needs_alert else [])
+            ),
         ]
         for b in books
     ]
