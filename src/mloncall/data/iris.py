@@ -23,6 +23,14 @@ def iris_frame() -> pd.DataFrame:
     return df
 
 
+def corrupted_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of Iris rows with each species relabelled as another: a model trained on it is wrong for every
+    class (the bad model of drills, demos and tests)."""
+    bad = frame.copy()
+    bad[TARGET] = bad[TARGET].map({"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"})
+    return bad
+
+
 @lru_cache(maxsize=1)
 def _class_gaussians() -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
     """Per class: its label, feature means and the Cholesky factor of its covariance."""

@@ -111,7 +111,7 @@ def validate(
         own.append(Failure(None, None, "there are no data rows"))
 
     typed, text_cells = _coerce(frame, spec)
-    bounds = {f.name: b for f in spec.features if (b := _bounds(f, range_margin)) is not None}
+    bounds = {f.name: b for f in spec.features if (b := feature_bounds(f, range_margin)) is not None}
     try:
         _pandera_schema(spec, bounds).validate(typed, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
@@ -135,7 +135,7 @@ def _coerce(frame: pd.DataFrame, spec: DatasetSchema) -> tuple[pd.DataFrame, dic
         if name not in frame.columns:
             continue
         raw = frame[name]
-        values = _to_float(raw)
+        values = to_float(raw)
         typed[name] = pd.Series(values, index=frame.index)
         text = raw.notna().to_numpy() & np.isnan(values)
         if text.any():
@@ -147,7 +147,7 @@ def _coerce(frame: pd.DataFrame, spec: DatasetSchema) -> tuple[pd.DataFrame, dic
     return typed, text_cells
 
 
-def _to_float(raw: pd.Series) -> np.ndarray:
+def to_float(raw: pd.Series) -> np.ndarray:
     """A column as float64 values; cells that are not numbers become NaN (vectorised)."""
     dtype = raw.dtype
     if pd.api.types.is_bool_dtype(dtype):
@@ -177,7 +177,7 @@ def _to_float(raw: pd.Series) -> np.ndarray:
     return np.asarray(parsed.to_numpy(dtype=np.float64, na_value=np.nan))
 
 
-def _bounds(feature: FeatureSpec, margin: float | None) -> tuple[float, float] | None:
+def feature_bounds(feature: FeatureSpec, margin: float | None) -> tuple[float, float] | None:
     """[min - margin*span, max + margin*span]; a constant feature gets a margin relative to its magnitude."""
     if margin is None or feature.min is None or feature.max is None:
         return None

@@ -15,6 +15,7 @@ from mloncall.core.durations import parse_duration, parse_seconds
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome, worst
 from mloncall.monitoring import service as monitoring
+from mloncall.runbooks.batch import batch
 from mloncall.runbooks.engine import RunContext
 from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
@@ -46,6 +47,15 @@ def confirm(rc: RunContext) -> Check:
     ]
     evidence = {"monitors": [c.to_dict() for c in checks]}
     failed = [c for c in checks if c.outcome is Outcome.FAILED]
+    found_batch = rc.evidence_of("batch").get("problems") or []
+    if found_batch:
+        evidence["batch"] = found_batch
+        return Check(
+            "confirm",
+            Outcome.SUCCESSFUL,
+            f"confirmed in the batch source: {'; '.join(found_batch)}",
+            evidence,
+        )
     if failed:
         why = "; ".join(f"{c.name}: {c.reason}" for c in failed)
         return Check("confirm", Outcome.SUCCESSFUL, f"confirmed: {why}", evidence)
@@ -340,6 +350,9 @@ RUNBOOK = Runbook(
     objective="Handle situations where upstream data is delayed, missing, corrupted, or otherwise unusable.",
     params=(
         Param("model", "the model whose input is bad", required=True, positional=True),
+        Param(
+            "pipeline", "a pipeline whose batch source to check too (freshness, corrupted files, bad rows)"
+        ),
         Param("window", "how far back to look at the traffic", type="duration", default="10m"),
         Param("policy", "per-feature policy FEATURE=reject|flag|impute,... (default: impute each bad one)"),
         Param(
@@ -359,6 +372,7 @@ RUNBOOK = Runbook(
         Param("min_rows", "rows served after the workaround needed to judge it", type="int", default=20),
     ),
     steps=(
+        Step("batch", "Check the batch source", StepKind.CHECK, batch, stop_on_failure=False),
         Step("confirm", "Confirm the issue", StepKind.CHECK, confirm),
         Step("validate", "Validate schema and ranges", StepKind.CHECK, validate, stop_on_failure=False),
         Step("impact", "Assess model impact", StepKind.CHECK, impact, stop_on_failure=False),
