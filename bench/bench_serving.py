@@ -1,36 +1,44 @@
-"""Serving figures: mloncall's inference server against `mlflow models serve` on the same Iris model, latency
-at half of mloncall's peak, and how fast a canary abort moves all traffic back to stable.
+"""Serving figures, side by side in one run: the machine's HTTP floor, mloncall's inference server and
+`mlflow models serve` on the same Iris model; latency at half of mloncall's peak; how fast a canary abort
+moves all traffic back to stable.
 
-1. Throughput, 1-row requests over 10 connections, 2 workers each, one server at a time on a free localhost
-   port, each warmed for 3 s, then `wrk -t 2 -c 10 -d 10s --latency` (req/s and p99 from its output).
-   Ours: `mloncall server --workers 2` (uvloop, httptools) with validation, metrics and prediction logging
-   on (the defaults), POST /v2/models/iris/infer with a 1-row OIP body; the model is trained, registered and
-   deployed with the CLI (`init`, `train`, `deploy --strategy direct`).
+1. Throughput, 1-row requests over 10 connections, 2 workers each, every server started at once on its own
+   free localhost port and measured in turn (`--runs N` times over), each warmed for 3 s, then
+   `wrk -t 2 -c 10 -d 10s --latency` (req/s and p99 from its output). Beside req/s, the CPU each server's
+   processes spent per answered request (utime + stime from /proc over the measured run): on a machine
+   shared with other work that figure moves less than req/s, which also counts the cores others took.
+   The floor: a minimal ASGI app (reads the body, answers a constant JSON) on uvicorn with mloncall's own
+   settings (2 workers, uvloop, httptools, no access log, the same keep-alive timeout).
+   Ours: `mloncall server --workers 2` with validation, metrics and prediction logging on (the defaults),
+   POST /v2/models/iris/infer with a 1-row OIP body, and POST /predict with one instance; the model is
+   trained, registered and deployed with the CLI (`init`, `train`, `deploy --strategy direct`).
    Anchor: MLflow 3 `mlflow models serve -m DIR --env-manager local --workers 2` in its own environment,
    bench/.envs/mlflow (`python3 -m venv` + pip: mlflow 3, scikit-learn, uvloop, httptools, pyarrow<26;
-   reused when present), POST /invocations with a `dataframe_split` body. Its best configuration: uvicorn
-   picks up uvloop and httptools when installed, and its per-request access log is off (as in mloncall),
-   through uvicorn's own UVICORN_ACCESS_LOG variable. Same model: the scikit-learn pipeline mloncall trains
-   (StandardScaler + LogisticRegression(max_iter=1000), seed 42) on the same stratified 70% of sklearn's
-   Iris, fitted on a DataFrame so MLflow's DataFrame input needs no feature-name fix-up.
+   reused when present), POST /invocations with an `inputs` body (columnar: {feature: [value]}), the
+   fastest of its documented request formats (`dataframe_split` was 4.5x slower on this machine), uvloop
+   and httptools picked up, its access log off through UVICORN_ACCESS_LOG. Same model: the scikit-learn
+   pipeline mloncall trains (StandardScaler + LogisticRegression(max_iter=1000), seed 42) on the same
+   stratified 70% of sklearn's Iris.
    The workers share one listening socket and the kernel hands each connection to whichever accepts first,
    so the split of connections per worker (from `ss`) is printed with each figure: it moves them.
+   `--profile` records one mloncall worker with py-spy during the measured OIP run and prints its top frames.
 2. Latency at half of that peak, against the same mloncall server. wrk2 is not in Debian, and wrk's Lua
    `delay()` waits whole milliseconds after each answer, so its rate drifts with the latency and a stall
-   hides the requests it held up. Instead an open-loop paced client here (asyncio on uvloop, raw HTTP/1.1
-   keep-alive, one prebuilt request, about 70 us of client CPU per request) over 20 connections (see
-   PACED_CONNECTIONS): each connection sends on a fixed schedule; a request that falls due while its
-   connection still waits for the previous answer is timed from when it was due, so a stall counts for
-   every request it delayed (no coordinated omission), the others from when sent. The p50/p99 counted from
-   the write, as wrk does, are printed beside them.
+   hides the requests it held up. Instead mloncall's open-loop paced client (`mloncall.scaling.loadgen`:
+   asyncio on uvloop, raw HTTP/1.1 keep-alive, one prebuilt request, about 70 us of client CPU per request)
+   over 20 connections (see PACED_CONNECTIONS), as many on each worker: each connection sends on a fixed
+   schedule; a request that falls due while its connection still waits for the previous answer is timed
+   from when it was due, so a stall counts for every request it delayed (no coordinated omission), the
+   others from when sent. The p50/p99 counted from the write, as wrk does, are printed beside them.
 3. Canary abort: v2 as a 50% canary of v1 (`deploy iris:2 --steps 50,100 --step-duration 10m`), the same
    client at 1,000 req/s recording each answer's time and `model_version`, then `mloncall rollout abort
    iris`; figure = last v2 answer minus the moment the abort command returned, and failed requests (non-200
    or a connection error). Three times; the worst is the figure.
 
 Everything runs under a temporary MLONCALL_HOME. The machine has 2 cores that load generator and servers
-share, and others may be using them: the load average is printed at the start and the end.
-Run: .venv/bin/python bench/bench_serving.py
+share, and others may be using them: the load average is printed at the start and the end, and the ratios
+measured side by side are the figures that count.
+Run: .venv/bin/python bench/bench_serving.py [--runs 3] [--profile]
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -59,10 +68,12 @@ import orjson
 import uvloop
 
 from mloncall.core.config import Settings
+from mloncall.scaling.loadgen import Connection, PacedLoad, Sample, raw_request
 from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.predlog import PREDICTIONS, read_log
 
 ROOT = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
 MLFLOW_ENV = ROOT / ".envs" / "mlflow"
 MLFLOW_READY = MLFLOW_ENV / ".bench-installed"
 MLFLOW_PACKAGES = ("mlflow>=3,<4", "scikit-learn", "uvloop", "httptools", "pyarrow<26")
@@ -82,7 +93,28 @@ AFTER_ABORT_S = 3.0
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROW = [5.1, 3.5, 1.4, 0.2]
 OIP_BODY = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": ROW}]})
-MLFLOW_BODY = orjson.dumps({"dataframe_split": {"columns": FEATURES, "data": [ROW]}})
+PREDICT_BODY = orjson.dumps({"instances": [dict(zip(FEATURES, ROW, strict=True))]})
+MLFLOW_BODY = orjson.dumps({"inputs": {f: [v] for f, v in zip(FEATURES, ROW, strict=True)}})
+FLOOR_APP = r"""
+BODY = b'{"ok":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].replace("lifespan.", "")
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+"""
 
 MLFLOW_TRAIN = r"""
 import json, sys
@@ -231,6 +263,8 @@ class WrkResult:
     #: Connections per server process, as the kernel handed them out.
     split: str
     warmup_requests: int = 0
+    #: CPU seconds the server's processes spent per answered request, in microseconds.
+    cpu_us: float = float("nan")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -299,73 +333,168 @@ def wrk(binary: str, port: int, path: str, body: bytes, seconds: int, tmp: Path)
     )
 
 
-def measure(binary: str, server: Server, path: str, body: bytes, tmp: Path) -> WrkResult:
+def group_cpu_s(pgid: int) -> float:
+    """utime + stime of every live process in a process group, in seconds."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # pgrp is the 5th field, the 3rd after the command
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    binary: str, server: Server, path: str, body: bytes, tmp: Path, profile: bool = False
+) -> WrkResult:
     warmup = wrk(binary, server.port, path, body, WARMUP_S, tmp)
+    spy = start_profile(server, tmp) if profile else None
+    before = group_cpu_s(server.proc.pid)
     result = wrk(binary, server.port, path, body, DURATION_S, tmp)
+    result.cpu_us = (group_cpu_s(server.proc.pid) - before) / max(result.requests, 1) * 1e6
     result.warmup_requests = warmup.requests
+    if spy is not None:
+        print_profile(spy, tmp)
     return result
 
 
-# --- the paced client --------------------------------------------------------------------------------------
+# --- py-spy ------------------------------------------------------------------------------------------------
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection that sends a prebuilt request and reads one answer back."""
+def start_profile(server: Server, tmp: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy recording one worker of the server for the measured run (raw collapsed stacks)."""
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    workers = worker_pids(server.proc.pid)
+    if not Path(pyspy).exists() or not workers:
+        print("  --profile: py-spy or a worker not found")
+        return None
+    argv = [pyspy, "record", "--pid", str(workers[0]), "--duration", str(DURATION_S - 1), "--rate", "250"]
+    argv += ["--format", "raw", "--nonblocking", "--output", str(tmp / "profile.txt")]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
 
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+def worker_pids(pgid: int) -> list[int]:
+    """The uvicorn workers of a server's process group: the processes that run the app."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(cmdline.parent.name)
+            if os.getpgid(pid) == pgid and b"spawn_main" in cmdline.read_bytes():
+                found.append(pid)
+    return sorted(found)
 
-    @property
-    def local_port(self) -> int:
-        port: int = self.writer.get_extra_info("sockname")[1]
-        return port
+
+def print_profile(spy: subprocess.Popen[bytes], tmp: Path, top: int = 15) -> None:
+    """The top frames of the recording: by own time (line) and by time inside (function)."""
+    spy.wait(timeout=60)
+    own: Counter[str] = Counter()
+    inside: Counter[str] = Counter()
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in (tmp / "profile.txt").read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = [f for f in stack.split(";") if " (" in f]
+            if not frames or not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            own[frames[-1]] += n
+            for name in {f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")" for f in frames}:
+                inside[name] += n
+    if not total:
+        print("  --profile: no samples")
+        return
+    print(f"  py-spy, one worker, {total} samples; top frames by own time:")
+    for frame, n in own.most_common(top):
+        print(f"    {n / total:6.1%}  {frame}")
+    print("  by time inside (serving frames):")
+    shown = [(f, n) for f, n in inside.most_common() if "mloncall/" in f or "onnxruntime" in f]
+    for frame, n in shown[:top]:
+        print(f"    {n / total:6.1%}  {frame}")
+
+
+# --- the paced client: mloncall's (mloncall.scaling.loadgen), its connections spread over the workers -------
+
+
+class FirstCallConnection(Connection):
+    """A connection opened for the load, which the server may have closed while it sat idle before the load
+    began (balancing can take longer than the server's header timeout on a busy machine). The first call that
+    finds it closed, or answered 408, opens it again and sends once more; the load notes it in `stale`."""
+
+    def __init__(self, opened: Connection, load: BalancedLoad) -> None:
+        super().__init__(opened.reader, opened.writer)
+        self.load = load
+        self.first = True
 
     async def call(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        start = head.lower().index(b"content-length:") + 15
-        length = int(head[start : head.index(b"\r\n", start)])
-        return int(head[9:12]), await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def raw_request(port: int, path: str, body: bytes) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+        if not self.first:
+            return await super().call(request)
+        self.first = False
+        try:
+            status, body = await super().call(request)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            if status != 408:
+                return status, body
+            why = "HTTP 408 on the idle connection"
+        self.load.stale.append(why)
+        self.close()
+        fresh = await Connection.open(self.load.host, self.load.port, self.load.timeout_s)
+        self.reader, self.writer = fresh.reader, fresh.writer
+        return await super().call(request)
 
 
 @dataclass
-class PacedLoad:
-    """Open-loop load at `rate` requests/s spread over `connections`, until `seconds` have passed or stopped."""
+class BalancedLoad(PacedLoad):
+    """Open-loop load at `rate` requests/s for `seconds` (or until stopped), as many connections a worker."""
 
-    port: int
-    request: bytes
-    rate: float
-    seconds: float
-    connections: int = CONNECTIONS
+    rate: float = 0.0
+    seconds: float = 0.0
     keep_versions: bool = False
-    #: From when each request was due (or sent, when its connection was free in time).
-    latencies_ms: list[float] = field(default_factory=list)
-    #: From when each request was written, as wrk counts: hides the wait behind a slow answer.
-    sent_latencies_ms: list[float] = field(default_factory=list)
     #: (perf_counter time of the answer, model_version), when keep_versions.
     answers: list[tuple[float, str]] = field(default_factory=list)
-    failures: list[tuple[float, str]] = field(default_factory=list)
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    elapsed_s: float = 0.0
+    #: Connections the server closed while they waited for the load to start (sent again, not failures).
+    stale: list[str] = field(default_factory=list)
     split: str = ""
 
-    async def open_balanced(self) -> list[Connection]:
+    @classmethod
+    def oip(
+        cls,
+        port: int,
+        rate: float,
+        seconds: float,
+        connections: int = CONNECTIONS,
+        keep_versions: bool = False,
+    ) -> BalancedLoad:
+        """The OIP infer request of one row, due every 1/rate s; no request waits longer than 10 s."""
+        request = raw_request(HOST, port, f"/v2/models/{MODEL}/infer", OIP_BODY)
+        due = [k / rate for k in range(math.ceil(rate * seconds))]
+        return cls(HOST, port, request, due, connections, timeout_s=10.0, rate=rate, seconds=seconds,
+                   keep_versions=keep_versions)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.keep_versions:
+            self.on_answer = self._keep_version
+
+    def _keep_version(self, answered: float, body: bytes) -> None:
+        self.answers.append((answered, orjson.loads(body)["model_version"]))
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        """Of each answer, from when its request was due (or sent, when its connection was free in time)."""
+        return [s.latency_ms for s in self.samples if not s.error]
+
+    @property
+    def sent_latencies_ms(self) -> list[float]:
+        """Of each answer, from when its request was written, as wrk counts (hides waits behind slow ones)."""
+        return [s.sent_latency_ms for s in self.samples if not s.error]
+
+    @property
+    def failures(self) -> list[Sample]:
+        return [s for s in self.samples if s.error]
+
+    async def open_connections(self) -> list[Connection]:
         """The connections, as many on each worker (as a load balancer would spread them), when `ss` can tell.
 
         Left to the kernel, whichever worker is awake accepts, and with a handful of keep-alive connections a
@@ -377,7 +506,7 @@ class PacedLoad:
         for _ in range(20 * self.connections):
             if len(kept) == self.connections:
                 break
-            conn = await Connection.open(self.port)
+            conn = await Connection.open(self.host, self.port, self.timeout_s)
             pid = None
             for _ in range(50):  # until a worker has accepted it
                 await asyncio.sleep(CONNECT_GAP_S)
@@ -392,51 +521,9 @@ class PacedLoad:
             else:
                 conn.close()
         while len(kept) < self.connections:  # could not balance: take what comes
-            kept.append(await Connection.open(self.port))
-        return kept
-
-    async def run(self) -> None:
-        conns = await self.open_balanced()
+            kept.append(await Connection.open(self.host, self.port, self.timeout_s))
         self.split = await asyncio.to_thread(connection_split, self.port)
-        interval = self.connections / self.rate
-        start = time.perf_counter() + 0.05
-        deadline = start + self.seconds
-        await asyncio.gather(
-            *(
-                self._connection(conn, start + i * interval / self.connections, interval, deadline)
-                for i, conn in enumerate(conns)
-            )
-        )
-        self.elapsed_s = time.perf_counter() - start  # past `seconds` when answers fell behind the schedule
-
-    async def _connection(self, conn: Connection, due: float, interval: float, deadline: float) -> None:
-        try:
-            while due < deadline and not self.stopped.is_set():
-                now = time.perf_counter()
-                if now < due:
-                    await asyncio.sleep(due - now)
-                    sent = time.perf_counter()
-                else:
-                    sent = due  # it waited for the previous answer on this connection: that wait counts
-                written = time.perf_counter()
-                try:
-                    status, body = await conn.call(self.request)
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    self.failures.append((time.perf_counter(), f"{type(exc).__name__}: {exc}"))
-                    conn.close()
-                    conn = await Connection.open(self.port)
-                else:
-                    answered = time.perf_counter()
-                    if status != 200:
-                        self.failures.append((answered, f"HTTP {status}: {body[:200]!r}"))
-                    else:
-                        self.latencies_ms.append((answered - sent) * 1000.0)
-                        self.sent_latencies_ms.append((answered - written) * 1000.0)
-                        if self.keep_versions:
-                            self.answers.append((answered, orjson.loads(body)["model_version"]))
-                due += interval
-        finally:
-            conn.close()
+        return [FirstCallConnection(conn, self) for conn in kept]
 
 
 # --- the three parts ---------------------------------------------------------------------------------------
@@ -467,7 +554,8 @@ def mlflow_env() -> tuple[Path | None, str]:
     return python, f"created in {time.perf_counter() - started:.0f} s"
 
 
-def mlflow_throughput(wrk_bin: str, tmp: Path) -> WrkResult | None:
+def mlflow_server(tmp: Path, stack: contextlib.ExitStack) -> Server | None:
+    """`mlflow models serve` of the same pipeline, started and ready, or None (said why)."""
     python, how = mlflow_env()
     print(f"MLflow environment: {how}")
     if python is None:
@@ -499,15 +587,27 @@ def mlflow_throughput(wrk_bin: str, tmp: Path) -> WrkResult | None:
     }
     argv = [str(python.parent / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local"]
     argv += ["--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(port)]
-    with serving("MLflow serve", argv, env, tmp, port) as server:
-        server.wait_ready("/ping", timeout_s=120)
-        status, body = post(server.url("/invocations"), MLFLOW_BODY)
-        if status != 200:
-            sys.exit(f"MLflow answered {status}: {body[:400]!r}")
-        print(f"  POST /invocations {ROW} -> {orjson.loads(body)['predictions']}")
-        result = measure(wrk_bin, server, "/invocations", MLFLOW_BODY, tmp)
-        print(f"  MLflow serve: {server.stop()}")
-    return result
+    server = stack.enter_context(serving("MLflow serve", argv, env, tmp, port))
+    server.wait_ready("/ping", timeout_s=180)
+    status, body = post(server.url("/invocations"), MLFLOW_BODY)
+    if status != 200:
+        sys.exit(f"MLflow answered {status}: {body[:400]!r}")
+    print(f"  POST /invocations {MLFLOW_BODY.decode()} -> {orjson.loads(body)['predictions']}")
+    return server
+
+
+def floor_server(tmp: Path, stack: contextlib.ExitStack) -> Server:
+    """The minimal ASGI app on uvicorn, with the settings `mloncall server` gives uvicorn."""
+    from mloncall.api.connections import ServerLimits
+
+    (tmp / "floor_app.py").write_text(FLOOR_APP)
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "floor_app:app", "--workers", str(WORKERS), "--port", str(port)]
+    argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    argv += ["--timeout-keep-alive", str(int(ServerLimits().keep_alive_timeout))]
+    server = stack.enter_context(serving("floor", argv, {**os.environ, "PYTHONPATH": str(tmp)}, tmp, port))
+    server.wait_ready("/", timeout_s=60)
+    return server
 
 
 def setup_mloncall(env: dict[str, str], cwd: Path) -> float:
@@ -524,9 +624,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def half_peak(port: int, rate: float) -> PacedLoad:
-    path = f"/v2/models/{MODEL}/infer"
-    load = PacedLoad(port, raw_request(port, path, OIP_BODY), rate, DURATION_S, PACED_CONNECTIONS)
+async def half_peak(port: int, rate: float) -> BalancedLoad:
+    load = BalancedLoad.oip(port, rate, DURATION_S, PACED_CONNECTIONS)
     await load.run()
     return load
 
@@ -551,8 +650,7 @@ async def canary_abort(port: int, env: dict[str, str], cwd: Path) -> AbortRun:
     _, err = await deploy.communicate()
     if deploy.returncode != 0:
         sys.exit(f"mloncall deploy {MODEL}:2 failed: {err.decode()[-600:]}")
-    path = f"/v2/models/{MODEL}/infer"
-    load = PacedLoad(port, raw_request(port, path, OIP_BODY), CANARY_RATE, 60.0, keep_versions=True)
+    load = BalancedLoad.oip(port, CANARY_RATE, 60.0, keep_versions=True)
     task = asyncio.create_task(load.run())
     deadline = time.perf_counter() + 10
     while not any(v == "2" for _, v in load.answers[-200:]) and time.perf_counter() < deadline:
@@ -581,7 +679,7 @@ async def canary_abort(port: int, env: dict[str, str], cwd: Path) -> AbortRun:
         answered=len(load.answers),
         v2_share_before=share,
         split=load.split,
-        problem=problem,
+        problem=problem or (f"first failure: {load.failures[0].error}" if load.failures else ""),
     )
 
 
@@ -594,28 +692,46 @@ def logged_rows(home: Path) -> int:
     return int((table.column("status").to_numpy() == 200).sum())
 
 
-def report_throughput(ours: WrkResult, anchor: WrkResult | None) -> None:
+@dataclass
+class Round:
+    """One round of throughput figures, every server measured in turn."""
+
+    floor: WrkResult
+    oip: WrkResult
+    predict: WrkResult
+    mlflow: WrkResult | None
+    paced: BalancedLoad | None = None
+
+
+def report_round(i: int, r: Round) -> None:
     print(
-        f"\n1. throughput, 1-row requests, {CONNECTIONS} connections, {WORKERS} workers each (wrk, 10 s after 3 s warm-up)"
+        f"\n1.{i} throughput, 1-row requests, {CONNECTIONS} connections, {WORKERS} workers each "
+        f"(wrk, {DURATION_S} s after {WARMUP_S} s warm-up; CPU per request from /proc)"
     )
-    line = f"  mloncall {ours.rps:,.0f} req/s (connections per worker {ours.split})"
-    if anchor is not None:
-        ratio = ours.rps / anchor.rps
-        line += (
-            f"   anchor MLflow serve {anchor.rps:,.0f} req/s ({anchor.split})"
-            f"   ratio {ratio:.1f}x (target >= 3x: {'met' if ratio >= 3 else 'MISSED'})"
+    rows = [
+        ("floor (minimal ASGI app)", r.floor),
+        ("mloncall OIP infer", r.oip),
+        ("mloncall /predict", r.predict),
+    ]
+    if r.mlflow is not None:
+        rows.append(("MLflow serve, inputs body", r.mlflow))
+    for name, w in rows:
+        share = f"{w.rps / r.floor.rps:6.1%} of floor req/s, {r.floor.cpu_us / w.cpu_us:6.1%} by CPU"
+        print(
+            f"  {name:<27} {w.rps:>8,.0f} req/s  {w.cpu_us:6.0f} us CPU/req  p99 {w.p99_ms:6.2f} ms  "
+            f"{share}  (per worker {w.split}){'  ' + w.errors if w.errors else ''}"
         )
-    print(line)
-    line = f"  p99 at peak: mloncall {ours.p99_ms:.2f} ms (p50 {ours.p50_ms:.2f})"
-    if anchor is not None:
-        line += f"   MLflow {anchor.p99_ms:.2f} ms (p50 {anchor.p50_ms:.2f})"
-    print(line)
-    for name, result in (("mloncall", ours), ("MLflow", anchor)):
-        if result is not None and result.errors:
-            print(f"  {name} errors: {result.errors}")
+    for name, w in (("OIP", r.oip), ("/predict", r.predict)):
+        part = w.rps / r.floor.rps
+        print(
+            f"  mloncall {name}: {part:.1%} of the floor (target >= 50%: {'met' if part >= 0.5 else 'MISSED'})"
+        )
+    if r.mlflow is not None:
+        ratio = r.oip.rps / r.mlflow.rps
+        print(f"  mloncall OIP / MLflow: {ratio:.1f}x (target >= 10x: {'met' if ratio >= 10 else 'MISSED'})")
 
 
-def report_half_peak(paced: PacedLoad) -> None:
+def report_half_peak(paced: BalancedLoad) -> None:
     lat = paced.latencies_ms
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     print(
@@ -624,8 +740,14 @@ def report_half_peak(paced: PacedLoad) -> None:
     )
     print(
         f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {max(lat, default=float('nan')):.2f} ms "
-        f"(target p99 < 10 ms: {'met' if p99 < 10 else 'MISSED'})   failed {len(paced.failures)}"
+        f"(target p99 <= 5 ms: {'met' if p99 <= 5 else 'MISSED'})   failed {len(paced.failures)}"
     )
+    if paced.failures:
+        print(f"  first failure: {paced.failures[0].error}")
+    if paced.stale:
+        print(
+            f"  {len(paced.stale)} connections closed by the server before the load began, reopened: {paced.stale[0]}"
+        )
     print(
         f"  counted from the write, as wrk would: p50 {percentile(paced.sent_latencies_ms, 50):.2f} ms   "
         f"p99 {percentile(paced.sent_latencies_ms, 99):.2f} ms"
@@ -646,50 +768,97 @@ def report_abort(i: int, run: AbortRun) -> None:
     )
 
 
-def mloncall_figures(wrk_bin: str, home: Path, tmp: Path, anchor: WrkResult | None) -> int:
-    """Serve with 2 workers; throughput, latency at half of it, canary aborts. The answers counted."""
-    env = mloncall_env(home)
-    accuracy = setup_mloncall(env, tmp)
-    print(f"mloncall: {MODEL} v1 deployed (holdout accuracy {accuracy:.4f}), v2 trained for the canary")
+def mloncall_server(env: dict[str, str], tmp: Path, stack: contextlib.ExitStack) -> Server:
     port = free_port()
     argv = [str(MLONCALL), "server", "--workers", str(WORKERS), "--port", str(port)]
+    server = stack.enter_context(serving("mloncall server", argv, env, tmp, port))
+    server.wait_ready("/v2/health/ready", timeout_s=90)
     path = f"/v2/models/{MODEL}/infer"
-    with serving("mloncall server", argv, env, tmp, port) as server:
-        server.wait_ready("/v2/health/ready", timeout_s=60)
-        status, body = post(server.url(path), OIP_BODY)
-        if status != 200:
-            sys.exit(f"mloncall answered {status}: {body[:400]!r}")
-        print(f"  POST {path} {ROW} -> {orjson.loads(body)['outputs'][0]['data']}")
-        ours = measure(wrk_bin, server, path, OIP_BODY, tmp)
-        report_throughput(ours, anchor)
+    status, body = post(server.url(path), OIP_BODY)
+    if status != 200:
+        sys.exit(f"mloncall answered {status}: {body[:400]!r}")
+    print(f"  POST {path} {ROW} -> {orjson.loads(body)['outputs'][0]['data']}")
+    return server
 
-        paced = uvloop.run(half_peak(port, ours.rps / 2))
-        report_half_peak(paced)
 
-        print(f"\n3. canary abort: v2 at 50%, {CANARY_RATE:,.0f} req/s, `mloncall rollout abort {MODEL}`")
-        runs = []
-        for i in range(CANARY_REPEATS):
-            runs.append(uvloop.run(canary_abort(port, env, tmp)))
-            report_abort(i + 1, runs[-1])
-        switches = [r.switch_s for r in runs if r.switch_s is not None]
-        worst = max(switches) if len(switches) == len(runs) else float("nan")
-        failed = max(r.failed for r in runs)
-        print(
-            f"  worst of {CANARY_REPEATS}: last v2 answer {worst:+.3f} s after abort, {failed} failed requests "
-            f"(target < 1 s and zero failures: {'met' if worst < 1.0 and failed == 0 else 'MISSED'})"
-        )
-        print(f"  mloncall server: {server.stop()}")
-    return 1 + ours.warmup_requests + ours.requests + len(paced.latencies_ms) + sum(r.answered for r in runs)
+def canary_figures(server: Server, env: dict[str, str], tmp: Path) -> int:
+    print(f"\n3. canary abort: v2 at 50%, {CANARY_RATE:,.0f} req/s, `mloncall rollout abort {MODEL}`")
+    runs = []
+    for i in range(CANARY_REPEATS):
+        runs.append(uvloop.run(canary_abort(server.port, env, tmp)))
+        report_abort(i + 1, runs[-1])
+    switches = [r.switch_s for r in runs if r.switch_s is not None]
+    worst = max(switches) if len(switches) == len(runs) else float("nan")
+    failed = max(r.failed for r in runs)
+    print(
+        f"  worst of {CANARY_REPEATS}: last v2 answer {worst:+.3f} s after abort, {failed} failed requests "
+        f"(target < 1 s and zero failures: {'met' if worst < 1.0 and failed == 0 else 'MISSED'})"
+    )
+    return sum(r.answered for r in runs)
+
+
+def summary(rounds: list[Round]) -> None:
+    print(f"\nsummary of {len(rounds)} rounds (min / median / max; the spread is the machine's noise)")
+
+    def line(name: str, values: list[float], fmt: str) -> None:
+        v = sorted(values)
+        print(f"  {name:<34} {fmt.format(v[0])} / {fmt.format(v[len(v) // 2])} / {fmt.format(v[-1])}")
+
+    line("floor req/s", [r.floor.rps for r in rounds], "{:,.0f}")
+    line("mloncall OIP req/s", [r.oip.rps for r in rounds], "{:,.0f}")
+    line("mloncall /predict req/s", [r.predict.rps for r in rounds], "{:,.0f}")
+    line("OIP share of floor (req/s)", [r.oip.rps / r.floor.rps for r in rounds], "{:.1%}")
+    line("/predict share of floor (req/s)", [r.predict.rps / r.floor.rps for r in rounds], "{:.1%}")
+    line("OIP share of floor (CPU/req)", [r.floor.cpu_us / r.oip.cpu_us for r in rounds], "{:.1%}")
+    line("/predict share of floor (CPU/req)", [r.floor.cpu_us / r.predict.cpu_us for r in rounds], "{:.1%}")
+    if all(r.mlflow is not None for r in rounds):
+        line("MLflow req/s", [r.mlflow.rps for r in rounds if r.mlflow], "{:,.0f}")
+        line("OIP / MLflow", [r.oip.rps / r.mlflow.rps for r in rounds if r.mlflow], "{:.1f}x")
+    paced = [r.paced for r in rounds if r.paced is not None]
+    if paced:
+        line("p99 at half of peak, ms", [percentile(p.latencies_ms, 99) for p in paced], "{:.2f}")
 
 
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=1, help="rounds of throughput and latency figures")
+    parser.add_argument("--profile", action="store_true", help="py-spy's top frames of a mloncall worker")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow anchor")
+    parser.add_argument("--no-canary", action="store_true", help="skip the canary aborts")
+    args = parser.parse_args()
     print(f"load average at start: {loadavg()}")
     wrk_bin = ensure_wrk()
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
-        anchor = mlflow_throughput(wrk_bin, tmp)
         home = tmp / "home"
-        answered = mloncall_figures(wrk_bin, home, tmp, anchor)
+        env = mloncall_env(home)
+        accuracy = setup_mloncall(env, tmp)
+        print(f"mloncall: {MODEL} v1 deployed (holdout accuracy {accuracy:.4f}), v2 trained for the canary")
+        anchor = None if args.no_mlflow else mlflow_server(tmp, stack)
+        floor = floor_server(tmp, stack)
+        ours = mloncall_server(env, tmp, stack)
+        path = f"/v2/models/{MODEL}/infer"
+        rounds: list[Round] = []
+        answered = 1
+        for i in range(args.runs):
+            r = Round(
+                floor=measure(wrk_bin, floor, "/", OIP_BODY, tmp),
+                oip=measure(wrk_bin, ours, path, OIP_BODY, tmp, profile=args.profile and i == 0),
+                predict=measure(wrk_bin, ours, "/predict", PREDICT_BODY, tmp),
+                mlflow=measure(wrk_bin, anchor, "/invocations", MLFLOW_BODY, tmp) if anchor else None,
+            )
+            report_round(i + 1, r)
+            r.paced = uvloop.run(half_peak(ours.port, r.oip.rps / 2))
+            report_half_peak(r.paced)
+            rounds.append(r)
+            answered += sum(w.warmup_requests + w.requests for w in (r.oip, r.predict))
+            answered += len(r.paced.latencies_ms)
+        if not args.no_canary:
+            answered += canary_figures(ours, env, tmp)
+        summary(rounds)
+        print(f"  mloncall server: {ours.stop()}")
         print(
             f"\nprediction log: {logged_rows(home):,} rows with status 200; the clients counted {answered:,} "
             "answers (wrk leaves up to 10 in flight uncounted at each stop)"

@@ -468,7 +468,7 @@ def test_a_model_failure_is_a_logged_500(
     stable = app.router.routes["iris"].stable
     assert stable is not None
 
-    def broken(outputs: Any, feed: Any) -> Any:
+    def broken(outputs: Any, feed: Any, options: Any = None) -> Any:
         raise RuntimeError("onnx exploded")
 
     monkeypatch.setattr(stable, "_run", broken)

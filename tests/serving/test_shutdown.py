@@ -61,6 +61,7 @@ def test_sigterm_under_load_loses_no_logged_prediction(
         time.sleep(0.02)
 
     served_before = len(ok_ids)
+    time.sleep(1.5)  # each worker publishes what it counted once a second (the scraped one, at the scrape)
     text = httpx.get(f"{url}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     ok_total = sum(

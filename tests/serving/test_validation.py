@@ -7,6 +7,7 @@ import pytest
 
 from mloncall.core.errors import IntegrityError
 from mloncall.serving.protocol import infer_response, requested_outputs, split_infer_body
+from mloncall.serving.tensors import rows_from_oip
 from mloncall.serving.validation import (
     FeatureSchema,
     RequestError,
@@ -14,7 +15,6 @@ from mloncall.serving.validation import (
     out_of_range,
     range_flags,
     rows_from_instances,
-    rows_from_oip,
 )
 from tests.serving.conftest import FEATURES, ROW
 

@@ -8,6 +8,13 @@ app (the control-plane API), whose lifespan it drives too, so one process serves
 
 Run it with `uvicorn --factory mloncall.serving.app:app_from_env --workers N --loop uvloop --http httptools`
 (with PROMETHEUS_MULTIPROC_DIR set to an empty folder when N > 1).
+
+Two limits guard a worker (the `[serving]` settings `max_inflight` and `request_timeout_seconds`): past
+`max_inflight` inference requests at once, one more gets a quick 503 with `Retry-After`; an inference
+request not answered within the timeout gets 504. One background task per worker keeps the time: it
+publishes the metrics counted in memory once a second and cancels a request past its deadline (so no
+request pays for a timer of its own). Scoring runs to its end once started: the deadline is enforced while
+a request waits (for its body, a model load or the token check), never between its log row and its answer.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -34,6 +42,10 @@ from mloncall.stores.context import Context
 from mloncall.stores.predlog import PredictionLog
 
 log = logging.getLogger("mloncall.serving.app")
+
+#: How often the worker's clock task looks at the deadlines, and publishes the metrics (every 20th tick).
+_TICK_S = 0.05
+_PUBLISH_TICKS = 20
 
 #: A handler: (scope, receive, path parameters, labels of an inference request, start time) -> answer.
 Handler = Callable[[Scope, Receive, tuple[str, ...], Labels | None, float], Awaitable[Answer]]
@@ -91,6 +103,13 @@ class InferenceApp:
         )
         self._fallback_lifespan: ChildLifespan | None = None
         self._started = False
+        #: Inference requests in this worker now, and the deadline of each (its task's).
+        self._inflight = 0
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._clock: asyncio.Task[None] | None = None
+        retry = str(self.config.retry_after_seconds).encode()
+        self._busy_headers = [(b"retry-after", retry)]
 
     # --- lifecycle ---
 
@@ -102,16 +121,41 @@ class InferenceApp:
         await asyncio.to_thread(self.router.refresh)
         self.router.start()
         self.prediction_log.start()
+        self._clock = asyncio.create_task(self._keep_time(), name="mloncall-serving-clock")
 
     async def shutdown(self) -> None:
         """Stop polling and write every buffered prediction (uvicorn has drained in-flight requests)."""
         if not self._started:
             return
         self._started = False
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+            self._clock = None
+        self.metrics.publish()
         await asyncio.to_thread(self.router.stop)
         await asyncio.to_thread(self.prediction_log.close)
         if self.owns_context:
             self.ctx.close()
+
+    async def _keep_time(self) -> None:
+        """Cancel requests past their deadline; publish the metrics counted in memory once a second."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(_TICK_S)
+            if self._deadlines:
+                now = time.perf_counter()
+                for task, deadline in list(self._deadlines.items()):
+                    if now > deadline and task not in self._expired:
+                        self._expired.add(task)
+                        task.cancel()
+            ticks += 1
+            if ticks % _PUBLISH_TICKS == 0:
+                try:
+                    self.metrics.publish()
+                except Exception:  # a full disk under the multiprocess folder: the next second tries again
+                    log.exception("publishing the serving metrics failed")
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[InferenceApp]:
@@ -172,6 +216,7 @@ class InferenceApp:
             await self.fallback(scope, receive, send)
             return
         labels: Labels | None = None
+        task: asyncio.Task[Any] | None = None
         try:
             if found is None:
                 raise RequestError(404, f"no such route: {method} {path}")
@@ -187,9 +232,39 @@ class InferenceApp:
                 )
             if route.inference:
                 labels = Labels()
-            if self.gate is not None and self.gate.applies(path):
-                await self.gate.check(scope, params[0] if params and path.startswith("/v2/models/") else None)
-            status, body, ctype, extra = await route.handler(scope, receive, params, labels, t0)
+                if self._inflight >= self.config.max_inflight:
+                    raise RequestError(
+                        503,
+                        f"this worker is at its limit of {self.config.max_inflight} requests at once: "
+                        f"try again in {self.config.retry_after_seconds} s",
+                        None,
+                        self._busy_headers,
+                    )
+                task = asyncio.current_task()
+                if task is not None:
+                    self._deadlines[task] = t0 + self.config.request_timeout_seconds
+                self._inflight += 1
+            try:
+                if self.gate is not None and self.gate.applies(path):
+                    await self.gate.check(
+                        scope, params[0] if params and path.startswith("/v2/models/") else None
+                    )
+                status, body, ctype, extra = await route.handler(scope, receive, params, labels, t0)
+            finally:
+                if labels is not None:
+                    self._inflight -= 1
+                    if task is not None:
+                        self._deadlines.pop(task, None)
+        except asyncio.CancelledError:
+            if task is None or task not in self._expired:
+                raise  # the server is stopping, or the client went away
+            self._expired.discard(task)
+            task.uncancel()
+            seconds = self.config.request_timeout_seconds
+            status, body, ctype = 504, orjson.dumps({"error": f"not answered within {seconds:g} s"}), JSON
+            extra = None
+            if labels is not None:
+                self.handlers.failed(labels, 504, f"timed out after {seconds:g} s", None, t0, scope)
         except RequestError as exc:
             status, body, ctype = exc.status, orjson.dumps({"error": exc.message}), JSON
             extra = exc.headers

@@ -18,8 +18,16 @@ class ServingConfig:
 
     #: Larger request bodies get 413.
     max_body_bytes: int = 1 << 20
-    #: Routing rows override this per model.
+    #: Rows per inference request; routing rows override this per model (more get 400, `too_many_rows`).
     default_max_rows: int = 1000
+    #: Requests one worker holds at once (reading a body, waiting for a model to load or for the token
+    #: check); one more gets a quick 503 with `Retry-After` instead of joining a growing queue.
+    max_inflight: int = 256
+    #: An inference request not answered within this many seconds gets 504 (waiting on a slow body, a model
+    #: load or the token check; scoring itself runs to its end once started).
+    request_timeout_seconds: float = 10.0
+    #: What a 503 for overload tells the client to wait before trying again (`Retry-After`, whole seconds).
+    retry_after_seconds: int = 1
     #: How often each worker polls the routing table; a change is applied within about this plus a model load.
     refresh_seconds: float = 0.3
     #: The prediction log is written at least this often ...

@@ -26,7 +26,11 @@ class Predictor:
         self.session = session
         self.schema = schema
         self.classes = schema.classes
-        self._run = session.run
+        # The binding under `InferenceSession.run`: the wrapper re-checks, per call, the input names and
+        # graph-capture options that were checked once here (a third of the model's time for one row). A
+        # CPU session has no provider to fall back to, the one thing the wrapper adds.
+        inner = getattr(session, "_sess", None)
+        self._run = inner.run if inner is not None and hasattr(inner, "run") else session.run
         inputs = session.get_inputs()
         outputs = {o.name: o for o in session.get_outputs()}
         if len(inputs) != 1 or inputs[0].name != "input" or set(_OUTPUTS) - outputs.keys():
@@ -44,7 +48,7 @@ class Predictor:
 
     def predict(self, X: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Labels and class probabilities (float32 [n, n_classes], `classes` order) for float32 rows X."""
-        labels, probs = self._run(_OUTPUTS, {"input": X})
+        labels, probs = self._run(_OUTPUTS, {"input": X}, None)
         if self._index_labels:
             classes = self.classes
             return [classes[int(i)] for i in labels], probs
