@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
+from bench_canary import _schema  # the prediction writer's schema
 
 from mloncall.core.config import Settings
 from mloncall.data import iris
@@ -92,16 +93,6 @@ def hour_rows(hour: int) -> dict[str, np.ndarray]:
         "predicted": predicted, "truth": truth, "latency": rng.lognormal(0.4, 0.35, n),
         "labelled": rng.random(n) < LABELLED, "delay": np.minimum(rng.exponential(DELAY_MEAN_S, n), DELAY_MAX_S),
     }  # fmt: skip
-
-
-def _schema() -> pa.Schema:
-    from mloncall.stores.predlog.writer import _Rows, prediction_table
-
-    rows = _Rows()
-    rows.ids, rows.X, rows.labels = ["x"], [[0.0] * 4], ["setosa"]
-    rows.probabilities, rows.flags, rows.shadow_label = [[0.3, 0.3, 0.4]], [[]], [None]
-    rows.requests = [(1, 0.0, 1, "stable", 1.0, None, None, 200, None)]
-    return prediction_table(MODEL, tuple(iris.FEATURES), rows).schema
 
 
 def write_prediction_hour(args: tuple[str, int, int]) -> int:

@@ -3,7 +3,6 @@ real local HTTP and SMTP receivers, and the HTTP API with the alerts router."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -77,17 +76,17 @@ class FakeMonitor:
         if value is not None:
             self.values[(kind, model)] = value
 
-    def __call__(
-        self,
-        *,
-        ctx: Context,
-        kind: str,
-        model: str,
-        window: dt.timedelta,
-        params: dict[str, Any],
-        now: dt.datetime | None = None,
-    ) -> Check:
-        self.calls.append({"kind": kind, "model": model, "window": window, "params": params, "now": now})
+    def __call__(self, *, kind: str, model: str, params: dict[str, Any], **asked: Any) -> Check:
+        """Called as `mloncall.alerts.evaluation.MonitorFn` is (ctx, window and now come in `asked`)."""
+        self.calls.append(
+            {
+                "kind": kind,
+                "model": model,
+                "window": asked["window"],
+                "params": params,
+                "now": asked.get("now"),
+            }
+        )
         if (kind, model) in self.crash:
             raise RuntimeError("monitor exploded")
         outcome = self.outcomes.get((kind, model), self.default)
@@ -119,6 +118,20 @@ def fake_validate(kind: str, params: dict[str, Any]) -> None:
 @pytest.fixture
 def catalog() -> Catalog:
     return Catalog(kinds=KNOWN_MONITOR_KINDS, validate=fake_validate)
+
+
+#: The rule most tests fire: iris-classifier's error rate over 5 minutes, critical as soon as it fails.
+ERRORS_RULE = """\
+  - name: errors
+    model: iris-classifier
+    monitor: error_rate
+    window: 5m
+    for: 0
+    severity: critical
+    runbook: deployment
+"""
+#: A rules file of that one rule.
+ERRORS_RULES = "rules:\n" + ERRORS_RULE
 
 
 def load(ctx: Context, text: str, catalog: Catalog, origin: str = "test.yaml") -> service.ActiveRules:

@@ -4,7 +4,6 @@ receivers, including malformed payloads that must store nothing."""
 from __future__ import annotations
 
 import copy
-import textwrap
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from mloncall.alerts.models import Alert, AlertEvent, AlertGroup, Notification
 from mloncall.core import clock
 from mloncall.core.outcome import Outcome
 from mloncall.stores.context import Context
-from tests.alerts.conftest import AlertsApi, FakeMonitor, load
+from tests.alerts.conftest import ERRORS_RULES, AlertsApi, FakeMonitor, load
 
 AM = "/api/v1/alerts/alertmanager"
 PD = "/api/v1/alerts/pagerduty"
@@ -272,18 +271,7 @@ def test_pagerduty_bad_events(alerts_api: AlertsApi, event: dict[str, Any], stat
         assert counts(alerts_api.ctx) == before
 
 
-RULES = textwrap.dedent(
-    """\
-    rules:
-      - name: errors
-        model: iris-classifier
-        monitor: error_rate
-        window: 5m
-        for: 0
-        severity: critical
-        runbook: deployment
-    """
-)
+RULES = ERRORS_RULES
 
 
 @pytest.fixture
@@ -360,7 +348,7 @@ def test_silences_through_the_api(alerts_api: AlertsApi, fired: int, frozen_cloc
 
 def test_rules_through_the_api(alerts_api: AlertsApi, catalog: Catalog) -> None:
     shown = alerts_api.request("GET", "/api/v1/alerts/rules", role="viewer").json()
-    assert shown["version"] == 0 and len(shown["rules"]) == 7
+    assert shown["version"] == 0 and len(shown["rules"]) == 9
     bad = copy.deepcopy(RULES).replace("monitor: error_rate", "monitor: nope")
     r = alerts_api.request("PUT", "/api/v1/alerts/rules", json={"yaml": bad, "origin": "ci"})
     assert r.status_code == 400 and "line 4" in r.json()["error"]

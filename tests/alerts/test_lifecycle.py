@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import textwrap
 from typing import Any
 
 import pytest
@@ -15,40 +14,36 @@ from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.core.outcome import Outcome
 from mloncall.stores.context import Context
-from tests.alerts.conftest import FakeMonitor, load
+from tests.alerts.conftest import ERRORS_RULE, FakeMonitor, load
 
 FAILED, OK, UNSURE = Outcome.FAILED, Outcome.SUCCESSFUL, Outcome.INCONCLUSIVE
 IRIS = "iris-classifier"
 
-RULES = textwrap.dedent(
+RULES = (
     """\
-    hold_time: 10m
-    rules:
-      - name: drift
-        model: iris-classifier
-        monitor: drift
-        params: {drift_share: 0.5}
-        window: 1h
-        for: 15m
-        severity: warning
-        runbook: monitoring
-        annotations:
-          summary: "drift on {{ $labels.model }}: {{ $value }}"
-      - name: errors
-        model: iris-classifier
-        monitor: error_rate
-        window: 5m
-        for: 0
-        severity: critical
-        runbook: deployment
-      - name: accuracy
-        model: iris-classifier
-        monitor: accuracy
-        window: 6h
-        for: 0
-        severity: critical
-        runbook: monitoring
-    """
+hold_time: 10m
+rules:
+  - name: drift
+    model: iris-classifier
+    monitor: drift
+    params: {drift_share: 0.5}
+    window: 1h
+    for: 15m
+    severity: warning
+    runbook: monitoring
+    annotations:
+      summary: "drift on {{ $labels.model }}: {{ $value }}"
+"""
+    + ERRORS_RULE
+    + """\
+  - name: accuracy
+    model: iris-classifier
+    monitor: accuracy
+    window: 6h
+    for: 0
+    severity: critical
+    runbook: monitoring
+"""
 )
 
 

@@ -17,22 +17,15 @@ from mloncall.core.config import Settings
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Outcome
 from mloncall.stores.context import Context
-from tests.alerts.conftest import FakeMonitor, Mailbox, Receiver, load
+from tests.alerts.conftest import ERRORS_RULES, FakeMonitor, Mailbox, Receiver, load
 
-RULES = textwrap.dedent(
-    """\
-    rules:
-      - name: errors
-        model: iris-classifier
-        monitor: error_rate
-        window: 5m
-        for: 0
-        severity: critical
-        runbook: deployment
-        annotations:
-          summary: "{{ $labels.model }} fails {{ $value }} of requests"
-          description: "error rate {{ $value }}"
-    """
+RULES = (
+    ERRORS_RULES
+    + """\
+    annotations:
+      summary: "{{ $labels.model }} fails {{ $value }} of requests"
+      description: "error rate {{ $value }}"
+"""
 )
 
 

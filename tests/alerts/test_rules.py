@@ -190,7 +190,7 @@ def test_the_default_rules_pass_the_real_monitors_validation() -> None:
     if importlib.util.find_spec("mloncall.monitoring") is None:
         unavailable("mloncall.monitoring is not built yet: default_rules.yaml params are unchecked")
     parsed = service.default_rules()  # the real catalog: MONITOR_KINDS and validate_params
-    assert len(parsed.rules) == 7
+    assert len(parsed.rules) == 9
 
 
 def test_durations() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import textwrap
 import threading
 
 import pytest
@@ -15,21 +14,10 @@ from mloncall.alerts.channels import Channel
 from mloncall.core.errors import InvalidInput
 from mloncall.core.outcome import Check, Outcome
 from mloncall.stores.context import Context
-from tests.alerts.conftest import FakeMonitor, Receiver, load
+from tests.alerts.conftest import ERRORS_RULES, FakeMonitor, Receiver, load
 from tests.conftest import unavailable
 
-RULES = textwrap.dedent(
-    """\
-    rules:
-      - name: errors
-        model: iris-classifier
-        monitor: error_rate
-        window: 5m
-        for: 0
-        severity: critical
-        runbook: deployment
-    """
-)
+RULES = ERRORS_RULES
 
 
 def with_alerts_section(ctx: Context, section: dict[str, object]) -> Context:
@@ -115,7 +103,7 @@ def test_default_rules_with_the_real_monitors_on_a_model_without_logs(actx: Cont
             session=session, name="iris-classifier", alias="production", version=1, actor="t", reason=""
         )
     evaluation = service.evaluate(ctx=actx)
-    assert evaluation.rule_set_version == 0 and len(evaluation.checks) == 7
+    assert evaluation.rule_set_version == 0 and len(evaluation.checks) == 9
     outcomes = {c.rule: c.check.outcome for c in evaluation.checks}
     assert set(outcomes.values()) == {Outcome.INCONCLUSIVE}, [
         (c.rule, c.check.reason) for c in evaluation.checks

@@ -11,6 +11,7 @@ from mloncall.core.errors import InvalidInput, NotFound
 from mloncall.core.outcome import Outcome
 from mloncall.data import iris
 from mloncall.monitoring import service
+from mloncall.monitoring.schemas import BATCH_KINDS
 from mloncall.stores.context import Context
 from tests.helpers import train_iris
 from tests.monitoring.conftest import NOW, ts_spread, write_corrupt, write_predictions
@@ -179,7 +180,7 @@ def test_a_corrupt_log_file_is_skipped_and_reported(mctx: Context, small_model: 
     end = at(9)
     log_window(mctx, small_model, n=300, end=end, seed=11)
     bad = write_corrupt(mctx, model=small_model, when=end - dt.timedelta(minutes=5))
-    for kind in service.MONITOR_KINDS:
+    for kind in set(service.MONITOR_KINDS) - set(BATCH_KINDS):  # the batch ones read no log
         check = service.run_monitor(ctx=mctx, kind=kind, model=small_model, window=HOUR, params={}, now=end)
         assert check.outcome is not Outcome.ERROR
         skipped = check.evidence["skipped_files"]
@@ -210,3 +211,18 @@ def test_params_and_kinds_are_checked_with_names(mctx: Context, small_model: str
         service.run_monitor(ctx=mctx, kind="drift", model=small_model, window=dt.timedelta(0), params={})
     with pytest.raises(NotFound):
         service.run_monitor(ctx=mctx, kind="drift", model="ghost", window=HOUR, params={})
+
+
+def test_drift_over_slices_is_each_slice_s_own_report(mctx: Context, small_model: str) -> None:
+    end = at(20)
+    log_window(mctx, small_model, n=300, end=end - HOUR / 2, seed=20, prefix="calm")
+    log_window(mctx, small_model, n=300, end=end, seed=21, shift={"petal_length": 1.5}, prefix="shifted")
+    reports = service.drift_reports(ctx=mctx, model=small_model, window=HOUR, slices=4, now=end)
+    assert [r.until for r in reports] == [end - HOUR * k / 4 for k in (3, 2, 1, 0)]
+    for report in reports:
+        alone = service.drift_report(ctx=mctx, model=small_model, window=HOUR / 4, now=report.until)
+        mine, theirs = report.to_dict(), alone.to_dict()
+        for evidence in ("files_read", "skipped_files"):  # one read of the whole window, not of the slice
+            mine.pop(evidence), theirs.pop(evidence)
+        assert mine == theirs
+    assert [r.outcome for r in reports[:2]] != [r.outcome for r in reports[2:]]  # the shift shows late

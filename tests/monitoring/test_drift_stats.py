@@ -11,20 +11,27 @@ from scipy.spatial.distance import jensenshannon
 
 from mloncall.monitoring import drift, drift_stats
 from mloncall.monitoring.drift import DriftSettings, feature_drift
-from mloncall.monitoring.drift_stats import SortedSample, compare, compare_counts
+from mloncall.monitoring.drift_stats import SortedSample, compare, compare_counts, psi_from_counts
 
 TOL = 1e-9
 
 
 def reference_psi(ref: np.ndarray, cur: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
-    """PSI the plain way: reference decile edges, np.histogram with open outer bins, empty bins floored."""
+    """PSI binned the plain way: reference decile edges, np.histogram with open outer bins (the formula over the
+    counts is `psi_from_counts`, checked by hand below)."""
     inner = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1))[1:-1])
     edges = np.concatenate(([-np.inf], inner, [np.inf]))
-    p = np.histogram(ref, edges)[0] / ref.size
-    q = np.histogram(cur, edges)[0] / cur.size
-    p = np.where(p == 0, eps, p)
-    q = np.where(q == 0, eps, q)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return psi_from_counts(np.histogram(ref, edges)[0], np.histogram(cur, edges)[0], epsilon=eps)
+
+
+def test_psi_from_counts_is_the_sum_of_share_differences_times_their_log_ratio() -> None:
+    assert psi_from_counts(np.array([50, 50]), np.array([80, 20])) == pytest.approx(
+        0.3 * math.log(0.8 / 0.5) - 0.3 * math.log(0.2 / 0.5), abs=TOL
+    )
+    # An empty bin counts as a share of epsilon, so the index stays finite.
+    assert psi_from_counts(np.array([0, 10]), np.array([5, 5]), epsilon=1e-4) == pytest.approx(
+        (0.5 - 1e-4) * math.log(0.5 / 1e-4) + (0.5 - 1.0) * math.log(0.5 / 1.0), abs=TOL
+    )
 
 
 def fixed_data(

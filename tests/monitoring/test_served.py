@@ -292,3 +292,52 @@ def test_series_are_the_served_figures_per_bucket(mctx: Context, small_model: st
             session=s, store=mctx.store, model=model, version=None, metric="requests",
             window=dt.timedelta(days=2), step=dt.timedelta(seconds=1), now=now,
         )  # fmt: skip
+
+
+def test_a_chart_of_every_version_adds_versions_whose_feature_grids_differ() -> None:
+    """Each version's feature sketches sit on its own reference's grid: the all-versions figures (the
+    dashboard's overview and charts) add requests, errors and latency without merging those sketches."""
+    import datetime as _dt
+
+    from mloncall.monitoring.served import ServedWindow, VersionServed, value_of
+    from mloncall.monitoring.sketches import FeatureSketch
+    from mloncall.monitoring.summary import VersionSummary
+
+    sides = {}
+    for version, (rows, errors, bins) in {1: (90, 0, 37), 2: (10, 2, 40)}.items():
+        summary = VersionSummary()
+        summary.rows, summary.errors = rows, errors
+        summary.features["petal_length"] = FeatureSketch.empty(bins)
+        sides[version] = VersionServed(summary=summary)
+    at = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    window = ServedWindow(at, at + _dt.timedelta(hours=1), sides, {})
+    assert value_of("requests", window) == 100
+    assert value_of("error_rate", window) == 0.02
+    assert value_of("error_rate", window, 2) == 0.2
+
+
+def test_charts_of_several_metrics_read_each_bucket_once_with_the_same_figures(
+    mctx: Context, small_model: str
+) -> None:
+    model = small_model
+    t0 = START + dt.timedelta(hours=18)
+    truth: dict[str, str] = {}
+    for m in (0, 1, 4):  # minutes 2 and 3 are quiet: nothing logged, no index
+        truth |= write_file(mctx, model, t0 + m * MINUTE, seed=400 + m)
+    send_feedback(mctx, model, truth, at=t0 + dt.timedelta(minutes=4, seconds=40), share=0.7)
+    now = t0 + dt.timedelta(minutes=4, seconds=50)
+    jobs.run_pass(mctx, now=now)
+    metrics = ("requests", "error_rate", "p99_ms", "accuracy")
+    with mctx.db.session() as s:
+        kw: dict[str, Any] = {
+            "session": s, "store": mctx.store, "model": model, "version": None,
+            "window": dt.timedelta(minutes=6), "step": MINUTE, "now": now,
+        }  # fmt: skip
+        together = service.series_by_metric(metrics=metrics, **kw)
+        for metric in metrics:
+            assert together[metric] == service.series(metric=metric, **kw)
+    accuracy = [p for p in together["accuracy"] if p.start >= t0]
+    assert [p.value is not None for p in accuracy] == [True, True, False, False, True]
+    for p in accuracy:
+        expected = sum(v["labelled"] for v in row_by_row(mctx, model, p.start, p.end).values())
+        assert p.n == expected

@@ -26,6 +26,8 @@ from mloncall.cli.support import audited_unit_of_work, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
+from mloncall.scaling import promslo
+from mloncall.scaling import service as slo_service
 from mloncall.stores.context import Context
 
 app = typer.Typer(
@@ -277,6 +279,19 @@ def channels(as_json: JsonOption = False) -> None:
 # --- rules -----------------------------------------------------------------------------------------------
 
 
+def _slo_rules() -> list[dict[str, Any]]:
+    """The burn-rate rules of every SLO, when there is an installation to read them from (none otherwise)."""
+    ctx = Context.from_settings()
+    try:
+        if not ctx.db.initialised():
+            return promslo.slo_rules(list(slo_service.configured(ctx.settings).values()))
+        ctx.open()
+        with ctx.db.session() as session:
+            return promslo.slo_rules(slo_service.list_objectives(session=session, settings=ctx.settings))
+    finally:
+        ctx.close()
+
+
 def _read_rules_file(file: Path) -> str:
     try:
         return file.read_text(encoding="utf-8")
@@ -356,6 +371,10 @@ def prometheus_rules(
     job: Annotated[str, typer.Option(help="The Prometheus job that scrapes mloncall.")] = "mloncall",
     max_error_rate: Annotated[float, typer.Option(help="Share of 5xx answers that alerts.")] = 0.01,
     max_p99_ms: Annotated[float, typer.Option(help="p99 latency in ms that alerts.")] = 250.0,
+    slo: Annotated[
+        bool,
+        typer.Option("--slo/--no-slo", help="Add the SLOs' burn-rate alerts (of an existing installation)."),
+    ] = True,
 ) -> None:
     """Write a Prometheus alerting rules file for mloncall's /metrics (check it with `promtool check rules`)."""
     if not 0 < max_error_rate < 1:
@@ -363,7 +382,7 @@ def prometheus_rules(
     if max_p99_ms <= 0:
         raise InvalidInput(f"--max-p99-ms must be positive, not {max_p99_ms}")
     limits = promrules.Thresholds(job=job, max_error_rate=max_error_rate, max_p99_seconds=max_p99_ms / 1000)
-    text = promrules.prometheus_rules(limits)
+    text = promrules.prometheus_rules(limits, slo_rules=_slo_rules() if slo else None)
     if output is None:
         typer.echo(text, nl=False)
         return

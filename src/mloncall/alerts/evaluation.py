@@ -31,6 +31,7 @@ from mloncall.core.errors import MloncallError
 from mloncall.core.outcome import Check, Outcome
 from mloncall.core.records import Record
 from mloncall.monitoring import service as monitoring
+from mloncall.scaling import service as scaling
 from mloncall.stores.context import Context
 
 log = logging.getLogger("mloncall.alerts")
@@ -333,6 +334,8 @@ class Evaluation:
 
 def _run_monitor(monitor: MonitorFn, ctx: Context, rule: Rule, model: str, at: dt.datetime) -> Check:
     name = f"{rule.name}:{model}"
+    if rule.monitor == scaling.BURN_MONITOR:  # an SLO's burn-rate rule: the scaling domain measures it
+        monitor = scaling.burn_check
     try:
         check = monitor(
             ctx=ctx, kind=rule.monitor, model=model, window=rule.window, params=rule.params, now=at
@@ -377,6 +380,15 @@ def _apply_in_own_unit(
     return True
 
 
+def _slo_rules(session: Session, ctx: Context) -> list[Rule]:
+    """The SLOs' burn-rate rules; none (and a warning) when an SLO of the toml file is refused."""
+    try:
+        return [Rule.from_dict(d) for d in scaling.alert_rules(session=session, settings=ctx.settings)]
+    except MloncallError as exc:
+        log.warning("SLO burn-rate rules not evaluated: %s", exc.message)
+        return []
+
+
 def evaluate(
     *,
     ctx: Context,
@@ -390,12 +402,14 @@ def evaluate(
     with ctx.db.session() as session:
         active = active_rules(session=session, catalog=catalog)
         models = served_models(session=session)
+        slo_rules = _slo_rules(session, ctx)
     policy = Policy.of(active.rules)
-    run = monitor if monitor is not None else (default_monitor() if active.rules.rules else None)
+    rules = [*active.rules.rules, *slo_rules]
+    run = monitor if monitor is not None else (default_monitor() if rules else None)
     result = Evaluation(at=at, rule_set_version=active.version)
     evaluated: set[str] = set()
     complete = True
-    for rule in active.rules.rules:
+    for rule in rules:
         for model in models if rule.model == "*" else [rule.model]:
             assert run is not None
             item = RuleCheck(
@@ -415,7 +429,7 @@ def evaluate(
                 resolve_orphans(
                     session=session,
                     evaluated=evaluated,
-                    rule_names={r.name for r in active.rules.rules},
+                    rule_names={r.name for r in rules},
                     at=at,
                     actor=actor,
                 )

@@ -129,8 +129,10 @@ def list_alerts(
     source: str | None = None,
     group_id: int | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> Sequence[Alert]:
-    """Alerts, newest first; `state` is one of the states or `open` (pending and firing)."""
+    """Alerts, newest first (skipping `offset`, for a page); `state` is one of the states or `open`
+    (pending and firing)."""
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
     stmt = sa.select(Alert).options(selectinload(Alert.group))
@@ -141,7 +143,7 @@ def list_alerts(
             stmt = stmt.where(column == wanted)
     if group_id is not None:
         stmt = stmt.where(Alert.group_id == group_id)
-    return session.scalars(stmt.order_by(Alert.id.desc()).limit(limit)).all()
+    return session.scalars(stmt.order_by(Alert.id.desc()).offset(max(offset, 0)).limit(limit)).all()
 
 
 def history(*, session: Session, alert_id: int) -> Sequence[AlertEvent]:

@@ -21,12 +21,28 @@ class AlertMessage:
     event: str
     alert: dict[str, Any]
     sent_at: dt.datetime
+    #: The other alerts of its group told with it (a storm is one message): their count and first ids.
+    also: int = 0
+    also_ids: tuple[int, ...] = ()
 
     @property
     def title(self) -> str:
         a = self.alert
         on = f" on {a['model']}" if a.get("model") else ""
-        return f"[{self.event.upper()}] {a['rule']}{on} ({a['severity']})"
+        more = f" and {self.also} more" if self.also else ""
+        return f"[{self.event.upper()}] {a['rule']}{on} ({a['severity']}){more}"
+
+    @property
+    def also_line(self) -> str:
+        """What the grouped message says of the alerts told with it."""
+        if not self.also:
+            return ""
+        shown = ", ".join(f"#{i}" for i in self.also_ids)
+        rest = self.also - len(self.also_ids)
+        group = self.alert.get("group") or "its group"
+        return f"with it, {self.also} more alerts of {group} are {self.event}: {shown}" + (
+            f" and {rest} more" if rest > 0 else ""
+        )
 
     @property
     def summary(self) -> str:
@@ -45,6 +61,8 @@ class AlertMessage:
         if a.get("reason"):
             lines.append(f"why: {a['reason']}")
         lines.append(f"alert #{a['id']}  state {a['state']}  source {a['source']}")
+        if self.also:
+            lines.append(self.also_line)
         if a.get("runbook"):
             lines.append(f"runbook: {a['runbook']}")
         labels = ", ".join(f"{k}={v}" for k, v in sorted((a.get("labels") or {}).items()))
@@ -54,12 +72,20 @@ class AlertMessage:
         return "\n".join(lines)
 
 
-def build_message(notification: Notification, alert: Alert, *, reason: str = "") -> AlertMessage:
-    """The message of one notification."""
+#: A grouped message names at most this many of the alerts told with it.
+ALSO_SHOWN = 20
+
+
+def build_message(
+    notification: Notification, alert: Alert, *, reason: str = "", also: tuple[int, ...] = ()
+) -> AlertMessage:
+    """The message of one notification (and of the alerts of its group told with it)."""
     return AlertMessage(
         notification_id=notification.id,
         event=notification.event,
         sent_at=clock.now(),
+        also=len(also),
+        also_ids=also[:ALSO_SHOWN],
         alert={
             "id": alert.id,
             "fingerprint": alert.fingerprint,
@@ -92,6 +118,7 @@ def webhook_body(message: AlertMessage) -> dict[str, Any]:
             "sent_at": message.sent_at.isoformat(),
             "title": message.title,
             "alert": message.alert,
+            "grouped": {"count": message.also, "alert_ids": list(message.also_ids)},
         }
     )
     return body
@@ -122,6 +149,8 @@ def slack_body(message: AlertMessage) -> dict[str, Any]:
         {"type": "section", "text": {"type": "mrkdwn", "text": (message.summary or message.title)[:3000]}},
         {"type": "section", "fields": fields},
     ]
+    if message.also:
+        detail = "\n".join(x for x in (detail, message.also_line) if x)
     if detail:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": detail[:3000]}})
     blocks.append(

@@ -171,10 +171,12 @@ class Notification(Base):
     )
     #: firing, resolved or reopened.
     event: Mapped[str] = mapped_column(sa.String(16))
-    #: A `NotificationStatus`: pending -> sending -> sent | failed | unrouted (no channel takes it);
+    #: A `NotificationStatus`: pending -> sending -> sent | failed | unrouted (no channel takes it) | grouped;
     #: suppressed when silenced.
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     silence_id: Mapped[int | None] = mapped_column(nullable=True, default=None)
+    #: The notification whose grouped message told this one (status `grouped`).
+    grouped_into: Mapped[int | None] = mapped_column(nullable=True, default=None)
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True, default=None)
     created_at: Mapped[dt.datetime]
     claimed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, default=None)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from mloncall.alerts.channels import Channel, channels_from_settings
 from mloncall.alerts.evidence import jsonable
 from mloncall.alerts.messages import AlertMessage, build_message, email_message, slack_body, webhook_body
-from mloncall.alerts.models import AlertEvent, DeliveryAttempt, Notification
+from mloncall.alerts.models import Alert, AlertEvent, DeliveryAttempt, Notification
 from mloncall.alerts.states import DeliveryStatus, NotificationStatus
 from mloncall.core import clock
 from mloncall.core.records import Record
@@ -168,16 +168,8 @@ class DispatchResult(Record):
     event: str
     status: str
     channels: dict[str, str] = field(default_factory=dict)
-
-
-def _claim(ctx: Context, notification_id: int) -> bool:
-    with ctx.db.session() as session:
-        result = session.execute(
-            sa.update(Notification)
-            .where(Notification.id == notification_id, Notification.status == NotificationStatus.PENDING)
-            .values(status=NotificationStatus.SENDING, claimed_at=clock.now())
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
+    #: Notifications of the same group told within this one's message.
+    grouped: list[int] = field(default_factory=list)
 
 
 def record_attempt(
@@ -240,42 +232,76 @@ def with_retries(
     return error.message if error is not None else "not sent"
 
 
-def deliver(
-    ctx: Context,
-    notification: Notification,
-    channel: Channel,
-    message: AlertMessage,
+@dataclass
+class Fanout:
+    """How telling one message to its target channels went: the status (sent, failed, or unrouted when no
+    channel takes it), each channel's outcome and the errors of the channels that failed."""
+
+    status: str
+    channels: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def fan_out(
+    targets: Sequence[Channel],
+    send_to: Callable[[Channel], int],
     *,
-    first_attempt: int = 1,
-    sender: Sender = send,
+    row: Callable[..., object],
+    ctx: Context,
+    sent_before: frozenset[str] | set[str] = frozenset(),
+    tried: dict[str, int] | None = None,
     sleep: Sleep = time.sleep,
-) -> str | None:
-    """Send with bounded retries and exponential backoff, recording every attempt; None if sent, else the
-    last error."""
-    return with_retries(
-        channel,
-        lambda: sender(channel, message),
-        on_attempt=partial(
-            record_attempt,
-            ctx,
-            partial(DeliveryAttempt, notification_id=notification.id, alert_id=notification.alert_id),
-            channel,
-        ),
-        first_attempt=first_attempt,
-        sleep=sleep,
-    )
+) -> Fanout:
+    """Send to every target channel with bounded retries, recording every attempt as a `row` (see
+    `record_attempt`); channels in `sent_before` took it before an interrupted process died. Alert
+    notifications and incident messages share it."""
+    out = Fanout(NotificationStatus.SENT)
+    for channel in targets:
+        if channel.name in sent_before:
+            out.channels[channel.name] = NotificationStatus.SENT
+            continue
+        error = with_retries(
+            channel, partial(send_to, channel), on_attempt=partial(record_attempt, ctx, row, channel),
+            first_attempt=(tried or {}).get(channel.name, 0) + 1, sleep=sleep,
+        )  # fmt: skip
+        out.channels[channel.name] = NotificationStatus.SENT if error is None else NotificationStatus.FAILED
+        if error is not None:
+            out.errors.append(f"{channel.name}: {error}")
+    if not targets:
+        out.status = NotificationStatus.UNROUTED
+    elif out.errors:
+        out.status = NotificationStatus.FAILED
+    return out
 
 
-def _release_stale_claims(ctx: Context) -> None:
+def claim(ctx: Context, table: Any, row_id: int, *, stale: dt.timedelta = STALE_CLAIM, **reset: Any) -> bool:
+    """Claim one outbox row (pending -> sending) so that no other process sends it; a claim older than
+    `stale` was left by a process that died and is given up first (with the `reset` columns). `table` has
+    `status` and `claimed_at`."""
     with ctx.db.session() as session:
         session.execute(
-            sa.update(Notification)
-            .where(
-                Notification.status == NotificationStatus.SENDING,
-                Notification.claimed_at < clock.now() - STALE_CLAIM,
-            )
-            .values(status=NotificationStatus.PENDING)
+            sa.update(table)
+            .where(table.status == NotificationStatus.SENDING, table.claimed_at < clock.now() - stale)
+            .values(status=NotificationStatus.PENDING, **reset)
         )
+        result = session.execute(
+            sa.update(table)
+            .where(table.id == row_id, table.status == NotificationStatus.PENDING)
+            .values(status=NotificationStatus.SENDING, claimed_at=clock.now())
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def finish(ctx: Context, table: Any, row_id: int, fanout: Fanout, *, unrouted: str) -> None:
+    """Record how a claimed outbox row went: its status, its errors (or why it went nowhere), when."""
+    with ctx.db.session() as session:
+        row = session.get(table, row_id)
+        assert row is not None
+        row.status = fanout.status
+        row.error = (
+            "; ".join(fanout.errors)[:4000] if fanout.errors else (None if fanout.channels else unrouted)
+        )
+        row.finished_at = clock.now()
 
 
 def _reason(session: Session, notification: Notification) -> str:
@@ -297,7 +323,9 @@ class _Claimed:
     tried: dict[str, int]
 
 
-def _read_claimed(ctx: Context, notification_id: int, channels: Sequence[Channel]) -> _Claimed:
+def _read_claimed(
+    ctx: Context, notification_id: int, channels: Sequence[Channel], also: tuple[int, ...] = ()
+) -> _Claimed:
     with ctx.db.session() as session:
         notification = session.get(Notification, notification_id)
         assert notification is not None
@@ -307,60 +335,76 @@ def _read_claimed(ctx: Context, notification_id: int, channels: Sequence[Channel
             tried[d.channel] = max(tried.get(d.channel, 0), d.attempt)
         return _Claimed(
             notification=notification,
-            message=build_message(notification, alert, reason=_reason(session, notification)),
+            message=build_message(notification, alert, reason=_reason(session, notification), also=also),
             targets=[c for c in channels if c.accepts(notification.event, alert)],
             sent_before={d.channel for d in notification.deliveries if d.status == DeliveryStatus.OK},
             tried=tried,
         )
 
 
-def _finish(
-    ctx: Context, notification_id: int, result: DispatchResult, errors: list[str], routed: bool
-) -> None:
+def _dispatch(ctx: Context, claimed: _Claimed, *, sender: Sender, sleep: Sleep) -> DispatchResult:
+    """Tell every target channel the claimed notification's message."""
+    n = claimed.notification
+    fanout = fan_out(
+        claimed.targets, lambda channel: sender(channel, claimed.message),
+        row=partial(DeliveryAttempt, notification_id=n.id, alert_id=n.alert_id), ctx=ctx,
+        sent_before=claimed.sent_before, tried=claimed.tried, sleep=sleep,
+    )  # fmt: skip
+    finish(ctx, Notification, n.id, fanout, unrouted="no configured channel takes this event")
+    return DispatchResult(
+        notification_id=n.id, alert_id=n.alert_id, event=n.event, status=fanout.status, channels=fanout.channels
+    )  # fmt: skip
+
+
+def _batches(ctx: Context, limit: int) -> list[list[int]]:
+    """The pending notifications, oldest first, in batches told by one message: those of one alert group
+    with the same event, rule and severity (what a channel routes by) go together, so a storm of alerts in
+    one group is one message, not one each."""
     with ctx.db.session() as session:
-        row = session.get(Notification, notification_id)
-        assert row is not None
-        row.status = result.status
-        row.error = (
-            "; ".join(errors)[:4000]
-            if errors
-            else (None if routed else "no configured channel takes this event")
+        rows = session.execute(
+            sa.select(Notification.id, Alert.group_id, Notification.event, Alert.rule, Alert.severity)
+            .join(Alert, Alert.id == Notification.alert_id)
+            .where(Notification.status == NotificationStatus.PENDING)
+            .order_by(Notification.id)
+            .limit(limit)
+        ).all()
+    batches: dict[tuple[Any, ...], list[int]] = {}
+    for nid, group_id, event, rule, severity in rows:
+        key = (group_id, event, rule, severity) if group_id is not None else (None, nid)
+        batches.setdefault(key, []).append(nid)
+    return list(batches.values())
+
+
+def _claim_rest(ctx: Context, lead: int, ids: list[int]) -> tuple[int, ...]:
+    """Claim the rest of a batch whose lead this process holds; the ids it got (another sender may have
+    taken some). The claim is marked with the lead's id, negated, until the batch is finished."""
+    if not ids:
+        return ()
+    with ctx.db.session() as session:
+        session.execute(
+            sa.update(Notification)
+            .where(Notification.id.in_(ids), Notification.status == NotificationStatus.PENDING)
+            .values(status=NotificationStatus.SENDING, claimed_at=clock.now(), grouped_into=-lead)
         )
-        row.finished_at = clock.now()
+        got = session.scalars(
+            sa.select(Notification.id).where(Notification.id.in_(ids), Notification.grouped_into == -lead)
+        ).all()
+    return tuple(sorted(got))
 
 
-def _dispatch(
-    ctx: Context, claimed: _Claimed, *, sender: Sender, sleep: Sleep
-) -> tuple[DispatchResult, list[str]]:
-    """Tell every target channel; the result and the errors of the channels that failed."""
-    notification = claimed.notification
-    result = DispatchResult(
-        notification_id=notification.id,
-        alert_id=notification.alert_id,
-        event=notification.event,
-        status=NotificationStatus.SENT,
-    )
-    errors = []
-    for channel in claimed.targets:
-        if channel.name in claimed.sent_before:
-            result.channels[channel.name] = (
-                NotificationStatus.SENT
-            )  # sent before this process was interrupted
-            continue
-        error = deliver(
-            ctx, notification, channel, claimed.message, first_attempt=claimed.tried.get(channel.name, 0) + 1,
-            sender=sender, sleep=sleep,
+def _finish_grouped(ctx: Context, ids: tuple[int, ...], lead: int, result: DispatchResult) -> None:
+    """The notifications told in the lead's message share its outcome."""
+    if not ids:
+        return
+    status = NotificationStatus.GROUPED if result.status == NotificationStatus.SENT else result.status
+    with ctx.db.session() as session:
+        error = session.scalar(sa.select(Notification.error).where(Notification.id == lead))
+        session.execute(
+            sa.update(Notification)
+            .where(Notification.id.in_(ids))
+            .values(status=status, grouped_into=lead, finished_at=clock.now(),
+                    error=f"told with notification #{lead}" + (f": {error}" if error else ""))
         )  # fmt: skip
-        result.channels[channel.name] = (
-            NotificationStatus.SENT if error is None else NotificationStatus.FAILED
-        )
-        if error is not None:
-            errors.append(f"{channel.name}: {error}")
-    if not claimed.targets:
-        result.status = NotificationStatus.UNROUTED
-    elif errors:
-        result.status = NotificationStatus.FAILED
-    return result, errors
 
 
 def send_pending(
@@ -369,27 +413,20 @@ def send_pending(
     channels: Sequence[Channel] | None = None,
     sender: Sender = send,
     sleep: Sleep = time.sleep,
-    limit: int = 100,
+    limit: int = 1000,
 ) -> list[DispatchResult]:
-    """Send queued notifications (oldest first) to every channel that takes them; safe to run in several
-    processes at once (each notification is claimed by one)."""
+    """Send queued notifications (oldest first) to every channel that takes them, one message per batch of
+    one group (see `_batches`); safe to run in several processes at once (each notification is claimed by
+    one)."""
     channels = list(channels) if channels is not None else channels_from_settings(ctx.settings)
-    _release_stale_claims(ctx)
-    with ctx.db.session() as session:
-        ids = list(
-            session.scalars(
-                sa.select(Notification.id)
-                .where(Notification.status == NotificationStatus.PENDING)
-                .order_by(Notification.id)
-                .limit(limit)
-            )
-        )
     results = []
-    for notification_id in ids:
-        if not _claim(ctx, notification_id):
+    for lead, *rest in _batches(ctx, limit):
+        if not claim(ctx, Notification, lead, grouped_into=None):
             continue  # another process took it
-        claimed = _read_claimed(ctx, notification_id, channels)
-        result, errors = _dispatch(ctx, claimed, sender=sender, sleep=sleep)
-        _finish(ctx, notification_id, result, errors, routed=bool(claimed.targets))
+        also = _claim_rest(ctx, lead, rest)
+        claimed = _read_claimed(ctx, lead, channels, also)
+        result = _dispatch(ctx, claimed, sender=sender, sleep=sleep)
+        _finish_grouped(ctx, also, lead, result)
+        result.grouped = list(also)
         results.append(result)
     return results

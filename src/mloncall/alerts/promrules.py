@@ -127,12 +127,18 @@ SERVING_RULES: tuple[PromRule, ...] = (
 )  # fmt: skip
 
 
-def prometheus_rules(thresholds: Thresholds | None = None) -> str:
-    """A Prometheus alerting rules file over the serving metrics."""
+def prometheus_rules(
+    thresholds: Thresholds | None = None, slo_rules: list[dict[str, Any]] | None = None
+) -> str:
+    """A Prometheus alerting rules file over the serving metrics; `slo_rules` (the SLOs' burn-rate alerts) as
+    a second group, `mloncall-slo`."""
     thresholds = thresholds or Thresholds()
-    doc = {
-        "groups": [{"name": "mloncall-serving", "rules": [rule.render(thresholds) for rule in SERVING_RULES]}]
-    }
+    groups: list[dict[str, Any]] = [
+        {"name": "mloncall-serving", "rules": [rule.render(thresholds) for rule in SERVING_RULES]}
+    ]
+    if slo_rules:
+        groups.append({"name": "mloncall-slo", "rules": slo_rules})
+    doc = {"groups": groups}
     return _HEADER + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=120, allow_unicode=True)
 
 

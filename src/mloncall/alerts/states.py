@@ -96,10 +96,13 @@ class NotificationStatus(enum.StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     UNROUTED = "unrouted"
+    #: Told within another notification's grouped message (`grouped_into`), with the rest of its group.
+    GROUPED = "grouped"
 
 
 #: pending -> sending when one sender claims it; sending -> pending when its claim went stale (the sender
-#: died); sending -> sent | failed | unrouted when it finishes. A suppressed notification is final.
+#: died); sending -> sent | failed | unrouted when it finishes, or grouped when another notification of its
+#: group told it. A suppressed notification is final.
 NOTIFICATION_TRANSITIONS = Moves(
     NotificationStatus,
     {
@@ -110,12 +113,14 @@ NOTIFICATION_TRANSITIONS = Moves(
                 NotificationStatus.SENT,
                 NotificationStatus.FAILED,
                 NotificationStatus.UNROUTED,
+                NotificationStatus.GROUPED,
             }
         ),
         NotificationStatus.SENT: frozenset(),
         NotificationStatus.FAILED: frozenset(),
         NotificationStatus.SUPPRESSED: frozenset(),
         NotificationStatus.UNROUTED: frozenset(),
+        NotificationStatus.GROUPED: frozenset(),
     },
 )
 

@@ -43,6 +43,7 @@ from mloncall.monitoring.sketches import DISTINCT_MAX, FeatureSketch, grid_stats
 from mloncall.monitoring.stats import PERCENTILES
 from mloncall.monitoring.summary import (
     COLUMNS,
+    SUMMARIES,
     Grid,
     Summary,
     VersionSummary,
@@ -116,6 +117,9 @@ def window_summary(
                     out.summaries_read += 1
                     m += 60
                     continue
+                if _never_logged(store, model, m // 60):  # a quiet hour of a long window: 60 misses saved
+                    m += 60
+                    continue
             found = load(store, minute_key(model, m)) if m < closed else None
             if found is not None:
                 merge(out.summary, found)
@@ -128,6 +132,12 @@ def window_summary(
     for lo, hi in _joined(raw):
         _fold(store, model, lo, hi, grids, out)
     return out
+
+
+def _never_logged(store: ArtifactStore, model: str, hour: int) -> bool:
+    """No log file and no summary of the model in this hour (one lookup per folder, local or remote)."""
+    folder = logs.partition(hour)
+    return not any(store.exists(f"{kind}/model={model}/{folder}") for kind in (logs.PREDICTIONS, SUMMARIES))
 
 
 def _joined(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

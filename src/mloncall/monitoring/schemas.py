@@ -26,7 +26,11 @@ MONITOR_KINDS = (
     "accuracy",
     "error_rate",
     "latency",
+    "freshness",
+    "pipeline",
 )
+#: The kinds judged from the pipelines' run history rather than the prediction log.
+BATCH_KINDS = ("freshness", "pipeline")
 
 
 def _not_bool(value: Any) -> Any:
@@ -136,6 +140,22 @@ class LatencyParams(MonitorParams):
         return self
 
 
+class FreshnessParams(MonitorParams):
+    #: None: each pipeline's declared freshness SLA
+    max_age: Duration | None = None
+
+    @model_validator(mode="after")
+    def _positive(self) -> FreshnessParams:
+        if self.max_age is not None and self.max_age <= dt.timedelta(0):
+            raise ValueError("max_age must be a positive duration")
+        return self
+
+
+class PipelineParams(MonitorParams):
+    #: an interrupted run (its process died) counts as failed
+    interrupted: bool = True
+
+
 PARAMS: dict[str, type[MonitorParams]] = {
     "drift": DriftParams,
     "missing_features": MissingFeaturesParams,
@@ -145,6 +165,8 @@ PARAMS: dict[str, type[MonitorParams]] = {
     "accuracy": AccuracyParams,
     "error_rate": ErrorRateParams,
     "latency": LatencyParams,
+    "freshness": FreshnessParams,
+    "pipeline": PipelineParams,
 }
 
 

@@ -20,6 +20,7 @@ here: explicit `/versions/{v}` calls (smoke tests) are not the traffic a rollout
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,8 +140,10 @@ def window_labels(
                 raw[-1] = (raw[-1][0], m_hi)
             else:
                 raw.append((m_lo, m_hi))
-    # one read of the feedback both need: since the watermark (for the indexes) and since the first raw row
-    starts = ([mark.until_us] if spans and mark is not None else []) + [lo for lo, _ in raw[:1]]
+    # one read of the feedback both need: since the watermark (for the indexes) and since the first raw row;
+    # raw ranges where no prediction was logged (quiet minutes have no index) have nothing to label
+    logged = any(_logged(store, model, lo, hi) for lo, hi in raw)
+    starts = ([mark.until_us] if spans and mark is not None else []) + [lo for lo, _ in raw[:1] if logged]
     feedback = _feedback(store, model, min(starts), now) if starts else None
     counts: dict[int | None, LabelCounts] = {}
     recent = labels.feedback_of(feedback) if spans else None
@@ -157,6 +160,14 @@ def window_labels(
         "raw_ranges": len(raw) + len(failed), "feedback_rows": 0 if feedback is None else feedback.num_rows,
     }  # fmt: skip
     return counts, evidence
+
+
+def _logged(store: ArtifactStore, model: str, lo: int, hi: int) -> bool:
+    """Whether any prediction was logged in [lo, hi), from the files' footers."""
+    found = logs.count_rows(
+        store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi)
+    )
+    return found.rows > 0 or bool(found.skipped)
 
 
 def _feedback(store: ArtifactStore, model: str, since_us: int, now: dt.datetime) -> pa.Table | None:
@@ -295,28 +306,55 @@ def chart(
     step: dt.timedelta,
     versions: dict[int, VersionInfo],
 ) -> list[Point]:
-    """The points of one metric over [since, until) in buckets of `step`, each a `served_window` as of
-    `until`. Buckets are aligned to multiples of `step` from the epoch (a chart redrawn a minute later reads
-    the same closed summaries; the first may start before `since`); the last ends at `until`, partial.
-    Latency percentiles are within LATENCY_ACCURACY (DDSketch) of the value of their rank; the rest is exact."""
+    """The points of one metric over [since, until) in buckets of `step` (`charts`)."""
+    found = charts(store, model, version, (metric,), since=since, until=until, step=step, versions=versions)
+    return found[metric]
+
+
+def charts(
+    store: ArtifactStore,
+    model: str,
+    version: int | None,
+    metrics: Sequence[str],
+    *,
+    since: dt.datetime,
+    until: dt.datetime,
+    step: dt.timedelta,
+    versions: dict[int, VersionInfo],
+) -> dict[str, list[Point]]:
+    """The points of each metric over [since, until) in buckets of `step`, each bucket one `served_window` as
+    of `until` that every metric reads. Buckets are aligned to multiples of `step` from the epoch (a chart
+    redrawn a minute later reads the same closed summaries; the first may start before `since`); the last
+    ends at `until`, partial. Latency percentiles are within LATENCY_ACCURACY (DDSketch) of the value of their
+    rank; the rest is exact."""
     step_us, until_us = max(int(step / dt.timedelta(microseconds=1)), 1), logs.to_us(until)
-    points = []
+    points: dict[str, list[Point]] = {metric: [] for metric in metrics}
     for lo in range((logs.to_us(since) // step_us) * step_us, until_us, step_us):
         hi = min(lo + step_us, until_us)
         found = served_window(
             store, model, logs.from_us(lo), logs.from_us(hi), now=until, versions=versions,
-            with_labels=metric == "accuracy",
+            with_labels="accuracy" in metrics,
         )  # fmt: skip
-        value, n = _value(metric, found, version)
-        points.append(Point(logs.from_us(lo), logs.from_us(hi), value, n, hi < lo + step_us))
+        for metric in metrics:
+            value, n = _value(metric, found, version)
+            points[metric].append(Point(logs.from_us(lo), logs.from_us(hi), value, n, hi < lo + step_us))
     return points
+
+
+def value_of(metric: str, found: ServedWindow, version: int | None = None) -> float | None:
+    """One metric of `SERIES_METRICS` over a window already read (one version, or every version with None):
+    several figures of one window from one read."""
+    return _value(metric, found, version)[0]
 
 
 def _value(metric: str, found: ServedWindow, version: int | None) -> tuple[float | None, int]:
     sides = list(found.versions.values()) if version is None else [found.of(version) or VersionServed()]
     s, got = VersionSummary(), LabelCounts()
     for side in sides:
-        s.merge(side.summary)
+        # Only what a chart reads: versions' feature sketches have each their reference's grid and do not merge.
+        s.rows += side.summary.rows
+        s.errors += side.summary.errors
+        s.latency.merge(side.summary.latency)
         got.merge(side.labels)
     labelled, correct = got.labelled, got.correct
     if metric == "requests":

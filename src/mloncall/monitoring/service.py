@@ -18,18 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy.orm import Session
 
 from mloncall.core.errors import InvalidInput
-from mloncall.core.outcome import Check, Outcome
+from mloncall.core.outcome import Check
+from mloncall.monitoring import drift_windows, label_accuracy, performance, quality, sources
 from mloncall.monitoring import incremental as inc
-from mloncall.monitoring import label_accuracy, performance, quality
-from mloncall.monitoring.drift_report import DriftReport, VersionDrift, unmonitored, version_drift
-from mloncall.monitoring.drift_stats import SortedSample
+from mloncall.monitoring.drift_report import DriftReport
 from mloncall.monitoring.incremental import WindowSummary
-from mloncall.monitoring.reference import VersionInfo, reference_for, versions_in
+from mloncall.monitoring.reference import versions_in
 from mloncall.monitoring.schemas import (
     MONITOR_KINDS,
     AccuracyParams,
@@ -44,9 +41,16 @@ from mloncall.monitoring.schemas import (
     parse_params,
 )
 from mloncall.monitoring.scope import Scope, check_window, logs_evidence, scope_of, utc_until
-from mloncall.monitoring.served import MAX_POINTS, SERIES_METRICS, Point, ServedWindow, chart, served_window
-from mloncall.monitoring.stats import error_mask, float_column, string_counts
-from mloncall.monitoring.verdict import Part, by_version, combine, version_label
+from mloncall.monitoring.served import (
+    MAX_POINTS,
+    SERIES_METRICS,
+    Point,
+    ServedWindow,
+    charts,
+    served_window,
+    value_of,
+)
+from mloncall.monitoring.verdict import Part, combine, version_label
 from mloncall.stores import predlog as logs
 from mloncall.stores.artifacts import ArtifactStore
 from mloncall.stores.context import Context
@@ -59,8 +63,10 @@ __all__ = [
     "Point",
     "ServedWindow",
     "drift_report",
+    "drift_reports",
     "run_monitor",
     "series",
+    "series_by_metric",
     "served",
     "validate_params",
 ]
@@ -120,7 +126,23 @@ def drift_report(
     class mix against the training class balance, and reference vs current histograms on the same bins."""
     parsed = parse_params("drift", params)
     assert isinstance(parsed, DriftParams)
-    return _drift(scope_of(ctx, model, window, now, "exact"), parsed)
+    return drift_windows.evaluate(scope_of(ctx, model, window, now, "exact"), parsed)
+
+
+def drift_reports(
+    *,
+    ctx: Context,
+    model: str,
+    window: dt.timedelta,
+    slices: int,
+    now: dt.datetime | None = None,
+    params: dict[str, Any] | None = None,
+) -> list[DriftReport]:
+    """`drift_report` of each of `slices` consecutive equal parts of [now - window, now), oldest first, from
+    one read of the log (the dashboard's drift over time)."""
+    parsed = parse_params("drift", params)
+    assert isinstance(parsed, DriftParams)
+    return drift_windows.sliced(scope_of(ctx, model, window, now, "exact"), parsed, slices)
 
 
 def served(
@@ -159,28 +181,69 @@ def series(
     step: dt.timedelta,
     now: dt.datetime | None = None,
 ) -> list[Point]:
-    """The dashboard's chart of one metric of a model (one version, or every version with None) over
-    [now - window, now) in buckets of `step`, read from the summaries as the monitors and the canary read
-    them (`monitoring.served.chart`). InvalidInput for an unknown metric, a bad window or step, or too many
-    points; NotFound for an unknown model."""
-    if metric not in SERIES_METRICS:
-        raise InvalidInput(f"unknown metric {metric!r}: use one of {', '.join(SERIES_METRICS)}")
+    """The dashboard's chart of one metric of a model (`series_by_metric`)."""
+    found = series_by_metric(
+        session=session, store=store, model=model, version=version, metrics=(metric,), window=window,
+        step=step, now=now,
+    )  # fmt: skip
+    return found[metric]
+
+
+def series_by_metric(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    model: str,
+    version: int | None,
+    metrics: tuple[str, ...],
+    window: dt.timedelta,
+    step: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> dict[str, list[Point]]:
+    """The dashboard's charts of metrics of a model (one version, or every version with None) over
+    [now - window, now) in buckets of `step`, each bucket read once from the summaries as the monitors and
+    the canary read them (`monitoring.served.charts`). InvalidInput for an unknown metric, a bad window or
+    step, or too many points; NotFound for an unknown model."""
+    unknown = [m for m in metrics if m not in SERIES_METRICS]
+    if unknown:
+        raise InvalidInput(f"unknown metric {unknown[0]!r}: use one of {', '.join(SERIES_METRICS)}")
     window, step = check_window(window), check_window(step)
     if window / step > MAX_POINTS:
         raise InvalidInput(
             f"a chart has at most {MAX_POINTS} points: make the step longer or the window shorter"
         )
     versions = versions_in(session=session, model=model)
-    return chart(
+    return charts(
         store,
         model,
         version,
-        metric,
+        metrics,
         since=utc_until(now) - window,
         until=utc_until(now),
         step=step,
         versions=versions,
     )
+
+
+def served_figures(
+    *,
+    session: Session,
+    store: ArtifactStore,
+    model: str,
+    metrics: tuple[str, ...],
+    window: dt.timedelta,
+    now: dt.datetime,
+) -> dict[str, float | None]:
+    """Metrics of `SERIES_METRICS` over [now - window, now), every version together, from one read of the
+    summaries (the overview's served error rate and p99). NotFound for an unknown model."""
+    unknown = [m for m in metrics if m not in SERIES_METRICS]
+    if unknown:
+        raise InvalidInput(f"unknown metric {unknown[0]!r}: use one of {', '.join(SERIES_METRICS)}")
+    found = served(
+        session=session, store=store, model=model, since=now - window, until=now, now=now,
+        with_labels="accuracy" in metrics,
+    )  # fmt: skip
+    return {m: value_of(m, found) for m in metrics}
 
 
 # --- evidence --------------------------------------------------------------------------------------------
@@ -209,6 +272,8 @@ HEADLINE = {
     "accuracy": "accuracy",
     "error_rate": "error_rate",
     "latency": "p99_ms",
+    "freshness": "age_hours",
+    "pipeline": "run",
 }
 
 
@@ -229,88 +294,11 @@ def _headline(kind: str, evidence: dict[str, Any]) -> float | None:
 
 
 def _run_drift(scope: Scope, params: DriftParams) -> Check:
-    report = _drift(scope, params)
+    report = drift_windows.evaluate(scope, params)
     evidence = report.to_dict(histograms=False)
     for key in ("model", "outcome", "reason", "params"):
         evidence.pop(key, None)
     return Check("drift", report.outcome, report.reason, evidence)
-
-
-def _drift(scope: Scope, params: DriftParams) -> DriftReport:
-    if scope.incremental and inc.supports_drift(params):
-        ws = scope.summary()
-        return _drift_report(
-            scope, params, inc.drift_versions(ws.summary, scope.grids(), params),
-            sum(v.served for v in ws.summary.values()), ws.evidence(),
-        )  # fmt: skip
-    window = scope.predictions(["version", "label", "error"], features=True)
-    table = window.table
-    if table is not None and window.has("error"):
-        table = table.filter(pa.array(~error_mask(table)))
-    results: list[VersionDrift] = []
-    for version, rows in by_version(table):
-        results.append(_version_drift(scope.ctx, version, rows, scope.versions, params))
-    return _drift_report(
-        scope,
-        params,
-        results,
-        0 if table is None else table.num_rows,
-        {"path": "exact", **logs_evidence(window)},
-    )
-
-
-def _drift_report(
-    scope: Scope, params: DriftParams, results: list[VersionDrift], rows: int, evidence: dict[str, Any]
-) -> DriftReport:
-    parts = [Part(version_label(v.version), v.outcome, v.reason) for v in results]
-    summary = combine("drift", parts, {}, empty_reason=f"{_EMPTY} (0 rows)")
-    return DriftReport(
-        model=scope.model,
-        since=scope.since,
-        until=scope.until,
-        outcome=summary.outcome,
-        reason=summary.reason,
-        versions=results,
-        rows=rows,
-        logs=evidence,
-        params=evidence_params(params),
-        deciding=list(summary.evidence.get("deciding", [])),
-    )
-
-
-def _version_drift(
-    ctx: Context, version: int | None, rows: pa.Table, versions: dict[int, VersionInfo], params: DriftParams
-) -> VersionDrift:
-    settings = params.settings()
-    n = rows.num_rows
-    info = versions.get(version) if version is not None else None
-    if info is None:
-        what = (
-            f"version {version} is not in the registry"
-            if version is not None
-            else "rows logged without a version"
-        )
-        return VersionDrift(version, Outcome.INCONCLUSIVE, f"{what}: no reference to compare with", 0, n, 0)
-    ref = reference_for(store=ctx.store, info=info)
-    if ref.error is not None:
-        outcome = Outcome.INCONCLUSIVE if ref.missing else Outcome.ERROR
-        return VersionDrift(version, outcome, ref.error, 0, n, 0, reference=ref.name or None)
-    features = [f for f in info.features if params.features is None or f in params.features]
-    empty = SortedSample(np.empty(0))
-    result = version_drift(
-        version=version,
-        reference={f: ref.features.get(f, empty) for f in features},
-        reference_rows=ref.rows,
-        reference_classes=ref.class_counts,
-        current={f: float_column(rows, f"f_{f}") for f in features if f"f_{f}" in rows.column_names},
-        predicted=string_counts(rows.filter(pc.is_valid(rows.column("label"))), "label")
-        if "label" in rows.column_names
-        else None,
-        n_rows=n,
-        settings=settings,
-        reference_name=ref.name,
-    )
-    return unmonitored(result, params.features, features, info.features)
 
 
 # --- data quality ------------------------------------------------------------------------------------------
@@ -439,5 +427,7 @@ _RUNNERS: dict[str, Callable[..., Check]] = {
     "accuracy": _run_accuracy,
     "error_rate": _run_error_rate,
     "latency": _run_latency,
+    "freshness": sources.run_freshness,
+    "pipeline": sources.run_pipeline,
 }
 assert tuple(_RUNNERS) == MONITOR_KINDS

@@ -249,6 +249,13 @@ class LatencySketch:
         for k, c in other.counts.items():
             self.counts[k] = self.counts.get(k, 0) + c
 
+    def above(self, limit: float) -> int:
+        """How many latencies exceed `limit`: a value in the key holding `limit` counts when that key's value
+        does (so within LATENCY_ACCURACY of `limit` it may count either way)."""
+        return sum(c for k, c in self.counts.items() if _MAPPING.value(k) > limit) + (
+            self.zeros if limit < 0 else 0
+        )
+
     def quantiles(self, qs: tuple[int, ...]) -> dict[int, float]:
         """Percentiles from a DDSketch holding these counts (each within LATENCY_ACCURACY of its rank's value)."""
         sketch = DDSketch(LATENCY_ACCURACY)
