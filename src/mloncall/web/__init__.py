@@ -1,0 +1,1 @@
+"""The web dashboard: server-rendered pages over the domains' services, mounted at `/` by `mloncall.api.app`."""
