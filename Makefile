@@ -19,13 +19,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mloncall demo
 
-## The whole test suite, with lint and type checks, against real services.
+## The whole test suite, with lint and type checks, against real services, two tests at a time.
 test: $(STAMP) services
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25
 
 services:
 	@bash scripts/services.sh

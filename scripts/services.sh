@@ -14,4 +14,6 @@ if command -v pg_isready >/dev/null 2>&1; then
 fi
 # Prometheus and Alertmanager for the interop test (Debian packages, installed once).
 bash "$(dirname "$0")/prometheus.sh" || echo "services: could not install Prometheus/Alertmanager"
+# Chromium for the dashboard's browser tests (Debian package, installed once).
+bash "$(dirname "$0")/chromium.sh" || echo "services: could not install Chromium"
 exit 0

@@ -14,8 +14,10 @@ DOMAINS = (
     "data",
     "incidents",
     "monitoring",
+    "pipelines",
     "registry",
     "rollout",
+    "scaling",
     "serving",
     "training",
 )

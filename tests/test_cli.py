@@ -64,10 +64,7 @@ def test_verify_exit_code_names_the_altered_file(cli_env: dict[str, str]) -> Non
 def test_gate_failure_exits_1_and_keeps_the_version(cli_env: dict[str, str], tmp_path: Path) -> None:
     _ok("train", "iris-classifier", env=cli_env)
     _ok("models", "alias", "set", "iris-classifier", "production", "1", env=cli_env)
-    bad = iris.iris_like_samples(300, seed=3)
-    bad["species"] = bad["species"].map(
-        {"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"}
-    )
+    bad = iris.corrupted_labels(iris.iris_like_samples(300, seed=3))
     res = run_cli(
         "retrain", "iris-classifier", "--data", str(write_csv(tmp_path / "bad.csv", bad)), env=cli_env
     )
@@ -88,7 +85,7 @@ def test_bad_input_gets_one_line_and_a_meaningful_exit_code(cli_env: dict[str, s
         (["train", "m", "--algorithm", "xgboost"], 2, "unknown algorithm"),
         (["models", "show", "nope:1"], 3, "model 'nope' does not exist"),
         (["models", "verify", "Bad Name"], 2, "invalid model name"),
-        (["retrain", "nope", "--data", str(empty)], 3, "does not exist"),
+        (["retrain", "nope", "--data", str(empty)], 2, "is empty"),
         (["models", "alias", "set", "nope", "production", "1"], 3, "does not exist"),
     ]
     for args, code, message in cases:

@@ -13,10 +13,10 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from mloncall.access import audit
-from mloncall.access import service as access
 from mloncall.api.app import create_app
 from mloncall.registry import service as registry
 from mloncall.stores.context import Context
+from tests.alerts.conftest import make_tokens
 
 #: Small, so the 413 tests need no big buffers.
 MAX_BODY_BYTES = 64 * 1024
@@ -82,13 +82,7 @@ class Api:
 @pytest.fixture
 def api(any_ctx: Context) -> Iterator[Api]:
     """The API over a fresh installation (SQLite, PostgreSQL) with tokens for admin, operator and viewer."""
-    with any_ctx.db.session() as session:
-        admin = access.bootstrap_admin(session=session)
-        assert admin is not None
-        secrets = {"admin": admin}
-        for role in ("operator", "viewer"):
-            access.create_principal(session=session, name=f"{role}-user", role=role)
-            _, secrets[role] = access.create_token(session=session, principal_name=f"{role}-user")
+    secrets = make_tokens(any_ctx)
     app = create_app(any_ctx, max_body_bytes=MAX_BODY_BYTES)
     with TestClient(app, raise_server_exceptions=False) as client:
         api = Api(ctx=any_ctx, client=client, secrets=secrets)

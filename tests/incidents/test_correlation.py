@@ -9,14 +9,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from mloncall.alerts import lifecycle
-from mloncall.alerts.states import AlertSource, AlertState
+from mloncall.alerts import lifecycle, notify
+from mloncall.alerts.channels import Channel
+from mloncall.alerts.models import Notification
+from mloncall.alerts.states import AlertSource, AlertState, EventKind, NotifyEvent
 from mloncall.core import clock
 from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.incidents import jobs, service
 from mloncall.incidents.models import GroupClaim, Incident, IncidentAlert, Message
 from mloncall.incidents.states import IncidentState
 from mloncall.stores.context import Context
+from tests.alerts.conftest import Receiver
 from tests.incidents.conftest import fire
 
 
@@ -158,11 +161,11 @@ def test_merging_into_itself_or_into_a_closed_incident_is_refused(ictx: Context)
         service.merge(session=session, duplicate_id=ids[0], into_id=ids[1], actor="t")
 
 
-def test_an_alert_storm_ends_as_one_incident_with_bounded_notifications(ictx: Context) -> None:
-    """1,000 alerts for one model within a minute: one incident, 1,000 linked alerts, a few messages."""
-    start = clock.now() - dt.timedelta(minutes=1)
+def _storm(ictx: Context, start: dt.datetime, shards: range) -> None:
+    """Alerts for one model, one per shard, 60 ms apart, each firing through the lifecycle (with its
+    notification queued), as the evaluator makes them."""
     with ictx.db.session() as session:
-        for i in range(1000):
+        for i in shards:
             at = start + dt.timedelta(milliseconds=60 * i)
             labels = {"model": "iris", "runbook": "monitoring", "shard": str(i)}
             facts = lifecycle.AlertFacts(
@@ -176,14 +179,41 @@ def test_an_alert_storm_ends_as_one_incident_with_bounded_notifications(ictx: Co
                 labels={},
                 at=at,
             )
-            lifecycle.new_alert(
+            alert = lifecycle.new_alert(
                 session, previous=None, facts=facts, group=group, state=AlertState.FIRING, at=at
             )
-    sent = jobs.run_once(ictx, channels=[])
+            lifecycle.record(session, alert, kind=EventKind.FIRING, from_state=None, actor="test", at=at,
+                             reason="condition held", notify=NotifyEvent.FIRING)  # fmt: skip
+
+
+def test_an_alert_storm_ends_as_one_incident_with_bounded_notifications(
+    ictx: Context, receiver: Receiver
+) -> None:
+    """1,000 alerts for one model within a minute: one incident, 1,000 linked alerts, a few messages, alert
+    messages and incident messages alike, to a real webhook receiver."""
+    hook = [Channel(name="hook", type="webhook", url=receiver.url)]
+    start = clock.now() - dt.timedelta(minutes=1)
+    _storm(ictx, start, range(0, 500))
+    first = notify.send_pending(ictx, channels=hook)  # the sender runs while the storm goes on
+    _storm(ictx, start, range(500, 1000))
+    sent = jobs.run_once(ictx, channels=hook)
     assert sent.routed == {"opened": 1, "joined": 999}
+    second = notify.send_pending(ictx, channels=hook)
     with ictx.db.session() as session:
         (incident,) = service.list_incidents(session=session)
         assert len(service.links(session=session, incident_id=incident.id)) == 1000
         messages = session.scalar(sa.select(sa.func.count()).select_from(Message))
         assert messages is not None and 1 <= messages <= 3  # opened (+ the first page when a policy exists)
-    assert jobs.run_once(ictx, channels=[]).routed == {}
+        statuses = dict(
+            session.execute(
+                sa.select(Notification.status, sa.func.count()).group_by(Notification.status)
+            ).all()
+        )
+        assert statuses == {"sent": 2, "grouped": 998}  # every alert's event told, in two messages
+    assert [(len(r.grouped), r.status) for r in first + second] == [(499, "sent"), (499, "sent")]
+    alert_bodies = [b for b in receiver.bodies if "alert" in b and "grouped" in b]
+    assert len(alert_bodies) == 2 and [b["grouped"]["count"] for b in alert_bodies] == [499, 499]
+    assert "and 499 more" in alert_bodies[0]["title"]
+    assert len(receiver.bodies) <= 5  # two alert messages and at most three incident messages
+    assert jobs.run_once(ictx, channels=hook).routed == {}
+    assert notify.send_pending(ictx, channels=hook) == []

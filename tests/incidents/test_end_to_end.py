@@ -70,13 +70,25 @@ def test_messages_reach_a_real_smtp_server_and_a_real_webhook(
     assert jobs.run_once(sictx, channels=channels).sent == []  # each message goes out once
 
 
+def _healthy_v1(ctx: Context, end: dt.datetime) -> None:
+    """An hour of v1's predictions, every late label agreeing."""
+    frame = iris.iris_like_samples(200, seed=24)
+    ids = write_predictions(
+        ctx, model="iris-classifier", version=1, frame=frame,
+        ts=ts_spread(200, end=end, span=dt.timedelta(hours=1)), id_prefix="good",
+    )  # fmt: skip
+    truth = frame[iris.TARGET].astype(str).tolist()
+    write_feedback(ctx, model="iris-classifier", ids=ids, labels=truth, ts=end.timestamp())
+
+
 def _accuracy_drop(ctx: Context, end: dt.datetime) -> None:
-    """Predictions of the last hour whose late labels say 20% were wrong."""
+    """v2's predictions of the last hour whose late labels say 20% were wrong."""
     frame = iris.iris_like_samples(200, seed=25)
     truth = frame[iris.TARGET].astype(str).to_numpy()
     ids = write_predictions(
         ctx,
         model="iris-classifier",
+        version=2,
         frame=frame,
         ts=ts_spread(200, end=end, span=dt.timedelta(hours=1)),
         id_prefix="drop",
@@ -95,6 +107,7 @@ def test_an_injected_accuracy_drop_from_page_to_postmortem(
     ctx: Context, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     train_iris(ctx)
+    train_iris(ctx)
     from mloncall.access import service as access
     from mloncall.registry import service as registry
 
@@ -102,8 +115,15 @@ def test_an_injected_accuracy_drop_from_page_to_postmortem(
         registry.set_alias(session=session, name="iris-classifier", alias="production", version=1, actor="t")
         for name in ("alice", "bob", "carol"):
             access.create_principal(session=session, name=name, role="operator")
-    fc = clock.FrozenClock(clock.now().replace(microsecond=0))
+    monkeypatch.setenv("MLONCALL_HOME", str(ctx.settings.home))
+    config = ctx.settings.home / "mloncall.toml"  # the commands deliver to the receiver as the job does
+    config.write_text(f'[[alerts.channels]]\nname = "hook"\ntype = "webhook"\nurl = "{receiver.url}"\n')
+    monkeypatch.setenv("MLONCALL_CONFIG", str(config))
+    fc = clock.FrozenClock(clock.now().replace(microsecond=0) - dt.timedelta(hours=1))
     clock.set_clock(fc)
+    _healthy_v1(ctx, fc.current - dt.timedelta(minutes=1))  # v1 served well before v2 was deployed
+    _cli("deploy", "iris-classifier:2", "--strategy", "direct")
+    fc.advance(hours=1)
     _accuracy_drop(ctx, fc.current - dt.timedelta(minutes=1))
     with ctx.db.session() as session:
         alerts_service.load_rules(session=session, text=RULES, origin="t", actor="t",
@@ -111,7 +131,6 @@ def test_an_injected_accuracy_drop_from_page_to_postmortem(
     result = evaluation.evaluate(ctx=ctx)
     assert [t.to_state for t in result.transitions] == ["firing"]
     secrets = make_tokens(ctx)
-    monkeypatch.setenv("MLONCALL_HOME", str(ctx.settings.home))
     channels = [Channel(name="hook", type="webhook", url=receiver.url)]
     _cli("oncall", "schedule", "create", "primary", "--members", "alice,bob", "--shift", "1d")
     _cli(
@@ -144,9 +163,28 @@ def test_an_injected_accuracy_drop_from_page_to_postmortem(
     assert jobs.run_once(ctx, channels=channels).update_reminders == [iid]  # the missed update
     reminders = [b for b in receiver.bodies if b["kind"] == "reminder" and "overdue" in b["title"]]
     assert reminders and reminders[0]["text"].startswith("alice: incident")
-    _cli("incident", "mitigate", str(iid), "--note", "rolled back")
     fc.advance(minutes=9)
-    _cli("incident", "resolve", str(iid), "--summary", "accuracy is back", "--cause", "a bad training batch")
+    # The monitoring runbook works it: the run rolls v2 back and closes the alert; the incident that held the
+    # alert, every alert of it closed by a corrective action, is resolved by the run with its root cause.
+    (alert_id,) = [
+        link["alert_id"] for link in api.get(f"/api/v1/incidents/{iid}", headers=auth).json()["alerts"]
+    ]
+    capsys.readouterr()
+    _cli("runbook", "run", "monitoring", "--alert", str(alert_id), "--yes", "-p",
+         "root_cause=a bad training batch in v2", "--json")  # fmt: skip
+    run_record = json.loads(_last_json(capsys))
+    assert run_record["outcome"] == "successful" and run_record["incident_id"] == iid
+    steps = {s["name"]: s for s in run_record["steps"]}
+    assert steps["rollback"]["state"] == "successful" and steps["silence"]["state"] == "skipped"
+    shown = api.get(f"/api/v1/incidents/{iid}", headers=auth).json()["incident"]
+    assert shown["state"] == "resolved" and shown["root_cause"] == "a bad training batch in v2"
+    assert f"runbook run #{run_record['id']}" in shown["resolution"] and "rollback" in shown["resolution"]
+    told = [b for b in receiver.bodies if b["title"].startswith(f"[RESOLVED] incident #{iid}")]
+    assert len(told) == 1 and "a bad training batch in v2" in told[0]["text"]
+    again = api.post(f"/api/v1/incidents/{iid}/resolve", json={"summary": "twice"}, headers=auth)
+    assert again.status_code == 409
+    with ctx.db.session() as session:
+        assert registry.resolve(session=session, ref="iris-classifier@production").version == 1
     capsys.readouterr()
     _cli("incident", "postmortem", str(iid), "--json")
     pm = json.loads(_last_json(capsys))

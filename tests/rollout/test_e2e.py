@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mloncall.data import iris
 from mloncall.demo.traffic import LocalServer, Traffic
-from tests.helpers import new_samples_csv, run_cli, write_csv
-from tests.rollout.conftest import ok
+from tests.helpers import new_samples_csv, run_cli
+from tests.rollout.conftest import ok, train_a_bad_model
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +68,7 @@ def test_bad_canary_is_aborted_by_analysis_without_dropping_traffic(
     served: tuple[LocalServer, Traffic], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     _server, traffic = served
-    bad = iris.iris_frame()
-    bad["species"] = bad["species"].map(
-        {"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"}
-    )
-    ok("train", "iris-classifier", "--data", str(write_csv(tmp_path / "bad.csv", bad)), env=cli_env)
+    train_a_bad_model(cli_env, tmp_path)
     res = run_cli("deploy", "iris-classifier:2", "--steps", "50,100", *FAST, "--wait", "--json", env=cli_env)
     assert res.returncode == 1
     rollout = json.loads(res.stdout)["rollout"]

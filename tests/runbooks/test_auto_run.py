@@ -116,7 +116,8 @@ def test_a_firing_alert_gets_its_runbooks_checks_once(home: Context) -> None:
     ran = {c["step"]: c["state"] for c in ev["checks"]}
     # the problem is confirmed, validation finds the feature out of range, and the traffic it affects
     assert (ran["confirm"], ran["validate"], ran["impact"]) == ("successful", "failed", "failed")
-    assert "petal_width" in ev["checks"][1]["reason"]
+    (validate,) = [c for c in ev["checks"] if c["step"] == "validate"]
+    assert "petal_width" in validate["reason"]
     assert ran["workaround"] == ran["escalate"] == ran["validate-fix"] == "skipped"
     assert _checks_events(home, quiet) == []  # a rule without auto_run gets nothing
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mloncall.data import iris
 from mloncall.demo.traffic import LocalServer, Traffic
-from tests.helpers import new_samples_csv, run_cli, write_csv
-from tests.rollout.conftest import ok
+from tests.helpers import new_samples_csv, run_cli
+from tests.rollout.conftest import ok, train_a_bad_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live-server")]
 
@@ -70,11 +69,7 @@ def test_a_bad_model_ends_failed_with_the_rollback_done_and_recorded(
     served: tuple[LocalServer, Traffic], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     _server, traffic = served
-    bad = iris.iris_frame()
-    bad["species"] = bad["species"].map(
-        {"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"}
-    )
-    ok("train", "iris-classifier", "--data", str(write_csv(tmp_path / "bad.csv", bad)), env=cli_env)
+    train_a_bad_model(cli_env, tmp_path)
     res = run_cli("runbook", "run", "deployment", "iris-classifier:2", *FAST, "--yes", "--json", env=cli_env)
     assert res.returncode == 1, res.stderr
     run = json.loads(res.stdout)

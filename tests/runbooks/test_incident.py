@@ -225,3 +225,43 @@ def test_a_closed_incident_is_refused_clearly(
         again()
     with ictx.db.session() as s:
         assert len(runs.list_runs(session=s, runbook=BOOK)) == 1
+
+
+def test_an_incident_resolved_before_the_runbook_is_reported_as_it_stood_and_judged(
+    ictx: Context,
+    clock_at: clock.FrozenClock,
+) -> None:
+    """Resolved by someone else (the monitoring runbook once its alerts closed) before anyone took command:
+    runbook 8 changes nothing the response would have, says what the record holds, and its acceptance fails
+    where the response fell short, while the loop (post-mortem, close) still closes."""
+    incident_id = _incident_from_alert(ictx)
+    clock_at.advance(minutes=3)
+    with ictx.db.session() as s:
+        incidents.mitigate(session=s, incident_id=incident_id, actor="bob", note="rolled back to v1")
+        incidents.resolve(
+            session=s, incident_id=incident_id, actor="bob", summary="accuracy is back after v1"
+        )
+    clock_at.advance(minutes=1)
+    record = _run(ictx, Oncall(ictx, clock_at), incident_id)
+    steps = {st["name"]: st for st in record["steps"]}
+    assert (record["state"], record["outcome"]) == ("finished", "failed"), record["reason"]
+    assert "was resolved at" in steps["acknowledge"]["reason"] and "by bob" in steps["acknowledge"]["reason"]
+    assert "commander unclaimed" in steps["roles"]["reason"]
+    assert steps["bridge"]["reason"].endswith("no bridge was opened")
+    assert "no further update is due" in steps["update"]["reason"]
+    assert steps["escalate"]["reason"].startswith("no escalation") and steps["page"]["state"] == "skipped"
+    assert (
+        "already resolved" in steps["resolve"]["reason"] and "accuracy is back" in steps["resolve"]["reason"]
+    )
+    assert steps["close"]["state"] == "successful"
+    checks = {name: c["outcome"] for name, c in _checks(record).items()}
+    assert checks == {
+        "acknowledged within the severity's limit": "successful",  # mitigating acknowledged it
+        "all roles assigned": "failed",
+        "no cadence gap while open": "successful",
+        "post-mortem completed": "successful",
+    }
+    with ictx.db.session() as s:
+        incident = incidents.get_incident_or_raise(session=s, incident_id=incident_id)
+        assert incident.state == "closed" and incident.bridge is None
+        assert set(incidents.current_roles(session=s, incident_id=incident_id).values()) == {None}

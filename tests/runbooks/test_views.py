@@ -32,7 +32,7 @@ def test_runbooks_are_listed_and_shown(api: tuple[TestClient, dict[str, dict[str
     assert listed.status_code == 200
     assert {b["name"] for b in listed.json()} >= {"deployment", "retraining", "monitoring", "data-quality"}
     shown = client.get(f"{BASE}/data-quality", headers=auth["viewer"]).json()
-    assert [s["name"] for s in shown["steps"]][:3] == ["confirm", "validate", "impact"]
+    assert [s["name"] for s in shown["steps"]][:4] == ["batch", "confirm", "validate", "impact"]
     assert shown["acceptance"][-1] == "model confirmed functional"
     missing = client.get(f"{BASE}/nope", headers=auth["viewer"])
     assert missing.status_code == 404 and "no runbook 'nope'" in missing.json()["error"]

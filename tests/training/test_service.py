@@ -93,10 +93,7 @@ def test_retrain_is_reproducible(ctx: Context, tmp_path: Path) -> None:
 def test_retrain_gate_fails_on_corrupted_labels(ctx: Context, tmp_path: Path) -> None:
     train_iris(ctx)
     _promote(ctx, 1)
-    bad = iris.iris_like_samples(300, seed=3)
-    bad["species"] = bad["species"].map(
-        {"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"}
-    )
+    bad = iris.corrupted_labels(iris.iris_like_samples(300, seed=3))
     run = training.retrain(
         ctx=ctx, name="iris-classifier", data=write_csv(tmp_path / "bad.csv", bad), created_by="t"
     )

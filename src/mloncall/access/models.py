@@ -1,5 +1,5 @@
-"""Access tables: principals, API tokens (digests only), roles, the casbin policy, break-glass requests, the
-audit log."""
+"""Access tables: principals, API tokens (digests only), dashboard sessions (digests only), roles, the casbin
+policy, break-glass requests, the audit log."""
 
 from __future__ import annotations
 
@@ -79,6 +79,20 @@ class ApiToken(Base):
     def status(self) -> TokenStatus:
         """The token's status now (by the injectable clock)."""
         return self.status_at(clock.now())
+
+
+class WebSession(Base):
+    """A dashboard login, stored only as the sha256 digest of the id its signed cookie carries: the cookie is
+    honoured while its row is there, unexpired and not ended, so a logout ends it on the server."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    principal_id: Mapped[int] = mapped_column(sa.ForeignKey("principals.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None] = mapped_column(nullable=True, default=None)
 
 
 class Role(Base):

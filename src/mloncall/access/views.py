@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy.orm import Session
 
 from mloncall.access import audit, authorize, grants, roles, service
 from mloncall.access.models import ApiToken, Principal
@@ -158,39 +158,31 @@ def list_requests(
     return [AccessRequestOut.model_validate(r) for r in rows]
 
 
-def _answer(
-    answer: Any, request_id: int, body: RequestAnswer, request: Request, session: Session, caller: Principal
-) -> AccessRequestOut:
-    approver = service.get_principal_or_raise(session=session, name=caller.name)
-    row = answer(session=session, request_id=request_id, approver=approver, note=body.note)
-    audit_note(
-        request, request_id=row.id, requester=row.requester, state=row.state, expires_at=row.expires_at
-    )
-    return AccessRequestOut.model_validate(row)
+def _answer_route(answer: Any, verb: str, summary: str) -> Callable[..., AccessRequestOut]:
+    """The route that answers someone else's request with `answer` (grants.approve or grants.deny)."""
+
+    @router.post(f"/access/requests/{{request_id}}/{verb}", summary=summary, name=f"{verb}_request")
+    def answer_request(
+        request_id: RequestIdPath,
+        body: RequestAnswer,
+        request: Request,
+        session: DbSession,
+        caller: Principal = allow("access:approve"),
+    ) -> AccessRequestOut:
+        approver = service.get_principal_or_raise(session=session, name=caller.name)
+        row = answer(session=session, request_id=request_id, approver=approver, note=body.note)
+        audit_note(
+            request, request_id=row.id, requester=row.requester, state=row.state, expires_at=row.expires_at
+        )
+        return AccessRequestOut.model_validate(row)
+
+    return answer_request
 
 
-@router.post(
-    "/access/requests/{request_id}/approve", summary="Approve someone else's request: the grant starts now"
+approve_request = _answer_route(
+    grants.approve, "approve", "Approve someone else's request: the grant starts now"
 )
-def approve_request(
-    request_id: RequestIdPath,
-    body: RequestAnswer,
-    request: Request,
-    session: DbSession,
-    caller: Principal = allow("access:approve"),
-) -> AccessRequestOut:
-    return _answer(grants.approve, request_id, body, request, session, caller)
-
-
-@router.post("/access/requests/{request_id}/deny", summary="Deny someone else's request")
-def deny_request(
-    request_id: RequestIdPath,
-    body: RequestAnswer,
-    request: Request,
-    session: DbSession,
-    caller: Principal = allow("access:approve"),
-) -> AccessRequestOut:
-    return _answer(grants.deny, request_id, body, request, session, caller)
+deny_request = _answer_route(grants.deny, "deny", "Deny someone else's request")
 
 
 @router.post("/access/requests/{request_id}/revoke", summary="End an approved grant now")

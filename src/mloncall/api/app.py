@@ -33,21 +33,33 @@ from mloncall.access import service as access
 from mloncall.access import views as access_views
 from mloncall.alerts import scheduler as alert_scheduler
 from mloncall.alerts import views as alert_views
-from mloncall.api.deps import MUTATING_METHODS, _action, _request_audit, current_principal, refuse_nul_bytes
+from mloncall.api.deps import (
+    MUTATING_METHODS,
+    _action,
+    _request_audit,
+    audit_actor,
+    current_principal,
+    db_session,
+    refuse_nul_bytes,
+)
 from mloncall.api.openapi import truthful_openapi
 from mloncall.core.errors import MloncallError, StoreUnavailable
 from mloncall.data import views as data_views
 from mloncall.incidents import jobs as incident_jobs
 from mloncall.incidents import views as incident_views
 from mloncall.monitoring import scheduler as log_scheduler
+from mloncall.pipelines import views as pipeline_views
+from mloncall.pipelines import views_quarantine as quarantine_views
 from mloncall.registry import views as registry_views
 from mloncall.rollout import scheduler as rollout_scheduler
 from mloncall.rollout import views as rollout_views
 from mloncall.runbooks import jobs as runbook_jobs
 from mloncall.runbooks import views as runbook_views
+from mloncall.scaling import views as slo_views
 from mloncall.stores.context import Context
 from mloncall.stores.db import OUT_OF_CALENDAR, out_of_calendar
 from mloncall.training import views as training_views
+from mloncall.web import mount as dashboard
 
 logger = logging.getLogger("mloncall.api")
 
@@ -57,11 +69,14 @@ ROUTERS = (
     access_views.router,
     registry_views.router,
     data_views.router,
+    pipeline_views.router,
     training_views.router,
     rollout_views.router,
     alert_views.router,
     incident_views.router,
     runbook_views.router,
+    quarantine_views.router,
+    slo_views.router,
 )
 
 
@@ -386,5 +401,9 @@ def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: b
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(refuse_nul_bytes), Depends(current_principal)])
     app.include_router(access_views.public_router, dependencies=[Depends(refuse_nul_bytes)])
+    # The dashboard at `/`, its actions in the API's audited unit of work (the API stays under /api/v1).
+    dashboard.install(
+        app, unit_of_work=db_session, name_actor=audit_actor, dependencies=[Depends(refuse_nul_bytes)]
+    )
     app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
     return app

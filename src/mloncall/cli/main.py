@@ -30,9 +30,12 @@ from mloncall.demo import cli as demo_cli
 from mloncall.incidents import cli as incidents_cli
 from mloncall.incidents import cli_oncall as oncall_cli
 from mloncall.monitoring import cli as monitoring_cli
+from mloncall.pipelines import cli as pipelines_cli
+from mloncall.pipelines import cli_quarantine as quarantine_cli
 from mloncall.registry import cli as registry_cli
 from mloncall.rollout import cli as rollout_cli
 from mloncall.runbooks import cli as runbooks_cli
+from mloncall.scaling import cli as scaling_cli
 from mloncall.stores.db import OUT_OF_CALENDAR, out_of_calendar
 from mloncall.training import cli as training_cli
 
@@ -81,6 +84,7 @@ _mount(setup_cli.app)
 _mount(training_cli.app)
 _mount(registry_cli.app, "models")
 _mount(data_cli.app, "datasets")
+_mount(pipelines_cli.app, "pipeline")
 _mount(access_cli.app, "tokens")
 access_policy_cli.app.registered_commands.extend(diagnose_cli.app.registered_commands)
 _mount(access_policy_cli.app, "access")
@@ -91,6 +95,10 @@ _mount(alerts_cli.monitor_app, "monitor")
 _mount(incidents_cli.app, "incident")
 _mount(oncall_cli.oncall_app, "oncall")
 _mount(monitoring_cli.app, "logs")
+_mount(quarantine_cli.app, "quarantine")
+_mount(scaling_cli.slo_app, "slo")
+_mount(scaling_cli.app)
+_mount(scaling_cli.scale_app, "scale")
 _mount(runbooks_cli.app)
 _mount(runbooks_cli.runbook_app, "runbook")
 _mount(demo_cli.app)

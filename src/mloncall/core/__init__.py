@@ -1,1 +1,2 @@
-"""Core: what every floor may use: settings, errors, the ordered outcome, the clock, durations, names, console."""
+"""Core: what every floor may use: settings, errors, the ordered outcome, the clock, durations, names, console,
+processes."""

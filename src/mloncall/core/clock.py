@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 
 UTC = dt.UTC
 
 _now: Callable[[], dt.datetime] = lambda: dt.datetime.now(UTC)  # noqa: E731
+_wall = True  # the wall clock is in use: `timestamp()` need not build a datetime
 
 
 def now() -> dt.datetime:
@@ -15,10 +17,16 @@ def now() -> dt.datetime:
     return _now()
 
 
+def timestamp() -> float:
+    """The current time as seconds since the epoch (what `now().timestamp()` gives, without the datetime)."""
+    return time.time() if _wall else _now().timestamp()
+
+
 def set_clock(fn: Callable[[], dt.datetime] | None) -> None:
     """Replace the clock (tests); None restores the wall clock."""
-    global _now
+    global _now, _wall
     _now = fn if fn is not None else (lambda: dt.datetime.now(UTC))
+    _wall = fn is None
 
 
 class FrozenClock:

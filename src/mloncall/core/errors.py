@@ -72,6 +72,10 @@ class StoreUnavailable(MloncallError, code="store_unavailable", http_status=503,
     """The metadata database or the artifact store cannot be reached."""
 
 
+class ClusterUnavailable(StoreUnavailable, code="cluster_unavailable"):
+    """The serving cluster (Ray) does not answer, or did not take the deployment."""
+
+
 class CheckFailed(MloncallError, code="check_failed", http_status=422, exit_code=1):
     """A gate, verification or acceptance check ran and its verdict is 'failed'."""
 

@@ -13,8 +13,9 @@ from mloncall.core.errors import InvalidInput
 #: The grammar of every name (models, datasets, aliases, principals, schedules), also stated in the OpenAPI document.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
-#: Text that is not blank and holds no NUL (the server strips text and refuses what is left empty).
-TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+#: Text that is not blank and holds no NUL (the server strips text and refuses what is left empty). Blank as
+#: Python's strip sees it: JSON Schema's \s leaves out the separators \x1c-\x1f and NEL (\x85) that it strips.
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00\x1c-\x1f\x85][^\x00]*$"
 
 #: The largest id or version number: what the database's integer columns hold (32-bit signed on every
 #: backend). Every edge (HTTP path, query and body, CLI argument, service lookup) bounds ids by it, so a

@@ -13,8 +13,11 @@ Against a real `mloncall server` on localhost with steady client traffic (and fe
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +34,7 @@ from mloncall.cli.support import installation
 from mloncall.core import clock, console
 from mloncall.core.config import Settings
 from mloncall.core.errors import Conflict
-from mloncall.demo.scene import MODEL, Pace, Story
+from mloncall.demo.scene import ACTOR, MODEL, Pace, Story
 from mloncall.rollout.render import print_acceptance
 from mloncall.stores.context import Context
 
@@ -96,6 +99,11 @@ def demo(
         False, "--reset", help="Wipe MLONCALL_HOME first even if the demo did not create it."
     ),
     seed: int = typer.Option(42, help="Seed for training and the simulated traffic."),
+    keep_running: bool = typer.Option(
+        False,
+        "--keep-running",
+        help="At the end, leave the server up and print the dashboard's URL (Ctrl-C stops).",
+    ),
 ) -> None:
     """Play the oncall story end to end against a live local server (about 2 minutes; --fast: under 1)."""
     # imported when the command runs: the story pulls in training, serving and the monitors, which every
@@ -117,6 +125,34 @@ def demo(
         console.out.print()
         summary["seconds"] = round(time.monotonic() - started, 1)
         _print_summary(ctx, summary)
+        if keep_running:
+            _keep_serving(ctx)
+
+
+def _keep_serving(ctx: Context) -> None:
+    """Serve the installation until interrupted, with a dashboard token printed once for logging in."""
+    from mloncall.access import service as access
+    from mloncall.demo.traffic import LocalServer
+
+    with ctx.db.session() as session:
+        _, secret = access.create_token(
+            session=session, principal_name=ACTOR, description="dashboard login printed by the demo"
+        )
+    server = LocalServer(dict(os.environ)).start()
+    console.out.rule("[bold]the dashboard")
+    console.out.print(f"dashboard      {server.base}/")
+    console.out.print(f"log in with    token {secret}")
+    stopped = threading.Event()
+    # Ctrl-C, or SIGTERM from whatever started the demo; set here, since a parent may have left SIGINT ignored
+    previous = {sig: signal.signal(sig, lambda *_: stopped.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    console.out.print("the server stays up until Ctrl-C", soft_wrap=True)
+    try:
+        while not stopped.is_set() and server.proc is not None and server.proc.poll() is None:
+            stopped.wait(0.5)
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
@@ -139,6 +175,6 @@ def _print_summary(ctx: Context, summary: dict[str, Any]) -> None:
         "mloncall alerts list",
         "mloncall runbook runs",
         "mloncall incident list",
-        "mloncall server          # then open http://127.0.0.1:8000/docs",
+        "mloncall server          # then open http://127.0.0.1:8000/ (the dashboard) or /docs",
     ):
         console.out.print(f"  {env} {cmd}")

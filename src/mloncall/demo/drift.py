@@ -7,7 +7,9 @@ import time
 from dataclasses import dataclass
 
 from mloncall.alerts import service as alerts
+from mloncall.demo.incident import take_command
 from mloncall.demo.scene import ACTOR, MODEL, Scene
+from mloncall.demo.scene import DRIFT_ROOT_CAUSE as ROOT_CAUSE
 from mloncall.demo.stages import run_runbook
 from mloncall.demo.traffic import Traffic
 from mloncall.incidents import jobs
@@ -17,7 +19,6 @@ from mloncall.runbooks.investigate import Investigation, investigate
 from mloncall.stores.context import Context
 
 SHIFT = {"petal_length": 2.0}
-ROOT_CAUSE = "upstream source shifted petal_length by +2 cm (sensor calibration change)"
 ACTION = "fix upstream data"
 
 #: The demo's own rule: the production default looks at an hour and waits 15 minutes; the story has a minute.
@@ -78,7 +79,9 @@ def drift_stage(scene: Scene, traffic: Traffic) -> None:
         traffic.shift = {}
         scene.lines.append("the drift alert did not fire")
         return
-    open_from_alert(scene, fired.alert_id)
+    incident_id = open_from_alert(scene, fired.alert_id)
+    if incident_id is not None:
+        take_command(scene, incident_id)
     found = _investigate_and_close(scene, fired.alert_id)
     traffic.shift = {}
     story.note = ""

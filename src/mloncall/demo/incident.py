@@ -1,14 +1,17 @@
-"""Stage 5 of the demo, runbook 8: the incident the drift alert opened (routed as the incidents scheduler
-routes it, so the monitoring run of stage 4 wrote its steps to the incident's timeline) is walked from page to
-post-mortem by the `incident-communication` runbook: acknowledged, roles given, one bridge, an update,
-resolved with the subscribers told, its post-mortem drafted, completed by the commander, and closed."""
+"""Runbook 8 in the demo, on the incident the drift alert opened (routed as the incidents scheduler routes it).
+
+As soon as the incident opens (stage 4), its commander starts the `incident-communication` runbook: it
+acknowledges, gives the roles, opens the one bridge and posts an update, then waits at the resolution while
+the monitoring runbook works the alert. That run closes the alert and, every alert of the incident closed,
+resolves the incident. Stage 5 resumes runbook 8: the resolution was told, the post-mortem is drafted,
+completed by the commander, and the incident closes."""
 
 from __future__ import annotations
 
 from mloncall.access import service as access
-from mloncall.demo.drift import ROOT_CAUSE
 from mloncall.demo.scene import ACTOR, Scene
-from mloncall.demo.stages import run_runbook
+from mloncall.demo.scene import DRIFT_ROOT_CAUSE as ROOT_CAUSE
+from mloncall.demo.stages import resume_runbook, run_runbook
 from mloncall.incidents import service as incidents
 from mloncall.runbooks import engine
 from mloncall.runbooks.incident import postmortem_asked
@@ -20,11 +23,14 @@ PEOPLE = {ACTOR: "operator", "ops-lead": "operator", "scribe": "operator"}
 class Commander(engine.Unattended):
     """The demo as incident commander: confirms every step, and completes the post-mortem when asked to."""
 
-    def __init__(self, scene: Scene) -> None:
+    def __init__(self, scene: Scene, *, wait_for_fix: bool = False) -> None:
         super().__init__(ACTOR, yes=True)
         self.scene = scene
+        self.wait_for_fix = wait_for_fix
 
     def ask(self, question: str) -> bool | None:
+        if self.wait_for_fix and question.startswith("Resolve incident"):
+            return None  # the run waits at the resolution while the monitoring runbook works the alert
         incident_id = postmortem_asked(question)
         if incident_id is not None:
             ctx = self.scene.ctx
@@ -48,20 +54,36 @@ def _people(scene: Scene) -> None:
                 access.create_principal(session=s, name=name, role=role)
 
 
+def _params(incident_id: int) -> dict[str, object]:
+    return {"incident": incident_id, "operations": "ops-lead", "scribe": "scribe",
+            "status": "inputs drifted upstream; the monitoring runbook is investigating",
+            "summary": f"upstream fix confirmed: {ROOT_CAUSE}"}  # fmt: skip
+
+
+def take_command(scene: Scene, incident_id: int) -> None:
+    """The commander starts runbook 8 the moment the incident opens: ack, roles, bridge, an update; the run
+    then waits at the resolution."""
+    _people(scene)
+    record = run_runbook(scene, "incident-communication", _params(incident_id),
+                         confirmer=Commander(scene, wait_for_fix=True))  # fmt: skip
+    scene.holder["incident_run_id"] = record["id"]
+
+
 def incident_stage(scene: Scene) -> None:
     """5. The incident of the drift alert, from page to post-mortem, through runbook 8."""
-    i = scene.begin(
-        "5. runbook 8: the drift incident → ack → roles → bridge → update → resolve → post-mortem"
-    )
+    i = scene.begin("5. runbook 8: the drift incident, resolved by runbook 3 → told → post-mortem → closed")
     incident_id = scene.holder.get("incident")
     if incident_id is None:
         scene.story.end(i, "failed", "no incident was opened from the drift alert")
         return
-    _people(scene)
-    params = {"incident": incident_id, "operations": "ops-lead", "scribe": "scribe",
-              "status": "inputs drifted upstream; the monitoring runbook confirmed the fix",
-              "summary": f"upstream fix confirmed: {ROOT_CAUSE}"}  # fmt: skip
-    record = run_runbook(scene, "incident-communication", params, confirmer=Commander(scene))
+    run_id = scene.holder.get("incident_run_id")
+    if run_id is None:
+        _people(scene)
+        record = run_runbook(
+            scene, "incident-communication", _params(incident_id), confirmer=Commander(scene)
+        )
+    else:
+        record = resume_runbook(scene, run_id, confirmer=Commander(scene))
     with scene.ctx.db.session() as s:
         incident = incidents.get_incident_or_raise(session=s, incident_id=incident_id)
         pm = incidents.get_postmortem(session=s, incident_id=incident_id)

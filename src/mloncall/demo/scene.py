@@ -14,6 +14,8 @@ from mloncall.stores.context import Context
 
 MODEL = "iris-classifier"
 ACTOR = "demo"
+#: What the story's drift was: the root cause runbook 3 records and the post-mortem carries.
+DRIFT_ROOT_CAUSE = "upstream source shifted petal_length by +2 cm (sensor calibration change)"
 
 
 @dataclass

@@ -67,6 +67,19 @@ def run_runbook(
     return record
 
 
+def resume_runbook(scene: Scene, run_id: int, *, confirmer: engine.Confirmer) -> dict[str, Any]:
+    """Resume a waiting run with `confirmer`; its record, as `run_runbook` gives it."""
+    engine.resume(scene.ctx, run_id, confirmer=confirmer, on_change=lambda _rid: scene.refresh())
+    with scene.ctx.db.session() as s:
+        record = export.run_dict(s, runs.get_run_or_raise(session=s, run_id=run_id), events=False)
+    scene.holder.setdefault("runs", []).append(record)
+    scene.lines.append(
+        f"runbook {record['runbook']} run #{run_id} resumed: {record['state']} {record['outcome'] or ''} "
+        f"({record['reason']})"
+    )
+    return record
+
+
 def _rollout_params(pace: Pace) -> dict[str, Any]:
     seconds = f"{pace.step_duration:g}s"
     return {
@@ -117,10 +130,7 @@ def bad_canary(scene: Scene, traffic: Traffic) -> None:
     """3. A bad v3: corrupted labels, canary, caught by analysis, aborted; traffic never stops."""
     ctx = scene.ctx
     i = scene.begin("3. a bad v3 (trained on corrupted labels) goes out as a canary")
-    bad = iris.iris_frame()
-    bad["species"] = bad["species"].map(
-        {"setosa": "virginica", "versicolor": "setosa", "virginica": "versicolor"}
-    )
+    bad = iris.corrupted_labels(iris.iris_frame())
     bad_csv = scene.workdir / "corrupted-labels.csv"
     bad.to_csv(bad_csv, index=False)
     v3 = training.train(ctx=ctx, name=MODEL, data=bad_csv, dataset_name="iris-corrupted", seed=scene.seed,

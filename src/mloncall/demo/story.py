@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 from mloncall.demo.access import access_stage
 from mloncall.demo.drift import drift_stage
 from mloncall.demo.incident import incident_stage
+from mloncall.demo.pipeline import pipeline_stage
+from mloncall.demo.scaling import scaling_stage
 from mloncall.demo.scene import MODEL, Pace, Scene, Story
 from mloncall.demo.stages import bad_canary, retrain_and_canary, start_production
 from mloncall.stores.context import Context
@@ -29,12 +30,13 @@ def play(
     scene = Scene(ctx=ctx, story=story, pace=pace, seed=seed, workdir=workdir, holder=holder, refresh=refresh)
     server, traffic = start_production(scene)
     try:
-        time.sleep(pace.step_duration / 2)
+        pipeline_stage(scene)
         retrain_and_canary(scene)
         bad_canary(scene, traffic)
         drift_stage(scene, traffic)
         incident_stage(scene)
         access_stage(scene, server.base)
+        scaling_stage(scene)
         refresh()
     finally:
         traffic.stop()

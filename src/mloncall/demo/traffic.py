@@ -111,6 +111,8 @@ class LocalServer:
     port: int = field(default_factory=free_port)
     workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
+    #: Most workers `mloncall scale` may run it with (None: --workers, no supervisor for one).
+    max_workers: int | None = None
 
     @property
     def base(self) -> str:
@@ -128,6 +130,7 @@ class LocalServer:
                 str(self.port),
                 "--workers",
                 str(self.workers),
+                *(["--max-workers", str(self.max_workers)] if self.max_workers else []),
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,

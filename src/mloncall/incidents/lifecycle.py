@@ -54,9 +54,9 @@ def require_open(incident: Incident, doing: str) -> None:
 
 
 def list_incidents(
-    *, session: Session, state: str | None = None, model: str | None = None, limit: int = 100
+    *, session: Session, state: str | None = None, model: str | None = None, limit: int = 100, offset: int = 0
 ) -> Sequence[Incident]:
-    """Incidents, newest first; `state` is a state, `open` (triggered, acknowledged, mitigated) or None."""
+    """Incidents, newest first (skipping `offset`, for a page); `state` is a state, `open` (triggered, acknowledged, mitigated) or None."""
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
     stmt = sa.select(Incident)
@@ -68,7 +68,7 @@ def list_incidents(
         stmt = stmt.where(Incident.state == state)
     if model is not None:
         stmt = stmt.where(Incident.model == model)
-    return session.scalars(stmt.order_by(Incident.id.desc()).limit(limit)).all()
+    return session.scalars(stmt.order_by(Incident.id.desc()).offset(max(offset, 0)).limit(limit)).all()
 
 
 def record(

@@ -87,21 +87,6 @@ def _targets(message: Message, channels: Sequence[Channel]) -> list[Channel]:
     return [c for c in channels if EVERY_CHANNEL in wanted or c.name in wanted]
 
 
-def _claim(ctx: Context, message_id: int) -> bool:
-    with ctx.db.session() as session:
-        session.execute(
-            sa.update(Message)
-            .where(Message.status == MessageStatus.SENDING, Message.claimed_at < clock.now() - STALE_CLAIM)
-            .values(status=MessageStatus.PENDING)
-        )
-        result = session.execute(
-            sa.update(Message)
-            .where(Message.id == message_id, Message.status == MessageStatus.PENDING)
-            .values(status=MessageStatus.SENDING, claimed_at=clock.now())
-        )
-        return bool(getattr(result, "rowcount", 0) == 1)
-
-
 def _send_one(
     ctx: Context, message: Message, targets: list[Channel], sender: PlainSender, sleep: notify.Sleep
 ) -> SendResult:
@@ -111,34 +96,12 @@ def _send_one(
         body=dict(message.body),
         headers={"Incident": str(message.incident_id), "Kind": message.kind},
     )
-    result = SendResult(message.id, message.incident_id, message.kind, MessageStatus.SENT)
-    errors = []
-    for channel in targets:
-        error = notify.with_retries(
-            channel,
-            lambda channel=channel: sender(channel, plain),  # type: ignore[misc]
-            on_attempt=partial(
-                notify.record_attempt,
-                ctx,
-                partial(Delivery, message_id=message.id, incident_id=message.incident_id),
-                channel,
-            ),
-            sleep=sleep,
-        )
-        result.channels[channel.name] = MessageStatus.SENT if error is None else MessageStatus.FAILED
-        if error is not None:
-            errors.append(f"{channel.name}: {error}")
-    if not targets:
-        result.status = MessageStatus.UNROUTED
-    elif errors:
-        result.status = MessageStatus.FAILED
-    with ctx.db.session() as session:
-        row = session.get(Message, message.id)
-        assert row is not None
-        row.status = result.status
-        row.error = "; ".join(errors)[:4000] if errors else (None if targets else "no channel takes it")
-        row.finished_at = clock.now()
-    return result
+    fanout = notify.fan_out(
+        targets, lambda channel: sender(channel, plain),
+        row=partial(Delivery, message_id=message.id, incident_id=message.incident_id), ctx=ctx, sleep=sleep,
+    )  # fmt: skip
+    notify.finish(ctx, Message, message.id, fanout, unrouted="no channel takes it")
+    return SendResult(message.id, message.incident_id, message.kind, fanout.status, fanout.channels)
 
 
 def send_pending(
@@ -162,7 +125,7 @@ def send_pending(
         )
     results = []
     for message_id in ids:
-        if not _claim(ctx, message_id):
+        if not notify.claim(ctx, Message, message_id, stale=STALE_CLAIM):
             continue
         with ctx.db.session() as session:
             message = session.get(Message, message_id)

@@ -32,7 +32,7 @@ def list_models(json_out: bool = JSON) -> None:
         rows = []
         for m in models:
             latest = m.versions[-1] if m.versions else None
-            aliases = ", ".join(
+            aliases = "\n".join(  # one alias a line: a narrow terminal never cuts one in two
                 f"{a.name}→v{a.model_version.version}" for a in sorted(m.aliases, key=lambda a: a.name)
             )
             acc = latest.metrics.get("accuracy") if latest else None
@@ -50,7 +50,12 @@ def list_models(json_out: bool = JSON) -> None:
             console.out.print("no models yet: train one with `mloncall train NAME`")
             return
         console.out.print(
-            console.table("models", ["model", "versions", "latest", "accuracy", "aliases", "created"], rows)
+            console.table(
+                "models",
+                ["model", "versions", "latest", "accuracy", "aliases", "created"],
+                rows,
+                drop_first=("created", "versions"),
+            )
         )
 
 

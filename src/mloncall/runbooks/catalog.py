@@ -30,13 +30,24 @@ def _load() -> None:
     """The project's runbooks, imported when first asked for (they pull in the domains' services)."""
     if "deployment" in RUNBOOKS:
         return
-    from mloncall.runbooks import access, dataquality, deployment, incident, monitoring, retraining
+    from mloncall.runbooks import (
+        access,
+        dataquality,
+        deployment,
+        incident,
+        monitoring,
+        pipeline,
+        retraining,
+        scaling,
+    )
 
     for book in (
         deployment.RUNBOOK,
         retraining.RUNBOOK,
         monitoring.RUNBOOK,
         dataquality.RUNBOOK,
+        pipeline.RUNBOOK,
+        scaling.RUNBOOK,
         access.RUNBOOK,
         incident.RUNBOOK,
     ):

@@ -44,11 +44,29 @@ def _iso(at: dt.datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
 
+def _over(i: Incident) -> str | None:
+    """Why a live step of the response is history now: the incident was resolved (for instance by the monitoring
+    runbook once its alerts closed), so the step reports what the record says and acceptance judges it."""
+    if i.state in (IncidentState.RESOLVED, IncidentState.CLOSED):
+        return f"incident {i.id} was {i.state} at {_iso(i.resolved_at)}"
+    return None
+
+
 # --- 1. acknowledge ----------------------------------------------------------------------------------------
 
 
 def acknowledge(rc: RunContext) -> Check:
     """Someone is on it: escalation stops and the incident's alerts are acknowledged (the first ack is kept)."""
+    i = _incident(rc)
+    over = _over(i)
+    if over is not None:
+        said = (
+            f"acknowledged by {i.acknowledged_by} at {_iso(i.acknowledged_at)}"
+            if i.acknowledged_at
+            else ("never acknowledged")
+        )
+        return Check("acknowledge", Outcome.SUCCESSFUL, f"{over}: {said}",
+                     {"acknowledged_at": _iso(i.acknowledged_at), "acknowledged_by": i.acknowledged_by})  # fmt: skip
     with rc.ctx.db.session() as s:
         i = incidents.acknowledge(session=s, incident_id=_id(rc), actor=rc.actor, note=f"run #{rc.run_id}")
         at, by, state = i.acknowledged_at, i.acknowledged_by, i.state
@@ -87,8 +105,12 @@ def _wanted_roles(rc: RunContext) -> dict[str, str]:
 def assign_roles(rc: RunContext) -> Check:
     """Give each unclaimed role to its principal; a role someone already holds stays theirs."""
     kept: dict[str, str] = {}
+    over = _over(_incident(rc))
     with rc.ctx.db.session() as s:
         held = incidents.current_roles(session=s, incident_id=_id(rc))
+        if over is not None:
+            text = ", ".join(f"{r} {who or 'unclaimed'}" for r, who in held.items())
+            return Check("roles", Outcome.SUCCESSFUL, f"{over}: roles as they stood: {text}", {"roles": held})
         for role, principal in _wanted_roles(rc).items():
             if held.get(role) is not None:
                 kept[role] = str(held[role])
@@ -122,6 +144,10 @@ def roles_assigned(rc: RunContext) -> Check:
 
 def bridge(rc: RunContext) -> Check:
     """The one bridge: opened the first time, the same one returned after."""
+    i = _incident(rc)
+    over = _over(i)
+    if over is not None and i.bridge is None:
+        return Check("bridge", Outcome.SUCCESSFUL, f"{over}: no bridge was opened", {"bridge": None})
     with rc.ctx.db.session() as s:
         i, created = incidents.open_bridge(
             session=s, settings=_settings(rc), incident_id=_id(rc), actor=rc.actor, bridge=rc.params["bridge"]
@@ -191,6 +217,10 @@ def no_cadence_gap(rc: RunContext) -> Check:
 
 def escalate_decision(rc: RunContext) -> Check:
     """Escalate when the acknowledgement came past the severity's limit, or when asked (`escalate=true`)."""
+    over = _over(_incident(rc))
+    if over is not None:
+        return Check("escalate?", Outcome.SUCCESSFUL, f"no escalation: {over} (nobody is paged after it)",
+                     {"escalate": False, "chosen": []})  # fmt: skip
     late = ack_in_time(rc)
     asked = bool(rc.params["escalate"])
     go = asked or late.outcome is not Outcome.SUCCESSFUL
@@ -235,8 +265,11 @@ def resolve(rc: RunContext) -> Check:
     """Resolve with the summary; the subscribers receive it through their channels now."""
     i = _incident(rc)
     if i.state in (IncidentState.RESOLVED, IncidentState.CLOSED):
-        return Check("resolve", Outcome.SUCCESSFUL, f"already {i.state} at {_iso(i.resolved_at)}: {i.resolution}",
-                     {"resolved_at": _iso(i.resolved_at), "subscribers": i.subscribers})  # fmt: skip
+        sent = [r.to_dict() for r in outbox.send_pending(rc.ctx) if r.incident_id == i.id]
+        return Check("resolve", Outcome.SUCCESSFUL, f"already {i.state} at {_iso(i.resolved_at)}: {i.resolution}; "
+                     f"its subscribers ({', '.join(i.subscribers)}) were told then",
+                     {"resolved_at": _iso(i.resolved_at), "summary": i.resolution, "subscribers": i.subscribers,
+                      "sent": sent})  # fmt: skip
     with rc.ctx.db.session() as s:
         done = incidents.resolve(session=s, incident_id=i.id, actor=rc.actor, summary=_summary(rc, i))
         at, summary, subscribers = done.resolved_at, done.resolution, list(done.subscribers)

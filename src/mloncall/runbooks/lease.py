@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from mloncall.core import clock
 from mloncall.core.errors import Conflict
+from mloncall.core.processes import pid_alive
 from mloncall.runbooks.models import RunbookLease
 from mloncall.stores.db import Database
 
@@ -37,13 +38,7 @@ def _gone(owner: str) -> bool:
     pid_text = rest.partition(":")[0]
     if host != HOST or not pid_text.isdigit():
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid_text))
 
 
 def acquire(*, db: Database, target: str, run_id: int, owner: str, ttl: dt.timedelta = TTL) -> bool:

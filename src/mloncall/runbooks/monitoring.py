@@ -9,6 +9,9 @@ from mloncall.alerts import notify
 from mloncall.alerts import service as alerts
 from mloncall.core.durations import parse_duration
 from mloncall.core.outcome import Check, Outcome, worst
+from mloncall.incidents import outbox
+from mloncall.incidents import service as incidents
+from mloncall.incidents.states import OPEN_STATES, IncidentState
 from mloncall.runbooks import report
 from mloncall.runbooks.engine import RunContext
 from mloncall.runbooks.investigate import Investigation, investigate
@@ -223,13 +226,49 @@ def communicate(rc: RunContext) -> Check:
             actor=rc.actor,
         )
         closed = {"alert": a.id, "state": a.state, "root_cause": a.root_cause, "action": a.action}
+        settled = _settle_incident(rc, s, root_cause=root_cause, action=action, corrective=bool(taken))
     sent = notify.send_pending(rc.ctx)
+    if settled is not None:
+        settled["told"] = [r.to_dict() for r in outbox.send_pending(rc.ctx) if r.incident_id == settled["id"]]
     return Check(
         "communicate",
         Outcome.SUCCESSFUL,
-        f"alert {closed['alert']} closed: {root_cause[:200]}",
-        {**closed, "taken": bool(taken), "notified": str(sent)[:500]},
+        f"alert {closed['alert']} closed: {root_cause[:200]}" + (f"; {settled['text']}" if settled else ""),
+        {**closed, "taken": bool(taken), "incident": settled, "notified": str(sent)[:500]},
     )
+
+
+def _settle_incident(
+    rc: RunContext, s: Any, *, root_cause: str, action: str, corrective: bool
+) -> dict[str, Any] | None:
+    """The alert's incident follows the run: a corrective action mitigates it with the run's root cause, and
+    once every alert it holds is closed that way the problem is over, so the run resolves it (its subscribers
+    are told through the incident outbox). Runbook 8 then closes the loop: the post-mortem and the closing."""
+    incident = incidents.incident_of_alert(session=s, alert_id=rc.alert_id or 0)
+    if incident is None or incident.state not in OPEN_STATES:
+        return None
+    note = f"runbook run #{rc.run_id} (monitoring): {action}"
+    if corrective and incident.state != IncidentState.MITIGATED:
+        incidents.mitigate(session=s, incident_id=incident.id, actor=rc.actor, note=note[:2000])
+    incident.root_cause = incident.root_cause or root_cause[:2000]
+    still_open = [
+        link.alert_id
+        for link in incidents.links(session=s, incident_id=incident.id, include_detached=False)
+        if alerts.get_alert_or_raise(session=s, alert_id=link.alert_id).state != "closed"
+    ]
+    if corrective and not still_open:
+        summary = f"{action} (runbook run #{rc.run_id}, every alert closed): {root_cause}"
+        incidents.resolve(
+            session=s,
+            incident_id=incident.id,
+            actor=rc.actor,
+            summary=summary[:2000],
+            cause=root_cause[:2000],
+        )
+    text = f"incident {incident.id} {incident.state}" + (
+        f"; alerts {', '.join(map(str, still_open))} still open" if still_open else "; every alert closed"
+    )
+    return {"id": incident.id, "state": str(incident.state), "open_alerts": still_open, "text": text}
 
 
 def _alert_open(rc: RunContext) -> Check:

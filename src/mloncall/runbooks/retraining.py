@@ -39,11 +39,13 @@ def validate(rc: RunContext) -> Check:
             return Check(
                 "validate", Outcome.FAILED, f"{_model(rc)}:{prod.version} records no training dataset"
             )
-        schema = data_service.get_version_by_id_or_raise(
+        trained_on = data_service.get_version_by_id_or_raise(
             session=s, dataset_version_id=prod.dataset_version_id
-        ).schema
+        )
+        schema, dataset = trained_on.schema, trained_on.dataset.name
     path = Path(rc.params["data"])
     try:
+        training.refuse_if_blocked(rc.ctx, model=_model(rc), dataset=dataset)
         frame = data_validation.validate(data_files.read_table(path), schema=schema, source=str(path))
     except MloncallError as exc:
         return Check("validate", Outcome.FAILED, exc.message, {"details": exc.details})

@@ -98,14 +98,16 @@ def get_run_or_raise(*, session: Session, run_id: int) -> RunbookRun:
     return get_or_raise(session, RunbookRun, run_id, what="runbook run")
 
 
-def list_runs(*, session: Session, runbook: str | None = None, limit: int = 50) -> Sequence[RunbookRun]:
-    """Runs newest first, optionally of one runbook."""
+def list_runs(
+    *, session: Session, runbook: str | None = None, limit: int = 50, offset: int = 0
+) -> Sequence[RunbookRun]:
+    """Runs newest first (skipping `offset`, for a page), optionally of one runbook."""
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
     stmt = sa.select(RunbookRun)
     if runbook is not None:
         stmt = stmt.where(RunbookRun.runbook == runbook)
-    return session.scalars(stmt.order_by(RunbookRun.id.desc()).limit(limit)).all()
+    return session.scalars(stmt.order_by(RunbookRun.id.desc()).offset(max(offset, 0)).limit(limit)).all()
 
 
 def checks_runs(*, session: Session, alert_id: int) -> Sequence[RunbookRun]:

@@ -60,7 +60,19 @@ def train(
 @app.command()
 def retrain(
     name: str = typer.Argument(..., help="Model whose production version is the champion."),
-    data: Path = typer.Option(..., "--data", help="New rows (CSV or Parquet) with the champion's columns."),
+    data: Path | None = typer.Option(
+        None, "--data", help="New rows (CSV or Parquet) with the champion's columns."
+    ),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        help="New rows from a registered dataset version (NAME or NAME:VERSION), e.g. a pipeline's.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Read and check the new rows and what would block the retraining; train nothing.",
+    ),
     seed: int | None = typer.Option(None, help="Random seed; default: the champion's."),
     recall_margin: float = typer.Option(
         DEFAULT_RECALL_MARGIN, help="Largest allowed drop of any class's recall vs production."
@@ -77,9 +89,14 @@ def retrain(
 ) -> None:
     """Validate new data, retrain on it plus the champion's data, and gate the challenger against production.
 
-    The challenger is registered either way, with its verdict; the command exits 1 if the gate fails.
+    The challenger is registered either way, with its verdict; the command exits 1 if the gate fails. A stale
+    or failed pipeline feeding the champion's dataset blocks it (exit 4).
     """
     from mloncall.training import service
+
+    if dry_run:
+        _dry_run(name, data=data, dataset=dataset, range_margin=range_margin, json_out=json_out)
+        return
 
     run = _train_and_report(
         service.retrain,
@@ -87,6 +104,7 @@ def retrain(
         json_out,
         name=name,
         data=data,
+        dataset=dataset,
         seed=seed,
         recall_margin=recall_margin,
         reference_margin=reference_margin,
@@ -95,6 +113,22 @@ def retrain(
     )
     if run.gate and run.gate["verdict"] != "pass":
         raise CheckFailed(f"gate failed for {name}:{run.model_version.version}: {run.gate['reason']}")
+
+
+def _dry_run(
+    name: str, *, data: Path | None, dataset: str | None, range_margin: float, json_out: bool
+) -> None:
+    from mloncall.training.dryrun import retrain_dry_run
+
+    with installation() as ctx:
+        found = retrain_dry_run(ctx=ctx, name=name, data=data, dataset=dataset, range_margin=range_margin)
+    if json_out:
+        console.print_json(found)
+        return
+    console.out.print(
+        f"dry run: retraining {found['champion']} (trained on {found['trains_on']}) would read "
+        f"{found['rows']} valid rows from {found['reads']}; nothing trained"
+    )
 
 
 def _train_and_report(

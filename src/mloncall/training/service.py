@@ -25,13 +25,14 @@ import pandas as pd
 
 import mloncall
 from mloncall.core import clock
-from mloncall.core.errors import InvalidInput, NotFound
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.core.names import check_name
 from mloncall.data import files as data_files
 from mloncall.data import iris
 from mloncall.data import service as data_service
 from mloncall.data import validation as data_validation
 from mloncall.data.models import DatasetVersion
+from mloncall.pipelines.downstream import retraining_block
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.stores.context import Context
@@ -282,7 +283,8 @@ def retrain(
     *,
     ctx: Context,
     name: str,
-    data: Path,
+    data: Path | None = None,
+    dataset: str | None = None,
     seed: int | None = None,
     recall_margin: float = DEFAULT_RECALL_MARGIN,
     reference_margin: float = DEFAULT_REFERENCE_MARGIN,
@@ -292,13 +294,17 @@ def retrain(
     source_label: str | None = None,
     progress: Progress | None = None,
 ) -> TrainingRun:
-    """Retrain on the champion's data plus new rows and register the challenger with its gate verdict."""
-    label = source_label or str(data)
+    """Retrain on the champion's data plus new rows (a file, or a registered dataset version `NAME:VERSION`)
+    and register the challenger with its gate verdict. Refused (Conflict) while a pipeline feeding the
+    champion's dataset is stale or failed."""
+    raw, label = new_rows(ctx, data=data, dataset=dataset)
+    label = source_label or label
     for which, margin in (("recall", recall_margin), ("reference", reference_margin)):
         if not 0 <= margin <= 1:
             raise InvalidInput(f"{which} margin must be between 0 and 1, got {margin}")
     log = _Log(ctx, created_by, progress)
     champion, base_dv = _champion(ctx=ctx, name=name)
+    refuse_if_blocked(ctx, model=name, dataset=base_dv.dataset.name)
     champion_ref = f"{name}:{champion.version}"
     recipe = _Recipe(
         champion.algorithm,
@@ -307,7 +313,7 @@ def retrain(
     )
     log(f"champion {champion_ref} ({recipe.algorithm}), trained on {base_dv.dataset.name}:{base_dv.version}")
     union, base_rows, dv = _grown_dataset(
-        log, champion=champion, base_dv=base_dv, data=data, label=label, range_margin=range_margin
+        log, champion=champion, base_dv=base_dv, raw=raw, label=label, range_margin=range_margin
     )
     schema = base_dv.schema
     train_rows, hold, champion_rows = _challenge_split(
@@ -328,6 +334,37 @@ def retrain(
     candidate = _Candidate(recipe, estimator, train_rows, hold, dv, base_dv.dataset.name, challenger_metrics)
     description = description or f"retrained from {champion_ref} with {label}"
     return _register(log, candidate, name=name, description=description, gate=gate)
+
+
+def new_rows(ctx: Context, *, data: Path | None, dataset: str | None) -> tuple[pd.DataFrame, str]:
+    """The new rows to retrain with, from a file or a registered dataset version, and where they came from."""
+    if (data is None) == (dataset is None):
+        raise InvalidInput(
+            "give the new rows as either a data file or a registered dataset, not both or neither"
+        )
+    if data is not None:
+        return data_files.read_table(data), str(data)
+    with ctx.db.session() as session:
+        dv = data_service.resolve(session=session, ref=str(dataset))
+        ref = data_service.ref_of(dv)
+    return data_service.read(store=ctx.store, dataset_version=dv), f"dataset {ref}"
+
+
+def refuse_if_blocked(ctx: Context, *, model: str, dataset: str) -> None:
+    """Conflict when a pipeline feeding the model's training dataset is stale or failed (its retraining is
+    blocked until the pipeline is repaired)."""
+    reasons = retraining_block(ctx, dataset=dataset)
+    if reasons:
+        raise Conflict(
+            f"retraining {model} is blocked: {'; '.join(reasons)}. Repair the pipeline first "
+            "(`mloncall runbook run pipeline-failure --param pipeline=NAME`)",
+            details={"blocked": reasons},
+        )
+
+
+def champion_of(*, ctx: Context, name: str) -> tuple[ModelVersion, DatasetVersion]:
+    """The model's production version and the dataset version it trained on (both loaded)."""
+    return _champion(ctx=ctx, name=name)
 
 
 def _champion(*, ctx: Context, name: str) -> tuple[ModelVersion, DatasetVersion]:
@@ -357,7 +394,7 @@ def _grown_dataset(
     *,
     champion: ModelVersion,
     base_dv: DatasetVersion,
-    data: Path,
+    raw: pd.DataFrame,
     label: str,
     range_margin: float | None,
 ) -> tuple[pd.DataFrame, int, DatasetVersion]:
@@ -365,7 +402,6 @@ def _grown_dataset(
     version; returns the union, how many of its rows are the champion's, and the new version."""
     champion_ref = f"{champion.model.name}:{champion.version}"
     schema = base_dv.schema
-    raw = data_files.read_table(data)
     log(f"read {len(raw)} new rows from {label}")
     check_schema = {**schema, "features": champion.signature.get("features", schema["features"])}
     new_rows = data_validation.validate(raw, schema=check_schema, source=label, range_margin=range_margin)
