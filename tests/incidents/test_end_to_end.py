@@ -245,7 +245,9 @@ def test_bad_input_over_http(ctx: Context, clock_at: clock.FrozenClock) -> None:
     unknown = api.post(
         f"/api/v1/incidents/{iid}/assign", json={"role": "commander", "principal": "zed"}, headers=auth
     )
-    assert unknown.status_code == 404 and "zed" in unknown.json()["error"]
+    assert unknown.status_code == 409 and "zed" in unknown.json()["error"]  # the incident is there
+    paged = api.post(f"/api/v1/incidents/{iid}/escalate", json={"reason": "now"}, headers=auth)
+    assert paged.status_code == 409 and "oncall policy create" in paged.json()["error"]
     api.post(
         f"/api/v1/incidents/{iid}/assign", json={"role": "commander", "principal": "alice"}, headers=auth
     )

@@ -4,7 +4,8 @@ sent after the answer (the scheduler's next pass retries what fails)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mloncall.access.models import Principal
 from mloncall.api.deps import CurrentContext, DbSession, allow, send_later
-from mloncall.core.errors import InvalidInput
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.core.names import MAX_ID
 from mloncall.incidents import outbox, service
 from mloncall.incidents.models import Incident
@@ -130,7 +131,8 @@ def ack(
 def assign(
     incident_id: IncidentId, body: AssignIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> RoleOut:
-    row = service.assign(session=session, incident_id=incident_id, actor=who.name, **dict(body))
+    with _named_in_body(session, incident_id):
+        row = service.assign(session=session, incident_id=incident_id, actor=who.name, **dict(body))
     return RoleOut.model_validate(row)
 
 
@@ -138,9 +140,11 @@ def assign(
 def handoff(
     incident_id: IncidentId, body: HandoffIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> RoleOut:
-    row = service.handoff(
-        session=session, incident_id=incident_id, role=body.role, to=body.to, actor=who.name, note=body.note
-    )
+    with _named_in_body(session, incident_id):
+        row = service.handoff(
+            session=session, incident_id=incident_id, role=body.role, to=body.to, actor=who.name,
+            note=body.note,
+        )  # fmt: skip
     return RoleOut.model_validate(row)
 
 
@@ -194,18 +198,30 @@ def escalate(
     incident_id: IncidentId, body: EscalateIn, session: DbSession, settings: Settings, send_later: SendLater,
     who: Principal = allow("incidents:manage"),
 ) -> dict[str, Any]:  # fmt: skip
-    incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
-    target = body.to or _next_target(session, incident)
-    page = service.page(
-        session=session,
-        incident=incident,
-        target=target,
-        reason=body.reason,
-        actor=who.name,
-        settings=settings,
-    )
+    with _named_in_body(session, incident_id) as incident:
+        target = body.to or _next_target(session, incident)
+        page = service.page(
+            session=session,
+            incident=incident,
+            target=target,
+            reason=body.reason,
+            actor=who.name,
+            settings=settings,
+        )
     send_later()
     return {"incident": incident.id, "paged": page.principal, "target": page.target}
+
+
+@contextmanager
+def _named_in_body(session: Session, incident_id: int) -> Iterator[Incident]:
+    """The path's incident, 404 if it is missing; then what the body names (a person, a schedule, the
+    incident's escalation policy, another incident, an alert) missing is 409: a 404 would say the
+    incident itself is gone."""
+    incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
+    try:
+        yield incident
+    except NotFound as exc:
+        raise Conflict(f"incident {incident_id} exists, but {exc.message}", details=exc.details) from exc
 
 
 def _next_target(session: Session, incident: Incident) -> str:
@@ -213,7 +229,13 @@ def _next_target(session: Session, incident: Incident) -> str:
         raise InvalidInput(
             f"incident {incident.id} has no escalation policy: name a target (schedule:NAME or person:NAME)"
         )
-    policy = service.get_policy_or_raise(session=session, name=incident.escalation_policy)
+    try:
+        policy = service.get_policy_or_raise(session=session, name=incident.escalation_policy)
+    except NotFound as exc:
+        raise NotFound(
+            f"its escalation policy {incident.escalation_policy!r} does not exist: create it (mloncall oncall "
+            "policy create) or name a target (schedule:NAME or person:NAME)"
+        ) from exc
     return str(policy.steps[min(incident.escalation_step + 1, len(policy.steps) - 1)]["notify"])
 
 
@@ -252,9 +274,10 @@ def close(
 def merge(
     incident_id: IncidentId, body: MergeIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> IncidentOut:
-    row = service.merge(
-        session=session, duplicate_id=incident_id, into_id=body.into, actor=who.name, reason=body.reason
-    )
+    with _named_in_body(session, incident_id):
+        row = service.merge(
+            session=session, duplicate_id=incident_id, into_id=body.into, actor=who.name, reason=body.reason
+        )
     return IncidentOut.model_validate(row)
 
 
@@ -271,13 +294,14 @@ def unmerge(
 def link(
     incident_id: IncidentId, body: LinkIn, session: DbSession, who: Principal = allow("incidents:manage")
 ) -> LinkOut:
-    row = service.link_alert(
-        session=session,
-        incident_id=incident_id,
-        alert_id=body.alert_id,
-        actor=who.name,
-        reason=body.reason or "by hand",
-    )
+    with _named_in_body(session, incident_id):
+        row = service.link_alert(
+            session=session,
+            incident_id=incident_id,
+            alert_id=body.alert_id,
+            actor=who.name,
+            reason=body.reason or "by hand",
+        )
     return LinkOut.model_validate(row)
 
 
