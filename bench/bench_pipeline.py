@@ -10,6 +10,7 @@ Run: .venv/bin/python bench/bench_pipeline.py [REPEATS]
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -81,7 +82,7 @@ def main() -> None:
     best = {k: min(v) for k, v in times.items()}
     d_stage = (best["d6"] - best["d1"]) / 5
     p_stage = best["p6"] / 6  # a plain call has no per-run cost to take apart
-    print(f"empty stage, best of {repeats} (a shared, loaded machine):")
+    print(f"empty stage, best of {repeats} (load average {os.getloadavg()[0]:.1f}):")
     print(
         f"  dagster in-process: {d_stage * 1000:9.2f} ms per stage, {best['d1'] * 1000:8.1f} ms a 1-stage run"
     )

@@ -243,8 +243,9 @@ def inside(tmp: Path) -> int:
 def main() -> int:
     if os.environ.get(INSIDE) == "1":
         return inside(Path(sys.argv[1]))
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (apt-get install wrk)")
+    from bench_serving import ensure_wrk  # the same Debian package bench_serving installs when missing
+
+    ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="mlrb", dir="/tmp"))  # short: Ray's socket paths must stay short
     script = f'ip link set lo up && exec "{sys.executable}" "{Path(__file__).resolve()}" "{tmp}"'
     try:

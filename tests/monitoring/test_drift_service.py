@@ -226,3 +226,31 @@ def test_drift_over_slices_is_each_slice_s_own_report(mctx: Context, small_model
             mine.pop(evidence), theirs.pop(evidence)
         assert mine == theirs
     assert [r.outcome for r in reports[:2]] != [r.outcome for r in reports[2:]]  # the shift shows late
+
+
+def test_drift_over_slices_reads_the_monitors_summaries_where_the_window_is_incremental(
+    mctx: Context, small_model: str
+) -> None:
+    """The dashboard's drift over time and the monitors take one path: each slice of an incremental window
+    is the report a monitor reading that slice's summaries gives, and the late shift shows as it does."""
+    from mloncall.monitoring import drift_windows
+    from mloncall.monitoring.schemas import DriftParams
+    from mloncall.monitoring.scope import scope_of
+
+    end = at(21)
+    log_window(mctx, small_model, n=300, end=end - HOUR / 2, seed=22, prefix="calm")
+    log_window(mctx, small_model, n=300, end=end, seed=23, shift={"petal_length": 1.5}, prefix="shifted")
+    reports = service.drift_reports(
+        ctx=mctx, model=small_model, window=HOUR, slices=4, now=end, mode="incremental"
+    )
+    assert [r.until for r in reports] == [end - HOUR * k / 4 for k in (3, 2, 1, 0)]
+    for report in reports:
+        assert report.logs["path"] != "exact", report.logs
+        alone = drift_windows.evaluate(
+            scope_of(mctx, small_model, HOUR / 4, report.until, "incremental"), DriftParams()
+        )
+        assert report.to_dict() == alone.to_dict()
+    assert [r.outcome for r in reports[:2]] != [r.outcome for r in reports[2:]]
+    exact = service.drift_reports(ctx=mctx, model=small_model, window=HOUR, slices=4, now=end)
+    assert [r.logs["path"] for r in exact] == ["exact"] * 4  # 600 rows: auto stays exact, as monitors do
+    assert [r.outcome for r in exact] == [r.outcome for r in reports]

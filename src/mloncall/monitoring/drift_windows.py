@@ -41,17 +41,26 @@ def evaluate(scope: Scope, params: DriftParams) -> DriftReport:
 
 
 def sliced(scope: Scope, params: DriftParams, slices: int) -> list[DriftReport]:
-    """The exact report of each of `slices` consecutive equal parts of the scope's window, oldest first: the
-    window's rows read once, each part judged on its own rows (its evidence names the one read)."""
+    """The report of each of `slices` consecutive equal parts of the scope's window, oldest first. Where the
+    whole window is incremental, each part is read from the summaries the monitors read (`evaluate` on the
+    part); else the window's rows are read once and each part judged exactly on its own rows (its evidence
+    names the one read)."""
+    span = scope.until - scope.since
+    bounds = [(scope.since + span * i / slices, scope.since + span * (i + 1) / slices) for i in range(slices)]
+    if scope.incremental and inc.supports_drift(params):
+        shared = {"grids": scope.grids()}  # one reading of the versions' grids for every part
+        return [
+            evaluate(dataclasses.replace(scope, since=since, until=until, mode="incremental", cache=dict(shared)),
+                     params)
+            for since, until in bounds
+        ]  # fmt: skip
     window = scope.predictions(["ts", *COLUMNS], features=True)
     table = _answered(window)
     ts = None if table is None else ts_us(table)
     evidence = {"path": "exact", **logs_evidence(window)}
-    span = scope.until - scope.since
     reports = []
-    for i in range(slices):
-        until = scope.since + span * (i + 1) / slices
-        part = dataclasses.replace(scope, since=until - span / slices, until=until, cache={})
+    for since, until in bounds:
+        part = dataclasses.replace(scope, since=since, until=until, cache={})
         rows = table
         if table is not None and ts is not None:
             rows = table.filter(pa.array((ts >= to_us(part.since)) & (ts < to_us(part.until))))

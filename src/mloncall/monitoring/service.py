@@ -137,12 +137,14 @@ def drift_reports(
     slices: int,
     now: dt.datetime | None = None,
     params: dict[str, Any] | None = None,
+    mode: str = "auto",
 ) -> list[DriftReport]:
-    """`drift_report` of each of `slices` consecutive equal parts of [now - window, now), oldest first, from
-    one read of the log (the dashboard's drift over time)."""
+    """The drift report of each of `slices` consecutive equal parts of [now - window, now), oldest first (the
+    dashboard's drift over time): from the monitors' summaries where the window is incremental (`mode`
+    "auto" decides as the monitors do), else exact from one read of the log."""
     parsed = parse_params("drift", params)
     assert isinstance(parsed, DriftParams)
-    return drift_windows.sliced(scope_of(ctx, model, window, now, "exact"), parsed, slices)
+    return drift_windows.sliced(scope_of(ctx, model, window, now, mode), parsed, slices)
 
 
 def served(
