@@ -4,6 +4,7 @@ constraint), ML-lineage joins with their reasons, undoing a join, merge and unme
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -18,8 +19,10 @@ from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.incidents import jobs, service
 from mloncall.incidents.models import GroupClaim, Incident, IncidentAlert, Message
 from mloncall.incidents.states import IncidentState
+from mloncall.rollout import service as rollouts
 from mloncall.stores.context import Context
 from tests.alerts.conftest import Receiver
+from tests.helpers import new_samples_csv, train_iris
 from tests.incidents.conftest import fire
 
 
@@ -75,6 +78,64 @@ def test_alerts_on_the_same_model_version_join_across_groups_with_the_reason(ict
         (incident,) = service.list_incidents(session=session)
         assert "version:iris:3" in incident.lineage
         assert session.scalar(sa.select(sa.func.count()).select_from(GroupClaim)) == 2
+
+
+@pytest.mark.parametrize("source", ["feature", "pipeline"])
+def test_alerts_on_the_same_feature_source_join_across_models_with_the_reason(
+    ictx: Context, source: str
+) -> None:
+    """Two models fed by one feature source are in two alert groups; their alerts are one problem."""
+    fire(ictx, rule="feature-drift", model="iris", labels={source: "petal_width"})
+    fire(ictx, rule="feature-drift", model="wine", labels={source: "petal_width"})
+    fire(ictx, rule="feature-drift", model="beer", labels={source: "alcohol"})
+    with ictx.db.session() as session:
+        routed = service.intake(session=session, settings=settings_of(ictx)).routed
+    assert [r.action for r in routed] == ["opened", "joined", "opened"]
+    assert routed[1].incident_id == routed[0].incident_id != routed[2].incident_id
+    assert routed[1].reason == f"the same {source} petal_width, within 1h of the incident's last signal"
+    with ictx.db.session() as session:
+        link = service.links(session=session, incident_id=routed[0].incident_id)[1]  # type: ignore[arg-type]
+        assert link.reason == routed[1].reason and link.match == {"key": f"{source}:petal_width"}
+        incident = service.get_incident_or_raise(session=session, incident_id=routed[0].incident_id)  # type: ignore[arg-type]
+        assert f"{source}:petal_width" in incident.lineage
+        texts = [i.text for i in service.timeline(session=session, incident_id=incident.id)]
+        assert any(t.startswith(f"alert #{link.alert_id} feature-drift on wine (critical) joined: the same {source}")
+                   for t in texts)  # fmt: skip
+
+
+def test_alerts_after_the_same_deploy_join_with_the_reason(sictx: Context, tmp_path: Path) -> None:
+    """An alert during v2's canary and one after its promotion share no version and no training data (v2
+    was trained on other rows): only the deploy ties them, and that is the reason shown."""
+    train_iris(sictx)
+    train_iris(sictx, data=new_samples_csv(tmp_path, n=150, seed=11))
+    direct = rollouts.DeploySpec(strategy="direct")
+    canary = rollouts.DeploySpec(strategy="canary", steps=[10, 100], step_duration_s=3600.0)
+    with sictx.db.session() as session:
+        rollouts.deploy(session=session, store=sictx.store, ref="iris-classifier:1", spec=direct, actor="t")
+        rollout_id = rollouts.deploy(
+            session=session, store=sictx.store, ref="iris-classifier:2", spec=canary, actor="t"
+        ).id
+    fire(sictx, rule="accuracy-drop", model="iris-classifier")
+    with sictx.db.session() as session:
+        (opened,) = service.intake(session=session, settings=settings_of(sictx)).routed
+        promoted = rollouts.get_active_or_raise(session=session, name="iris-classifier")
+        rollouts.promote(session=session, rollout=promoted, actor="t")
+    fire(sictx, rule="high-latency", model="iris-classifier", labels={"runbook": "serving"})  # another group
+    with sictx.db.session() as session:
+        (joined,) = service.intake(session=session, settings=settings_of(sictx)).routed
+    assert opened.action == "opened" and joined.action == "joined"
+    assert joined.incident_id == opened.incident_id
+    assert joined.reason == (
+        f"the same deploy (rollout #{rollout_id} of iris-classifier), within 1h of the incident's last signal"
+    )
+    with sictx.db.session() as session:
+        incident = service.get_incident_or_raise(session=session, incident_id=opened.incident_id)  # type: ignore[arg-type]
+        assert {"version:iris-classifier:1", f"rollout:{rollout_id}", "version:iris-classifier:2"} <= set(
+            incident.lineage
+        )
+        assert service.links(session=session, incident_id=incident.id)[1].match == {
+            "key": f"rollout:{rollout_id}"
+        }
 
 
 def test_lineage_outside_the_window_opens_a_new_incident(ictx: Context, clock_at: clock.FrozenClock) -> None:

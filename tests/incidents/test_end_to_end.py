@@ -263,3 +263,40 @@ def test_bad_input_over_http(ctx: Context, clock_at: clock.FrozenClock) -> None:
     assert api.get("/api/v1/incidents/999", headers=auth).status_code == 404
     fire(ctx)  # an alert fires; the incident job routes it
     assert jobs.run_once(ctx, channels=[]).routed == {"opened": 1}
+
+
+def test_action_items_over_http(sictx: Context) -> None:
+    secrets = make_tokens(sictx)
+    api = TestClient(create_app(sictx), raise_server_exceptions=False)
+    auth = {"Authorization": f"Bearer {secrets['operator']}"}
+    iid = api.post("/api/v1/incidents", json={"title": "accuracy dropped", "severity": "SEV2", "model": "iris"},
+                   headers=auth).json()["incident"]["id"]  # fmt: skip
+    api.post(
+        f"/api/v1/incidents/{iid}/resolve",
+        json={"summary": "rolled back", "cause": "a bad batch"},
+        headers=auth,
+    )
+    made = api.post(f"/api/v1/incidents/{iid}/action-items",
+                    json={"title": "alert on the feature", "owner": "bob", "due": "2026-03-20"}, headers=auth)  # fmt: skip
+    assert made.status_code == 201
+    item = made.json()
+    assert (item["incident_id"], item["status"], item["done_at"]) == (iid, "open", None)
+    unknown_owner = api.post(f"/api/v1/incidents/{iid}/action-items",
+                             json={"title": "x", "owner": "nobody", "due": "2026-03-20"}, headers=auth)  # fmt: skip
+    assert unknown_owner.status_code == 404 and "principal 'nobody'" in unknown_owner.json()["error"]
+    done = api.post(f"/api/v1/action-items/{item['id']}/done", headers=auth)
+    assert done.status_code == 200
+    assert (done.json()["status"], done.json()["done_at"]) == ("done", "2026-03-02T09:00:00Z")
+    twice = api.post(f"/api/v1/action-items/{item['id']}/done", headers=auth)
+    assert twice.status_code == 409 and f"action item {item['id']} was done at" in twice.json()["error"]
+    missing = api.post("/api/v1/action-items/999/done", headers=auth)
+    assert missing.status_code == 404 and "action item 999 does not exist" in missing.json()["error"]
+    viewer = {"Authorization": f"Bearer {secrets['viewer']}"}
+    assert api.post(f"/api/v1/action-items/{item['id']}/done", headers=viewer).status_code == 403
+    pm = api.post(f"/api/v1/incidents/{iid}/postmortem", headers=auth).json()
+    assert "- [x] alert on the feature (owner bob, due 2026-03-20)" in pm["markdown"]
+    timeline = api.get(f"/api/v1/incidents/{iid}/timeline", headers=auth).json()
+    assert [t["text"] for t in timeline if t["kind"] == "action-item"] == [
+        "action item: alert on the feature (owner bob, due 2026-03-20)",
+        "action item done: alert on the feature",
+    ]

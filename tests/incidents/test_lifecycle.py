@@ -5,12 +5,14 @@ bad input the issue lists, with a clear error."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import icalendar
 import pytest
 import sqlalchemy as sa
 
 from mloncall.core import clock
+from mloncall.core.config import Settings
 from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.incidents import jobs, service
 from mloncall.incidents.models import Message, Page
@@ -269,3 +271,130 @@ def test_the_postmortem_carries_the_detection_and_resolution_times(
             service.close(session=session, incident_id=incident_id, actor="t").state == IncidentState.CLOSED
         )
         assert [i.status for i in service.action_items(session=session, status="open")] == ["open"]
+
+
+def _resolved_with_postmortem(ctx: Context) -> int:
+    incident_id = _open(ctx)
+    with ctx.db.session() as session:
+        service.resolve(session=session, incident_id=incident_id, actor="alice", summary="rolled back",
+                        cause="a bad training batch")  # fmt: skip
+        service.draft(session=session, store=ctx.store, incident_id=incident_id, actor="alice")
+    return incident_id
+
+
+def test_action_items_are_done_once_and_their_state_shows_on_the_postmortem(
+    sictx: Context, clock_at: clock.FrozenClock
+) -> None:
+    incident_id = _resolved_with_postmortem(sictx)
+    with sictx.db.session() as session:
+        alert_on = service.add_action_item(session=session, incident_id=incident_id, title="alert on the feature",
+                                           owner="bob", due=dt.date(2026, 3, 20), actor="alice").id  # fmt: skip
+        canary = service.add_action_item(session=session, incident_id=incident_id, title="canary every deploy",
+                                         owner="carol", due=dt.date(2026, 3, 10), actor="alice").id  # fmt: skip
+    clock_at.advance(hours=1)
+    with sictx.db.session() as session:
+        done = service.finish_action_item(session=session, item_id=alert_on, actor="bob")
+        assert (done.status, done.done_at) == ("done", clock_at.current)
+    with sictx.db.session() as session:
+        assert [(i.id, i.status) for i in service.action_items(session=session, incident_id=incident_id)] == [
+            (canary, "open"),  # by due date
+            (alert_on, "done"),
+        ]
+        assert [i.id for i in service.action_items(session=session, status="done")] == [alert_on]
+        texts = [
+            i.text
+            for i in service.timeline(session=session, incident_id=incident_id)
+            if i.kind == "action-item"
+        ]
+        assert texts[-1] == "action item done: alert on the feature"
+        pm = service.draft(session=session, store=sictx.store, incident_id=incident_id, actor="alice")
+        assert "- [x] alert on the feature (owner bob, due 2026-03-20)" in pm.markdown
+        assert "- [ ] canary every deploy (owner carol, due 2026-03-10)" in pm.markdown
+    with pytest.raises(Conflict, match=f"action item {alert_on} was done at"), sictx.db.session() as session:
+        service.finish_action_item(session=session, item_id=alert_on, actor="bob")
+    with pytest.raises(NotFound, match="action item 999 does not exist"), sictx.db.session() as session:
+        service.finish_action_item(session=session, item_id=999, actor="bob")
+    with pytest.raises(NotFound, match="principal 'nobody'"), sictx.db.session() as session:
+        service.add_action_item(session=session, incident_id=incident_id, title="x", owner="nobody",
+                                due=dt.date(2026, 3, 20), actor="alice")  # fmt: skip
+    with pytest.raises(InvalidInput, match="needs a title"), sictx.db.session() as session:
+        service.add_action_item(session=session, incident_id=incident_id, title=" ", owner="bob",
+                                due=dt.date(2026, 3, 20), actor="alice")  # fmt: skip
+    with pytest.raises(InvalidInput, match="use open or done"), sictx.db.session() as session:
+        service.action_items(session=session, status="finished")
+
+
+def test_an_item_done_after_the_postmortem_is_complete_shows_done_on_it(sictx: Context) -> None:
+    """Follow-up work is finished after the post-mortem is written: the complete record keeps up."""
+    incident_id = _resolved_with_postmortem(sictx)
+    with sictx.db.session() as session:
+        item = service.add_action_item(session=session, incident_id=incident_id, title="alert on the feature",
+                                       owner="bob", due=dt.date(2026, 3, 20), actor="alice").id  # fmt: skip
+        complete = service.complete(session=session, store=sictx.store, incident_id=incident_id, actor="alice",
+                                    went_well="fast rollback", went_badly="late labels")  # fmt: skip
+        assert "- [ ] alert on the feature" in complete.markdown
+        service.close(session=session, incident_id=incident_id, actor="alice")
+    with sictx.db.session() as session:
+        service.finish_action_item(session=session, item_id=item, actor="bob")
+    with sictx.db.session() as session:
+        pm = service.get_postmortem(session=session, incident_id=incident_id)
+        assert pm is not None and pm.status == "complete"
+        assert "- [x] alert on the feature (owner bob, due 2026-03-20)" in pm.markdown
+        assert "## What went well\n\nfast rollback" in pm.markdown  # the rest of the record is unchanged
+
+
+def _bridge_settings(ctx: Context, tmp_path: Path, template: str) -> service.IncidentSettings:
+    config = tmp_path / "mloncall.toml"
+    config.write_text(f"[incidents]\nbridge = {template!r}\n")
+    return service.incident_settings(
+        Settings.load(env={"MLONCALL_HOME": str(ctx.settings.home)}, config_file=config)
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "model", "bridge"),
+    [
+        (
+            "https://meet.example.com/{model}-{severity}-{id}",
+            "iris",
+            "https://meet.example.com/iris-sev2-{id}",
+        ),
+        ("#inc-{id}-{model}", None, "#inc-{id}-incident"),
+        ("https://meet.example.com/incident-{id:04d}", "iris", "https://meet.example.com/incident-{id:04d}"),
+    ],
+)
+def test_the_bridge_comes_from_the_configured_template(
+    sictx: Context, tmp_path: Path, template: str, model: str | None, bridge: str
+) -> None:
+    settings = _bridge_settings(sictx, tmp_path, template)
+    with sictx.db.session() as session:
+        incident = service.open_incident(session=session, settings=settings, title="accuracy dropped",
+                                         severity="SEV2", actor="t", model=model)  # fmt: skip
+        opened, created = service.open_bridge(session=session, settings=settings, incident_id=incident.id,
+                                              actor="alice")  # fmt: skip
+        assert created and opened.bridge == bridge.format(id=incident.id)
+        texts = [i.text for i in service.timeline(session=session, incident_id=incident.id)]
+        assert f"bridge opened: {opened.bridge}" in texts
+
+
+@pytest.mark.parametrize(
+    ("template", "error"),
+    [
+        ("https://meet.example.com/{team}", "unknown placeholder(s) team"),
+        ("meet us at {id}", "bad bridge 'meet us at "),
+        ("https://meet.example.com/{}", "[incidents] bridge"),
+        ("https://meet.example.com/{id", "[incidents] bridge"),
+    ],
+)
+def test_a_bad_bridge_template_is_a_clear_error(
+    sictx: Context, tmp_path: Path, template: str, error: str
+) -> None:
+    settings = _bridge_settings(sictx, tmp_path, template)
+    with sictx.db.session() as session:
+        incident_id = service.open_incident(session=session, settings=settings, title="accuracy dropped",
+                                            severity="SEV2", actor="t", model="iris").id  # fmt: skip
+    with pytest.raises(InvalidInput) as caught, sictx.db.session() as session:
+        service.open_bridge(session=session, settings=settings, incident_id=incident_id, actor="alice")
+    assert error in caught.value.message
+    with sictx.db.session() as session:  # nothing was recorded: a fixed template still opens the bridge
+        assert service.get_incident_or_raise(session=session, incident_id=incident_id).bridge is None

@@ -44,15 +44,20 @@ def _check_bridge(value: str) -> str:
 
 def bridge_from_template(template: str, incident: Incident) -> str:
     """The bridge the `[incidents] bridge` template names for this incident."""
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    unknown = sorted(fields - _PLACEHOLDERS)
-    if unknown:
-        raise InvalidInput(
-            f"[incidents] bridge: unknown placeholder(s) {', '.join(unknown)}: use {{id}}, {{model}}, {{severity}}"
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        unknown = sorted(fields - _PLACEHOLDERS)
+        if unknown:
+            raise InvalidInput(
+                f"[incidents] bridge: unknown placeholder(s) {', '.join(unknown)}: use {{id}}, {{model}}, {{severity}}"
+            )
+        return template.format(
+            id=incident.id, model=incident.model or "incident", severity=incident.severity.lower()
         )
-    return template.format(
-        id=incident.id, model=incident.model or "incident", severity=incident.severity.lower()
-    )
+    except (ValueError, IndexError) as exc:  # an unbalanced brace, a bad format spec, an empty `{}`
+        raise InvalidInput(
+            f"[incidents] bridge {template!r} is not a template ({exc}): use {{id}}, {{model}}, {{severity}}"
+        ) from None
 
 
 def open_bridge(

@@ -253,6 +253,7 @@ def add_action_item(
         text=f"action item: {item.title} (owner {owner}, due {due.isoformat()})",
     )  # fmt: skip
     session.flush()
+    _show_items(session, incident_id)
     return item
 
 
@@ -268,7 +269,17 @@ def finish_action_item(*, session: Session, item_id: int, actor: str) -> ActionI
         actor=actor,
         text=f"action item done: {item.title}",
     )
+    _show_items(session, item.incident_id)
     return item
+
+
+def _show_items(session: Session, incident_id: int) -> None:
+    """Rewrite the post-mortem's Markdown with its action items as they are now: a complete post-mortem is
+    not redrafted, and its items are mostly added and done after it was completed."""
+    pm = get_postmortem(session=session, incident_id=incident_id)
+    if pm is not None:
+        incident = get_incident_or_raise(session=session, incident_id=incident_id)
+        pm.markdown = render(session, incident, pm.facts, pm)
 
 
 def action_items(

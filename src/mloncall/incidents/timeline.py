@@ -95,7 +95,7 @@ def _deploys(session: Session, incident: Incident) -> list[TimelineItem]:
             kind=TimelineKind.DEPLOY,
             actor=event.actor,
             text=f"rollout #{rollout.id} ({rollout.strategy} to v{rollout.to_version}): "
-            f"{event.from_state or 'new'} -> {event.to_state} at {event.weight:g}%"
+            f"{event.from_state or 'new'} -> {event.to_state} at {event.weight:.0%}"
             + (f": {event.reason}" if event.reason else ""),
             detail={"rollout": rollout.id, "to_state": event.to_state, "weight": event.weight},
         )
