@@ -19,13 +19,15 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mloncall demo
 
-## The whole test suite, with lint and type checks, against real services, two tests at a time.
+## The whole test suite, with lint and type checks, against real services, two tests at a time; then the
+## tests that measure the machine's capacity, one at a time with nothing beside them.
 test: $(STAMP) services
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25 -m "not alone"
+	$(BIN)/python -m pytest -q --durations=5 -m alone
 
 services:
 	@bash scripts/services.sh

@@ -13,7 +13,8 @@ import pytest
 from mloncall.core.config import Settings
 from mloncall.stores.context import Context
 
-pytestmark = pytest.mark.slow
+# Alone: stage 7 validates the scale-out under load, which needs the two cores to itself.
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def scaled_outcome(run: object) -> str:

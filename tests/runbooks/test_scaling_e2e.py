@@ -9,7 +9,6 @@ import json
 import pytest
 
 from mloncall.demo.traffic import LocalServer
-from mloncall.scaling.contention import SATURATED
 from tests.helpers import run_cli
 from tests.scaling.conftest import MODEL, live, ok
 
@@ -17,7 +16,7 @@ __all__ = ["live"]
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("scaling-e2e")
+@pytest.mark.alone
 def test_a_spike_breaks_the_slo_and_the_scaling_runbook_brings_it_back(
     live: tuple[LocalServer, dict[str, str]],
 ) -> None:
@@ -56,9 +55,9 @@ def test_a_spike_breaks_the_slo_and_the_scaling_runbook_brings_it_back(
     run = json.loads(res.stdout)
     steps = {s["name"]: s for s in run["steps"]}
     validated = steps["validate"]
-    # The trigger, the scale-out, the cleanup and its cost hold whatever the machine; the SLO comes back only
-    # where two cores hold the new workers beside the load generator. Where they do not, the runbook fails its
-    # validation and says why from the CPU's evidence (its answer to "scaling doesn't reduce latency").
+    # Run alone (`make test` runs the `alone` tests after the parallel run): two cores hold the new workers
+    # beside the load generator, so the SLO must come back. Were it not, the validation's reason and its CPU
+    # evidence say why.
     assert steps["trigger"]["reason"].startswith("burn-rate alert slo-latency-")
     assert steps["apply"]["evidence"]["workers_after"] > 1
     assert steps["cleanup"]["evidence"]["checked"][0]["ok"] is True
@@ -75,13 +74,10 @@ def test_a_spike_breaks_the_slo_and_the_scaling_runbook_brings_it_back(
     scaled_to = steps["apply"]["evidence"]["workers_after"]
     assert any(t.startswith(f"scaling: scale_out 1 -> {scaled_to} workers") for t in texts), texts
     assert any(t.startswith("scaling: scheduled scale-down #") and t.endswith(" done") for t in texts), texts
-    if validated["state"] == "failed":
-        load = validated["evidence"].get("contention") or {}
-        assert res.returncode == 1 and run["acceptance"]["outcome"] == "failed"
-        assert load.get("cpu_busy_share", 0) >= SATURATED and "CPU is saturated" in validated["reason"], (
-            validated
-        )
-        return
-    assert res.returncode == 0, json.dumps({k: s["reason"] for k, s in steps.items()}) + res.stderr[-2000:]
+    assert res.returncode == 0, (
+        json.dumps({k: s["reason"] for k, s in steps.items()})
+        + json.dumps(validated["evidence"].get("contention"))
+        + res.stderr[-2000:]
+    )
     assert steps["validate"]["evidence"]["within_slo"] is True
     assert run["acceptance"]["outcome"] == "successful"
