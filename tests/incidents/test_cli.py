@@ -126,7 +126,7 @@ def test_assign_and_handoff(cli: Cli) -> None:
 def test_escalate_pages_the_next_step_or_whoever_is_named(cli: Cli) -> None:
     no_policy = _open(cli)  # SEV2's policy "default" does not exist yet: nobody was paged
     cli("incident", "escalate", str(no_policy)).failed(
-        NOT_FOUND, "escalation policy 'default' does not exist"
+        NOT_FOUND, "its escalation policy 'default' does not exist: create it (mloncall oncall policy create)"
     )
     assert cli("oncall", "schedule", "create", "primary", "--members", "alice,bob", "--shift", "1d",
                "--start", "2026-03-02").code == OK  # fmt: skip

@@ -393,4 +393,4 @@ def prometheus_rules(
         tmp.replace(output)
     except OSError as exc:
         raise InvalidInput(f"cannot write {output}: {exc}") from None
-    console.err.print(f"wrote {output}: check it with `promtool check rules {output}`")
+    console.err.print(f"wrote {output}: check it with `promtool check rules {output}`", soft_wrap=True)

@@ -213,13 +213,7 @@ def escalate(
     """Page the next escalation step (or someone named) now."""
     with _change("incident.escalate", str(incident_id)) as (session, ctx, _d):
         incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
-        if to is None:
-            if not incident.escalation_policy:
-                raise InvalidInput(
-                    f"incident {incident_id} has no escalation policy: pass --to schedule:NAME or person:NAME"
-                )
-            policy = service.get_policy_or_raise(session=session, name=incident.escalation_policy)
-            to = str(policy.steps[min(incident.escalation_step + 1, len(policy.steps) - 1)]["notify"])
+        to = to or service.next_target(session=session, incident=incident)
         page = service.page(
             session=session,
             incident=incident,

@@ -129,7 +129,7 @@ def schedule_export(
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(output)
-    console.err.print(f"wrote {output}")
+    console.err.print(f"wrote {output}", soft_wrap=True)  # a path stays whole to copy
 
 
 @policy_app.command("create")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mloncall.access import service as access
 from mloncall.core import clock
 from mloncall.core.durations import format_duration, parse_duration
-from mloncall.core.errors import Conflict, InvalidInput
+from mloncall.core.errors import Conflict, InvalidInput, NotFound
 from mloncall.incidents import outbox, schedules
 from mloncall.incidents.config import IncidentSettings
 from mloncall.incidents.models import EscalationPolicy, Incident, Page
@@ -101,6 +101,22 @@ def resolve_target(session: Session, target: str, at: dt.datetime) -> str:
     if kind == "schedule":
         return schedules.on_call(schedules.get_schedule_or_raise(session=session, name=name), at).principal
     raise InvalidInput(f"bad target {target!r}: use schedule:NAME or person:NAME")
+
+
+def next_target(*, session: Session, incident: Incident) -> str:
+    """Whom escalating by hand pages when nobody is named: the policy's next step (its last, once there).
+    InvalidInput without a policy; NotFound, with the fix, when the incident's policy does not exist."""
+    if not incident.escalation_policy:
+        raise InvalidInput(
+            f"incident {incident.id} has no escalation policy: name a target (schedule:NAME or person:NAME)"
+        )
+    policy = find_one(session, EscalationPolicy, name=incident.escalation_policy)
+    if policy is None:
+        raise NotFound(
+            f"its escalation policy {incident.escalation_policy!r} does not exist: create it (mloncall oncall "
+            "policy create) or name a target (schedule:NAME or person:NAME)"
+        )
+    return str(policy.steps[min(incident.escalation_step + 1, len(policy.steps) - 1)]["notify"])
 
 
 def page(

@@ -24,6 +24,7 @@ from mloncall.incidents.escalation import (
     escalate_due,
     get_policy_or_raise,
     list_policies,
+    next_target,
     page,
 )
 from mloncall.incidents.lifecycle import (
@@ -91,6 +92,7 @@ __all__ = [
     "list_updates",
     "merge",
     "mitigate",
+    "next_target",
     "oncall_now",
     "open_bridge",
     "open_incident",

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from mloncall.access.models import Principal
 from mloncall.api.deps import CurrentContext, DbSession, allow, send_later
-from mloncall.core.errors import Conflict, InvalidInput, NotFound
+from mloncall.core.errors import Conflict, NotFound
 from mloncall.core.names import MAX_ID
 from mloncall.incidents import outbox, service
 from mloncall.incidents.models import Incident
@@ -199,7 +199,7 @@ def escalate(
     who: Principal = allow("incidents:manage"),
 ) -> dict[str, Any]:  # fmt: skip
     with _named_in_body(session, incident_id) as incident:
-        target = body.to or _next_target(session, incident)
+        target = body.to or service.next_target(session=session, incident=incident)
         page = service.page(
             session=session,
             incident=incident,
@@ -222,21 +222,6 @@ def _named_in_body(session: Session, incident_id: int) -> Iterator[Incident]:
         yield incident
     except NotFound as exc:
         raise Conflict(f"incident {incident_id} exists, but {exc.message}", details=exc.details) from exc
-
-
-def _next_target(session: Session, incident: Incident) -> str:
-    if not incident.escalation_policy:
-        raise InvalidInput(
-            f"incident {incident.id} has no escalation policy: name a target (schedule:NAME or person:NAME)"
-        )
-    try:
-        policy = service.get_policy_or_raise(session=session, name=incident.escalation_policy)
-    except NotFound as exc:
-        raise NotFound(
-            f"its escalation policy {incident.escalation_policy!r} does not exist: create it (mloncall oncall "
-            "policy create) or name a target (schedule:NAME or person:NAME)"
-        ) from exc
-    return str(policy.steps[min(incident.escalation_step + 1, len(policy.steps) - 1)]["notify"])
 
 
 @router.post("/incidents/{incident_id}/mitigate", summary="The impact is contained")

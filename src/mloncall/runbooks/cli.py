@@ -333,4 +333,4 @@ def export_run(
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_text(text)
     tmp.replace(output)
-    console.err.print(f"wrote {output}")
+    console.err.print(f"wrote {output}", soft_wrap=True)  # a path stays whole to copy

@@ -133,7 +133,7 @@ def loadtest_command(
     else:
         render.print_report(report.to_dict())
         if png is not None:
-            console.err.print(f"wrote {png}")
+            console.err.print(f"wrote {png}", soft_wrap=True)  # a path stays whole to copy
     if report.sent and report.answered == 0:
         raise typer.Exit(1)
 
