@@ -1,5 +1,5 @@
-"""An installation whose Iris ingestion pipeline is declared under its home (so a test can repair it), and
-the batches of Iris-like rows its source folder receives."""
+"""An installation whose Iris ingestion pipeline is declared under its home (so a test can repair it), the
+batches of Iris-like rows its source folder receives, and the model versions trained on what it loads."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from mloncall.data.iris import iris_like_samples
 from mloncall.pipelines import records, spec
 from mloncall.pipelines.schemas import RunRead
 from mloncall.pipelines.service import run_read
+from mloncall.registry import service as registry
 from mloncall.stores.context import Context
+from mloncall.training import service as training
 from tests.conftest import make_context
 
 PIPELINE = "iris-ingest"
+MODEL = "iris-classifier"
 
 
 @pytest.fixture
@@ -65,3 +68,12 @@ def latest(ctx: Context) -> RunRead:
         assert found is not None
         run_id = found.id
     return run_read(ctx, run_id)
+
+
+def trained_on(ctx: Context, ref: str, *, alias: str | None = None) -> int:
+    """A new version of the Iris model trained on dataset version `ref` (`iris:1`), given `alias`."""
+    version = training.train(ctx=ctx, name=MODEL, dataset=ref, created_by="dana").model_version.version
+    if alias is not None:
+        with ctx.db.session() as s:
+            registry.set_alias(session=s, name=MODEL, alias=alias, version=version, actor="dana")
+    return version

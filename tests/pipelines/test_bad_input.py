@@ -4,15 +4,28 @@ that nothing half-done is ever visible as a dataset version."""
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 
 from mloncall.cli.main import run as cli
 from mloncall.data import service as data_service
 from mloncall.pipelines import service
+from mloncall.pipelines.failures import fix_for
 from mloncall.pipelines.schemas import RunRead
+from mloncall.stores.artifacts import staged
 from mloncall.stores.context import Context
-from tests.pipelines.conftest import PIPELINE, batch, declaration, drop, redeclare, source_dir, stage_of
+from tests.pipelines.conftest import (
+    PIPELINE,
+    batch,
+    declaration,
+    drop,
+    latest,
+    redeclare,
+    source_dir,
+    stage_of,
+)
 
 
 def _run(ctx: Context) -> RunRead:
@@ -147,3 +160,33 @@ def test_schema_mismatch_shows_the_diff_against_the_last_good_run(pctx: Context)
     assert diff["against_run"] == good.id
     assert [(r["old"], r["new"]) for r in diff["renamed"]] == [("petal_length", "len_petal")]
     assert "against the last good run" in run.error
+
+
+def test_destination_that_cannot_be_written_is_a_load_failure_rerun_from_the_load_stage(
+    pctx: Context, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drop(pctx, batch(30))
+    # where the new version's snapshot is written first, a file stands in the way of its folder
+    blocker = Path(pctx.store.base) / staged("datasets/iris")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLONCALL_HOME", str(pctx.settings.home))
+    assert cli(["pipeline", "run", PIPELINE]) == 1
+    out = capsys.readouterr().out
+    assert "load_failure" in out and "could not write" in out and "fix to try" in out
+    failed = latest(pctx)
+    assert (failed.failed_stage, failed.failure_class) == ("load", "load_failure")
+    assert [s.state for s in failed.stages] == ["succeeded", "succeeded", "succeeded", "failed"]
+    assert failed.fix == fix_for("load_failure", pipeline=PIPELINE, stage="load")
+    assert f"mloncall pipeline rerun {PIPELINE} --from-failed" in failed.fix
+    assert failed.stages[3].details["fix"] == failed.fix and "could not write" in failed.stages[3].error
+    assert _no_dataset(pctx) and not pctx.store.list("datasets")
+
+    blocker.unlink()  # the store is writable again
+    assert cli(["pipeline", "rerun", PIPELINE, "--from-failed", "--json"]) == 0
+    rerun = json.loads(capsys.readouterr().out)
+    assert (rerun["parent_id"], rerun["from_stage"], rerun["state"]) == (failed.id, "load", "succeeded")
+    assert [s["state"] for s in rerun["stages"]] == ["reused", "reused", "reused", "succeeded"]
+    with pctx.db.session() as s:
+        (version,) = data_service.get_dataset_or_raise(session=s, name="iris").versions
+        assert (version.id, version.row_count) == (rerun["dataset_version_id"], 30)

@@ -1,5 +1,6 @@
 """`mloncall pipeline ...` end to end in-process: list, show, add (a bad declaration is refused with its
-place), run, status with its consumers, logs, and a re-run that must say --from-failed."""
+place), run, status with its consumers (the models training on the dataset's versions, the monitors
+comparing against the served one), logs, and a re-run that must say --from-failed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from mloncall.cli.main import run as cli
 from mloncall.stores.context import Context
-from tests.pipelines.conftest import PIPELINE, batch, drop
+from tests.pipelines.conftest import MODEL, PIPELINE, batch, drop, source_dir, trained_on
 
 
 @pytest.fixture
@@ -51,3 +52,42 @@ def test_list_show_add_run_status_and_logs(home: Context, capsys: pytest.Capture
     assert "rows, sha256" in logs[0]["log"]  # type: ignore[index]
     assert cli(["pipeline", "logs", "1", "--stage", "nope"]) == 2
     assert cli(["pipeline", "logs", "99"]) == 3
+
+
+def test_status_shows_which_model_versions_train_on_and_monitors_compare_against_which_version(
+    home: Context, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = _json(capsys, "pipeline", "status", PIPELINE)
+    assert status["consumers"] == [] and status["newest_version"] is None  # type: ignore[index]
+    assert cli(["pipeline", "status", PIPELINE]) == 0
+    assert "no model trains on iris yet" in capsys.readouterr().out
+
+    drop(home, batch(30, seed=1))
+    assert cli(["pipeline", "run", PIPELINE]) == 0
+    served = trained_on(home, "iris:1", alias="production")
+    drop(home, batch(30, seed=2), "batch-2.csv")
+    assert cli(["pipeline", "run", PIPELINE]) == 0
+    candidate = trained_on(home, "iris:2")
+    status = _json(capsys, "pipeline", "status", PIPELINE)
+    assert status["newest_version"] == "iris:2"  # type: ignore[index]
+    assert status["consumers"] == [  # type: ignore[index]
+        {"model": MODEL, "version": candidate, "trains_on": "iris:2", "aliases": [], "monitored": False},
+        {
+            "model": MODEL,
+            "version": served,
+            "trains_on": "iris:1",
+            "aliases": ["production"],
+            "monitored": True,
+        },
+    ]
+    assert status["blocked_models"] == []  # type: ignore[index]
+
+    for path in source_dir(home).glob("*.csv"):
+        path.unlink()  # the upstream stopped delivering: the next run fails, its consumers are blocked
+    assert cli(["pipeline", "run", PIPELINE]) == 1
+    status = _json(capsys, "pipeline", "status", PIPELINE)
+    assert status["health"]["blocked"] is True and status["blocked_models"] == [MODEL]  # type: ignore[index]
+    assert len(status["consumers"]) == 2  # type: ignore[index]
+    assert cli(["pipeline", "status", PIPELINE]) == 0
+    table = capsys.readouterr().out
+    assert "downstream" in table and "blocked" in table and "production" in table and "iris:1" in table

@@ -42,7 +42,8 @@ FIXES: dict[FailureClass, str] = {
     ),
     FailureClass.TRANSFORMATION_ERROR: (
         "a transform raised on the rows listed: declare what they need (an alias, a unit) in stage "
-        "{stage}, or fix the rows upstream, then `mloncall pipeline rerun {pipeline} --from-failed`"
+        "{stage}, or fix the rows upstream; with no row listed, correct the step's arguments (its columns, "
+        "units, strategy) in stage {stage}; then `mloncall pipeline rerun {pipeline} --from-failed`"
     ),
     FailureClass.LOAD_FAILURE: (
         "the new dataset version could not be written: check the database and the artifact store "

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mloncall.core.errors import MloncallError, StoreUnavailable
+from mloncall.core.errors import InvalidInput, MloncallError, StoreUnavailable
 from mloncall.core.outcome import Outcome
 from mloncall.data import service as data_service
 from mloncall.data import validation as data_validation
@@ -165,9 +165,12 @@ def _quarantine_bad_rows(
 
 
 def _offending(frame: pd.DataFrame, fn: str, args: dict[str, Any], exc: Exception) -> dict[int, str]:
-    """The rows a transform raises on: from a `RowError`, or by trying the first rows one at a time."""
+    """The rows a transform raises on: from a `RowError`, or by trying the first rows one at a time. A
+    declaration the transform cannot take (InvalidInput) blames no row: every row would fail alike."""
     if isinstance(exc, transforms.RowError):
         return exc.rows
+    if isinstance(exc, InvalidInput):
+        return {}
     found: dict[int, str] = {}
     for i in range(min(len(frame), 2000)):
         try:

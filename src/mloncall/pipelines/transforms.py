@@ -5,6 +5,7 @@ lists the offending rows. `register` adds a team's own function under a name."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -37,8 +38,15 @@ def register(name: str) -> Callable[[TransformFn], TransformFn]:
 
 
 def apply(frame: pd.DataFrame, fn: str, args: dict[str, Any]) -> pd.DataFrame:
-    """Run one named transform; a missing column argument is InvalidInput naming it."""
-    return TRANSFORMS[fn](frame, **args)
+    """Run one named transform. A declaration it cannot take (an argument unknown or left out, a column not
+    in the data, a bad value such as an unknown unit) is InvalidInput naming it: no row is to blame."""
+    function = TRANSFORMS[fn]
+    try:
+        inspect.signature(function).bind(frame, **args)
+    except TypeError as exc:
+        takes = ", ".join(list(inspect.signature(function).parameters)[1:])
+        raise InvalidInput(f"transform {fn}: {exc}; it takes {takes}") from None
+    return function(frame, **args)
 
 
 def _columns(frame: pd.DataFrame, columns: Any, fn: str) -> list[str]:
