@@ -59,8 +59,11 @@ def test_deploys_canary_steps_and_rollbacks_of_the_model_while_open_are_on_the_t
     with sictx.db.session() as session:  # after the resolution: not part of it either
         rollouts.deploy(session=session, store=sictx.store, ref=f"{MODEL}:2", spec=canary, actor="alice")
     started, paused, promoted, rolled_back = _deploys(sictx, incident_id)
-    assert started.startswith(f"rollout #{canary_id} (canary to v2): pending -> running at ")
-    assert started.endswith("pre-checks passed; canary at 10%")
+    # a move's weight is the one it moves to: the canary starts at its first step
+    assert (
+        started
+        == f"rollout #{canary_id} (canary to v2): pending -> running at 10%: pre-checks passed; canary at 10%"
+    )
     assert paused == f"rollout #{canary_id} (canary to v2): running -> paused at 10%: holding at 10%"
     assert (
         promoted.startswith(f"rollout #{canary_id} (canary to v2): paused -> promoted")

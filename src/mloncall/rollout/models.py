@@ -111,7 +111,12 @@ class Rollout(Base):
     @property
     def weight(self) -> float:
         """The canary's current share of traffic, 0..1."""
-        if self.strategy != Strategy.CANARY or not self.active or not self.steps:
+        return self.weight_in(self.state)
+
+    def weight_in(self, state: str) -> float:
+        """The canary's share of traffic, 0..1, at its current step in `state` (a move's weight is the one it
+        moves to: a canary leaving pending for running is at its first step, not at 0)."""
+        if self.strategy != Strategy.CANARY or state not in ACTIVE_STATES or not self.steps:
             return 0.0
         return float(self.steps[min(self.step_index, len(self.steps) - 1)]) / 100.0
 

@@ -165,7 +165,7 @@ def _event(
             from_state=r.state,
             to_state=to_state,
             step_index=r.step_index,
-            weight=r.weight if to_state in ACTIVE_STATES else 0.0,
+            weight=r.weight_in(to_state),
             reason=reason,
             evidence=evidence or {},
         )
