@@ -19,6 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 from schemathesis.config import SchemathesisConfig
 
 from mloncall.access import service as access
@@ -134,25 +135,40 @@ def test_control_plane_links_hold_statefully(live: tuple[str, str]) -> None:
     assert len(links) >= 20
 
     statuses: list[int] = []
+    failures: list[BaseException] = []
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Any) -> None:
             _viewer_only(case)
 
+        def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().validate_response(response, case, *args, **kwargs)
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+
         def after_call(self, response: Any, case: Any) -> None:
             statuses.append(response.status_code)
             super().after_call(response, case)
 
-    Machine.run(
-        settings=settings(
-            max_examples=6,
-            stateful_step_count=6,
-            deadline=None,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        ),
-    )
+    try:
+        Machine.run(
+            settings=settings(
+                max_examples=6,
+                stateful_step_count=6,
+                deadline=None,
+                phases=[Phase.generate],
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            ),
+        )
+    except Flaky:
+        # The links' bundles fill from the live server's answers, so Hypothesis may find a prefix it replays
+        # draw differently ("inconsistent data generation"): not a finding about the API. Schemathesis's own
+        # runner counts it so too, unless a check had failed, which is then the finding.
+        if failures:
+            raise failures[0] from None
     # The configured token reached the server: calls were answered, not all refused as anonymous.
     assert any(200 <= code < 300 for code in statuses), statuses
 
