@@ -109,6 +109,10 @@ def test_the_engine_runs_the_batch_step_of_the_pipeline_named_with_p(
     assert steps["confirm"]["reason"] == "confirmed in the batch source: " + "; ".join(
         found["evidence"]["problems"]
     )
+    # the live traffic is clean: the run stops at the workaround, saying where the trouble is and what repairs it
+    assert steps["workaround"]["state"] == "failed"
+    assert "the problems are in the batch source" in steps["workaround"]["reason"]
+    assert "mloncall runbook run pipeline-failure" in steps["workaround"]["reason"]
 
     # a pipeline nobody declared stops the run at its first step, naming the ones there are
     code, run = _runbook(capsys, "nope")

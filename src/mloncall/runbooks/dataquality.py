@@ -156,6 +156,15 @@ def _has_policy(rc: RunContext) -> Check:
     except InvalidInput as exc:
         return Check("workaround", Outcome.FAILED, exc.message)
     if not policy:
+        if rc.evidence_of("batch").get("problems"):
+            # The trouble is in the source files, not in what the server is sent: no serving policy helps.
+            return Check(
+                "workaround",
+                Outcome.FAILED,
+                "no served feature needs a workaround (the live traffic is clean): the problems are in the batch "
+                "source; its pipeline's quarantine holds the bad rows (mloncall quarantine list), and runbook 4 "
+                "(mloncall runbook run pipeline-failure) repairs and re-runs it",
+            )
         return Check("workaround", Outcome.FAILED, "no feature needs a workaround: nothing was found wrong")
     with rc.ctx.db.session() as s:
         view = routing.effective(session=s, name=_model(rc))
