@@ -103,7 +103,7 @@ def truthful_openapi(app: FastAPI) -> dict[str, Any]:
 
 
 #: Path parameters that are names (models, datasets, schedules, aliases): the server refuses any other spelling.
-_NAME_PARAMETERS = frozenset({"name", "alias"})
+_NAME_PARAMETERS = frozenset({"name", "alias", "model"})
 
 
 def _name_patterns(doc: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import InvalidInput
+from mloncall.core.names import check_name
 from mloncall.core.records import Record
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
@@ -88,7 +89,9 @@ def _scaled(delta: dt.timedelta, scale: float, floor: float = 1.0) -> dt.timedel
 def check_objectives(
     *, model: str, latency_p99: Any, error_rate: Any, availability: Any, window: Any, source: str
 ) -> Objectives:
-    """Objectives from their spelled values; InvalidInput names every impossible one."""
+    """Objectives from their spelled values; InvalidInput names every impossible one (and a model name the
+    registry could not hold, which the prediction log's keys could not either)."""
+    check_name(model, "model name")
     problems: list[str] = []
     latency = _duration(latency_p99, "latency_p99", problems)
     rate = _share(error_rate, "error_rate", problems)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 
 from mloncall.access.models import Principal
 from mloncall.api.deps import CurrentContext, DbSession, allow, audit_note
+from mloncall.core.names import NAME_PATTERN
 from mloncall.scaling import service
 from mloncall.scaling.schemas import SloOut, SloRequest, SloStatusOut
 
 router = APIRouter(prefix="/api/v1/slos", tags=["slos"])
+#: A model's name as the registry spells them: any other spelling is a 400, never a key the store refuses.
+Model = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64, description="the model's name")]
 
 
 @router.get("", summary="Every model's SLO, from the API and from mloncall.toml")
@@ -19,7 +24,7 @@ def list_slos(session: DbSession, ctx: CurrentContext, _: Principal = allow("ale
 
 @router.put("/{model}", summary="Set a model's SLO (it takes precedence over mloncall.toml)")
 def set_slo(
-    model: str,
+    model: Model,
     spec: SloRequest,
     request: Request,
     session: DbSession,
@@ -35,14 +40,14 @@ def set_slo(
 
 @router.get("/{model}", summary="A model's SLO")
 def get_slo(
-    model: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("alerts:read")
+    model: Model, session: DbSession, ctx: CurrentContext, _: Principal = allow("alerts:read")
 ) -> SloOut:
     return SloOut.of(service.require_objectives(session=session, settings=ctx.settings, model=model))
 
 
 @router.delete("/{model}", status_code=204, summary="Forget the SLO set through the API")
 def delete_slo(
-    model: str, request: Request, session: DbSession, _: Principal = allow("alerts:manage")
+    model: Model, request: Request, session: DbSession, _: Principal = allow("alerts:manage")
 ) -> None:
     service.delete_objectives(session=session, model=model)
     audit_note(request, model=model)
@@ -50,6 +55,6 @@ def delete_slo(
 
 @router.get("/{model}/status", summary="Error budget left and the burn rate of every alert window")
 def slo_status(
-    model: str, session: DbSession, ctx: CurrentContext, _: Principal = allow("alerts:read")
+    model: Model, session: DbSession, ctx: CurrentContext, _: Principal = allow("alerts:read")
 ) -> SloStatusOut:
     return SloStatusOut(**service.slo_status(ctx=ctx, session=session, model=model))
