@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 
 CATEGORICAL_UNIQUE = 5
 PSI_BINS = 10
@@ -191,6 +189,8 @@ def _ks_asymptotic_p(d: float, n1: int, n2: int) -> float:
     bound = 2.0 * math.exp(-2.0 * en * d * d)
     if bound < KS_TAIL_BOUND:
         return bound
+    from scipy import stats  # deferred: scipy.stats costs ~0.5 s at start-up, which every CLI call paid
+
     return float(np.clip(stats.kstwo.sf(d, en), 0.0, 1.0))
 
 
@@ -241,6 +241,8 @@ def compare(
         current_counts[np.searchsorted(categories, cur_values)] = cur_counts
     max_s, min_s, wasserstein = g.max_s, float(np.clip(-g.min_s, 0.0, 1.0)), g.wasserstein
     if max(n1, n2) <= KS_EXACT_MAX:
+        from scipy import stats
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             exact = stats.ks_2samp(a, b)
@@ -315,6 +317,9 @@ def compare_counts(
     if n_ref == 0 or n_cur == 0:
         return CategoricalComparison(chi2=0.0, chi2_p=1.0, js=0.0, new_categories=[])
     new = [str(label) for label, r, c in zip(labels, ref, cur, strict=True) if r == 0 and c > 0]
+    from scipy import stats
+    from scipy.spatial.distance import jensenshannon
+
     js = float(jensenshannon(ref / n_ref, cur / n_cur))
     js = 0.0 if not math.isfinite(js) else js
     if new:
