@@ -114,14 +114,8 @@ def server(
     if backend == "local":
         if ray_address is not None or dry_run:
             raise InvalidInput("--ray-address and --dry-run go with --backend ray")
-        from mloncall.api.server import run
-        from mloncall.scaling.workers import configured_max_workers
-
         limits = _limits(max_body_bytes, max_rows, max_inflight, request_timeout)
-        most = max_workers if max_workers is not None else configured_max_workers(Settings.load())
-        run(
-            host=host, port=port, workers=workers, on_open=_report_leftovers, serving=limits, max_workers=most
-        )
+        _serve_locally(host=host, port=port, workers=workers, max_workers=max_workers, limits=limits)
         return
     if ray_address is None:
         raise InvalidInput(
@@ -136,10 +130,28 @@ def server(
     options = RayServeOptions(
         address=ray_address, http_host=ray_http_host, http_port=ray_http_port, replica_cpus=replica_cpus
     )
+    _serve_on_ray(host=host, port=port, options=options, scaling=scaling, dry_run=dry_run, json_out=json_out)
+
+
+def _serve_locally(
+    *, host: str, port: int, workers: int, max_workers: int | None, limits: dict[str, str]
+) -> None:
+    """The control plane and the inference routes in this machine's uvicorn workers."""
+    from mloncall.api.server import run
+    from mloncall.scaling.workers import configured_max_workers
+
+    most = max_workers if max_workers is not None else configured_max_workers(Settings.load())
+    run(host=host, port=port, workers=workers, on_open=_report_leftovers, serving=limits, max_workers=most)
+
+
+def _serve_on_ray(
+    *, host: str, port: int, options: RayServeOptions, scaling: RayAutoscaling, dry_run: bool, json_out: bool
+) -> None:
+    """The inference routes as a Serve application on the Ray cluster, the control plane here; with
+    `dry_run`, only the deployment plan printed."""
     if dry_run and json_out:
-        console.print_json(
-            {"address": ray_address, "url": f"http://{ray_http_host}:{ray_http_port}", **scaling.to_dict()}
-        )
+        url = f"http://{options.http_host}:{options.http_port}"
+        console.print_json({"address": options.address, "url": url, **scaling.to_dict()})
         return
     if dry_run:
         _print_scaling(scaling)
