@@ -51,6 +51,18 @@ def check_name(value: str, kind: str = "name") -> str:
     return value
 
 
+def parse_pairs(items: list[str], *, option: str, example: str) -> dict[str, str]:
+    """Repeated `--option NAME=VALUE` items as a mapping (a later NAME wins); a malformed item is
+    InvalidInput naming the option and an example."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"invalid {option} {item!r}: use NAME=VALUE, e.g. {example}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """`NAME`, `NAME:VERSION` or `NAME@ALIAS`."""

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from mloncall.cli.support import audited_unit_of_work, installation, open_installation
 from mloncall.core import clock, console
-from mloncall.core.errors import CheckFailed, InvalidInput
+from mloncall.core.errors import CheckFailed
+from mloncall.core.names import parse_pairs
 from mloncall.core.outcome import Outcome
 from mloncall.rollout.models import RolloutState
 from mloncall.rollout.prechecks import stopped_error
@@ -27,16 +28,6 @@ app.add_typer(rollout_app, name="rollout")
 
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 REASON = typer.Option("", "--reason", help="Why: kept in the rollout history.")
-
-
-def _thresholds(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"invalid --threshold {item!r}: use NAME=VALUE, e.g. max_disagreement=0.2")
-        out[key.strip()] = value.strip()
-    return out
 
 
 @app.command()
@@ -69,7 +60,7 @@ def deploy(
         steps=service.parse_steps(steps),
         step_duration_s=service.step_seconds(step_duration),
         min_requests=min_requests,
-        thresholds=_thresholds(threshold),
+        thresholds=parse_pairs(threshold, option="--threshold", example="max_disagreement=0.2"),
     )
     ctx = open_installation()
     with audited_unit_of_work(ctx, action="rollout.deploy", target=ref) as (session, detail):

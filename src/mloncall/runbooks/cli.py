@@ -14,6 +14,7 @@ from mloncall.cli.support import audited_unit_of_work, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import CheckFailed, InvalidInput
+from mloncall.core.names import parse_pairs
 from mloncall.stores.context import Context
 
 app = typer.Typer()
@@ -220,10 +221,9 @@ def run(
     """
     from mloncall.runbooks import engine
     from mloncall.runbooks.catalog import get_runbook
-    from mloncall.runbooks.spec import parse_pairs
 
     book = get_runbook(name)
-    given: dict[str, Any] = parse_pairs(param)
+    given: dict[str, Any] = parse_pairs(param, option="--param", example="strategy=canary")
     if incident is not None:
         if not any(p.name == "incident" for p in book.params):
             raise InvalidInput(f"runbook {name} does not work on an incident: drop --incident")

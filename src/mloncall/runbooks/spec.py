@@ -156,14 +156,3 @@ class Runbook:
             else:
                 out[p.name] = p.default
         return out
-
-
-def parse_pairs(items: list[str]) -> dict[str, str]:
-    """`--param K=V` items as a mapping; a malformed item is InvalidInput."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"invalid --param {item!r}: use NAME=VALUE, e.g. strategy=canary")
-        out[key.strip()] = value.strip()
-    return out
