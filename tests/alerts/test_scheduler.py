@@ -65,13 +65,14 @@ def test_the_scheduler_runs_in_one_process_per_installation(
 
 
 def test_configured_interval(sctx: Context) -> None:
-    assert scheduler.configured_interval(sctx) == 60
-    assert scheduler.configured_interval(with_alerts_section(sctx, {"evaluation_interval": "30s"})) == 30
-    assert scheduler.configured_interval(with_alerts_section(sctx, {"evaluation_interval": 5})) == 5
+    interval = scheduler.Scheduler.configured_interval
+    assert interval(sctx) == 60
+    assert interval(with_alerts_section(sctx, {"evaluation_interval": "30s"})) == 30
+    assert interval(with_alerts_section(sctx, {"evaluation_interval": 5})) == 5
     with pytest.raises(InvalidInput):
-        scheduler.configured_interval(with_alerts_section(sctx, {"evaluation_interval": "often"}))
+        interval(with_alerts_section(sctx, {"evaluation_interval": "often"}))
     with pytest.raises(InvalidInput):
-        scheduler.configured_interval(with_alerts_section(sctx, {"evaluation_interval": 0}))
+        interval(with_alerts_section(sctx, {"evaluation_interval": 0}))
 
 
 def test_value_comes_from_the_deciding_part_of_real_monitor_evidence() -> None:

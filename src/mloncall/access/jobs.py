@@ -8,7 +8,7 @@ import datetime as dt
 
 from mloncall.access import audit, grants
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop, interval_setting
+from mloncall.stores.jobs import LockedLoop
 
 DEFAULT_INTERVAL = dt.timedelta(seconds=30)
 
@@ -34,10 +34,7 @@ class Scheduler(LockedLoop):
 
     name = "access"
     lock_file = "access-scheduler.lock"
-
-    def __init__(self, ctx: Context, interval: float | None = None) -> None:
-        every = interval_setting(ctx, "access", "expiry_interval", DEFAULT_INTERVAL)
-        super().__init__(ctx, interval if interval is not None else every)
+    setting = ("access", "expiry_interval", DEFAULT_INTERVAL)
 
     def run_pass(self) -> None:
         expire_once(self.ctx)

@@ -14,17 +14,12 @@ import time
 
 from mloncall.alerts import evaluation, notify
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop, interval_setting
+from mloncall.stores.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.alerts")
 
 DEFAULT_INTERVAL = dt.timedelta(seconds=60)
 LOCK_FILE = "alerts-scheduler.lock"
-
-
-def configured_interval(ctx: Context) -> float:
-    """`[alerts] evaluation_interval` in seconds (default 60s)."""
-    return interval_setting(ctx, "alerts", "evaluation_interval", DEFAULT_INTERVAL)
 
 
 def run_once(
@@ -43,15 +38,17 @@ def run_once(
 
 
 class Scheduler(LockedLoop):
-    """Evaluates the rules and sends notifications every `interval` seconds, in one process per installation."""
+    """Evaluates the rules and sends notifications every `[alerts] evaluation_interval` (default 60s), in one
+    process per installation."""
 
     name = "alerts"
     lock_file = LOCK_FILE
+    setting = ("alerts", "evaluation_interval", DEFAULT_INTERVAL)
 
     def __init__(
         self, ctx: Context, interval: float | None = None, *, monitor: evaluation.MonitorFn | None = None
     ) -> None:
-        super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
+        super().__init__(ctx, interval)
         self.monitor = monitor
 
     def run_pass(self) -> None:

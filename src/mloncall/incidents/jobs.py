@@ -25,7 +25,7 @@ from mloncall.core.records import Record
 from mloncall.incidents import comms, correlation, escalation, outbox, roles
 from mloncall.incidents.config import incident_settings
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop, interval_setting
+from mloncall.stores.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.incidents")
 
@@ -88,19 +88,12 @@ def run_once(
     return done
 
 
-def configured_interval(ctx: Context) -> float:
-    """`[incidents] interval` in seconds (default 30s)."""
-    return interval_setting(ctx, "incidents", "interval", DEFAULT_INTERVAL)
-
-
 class Scheduler(LockedLoop):
-    """Runs `run_once` every `interval` seconds in one process per installation."""
+    """Runs `run_once` every `[incidents] interval` (default 30s) in one process per installation."""
 
     name = "incidents"
     lock_file = "incidents-scheduler.lock"
-
-    def __init__(self, ctx: Context, interval: float | None = None) -> None:
-        super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
+    setting = ("incidents", "interval", DEFAULT_INTERVAL)
 
     def run_pass(self) -> None:
         run_once(self.ctx, sleep=self.wait)

@@ -9,8 +9,7 @@ import logging
 
 from mloncall.core import clock
 from mloncall.monitoring import jobs
-from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop, interval_setting
+from mloncall.stores.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.monitoring")
 
@@ -18,19 +17,13 @@ DEFAULT_INTERVAL = dt.timedelta(seconds=60)
 LOCK_FILE = "log-compaction.lock"
 
 
-def configured_interval(ctx: Context) -> float:
-    """`[logs] summary_interval` in seconds (default 60s)."""
-    return interval_setting(ctx, "logs", "summary_interval", DEFAULT_INTERVAL)
-
-
 class Scheduler(LockedLoop):
-    """Summaries, compaction and retention of the prediction log, in one process per installation."""
+    """Summaries, compaction and retention of the prediction log every `[logs] summary_interval` (default
+    60s), in one process per installation."""
 
     name = "logs"
     lock_file = LOCK_FILE
-
-    def __init__(self, ctx: Context, interval: float | None = None) -> None:
-        super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
+    setting = ("logs", "summary_interval", DEFAULT_INTERVAL)
 
     def run_pass(self) -> None:
         report = jobs.run_pass(self.ctx, now=clock.now())

@@ -30,7 +30,7 @@ from mloncall.core.records import Record
 from mloncall.runbooks import engine, service
 from mloncall.runbooks.states import RunMode
 from mloncall.stores.context import Context
-from mloncall.stores.jobs import LockedLoop, interval_setting
+from mloncall.stores.jobs import LockedLoop
 
 log = logging.getLogger("mloncall.runbooks")
 
@@ -173,19 +173,12 @@ def _small(evidence: dict[str, Any], limit: int = 4000) -> dict[str, Any]:
     return {k: v for k, v in evidence.items() if isinstance(v, str | int | float | bool) or v is None}
 
 
-def configured_interval(ctx: Context) -> float:
-    """`[runbooks] auto_run_interval` in seconds (default 30s)."""
-    return interval_setting(ctx, "runbooks", "auto_run_interval", DEFAULT_INTERVAL)
-
-
 class Scheduler(LockedLoop):
-    """Runs `run_once` every `interval` seconds in one process per installation."""
+    """Runs `run_once` every `[runbooks] auto_run_interval` (default 30s) in one process per installation."""
 
     name = "runbooks"
     lock_file = "runbooks-auto-run.lock"
-
-    def __init__(self, ctx: Context, interval: float | None = None) -> None:
-        super().__init__(ctx, interval if interval is not None else configured_interval(ctx))
+    setting = ("runbooks", "auto_run_interval", DEFAULT_INTERVAL)
 
     def run_pass(self) -> None:
         run_once(self.ctx)

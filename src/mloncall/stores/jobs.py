@@ -11,7 +11,7 @@ import fcntl
 import logging
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from mloncall.core.durations import parse_duration
 from mloncall.stores.context import Context
@@ -27,18 +27,28 @@ def interval_setting(ctx: Context, table: str, key: str, default: dt.timedelta) 
 
 
 class LockedLoop:
-    """Subclasses set `name` and `lock_file` and implement `run_pass`."""
+    """Subclasses set `name`, `lock_file` and `setting`, and implement `run_pass`."""
 
     name = "job"
     lock_file = "job.lock"
+    #: `(table, key, default)`: the setting the interval is read from when none is given.
+    setting: ClassVar[tuple[str, str, dt.timedelta] | None] = None
 
-    def __init__(self, ctx: Context, interval: float) -> None:
+    def __init__(self, ctx: Context, interval: float | None = None) -> None:
         self.ctx = ctx
-        self.interval = interval
+        self.interval = interval if interval is not None else self.configured_interval(ctx)
         self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock: IO[Any] | None = None
+
+    @classmethod
+    def configured_interval(cls, ctx: Context) -> float:
+        """The interval in seconds from `setting` (`[table] key`, else its default)."""
+        if cls.setting is None:
+            raise TypeError(f"{cls.__name__} reads no interval setting: give it an interval")
+        table, key, default = cls.setting
+        return interval_setting(ctx, table, key, default)
 
     def run_pass(self) -> None:
         raise NotImplementedError
