@@ -120,12 +120,22 @@ def refused_missing(*, rejections: LogWindow, total_rows: int, params: MissingFe
     if not rejections.rows:
         return []
     is_missing = _reasons(rejections) == MISSING_REASON
-    part = judge_rate(
-        REFUSED, "refused-for-missing-feature", int(np.count_nonzero(is_missing)), total_rows + rejections.rows,
-        params.max_rate, params.min_rows,
-    )  # fmt: skip
-    part.evidence["per_feature"] = string_counts(rejections.table, "field", where=is_missing)
-    return [part]
+    return [_refused(rejections, total_rows, is_missing, "refused-for-missing-feature", params)]
+
+
+def _refused(
+    rejections: LogWindow,
+    total_rows: int,
+    refused: np.ndarray,
+    check: str,
+    params: MissingFeaturesParams | OutOfRangeParams,
+) -> Part:
+    """The share of all requests (`total_rows` logged plus those refused) refused for one reason (the
+    rejections in `refused`), with the count per feature."""
+    total = total_rows + rejections.rows
+    part = judge_rate(REFUSED, check, int(np.count_nonzero(refused)), total, params.max_rate, params.min_rows)
+    part.evidence["per_feature"] = string_counts(rejections.table, "field", where=refused)
+    return part
 
 
 def flagged_rows(rows: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
@@ -208,12 +218,7 @@ def refused_out_of_range(*, rejections: LogWindow, total_rows: int, params: OutO
     is_oor = _reasons(rejections) == OUT_OF_RANGE_REASON
     if not is_oor.any():
         return []
-    part = judge_rate(
-        REFUSED, "refused-out-of-range", int(np.count_nonzero(is_oor)), total_rows + rejections.rows,
-        params.max_rate, params.min_rows,
-    )  # fmt: skip
-    part.evidence["per_feature"] = string_counts(rejections.table, "field", where=is_oor)
-    return [part]
+    return [_refused(rejections, total_rows, is_oor, "refused-out-of-range", params)]
 
 
 def validation_failures(
