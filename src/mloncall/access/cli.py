@@ -14,7 +14,7 @@ import typer
 
 from mloncall.access import service
 from mloncall.access.schemas import TokenCreated, TokenOut
-from mloncall.cli.support import audited_unit_of_work, id_argument, installation
+from mloncall.cli.support import audited_change, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 
@@ -50,11 +50,7 @@ def create(
 ) -> None:
     """Issue a token; its secret is printed once and never stored."""
     expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
-    with (
-        installation(create=True) as ctx,
-        audited_unit_of_work(ctx, action="tokens.create", target=f"principal:{principal}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("tokens.create", f"principal:{principal}", create=True) as (session, _ctx, detail):
         detail.update(role=role, expires_in=expires_in)
         found, created = service.ensure_principal(session=session, name=principal, role=role)
         token, secret = service.create_token(
@@ -96,11 +92,7 @@ def rotate(
 ) -> None:
     """Replace a token with a new secret of the same owner and scope; the old one is revoked."""
     expiry = parse_duration(expires_in, what="token lifetime") if expires_in is not None else None
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="tokens.rotate", target=f"token:{token_id}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("tokens.rotate", f"token:{token_id}") as (session, _ctx, detail):
         new, secret, old = service.rotate_token(session=session, token_id=token_id, expires_in=expiry)
         detail.update(new_token_id=new.id, prefix=new.prefix, old_prefix=old.prefix)
         out = TokenCreated(token=TokenOut.model_validate(new), secret=secret, principal_created=False)
@@ -166,11 +158,7 @@ def revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a token: requests with it are refused from now on."""
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="tokens.revoke", target=f"token:{token_id}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("tokens.revoke", f"token:{token_id}") as (session, _ctx, detail):
         token = service.revoke_token(session=session, token_id=token_id)
         detail.update(principal=token.principal.name, prefix=token.prefix)
         out = TokenOut.model_validate(token)

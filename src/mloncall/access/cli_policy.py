@@ -21,7 +21,7 @@ from mloncall.access import authorize, grants, roles, service
 from mloncall.access.models import Principal
 from mloncall.access.permissions import PERMISSIONS, check_scope, scope_label
 from mloncall.access.schemas import AccessRequestOut, ExplanationOut
-from mloncall.cli.support import audited_unit_of_work, id_argument, installation
+from mloncall.cli.support import audited_change, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput, PermissionDenied
@@ -75,8 +75,7 @@ def explain(
 @contextmanager
 def _on_principal(action: str, name: str) -> Iterator[tuple[Session, dict[str, Any], Principal]]:
     """The audited unit of work of a change to one principal's policy, with the principal."""
-    with installation() as ctx, audited_unit_of_work(ctx, action=action, target=f"principal:{name}") as unit:
-        session, detail = unit
+    with audited_change(action, f"principal:{name}") as (session, _ctx, detail):
         yield session, detail, service.get_principal_or_raise(session=session, name=name)
 
 
@@ -147,11 +146,7 @@ def create_principal(
     role: Annotated[str | None, typer.Option(help="A role to hold everywhere.")] = None,
 ) -> None:
     """Create a user, a service account or a team."""
-    with (
-        installation(create=True) as ctx,
-        audited_unit_of_work(ctx, action="access.principal", target=f"principal:{name}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("access.principal", f"principal:{name}", create=True) as (session, _ctx, detail):
         service.create_principal(session=session, name=name, kind=kind, role=role, actor=console.actor())
         detail.update(kind=kind, role=role)
     console.out.print(f"Created {kind} {name}" + (f" with role {role}." if role else "."))
@@ -163,11 +158,7 @@ def join(
     team: Annotated[str, typer.Argument(help="The team.")],
 ) -> None:
     """Put a member in a team: it holds the team's roles."""
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.join", target=f"principal:{team}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("access.join", f"principal:{team}") as (session, _ctx, detail):
         added = service.add_member(session=session, team=team, member=member, actor=console.actor())
         detail.update(member=member, added=added)
     console.out.print(f"{member} {'is now' if added else 'already was'} in team {team}.")
@@ -176,11 +167,8 @@ def join(
 @app.command("enable")
 def enable(name: Annotated[str, typer.Argument(help="The principal.")]) -> None:
     """Enable a disabled principal again."""
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.enable", target=f"principal:{name}") as unit,
-    ):
-        service.enable_principal(session=unit[0], name=name)
+    with audited_change("access.enable", f"principal:{name}") as (session, _ctx, _detail):
+        service.enable_principal(session=session, name=name)
     console.out.print(f"{name} is enabled.")
 
 
@@ -196,11 +184,7 @@ def request(
 ) -> None:
     """File a break-glass request; someone else approves it with `mloncall access approve`."""
     length = parse_duration(duration, what="grant duration")
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.request", target=f"principal:{requester}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("access.request", f"principal:{requester}") as (session, ctx, detail):
         if incident is not None:
             incidents.get_incident_or_raise(session=session, incident_id=incident)
         row = grants.request(
@@ -227,11 +211,7 @@ def _print_request(out: AccessRequestOut, as_json: bool, line: str) -> None:
 
 def _answer(request_id: int, approver: str, note: str, approve: bool) -> AccessRequestOut:
     action = "access.approve" if approve else "access.deny_request"
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action=action, target=f"access-request:{request_id}") as unit,
-    ):
-        session, detail = unit
+    with audited_change(action, f"access-request:{request_id}") as (session, _ctx, detail):
         who = service.get_principal_or_raise(session=session, name=approver)
         authorize.require(session=session, principal=who, permission="access:approve")
         answer = grants.approve if approve else grants.deny
@@ -277,11 +257,7 @@ def revoke(
     as_json: JsonOption = False,
 ) -> None:
     """End an approved grant now; it stays in the history."""
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.revoke", target=f"access-request:{request_id}") as unit,
-    ):
-        session, detail = unit
+    with audited_change("access.revoke", f"access-request:{request_id}") as (session, _ctx, detail):
         row = grants.revoke(session=session, request_id=request_id, actor=console.actor())
         detail.update(requester=row.requester)
         out = AccessRequestOut.model_validate(row)
@@ -339,9 +315,6 @@ def passwd(
         if not sys.stdin.isatty():
             raise InvalidInput("no terminal to ask the password on: set MLONCALL_PASSWORD")
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="access.passwd", target=f"principal:{name}") as unit,
-    ):
-        service.set_password(session=unit[0], name=name, password=password)
+    with audited_change("access.passwd", f"principal:{name}") as (session, _ctx, _detail):
+        service.set_password(session=session, name=name, password=password)
     console.out.print(f"Password of {name} set.")

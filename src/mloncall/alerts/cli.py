@@ -22,7 +22,7 @@ from mloncall.alerts.channels import channels_from_settings
 from mloncall.alerts.models import Alert, Silence
 from mloncall.alerts.schemas import AlertDetail, AlertOut, GroupOut, RuleSetOut, SilenceOut
 from mloncall.alerts.states import NotificationStatus
-from mloncall.cli.support import audited_unit_of_work, id_argument, installation, limit_option, report_sending
+from mloncall.cli.support import audited_change, id_argument, installation, limit_option, report_sending
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
@@ -60,11 +60,8 @@ def _send(ctx: Context) -> None:
 def _change(action: str, target: str, *, send: bool = False) -> Iterator[tuple[Session, dict[str, Any]]]:
     """One audited change to the installation; with `send`, the notifications it queued go out after it
     commits."""
-    with installation() as ctx:
-        with audited_unit_of_work(ctx, action=action, target=target) as unit:
-            yield unit
-        if send:
-            _send(ctx)
+    with audited_change(action, target, then=_send if send else None) as (session, _ctx, detail):
+        yield session, detail
 
 
 def _answer(out: BaseModel | Sequence[BaseModel], as_json: bool) -> bool:

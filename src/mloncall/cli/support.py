@@ -120,10 +120,11 @@ def audited_unit_of_work(
 
 @contextmanager
 def audited_change(
-    action: str, target: str, *, then: Callable[[Context], None] | None = None
+    action: str, target: str, *, create: bool = False, then: Callable[[Context], None] | None = None
 ) -> Iterator[tuple[Session, Context, dict[str, Any]]]:
-    """One audited change to the installation; `then` runs after it commits (e.g. to send what it queued)."""
-    with installation() as ctx:
+    """One audited change to the installation (set up first with `create`, as `installation` does); `then`
+    runs after it commits (e.g. to send what it queued)."""
+    with installation(create=create) as ctx:
         with audited_unit_of_work(ctx, action=action, target=target) as (session, detail):
             yield session, ctx, detail
         if then is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mloncall.cli.support import audited_unit_of_work, id_argument, installation
+from mloncall.cli.support import audited_change, id_argument, installation
 from mloncall.core import console
 from mloncall.core.errors import CheckFailed, InvalidInput
 from mloncall.pipelines.schemas import RunRead
@@ -54,10 +54,7 @@ def add(path: Path = typer.Argument(..., help="A YAML declaration to keep under 
     """Validate a declaration and keep it as `<home>/pipelines/NAME.yaml` (replacing one of its name)."""
     from mloncall.pipelines import spec
 
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="pipelines.add", target=str(path)) as (_session, detail),
-    ):
+    with audited_change("pipelines.add", str(path)) as (_session, ctx, detail):
         pipeline = spec.add(ctx.settings, path)
         detail.update(pipeline=pipeline.name, spec_hash=pipeline.digest())
     console.out.print(f"pipeline {pipeline.name} declared: stages {pipeline.stage_names}")
@@ -79,10 +76,7 @@ def run(name: str = NAME, json_out: bool = JSON) -> None:
     """Run every stage on the orchestrator; exits 1 if a stage fails, with the failure's class and the fix."""
     from mloncall.pipelines import service
 
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="pipelines.run", target=name) as (_session, detail),
-    ):
+    with audited_change("pipelines.run", name) as (_session, ctx, detail):
         with console.progress(f"running {name}", enabled=not json_out):
             run_id = service.run(ctx, name, actor=console.actor())
         result = service.run_read(ctx, run_id)
@@ -108,10 +102,7 @@ def rerun(
 
     if not from_failed:
         raise InvalidInput(f"say --from-failed to resume, or run it whole: mloncall pipeline run {name}")
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="pipelines.rerun", target=name) as (_session, detail),
-    ):
+    with audited_change("pipelines.rerun", name) as (_session, ctx, detail):
         with console.progress(f"re-running {name}", enabled=not json_out):
             new_id = service.rerun_from_failed(ctx, name, actor=console.actor(), run_id=run_id)
         result = service.run_read(ctx, new_id)

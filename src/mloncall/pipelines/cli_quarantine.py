@@ -10,7 +10,13 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from mloncall.cli.support import audited_unit_of_work, confirm, id_argument, installation, limit_option
+from mloncall.cli.support import (
+    audited_change,
+    confirm,
+    id_argument,
+    installation,
+    limit_option,
+)
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
 
@@ -154,11 +160,9 @@ def release(
 
     schema = _load_checks(checks) if checks is not None else None
     confirm(f"release quarantine batch {batch_id}?", yes=yes)
-    with installation() as ctx:
-        unit = audited_unit_of_work(ctx, action="quarantine.release", target=f"quarantine:{batch_id}")
-        with unit as (_, detail):
-            done = quarantine.release(ctx, batch_id=batch_id, into=into, schema=schema, actor=console.actor())
-            detail.update(released=done.released, refused=done.refused, dataset_version=done.dataset_version)
+    with audited_change("quarantine.release", f"quarantine:{batch_id}") as (_session, ctx, detail):
+        done = quarantine.release(ctx, batch_id=batch_id, into=into, schema=schema, actor=console.actor())
+        detail.update(released=done.released, refused=done.refused, dataset_version=done.dataset_version)
     if as_json:
         console.print_json(done.to_dict())
         return
@@ -182,11 +186,9 @@ def drop(
     from mloncall.pipelines import quarantine
 
     confirm(f"drop the rows of quarantine batch {batch_id}?", yes=yes)
-    with installation() as ctx:
-        unit = audited_unit_of_work(ctx, action="quarantine.drop", target=f"quarantine:{batch_id}")
-        with unit as (_, detail):
-            batch = quarantine.drop(ctx, batch_id=batch_id, reason=reason, actor=console.actor())
-            detail.update(rows=batch.rows, reason=reason)
+    with audited_change("quarantine.drop", f"quarantine:{batch_id}") as (_session, ctx, detail):
+        batch = quarantine.drop(ctx, batch_id=batch_id, reason=reason, actor=console.actor())
+        detail.update(rows=batch.rows, reason=reason)
     if as_json:
         console.print_json(batch.to_dict())
         return

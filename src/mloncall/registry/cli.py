@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mloncall.cli.support import audited_unit_of_work, confirm, id_argument, installation
+from mloncall.cli.support import audited_change, confirm, id_argument, installation
 from mloncall.core import console
 from mloncall.core.errors import IntegrityError
 from mloncall.core.names import ModelRef
@@ -125,10 +125,7 @@ def alias_set(
     json_out: bool = JSON,
 ) -> None:
     """Point ALIAS at VERSION (the move is recorded with who and why)."""
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="models.alias.set", target=f"{name}@{alias}") as (session, detail),
-    ):
+    with audited_change("models.alias.set", f"{name}@{alias}") as (session, _ctx, detail):
         event = registry.set_alias(
             session=session, name=name, alias=alias, version=version, actor=console.actor(), reason=reason
         )
@@ -153,10 +150,7 @@ def alias_rm(
     reason: str = typer.Option("", help="Why: kept in the alias history."),
 ) -> None:
     """Remove an alias (the move is recorded)."""
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="models.alias.rm", target=f"{name}@{alias}") as (session, detail),
-    ):
+    with audited_change("models.alias.rm", f"{name}@{alias}") as (session, _ctx, detail):
         event = registry.remove_alias(
             session=session, name=name, alias=alias, actor=console.actor(), reason=reason
         )
@@ -196,9 +190,6 @@ def delete(
     if parsed.version is None:
         raise typer.BadParameter("give an explicit version: NAME:VERSION", param_hint="REF")
     confirm(f"delete {parsed} and its files?", yes=yes)
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="models.delete", target=str(parsed)) as (session, _detail),
-    ):
+    with audited_change("models.delete", str(parsed)) as (session, ctx, _detail):
         registry.delete_version(session=session, store=ctx.store, name=parsed.name, version=parsed.version)
     console.out.print(f"deleted {parsed}")

@@ -10,7 +10,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from mloncall.cli.support import audited_unit_of_work, installation, open_installation
+from mloncall.cli.support import audited_change, audited_unit_of_work, installation, open_installation
 from mloncall.core import clock, console
 from mloncall.core.errors import CheckFailed
 from mloncall.core.names import parse_pairs
@@ -172,10 +172,7 @@ def _steer(name: str, action: str, reason: str, json_out: bool) -> None:
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action=f"rollout.{action}", target=name) as (session, detail),
-    ):
+    with audited_change(f"rollout.{action}", name) as (session, _ctx, detail):
         r = service.get_active_or_raise(session=session, name=name)
         fn = {"pause": service.pause, "resume": service.resume, "promote": service.promote}.get(action)
         if fn is not None:
@@ -316,10 +313,7 @@ def rollback(
     from mloncall.rollout import service
     from mloncall.rollout.schemas import RolloutOut
 
-    with (
-        installation() as ctx,
-        audited_unit_of_work(ctx, action="rollout.rollback", target=name) as (session, detail),
-    ):
+    with audited_change("rollout.rollback", name) as (session, ctx, detail):
         r = service.rollback(
             session=session, store=ctx.store, name=name, actor=console.actor(), reason=reason
         )
