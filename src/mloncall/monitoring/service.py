@@ -206,9 +206,7 @@ def series_by_metric(
     [now - window, now) in buckets of `step`, each bucket read once from the summaries as the monitors and
     the canary read them (`monitoring.served.charts`). InvalidInput for an unknown metric, a bad window or
     step, or too many points; NotFound for an unknown model."""
-    unknown = [m for m in metrics if m not in SERIES_METRICS]
-    if unknown:
-        raise InvalidInput(f"unknown metric {unknown[0]!r}: use one of {', '.join(SERIES_METRICS)}")
+    _check_metrics(metrics)
     window, step = check_window(window), check_window(step)
     if window / step > MAX_POINTS:
         raise InvalidInput(
@@ -238,14 +236,19 @@ def served_figures(
 ) -> dict[str, float | None]:
     """Metrics of `SERIES_METRICS` over [now - window, now), every version together, from one read of the
     summaries (the overview's served error rate and p99). NotFound for an unknown model."""
-    unknown = [m for m in metrics if m not in SERIES_METRICS]
-    if unknown:
-        raise InvalidInput(f"unknown metric {unknown[0]!r}: use one of {', '.join(SERIES_METRICS)}")
+    _check_metrics(metrics)
     found = served(
         session=session, store=store, model=model, since=now - window, until=now, now=now,
         with_labels="accuracy" in metrics,
     )  # fmt: skip
     return {m: value_of(m, found) for m in metrics}
+
+
+def _check_metrics(metrics: tuple[str, ...]) -> None:
+    """InvalidInput naming the first metric that is not one of `SERIES_METRICS`."""
+    unknown = [m for m in metrics if m not in SERIES_METRICS]
+    if unknown:
+        raise InvalidInput(f"unknown metric {unknown[0]!r}: use one of {', '.join(SERIES_METRICS)}")
 
 
 # --- evidence --------------------------------------------------------------------------------------------
