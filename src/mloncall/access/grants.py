@@ -121,17 +121,24 @@ def _pending(row: AccessRequest, now: dt.datetime) -> None:
         )
 
 
-def approve(*, session: Session, request_id: int, approver: Principal, note: str = "") -> AccessRequest:
-    """Approve a pending request: the grant starts now and lasts the time asked for."""
+def _answer(
+    session: Session, request_id: int, approver: Principal, note: str, to: RequestState, others: str
+) -> tuple[AccessRequest, dt.datetime]:
+    """The pending request, answered `to` by approver, and when; never by its requester (`others` says who
+    answers instead)."""
     row = get_request_or_raise(session=session, request_id=request_id)
     now = clock.now()
     _pending(row, now)
     if approver.name == row.requester:
-        raise PermissionDenied(
-            f"{approver.name} filed access request #{row.id}: someone else must approve it"
-        )
-    MOVES.check(f"access request #{row.id}", row.state, APPROVED)
-    row.state, row.decided_by, row.decided_at, row.decision_note = APPROVED, approver.name, now, note
+        raise PermissionDenied(f"{approver.name} filed access request #{row.id}: {others}")
+    MOVES.check(f"access request #{row.id}", row.state, to)
+    row.state, row.decided_by, row.decided_at, row.decision_note = to, approver.name, now, note
+    return row, now
+
+
+def approve(*, session: Session, request_id: int, approver: Principal, note: str = "") -> AccessRequest:
+    """Approve a pending request: the grant starts now and lasts the time asked for."""
+    row, now = _answer(session, request_id, approver, note, APPROVED, "someone else must approve it")
     row.starts_at = now
     row.expires_at = now + dt.timedelta(seconds=row.duration_seconds)
     requester = session.scalars(sa.select(Principal).where(Principal.name == row.requester)).one()
@@ -149,13 +156,7 @@ def approve(*, session: Session, request_id: int, approver: Principal, note: str
 
 def deny(*, session: Session, request_id: int, approver: Principal, note: str = "") -> AccessRequest:
     """Deny a pending request."""
-    row = get_request_or_raise(session=session, request_id=request_id)
-    now = clock.now()
-    _pending(row, now)
-    if approver.name == row.requester:
-        raise PermissionDenied(f"{approver.name} filed access request #{row.id}: someone else answers it")
-    MOVES.check(f"access request #{row.id}", row.state, DENIED)
-    row.state, row.decided_by, row.decided_at, row.decision_note = DENIED, approver.name, now, note
+    row, now = _answer(session, request_id, approver, note, DENIED, "someone else answers it")
     row.ended_at = now
     session.flush()
     return row
