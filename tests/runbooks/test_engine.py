@@ -162,6 +162,23 @@ def test_a_run_records_every_step_and_resuming_it_finished_is_refused(any_ctx: C
     assert audited.count("waiting") == 2 and "finished" in audited
 
 
+def test_recheck_judges_a_finished_runs_acceptance_again_and_refuses_an_unfinished_one(
+    any_ctx: Context,
+) -> None:
+    stopped = _start(any_ctx, Answers(False))
+    with pytest.raises(Conflict, match=r"is stopped: acceptance is judged when it has finished"):
+        engine.recheck(any_ctx, stopped, actor="bob")
+    rid = _start(any_ctx, Answers(True, True))
+    acceptance = engine.recheck(any_ctx, rid, actor="bob")
+    assert acceptance["outcome"] == "successful" and [c["name"] for c in acceptance["checks"]] == ["acted"]
+    from mloncall.access import audit
+
+    with any_ctx.db.session() as s:
+        assert service.get_run_or_raise(session=s, run_id=rid).acceptance == acceptance
+        found = audit.list_audit(session=s, action="runbooks.test-book.accept", limit=10)
+        assert [(a.actor, a.target, a.outcome) for a in found] == [("bob", f"run:{rid}", "successful")]
+
+
 def test_a_refused_confirmation_changes_nothing_and_stops_the_run(any_ctx: Context) -> None:
     rid = _start(any_ctx, Answers(False))
     run = _run(any_ctx, rid)

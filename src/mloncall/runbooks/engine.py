@@ -29,7 +29,7 @@ from mloncall.runbooks.confirmation import (
     question,
     recover,
 )
-from mloncall.runbooks.models import RunbookStep
+from mloncall.runbooks.models import RunbookRun, RunbookStep
 from mloncall.runbooks.runcontext import (
     Confirmer,
     RunContext,
@@ -165,18 +165,30 @@ def _context(
     """The context the run's steps work with, the run's target and the id of its tree's root."""
     with ctx.db.session() as s:
         run = service.get_run_or_raise(session=s, run_id=run_id)
-        rc = RunContext(
-            ctx=ctx,
-            run_id=run_id,
-            runbook=get_runbook(run.runbook),
-            params=dict(run.params),
-            actor=confirmer.actor,
-            confirmer=confirmer,
-            owner=owner,
-            alert_id=run.alert_id,
-            on_change=on_change,
-        )
+        rc = _run_context(ctx, run, confirmer, owner=owner, on_change=on_change)
         return rc, run.target, service.root_id(session=s, run=run)
+
+
+def _run_context(
+    ctx: Context,
+    run: RunbookRun,
+    confirmer: Confirmer,
+    *,
+    owner: str,
+    on_change: Callable[[int], None] | None = None,
+) -> RunContext:
+    """What the steps of `run` work with, acting as the confirmer's actor."""
+    return RunContext(
+        ctx=ctx,
+        run_id=run.id,
+        runbook=get_runbook(run.runbook),
+        params=dict(run.params),
+        actor=confirmer.actor,
+        confirmer=confirmer,
+        owner=owner,
+        alert_id=run.alert_id,
+        on_change=on_change,
+    )
 
 
 def run_checks(ctx: Context, run_id: int, *, actor: str) -> str:
@@ -384,16 +396,7 @@ def recheck(ctx: Context, run_id: int, *, actor: str) -> dict[str, Any]:
         run = service.get_run_or_raise(session=s, run_id=run_id)
         if run.state != RunState.FINISHED:
             raise Conflict(f"run #{run_id} is {run.state}: acceptance is judged when it has finished")
-        rc = RunContext(
-            ctx=ctx,
-            run_id=run_id,
-            runbook=get_runbook(run.runbook),
-            params=dict(run.params),
-            actor=actor,
-            confirmer=Unattended(actor),
-            owner="",
-            alert_id=run.alert_id,
-        )
+        rc = _run_context(ctx, run, Unattended(actor), owner="")
     acceptance = judge(rc)
     with ctx.db.session() as s:
         run = service.get_run_or_raise(session=s, run_id=run_id)
