@@ -72,6 +72,7 @@ def test_a_false_alarm_ends_with_a_silence_and_the_alert_closed(
         (["runbook", "run", "nope"], 3, "no runbook 'nope'"),
         (["runbook", "run", "deployment", "--yes"], 2, "needs ref"),
         (["runbook", "run", "deployment", "iris-classifier:1", "-p", "steps=50,10"], 2, "invalid steps"),
+        (["runbook", "run", "deployment", "iris-classifier:1", "-p", "steps"], 2, "invalid --param 'steps'"),
         (["runbook", "resume", str(run["id"])], 4, "nothing to resume"),
         (["runbook", "export", str(run["id"]), "--format", "pdf"], 2, "unknown format"),
     ]:
