@@ -45,7 +45,16 @@ from mloncall.runbooks.spec import Step
 from mloncall.runbooks.states import RunMode, RunState, StepKind, StepState, state_of
 from mloncall.stores.context import Context
 
-__all__ = ["Confirmer", "RunContext", "SubRunPaused", "Unattended", "execute", "resume", "start"]
+__all__ = [
+    "Confirmer",
+    "RunContext",
+    "SubRunPaused",
+    "Unattended",
+    "execute",
+    "execute_after_answer",
+    "resume",
+    "start",
+]
 
 
 # --- starting and resuming ---------------------------------------------------------------------------------
@@ -152,6 +161,16 @@ def execute(
         if beat is not None:
             beat.stop()
             lease.release(db=ctx.db, target=target, owner=owner)
+
+
+def execute_after_answer(ctx: Context, run_id: int, *, actor: str, yes: bool, resumed: bool) -> None:
+    """`execute` as a background task of the request that started or resumed the run, with nobody to ask
+    (`yes` answers every question, else the run waits): a failure is kept in the run's record (a busy
+    target stops it with the reason), since nobody waits on the task to hear it."""
+    try:
+        execute(ctx, run_id, confirmer=Unattended(actor, yes=yes), resumed=resumed)
+    except Exception:  # kept in the run's record
+        return
 
 
 def _context(

@@ -24,14 +24,6 @@ def _record(ctx: Context, run_id: int) -> dict[str, Any]:
         return export.run_dict(s, service.get_run_or_raise(session=s, run_id=run_id), events=False)
 
 
-def _execute(ctx: Context, run_id: int, actor: str, yes: bool, resumed: bool) -> None:
-    """The run, after the response: a failure is in its record (a busy target stops it with the reason)."""
-    try:
-        engine.execute(ctx, run_id, confirmer=engine.Unattended(actor, yes=yes), resumed=resumed)
-    except Exception:  # kept in the run's record; nobody waits on this task to hear it
-        return
-
-
 @router.get("", summary="The runbooks this installation can run")
 def list_runbooks(_: Principal = allow("runbooks:read")) -> list[dict[str, Any]]:
     return [export.runbook_dict(b) for b in all_runbooks()]
@@ -96,7 +88,7 @@ def resume(
     principal: Annotated[Principal, allow("runbooks:run")],
 ) -> dict[str, Any]:
     root = engine.resumable(ctx, run_id)
-    tasks.add_task(_execute, ctx, root, principal.name, body.yes, True)
+    tasks.add_task(engine.execute_after_answer, ctx, root, actor=principal.name, yes=body.yes, resumed=True)
     audit_note(request, run=root, yes=body.yes)
     return _record(ctx, root)
 
@@ -118,6 +110,8 @@ def start(
     run_id = engine.create(
         ctx, runbook=name, params=body.params, positional=body.args, alert_id=body.alert, actor=principal.name
     )
-    tasks.add_task(_execute, ctx, run_id, principal.name, body.yes, False)
+    tasks.add_task(
+        engine.execute_after_answer, ctx, run_id, actor=principal.name, yes=body.yes, resumed=False
+    )
     audit_note(request, run=run_id, runbook=name, yes=body.yes)
     return _record(ctx, run_id)

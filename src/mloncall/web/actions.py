@@ -212,13 +212,6 @@ def post_update(
 # --- runbooks --------------------------------------------------------------------------------------------
 
 
-def _execute(ctx: Context, run_id: int, actor: str, yes: bool, resumed: bool) -> None:
-    try:
-        engine.execute(ctx, run_id, confirmer=engine.Unattended(actor, yes=yes), resumed=resumed)
-    except Exception:  # kept in the run's record, as the API's start does
-        return
-
-
 @router.post("/runbooks/runs/{run_id}/confirm")
 def confirm_step(
     run_id: int, session: DbSession, ctx: CurrentContext, user: User, form: Form, tasks: BackgroundTasks
@@ -226,7 +219,7 @@ def confirm_step(
     checked(user, form)
     auth.require(session, user, "runbooks:run")
     root = engine.resumable(ctx, run_id)
-    tasks.add_task(_execute, ctx, root, user.name, True, True)
+    tasks.add_task(engine.execute_after_answer, ctx, root, actor=user.name, yes=True, resumed=True)
     return _back(f"/runbooks/runs/{run_id}")
 
 
@@ -249,7 +242,9 @@ def start_run(
         actor=user.name,
         alert_id=int(alert) if alert.isdigit() else None,
     )
-    tasks.add_task(_execute, ctx, run_id, user.name, form.get("yes") == "on", False)
+    tasks.add_task(
+        engine.execute_after_answer, ctx, run_id, actor=user.name, yes=form.get("yes") == "on", resumed=False
+    )
     return _back(f"/runbooks/runs/{run_id}")
 
 
