@@ -81,14 +81,9 @@ def open_(
             session=session, settings=_settings(ctx), title=title, severity=severity, actor=console.actor(),
             model=model, cadence=cadence, policy=policy,
         )  # fmt: skip
-        for alert_id in alert or []:
-            service.link_alert(
-                session=session,
-                incident_id=incident.id,
-                alert_id=alert_id,
-                actor=console.actor(),
-                reason="named when opened",
-            )
+        service.link_opening_alerts(
+            session=session, incident_id=incident.id, alert_ids=alert or [], actor=console.actor()
+        )
         out = IncidentOut.model_validate(incident)
     render.out(out, as_json, f"opened incident #{out.id} ({out.severity}): {out.title}")
 

@@ -286,6 +286,18 @@ def link_alert(
     )
 
 
+def link_opening_alerts(*, session: Session, incident_id: int, alert_ids: Sequence[int], actor: str) -> None:
+    """Join the alerts named when the incident was opened by hand, each as `link_alert` does."""
+    for alert_id in alert_ids:
+        link_alert(
+            session=session,
+            incident_id=incident_id,
+            alert_id=alert_id,
+            actor=actor,
+            reason="named when opened",
+        )
+
+
 def detach(*, session: Session, incident_id: int, alert_id: int, actor: str, reason: str) -> IncidentAlert:
     """Undo a join: the alert leaves the incident (kept in the record as detached) and is not joined again
     automatically; the incident lets go of its group when no other alert of that group remains."""

@@ -99,14 +99,9 @@ def open_incident(
 ) -> IncidentDetail:
     fields = {k: v for k, v in body if k != "alert_ids"}
     incident = service.open_incident(session=session, settings=settings, actor=who.name, **fields)
-    for alert_id in body.alert_ids:
-        service.link_alert(
-            session=session,
-            incident_id=incident.id,
-            alert_id=alert_id,
-            actor=who.name,
-            reason="named when opened",
-        )
+    service.link_opening_alerts(
+        session=session, incident_id=incident.id, alert_ids=body.alert_ids, actor=who.name
+    )
     send_later()
     return _detail(session, incident)
 
