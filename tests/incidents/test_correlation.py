@@ -173,6 +173,30 @@ def test_undoing_a_join_keeps_the_record_and_does_not_rejoin(ictx: Context) -> N
         )
 
 
+def test_the_alerts_named_when_an_incident_is_opened_join_it_by_hand(ictx: Context) -> None:
+    first = fire(ictx)
+    second = fire(ictx, rule="feature-drift", model="wine", severity="warning")
+    with ictx.db.session() as session:
+        incident = service.open_incident(
+            session=session, settings=settings_of(ictx), title="iris is wrong", severity="SEV2", actor="alice"
+        )
+        service.link_opening_alerts(
+            session=session, incident_id=incident.id, alert_ids=[first, second], actor="alice"
+        )
+        incident_id = incident.id
+    with ictx.db.session() as session:
+        found = [
+            (link.alert_id, link.reason, link.match)
+            for link in service.links(session=session, incident_id=incident_id)
+        ]
+    assert found == [
+        (first, "by hand: named when opened", {"key": "manual"}),
+        (second, "by hand: named when opened", {"key": "manual"}),
+    ]
+    with pytest.raises(Conflict, match="already part of incident"), ictx.db.session() as session:
+        service.link_opening_alerts(session=session, incident_id=incident_id, alert_ids=[first], actor="bob")
+
+
 def test_merge_and_unmerge(ictx: Context) -> None:
     a_alert = fire(ictx, model="iris")
     b_alert = fire(ictx, model="wine")
