@@ -22,7 +22,8 @@ moves all traffic back to stable.
    The workers share one listening socket and the kernel hands each connection to whichever accepts first,
    so the split of connections per worker (from `ss`) is printed with each figure: it moves them.
    `--profile` records one mloncall worker with py-spy during the measured OIP run and prints its top frames.
-2. Latency at half of that peak, against the same mloncall server. wrk2 is not in Debian, and wrk's Lua
+2. Latency at half of that peak, against the same mloncall server, measured in each round after mloncall's
+   throughput and before the floor's and MLflow's (once the other servers are quiet). wrk2 is not in Debian, and wrk's Lua
    `delay()` waits whole milliseconds after each answer, so its rate drifts with the latency and a stall
    hides the requests it held up. Instead mloncall's open-loop paced client (`mloncall.scaling.loadgen`:
    asyncio on uvloop, raw HTTP/1.1 keep-alive, one prebuilt request, about 70 us of client CPU per request)
@@ -342,6 +343,19 @@ def group_cpu_s(pgid: int) -> float:
             if int(fields[2]) == pgid:  # pgrp is the 5th field, the 3rd after the command
                 total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(servers: list[Server], quiet: float = 0.05, most_s: float = 30.0) -> float:
+    """Wait until the servers measured before use less than `quiet` of a core together, so the paced client
+    and the server it measures do not share the cores with them. Returns the seconds waited."""
+    start = time.monotonic()
+    groups = [s.proc.pid for s in servers]
+    while time.monotonic() - start < most_s:
+        before = sum(group_cpu_s(g) for g in groups)
+        time.sleep(0.5)
+        if sum(group_cpu_s(g) for g in groups) - before < quiet * 0.5:
+            break
+    return time.monotonic() - start
 
 
 def measure(
@@ -843,14 +857,22 @@ def main() -> int:
         rounds: list[Round] = []
         answered = 1
         for i in range(args.runs):
+            oip = measure(wrk_bin, ours, path, OIP_BODY, tmp, profile=args.profile and i == 0)
+            predict = measure(wrk_bin, ours, "/predict", PREDICT_BODY, tmp)
+            # The paced run comes before MLflow's: measured just after MLflow's run, the paced client fell up
+            # to 0.8 s behind its own schedule while the server's answers stayed fast (p99 from the write
+            # 5.7-7.5 ms), a stall of the client's, not of the server it measures.
+            waited = settle([floor] + ([anchor] if anchor else []))
+            paced = uvloop.run(half_peak(ours.port, oip.rps / 2))
             r = Round(
                 floor=measure(wrk_bin, floor, "/", OIP_BODY, tmp),
-                oip=measure(wrk_bin, ours, path, OIP_BODY, tmp, profile=args.profile and i == 0),
-                predict=measure(wrk_bin, ours, "/predict", PREDICT_BODY, tmp),
+                oip=oip,
+                predict=predict,
                 mlflow=measure(wrk_bin, anchor, "/invocations", MLFLOW_BODY, tmp) if anchor else None,
             )
+            r.paced = paced
             report_round(i + 1, r)
-            r.paced = uvloop.run(half_peak(ours.port, r.oip.rps / 2))
+            print(f"  (the other servers were quiet {waited:.1f} s before the paced run)")
             report_half_peak(r.paced)
             rounds.append(r)
             answered += sum(w.warmup_requests + w.requests for w in (r.oip, r.predict))
