@@ -152,3 +152,34 @@ def test_the_autoscaler_reacts_to_an_injected_spike(live: tuple[LocalServer, dic
     pending = [e["reason"] for e in explained if e["id"] not in seen and e["action"] == "pending"]
     assert pending and all(" for 0.0s of the " in r for r in pending), pending
     ok("scale", MODEL, "--workers", "1", env=env)
+
+
+def _lock_holders(path: Path) -> set[int]:
+    """The pids holding a flock on the file, from /proc/locks (`N: FLOCK ADVISORY WRITE pid maj:min:inode`)."""
+    inode = path.stat().st_ino
+    holders = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            holders.add(int(fields[4]))
+    return holders
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("scaling-server")
+def test_the_supervisor_runs_the_background_jobs_so_no_inference_worker_shares_its_interpreter(
+    live: tuple[LocalServer, dict[str, str]],
+) -> None:
+    """Each background job (its lock file in the home) is held by the supervisor, the process that serves
+    nothing; a worker that ran the log summaries held up its own requests every minute."""
+    server, env = live
+    assert server.proc is not None
+    home = Path(env["MLONCALL_HOME"])
+    locks = sorted(home.glob("*.lock"))
+    jobs = {"scheduler.lock", "alerts-scheduler.lock", "incidents-scheduler.lock", "access-scheduler.lock"}
+    jobs |= {"runbooks-auto-run.lock", "log-compaction.lock"}
+    assert {p.name for p in locks} >= jobs, [p.name for p in locks]
+    runtime = json.loads((home / "run" / "server.json").read_text())
+    assert runtime["pid"] == server.proc.pid and runtime["supervised"] is True
+    for path in locks:
+        assert _lock_holders(path) == {server.proc.pid}, path.name

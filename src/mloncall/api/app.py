@@ -343,20 +343,30 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
+def start_background_jobs(ctx: Context) -> list[BackgroundJob]:
+    """Start each background job whose lock this process can take; the ones it started."""
+    started: list[BackgroundJob] = []
+    for make_job in BACKGROUND_JOBS:
+        job: BackgroundJob = make_job(ctx)
+        if job.start():
+            started.append(job)
+    return started
+
+
+def stop_background_jobs(jobs: list[BackgroundJob]) -> None:
+    for job in jobs:
+        job.stop()
+
+
 @asynccontextmanager
 async def _background(app: FastAPI) -> AsyncIterator[None]:
-    """Start the background jobs (rollout analysis, alert evaluation) when the app asks for them."""
-    started: list[BackgroundJob] = []
-    if app.state.background:
-        for make_job in BACKGROUND_JOBS:
-            job: BackgroundJob = make_job(app.state.ctx)
-            if job.start():
-                started.append(job)
+    """Start the background jobs (rollout analysis, alert evaluation) when the app asks for them and no
+    other process of the installation runs them (a supervised server's supervisor does)."""
+    started = start_background_jobs(app.state.ctx) if app.state.background else []
     try:
         yield
     finally:
-        for job in started:
-            job.stop()
+        stop_background_jobs(started)
 
 
 def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: bool = False) -> FastAPI:

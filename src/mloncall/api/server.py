@@ -19,7 +19,8 @@ def app_factory() -> Any:
     """Build the ASGI app in each worker from the environment (uvicorn calls this with factory=True).
 
     The inference routes (/v2, /predict, /metrics) are a lean ASGI app; every other path falls through to
-    the control-plane FastAPI app, whose lifespan runs the background jobs.
+    the control-plane FastAPI app, whose lifespan runs the background jobs unless another process holds
+    their locks (a supervised server's supervisor does, so no worker shares its interpreter with them).
     """
     from mloncall.api.app import create_app
     from mloncall.serving.app import create_inference_app
@@ -52,6 +53,7 @@ def run(
     there is one, so `mloncall scale` can add and remove them while it serves (`scaling.workers`)."""
     import uvicorn
 
+    from mloncall.api.app import stop_background_jobs
     from mloncall.core.config import Settings
     from mloncall.scaling import workers as scaling_workers
     from mloncall.serving.config import ServingConfig
@@ -83,9 +85,17 @@ def run(
         max_workers=max_workers,
         supervised=supervised,
     )
+    # A supervised server runs the background jobs in the supervisor, which serves nothing: in a worker they
+    # shared its interpreter lock with the inference requests, and the monitors' minute summaries of a busy
+    # log held up the requests of that worker for tens of milliseconds every minute.
+    jobs = _supervisor_jobs() if supervised else None
     try:
         _serve(uvicorn, host=host, port=port, workers=workers, supervised=supervised)
     finally:
+        if jobs is not None:
+            jobs_ctx, started = jobs
+            stop_background_jobs(started)
+            jobs_ctx.close()
         scaling_workers.remove_runtime(runtime)
         if supervised:
             shutil.rmtree(ctx.settings.home / "prometheus", ignore_errors=True)
@@ -137,6 +147,15 @@ def run_on_ray(
         _serve(uvicorn, host=host, port=port, workers=1, target="mloncall.api.server:control_plane_factory")
     finally:
         deployment.undeploy()
+
+
+def _supervisor_jobs() -> tuple[Context, list[Any]]:
+    """The background jobs, started in this (the supervisor's) process, and the context they work in."""
+    from mloncall.api.app import start_background_jobs
+
+    ctx = Context.from_settings()
+    ctx.open()
+    return ctx, start_background_jobs(ctx)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
