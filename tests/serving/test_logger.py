@@ -11,7 +11,7 @@ import pytest
 
 from mloncall.core.errors import StoreUnavailable
 from mloncall.stores.context import Context
-from mloncall.stores.predlog import FeedbackBatch, PredictionLog, read_log
+from mloncall.stores.predlog import FeedbackBatch, PredictionLog, read_log, writer
 
 HOUR = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -55,6 +55,32 @@ def test_one_file_per_model_and_hour_per_flush(ctx: Context) -> None:
     )
     assert rows[0]["probabilities"] == [0.5, 0.5] and rows[0]["f_b"] == 1.0
     assert log.flush() == 0 and len(ctx.store.list("predictions")) == 3  # an empty flush writes nothing
+
+
+def test_a_busy_second_is_written_in_chunks_of_whole_requests_with_every_row_kept(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush turns rows into Arrow a chunk of requests at a time (the serving thread gets the interpreter
+    between chunks); the file holds every row once, in order, each with its own request's values."""
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 5)
+    log = PredictionLog(ctx.store, writer_id="w1")
+    sizes = [1, 3, 2, 7, 1, 1, 4]  # a request of 7 rows is over the chunk: a chunk of its own
+    for i, n in enumerate(sizes):
+        log.record(**batch(HOUR + i, n=n, latency_ms=float(i), request_id=f"r{i}"))
+    log.record_error(
+        ts=HOUR + 9, model="iris", version=1, route="stable", status=500, error="boom", latency_ms=9.0,
+        request_id="r9",
+    )  # fmt: skip
+    rows = log._groups[("iris", int(HOUR // 3600), ("a", "b"))]
+    assert [len(part.ids) for part in rows.chunks(5)] == [4, 2, 7, 2, 4]  # whole requests, in order
+    assert log.flush() == sum(sizes) + 1 and len(ctx.store.list("predictions")) == 1
+    table = read_log(ctx.store, "predictions", "iris")
+    assert table is not None
+    got = table.to_pylist()
+    want = [(f"id-{HOUR + i}-{r}", f"r{i}", float(i)) for i, n in enumerate(sizes) for r in range(n)]
+    assert [(row["id"], row["request_id"], row["latency_ms"]) for row in got[:-1]] == want
+    assert got[-1]["status"] == 500 and got[-1]["error"] == "boom" and got[-1]["request_id"] == "r9"
+    assert [row["f_b"] for row in got[:4]] == [1.0, 1.0, 3.0, 5.0]
 
 
 def test_versions_with_different_features_share_a_file(ctx: Context) -> None:

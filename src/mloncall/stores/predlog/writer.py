@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Any
@@ -54,6 +54,30 @@ class _Rows:
         self.shadow_label: list[str | None] = []
         self.requests: list[_Request] = []
 
+    def chunks(self, most: int) -> Iterator[_Rows]:
+        """These rows as consecutive groups of whole requests, each of about `most` rows at the most (a
+        request of more rows is a group of its own)."""
+        if len(self.ids) <= most:
+            yield self
+            return
+        first_request = first_row = rows = 0
+        for i, request in enumerate(self.requests):
+            if rows and rows + request[0] > most:
+                yield self._slice(first_request, i, first_row, first_row + rows)
+                first_request, first_row, rows = i, first_row + rows, 0
+            rows += request[0]
+        yield self._slice(first_request, len(self.requests), first_row, first_row + rows)
+
+    def _slice(self, q0: int, q1: int, r0: int, r1: int) -> _Rows:
+        part = _Rows()
+        part.ids, part.X, part.labels = self.ids[r0:r1], self.X[r0:r1], self.labels[r0:r1]
+        part.probabilities, part.flags = self.probabilities[r0:r1], self.flags[r0:r1]
+        part.shadow_label, part.requests = self.shadow_label[r0:r1], self.requests[q0:q1]
+        return part
+
+
+#: Rows turned into Arrow at once by the flush (see `PredictionLog.flush`).
+CHUNK_ROWS = 1024
 
 _NO_FLAGS: list[str] = []  # shared and never mutated
 
@@ -236,7 +260,12 @@ class PredictionLog:
             tables: dict[str, list[pa.Table]] = {}
             for (model, hour, features), rows in groups.items():
                 prefix = f"{PREDICTIONS}/model={model}/{partition(hour)}"
-                tables.setdefault(prefix, []).append(prediction_table(model, features, rows))
+                for part in rows.chunks(CHUNK_ROWS):
+                    tables.setdefault(prefix, []).append(prediction_table(model, features, part))
+                    # Let the serving thread in between chunks: turning a second's rows from Python objects
+                    # into Arrow holds the interpreter lock in calls of several milliseconds, which the event
+                    # loop waited out (the worker's p99).
+                    time.sleep(0)
             fgroups: dict[str, list[FeedbackBatch]] = {}
             for f in feedback:
                 fgroups.setdefault(f"{FEEDBACK}/model={f.model}/{partition(int(f.ts // 3600))}", []).append(f)
