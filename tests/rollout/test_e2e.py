@@ -32,7 +32,13 @@ def test_canary_is_promoted_accepted_and_rollback_works(
     _server, traffic = served
     ok("models", "alias", "set", "iris-classifier", "production", "1", env=cli_env)
     ok("retrain", "iris-classifier", "--data", str(new_samples_csv(tmp_path)), env=cli_env)
-    res = run_cli("deploy", "iris-classifier:2", "--steps", "25,100", *FAST, "--wait", "--json", env=cli_env)
+    # The two cores are shared with the other test worker: one pause of ~20 ms among a 2 s step's few dozen
+    # requests fails the p99 latency check (2x stable + 5 ms), which is not what this test is about
+    # (tests/rollout/test_analysis.py holds that check to its numbers).
+    slack = ["--threshold", "latency_slack_ms=50"]
+    res = run_cli(
+        "deploy", "iris-classifier:2", "--steps", "25,100", *FAST, *slack, "--wait", "--json", env=cli_env
+    )
     assert res.returncode == 0, res.stderr + res.stdout
     result = json.loads(res.stdout)
     rollout = result["rollout"]
