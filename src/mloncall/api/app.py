@@ -9,8 +9,8 @@ adds the middleware, maps errors once and mounts each domain's router by name.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, Request
@@ -343,30 +343,28 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
 # --- the app ---------------------------------------------------------------------------------------------
 
 
-def start_background_jobs(ctx: Context) -> list[BackgroundJob]:
-    """Start each background job whose lock this process can take; the ones it started."""
+@contextmanager
+def background_jobs(ctx: Context) -> Iterator[list[BackgroundJob]]:
+    """Run each background job whose lock this process can take (the ones it started) until the block
+    ends."""
     started: list[BackgroundJob] = []
-    for make_job in BACKGROUND_JOBS:
-        job: BackgroundJob = make_job(ctx)
-        if job.start():
-            started.append(job)
-    return started
-
-
-def stop_background_jobs(jobs: list[BackgroundJob]) -> None:
-    for job in jobs:
-        job.stop()
+    try:
+        for make_job in BACKGROUND_JOBS:
+            job: BackgroundJob = make_job(ctx)
+            if job.start():
+                started.append(job)
+        yield started
+    finally:
+        for job in started:
+            job.stop()
 
 
 @asynccontextmanager
 async def _background(app: FastAPI) -> AsyncIterator[None]:
     """Start the background jobs (rollout analysis, alert evaluation) when the app asks for them and no
     other process of the installation runs them (a supervised server's supervisor does)."""
-    started = start_background_jobs(app.state.ctx) if app.state.background else []
-    try:
+    with background_jobs(app.state.ctx) if app.state.background else nullcontext():
         yield
-    finally:
-        stop_background_jobs(started)
 
 
 def create_app(ctx: Context, *, max_body_bytes: int | None = None, background: bool = False) -> FastAPI:

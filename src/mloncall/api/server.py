@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -53,7 +54,6 @@ def run(
     there is one, so `mloncall scale` can add and remove them while it serves (`scaling.workers`)."""
     import uvicorn
 
-    from mloncall.api.app import stop_background_jobs
     from mloncall.core.config import Settings
     from mloncall.scaling import workers as scaling_workers
     from mloncall.serving.config import ServingConfig
@@ -85,17 +85,12 @@ def run(
         max_workers=max_workers,
         supervised=supervised,
     )
-    # A supervised server runs the background jobs in the supervisor, which serves nothing: in a worker they
-    # shared its interpreter lock with the inference requests, and the monitors' minute summaries of a busy
-    # log held up the requests of that worker for tens of milliseconds every minute.
-    jobs = _supervisor_jobs() if supervised else None
     try:
-        _serve(uvicorn, host=host, port=port, workers=workers, supervised=supervised)
+        with contextlib.ExitStack() as stack:
+            if supervised:
+                _run_jobs_here(stack)
+            _serve(uvicorn, host=host, port=port, workers=workers, supervised=supervised)
     finally:
-        if jobs is not None:
-            jobs_ctx, started = jobs
-            stop_background_jobs(started)
-            jobs_ctx.close()
         scaling_workers.remove_runtime(runtime)
         if supervised:
             shutil.rmtree(ctx.settings.home / "prometheus", ignore_errors=True)
@@ -149,13 +144,16 @@ def run_on_ray(
         deployment.undeploy()
 
 
-def _supervisor_jobs() -> tuple[Context, list[Any]]:
-    """The background jobs, started in this (the supervisor's) process, and the context they work in."""
-    from mloncall.api.app import start_background_jobs
+def _run_jobs_here(stack: contextlib.ExitStack) -> None:
+    """Run the background jobs in this process, the supervisor, until `stack` closes. It serves nothing: in a
+    worker the jobs shared its interpreter lock with the inference requests, and each minute's summaries of
+    a busy log held up that worker's requests."""
+    from mloncall.api.app import background_jobs
 
     ctx = Context.from_settings()
     ctx.open()
-    return ctx, start_background_jobs(ctx)
+    stack.callback(ctx.close)
+    stack.enter_context(background_jobs(ctx))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
