@@ -143,12 +143,8 @@ def _never_logged(store: ArtifactStore, model: str, hour: int) -> bool:
 def _joined(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for lo, hi in ranges:
-        if hi <= lo:
-            continue
-        if out and out[-1][1] == lo:
-            out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
+        if hi > lo:
+            logs.add_range(out, lo, hi)
     return out
 
 

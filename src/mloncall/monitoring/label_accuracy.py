@@ -96,10 +96,7 @@ def window_accuracy(
         for minute in range(lo // MINUTE_US, (hi - 1) // MINUTE_US + 1):
             m_lo, m_hi = max(lo, minute * MINUTE_US), min(hi, (minute + 1) * MINUTE_US)
             if not counted(minute_span(model, minute), m_lo, m_hi):
-                if raw and raw[-1][1] == m_lo:
-                    raw[-1] = (raw[-1][0], m_hi)
-                else:
-                    raw.append((m_lo, m_hi))
+                logs.add_range(raw, m_lo, m_hi)
     for lo, hi in raw:
         _count_raw(store, model, out, lo, hi, until, s_us, bucket_us, params)
     return out
@@ -132,10 +129,8 @@ def _count_minutes(
                 counts.setdefault(key, AccuracyCounts(params.buckets)).add_confusion(
                     int(first), confusion[m, j], classes
                 )
-        elif rest and rest[-1][1] == a:
-            rest[-1] = (rest[-1][0], b)
         else:
-            rest.append((a, b))
+            logs.add_range(rest, a, b)
     return rest
 
 

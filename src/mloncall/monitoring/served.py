@@ -136,10 +136,8 @@ def window_labels(
             span = labels.minute_span(model, minute)
             if usable and _indexed(store, span, mark):
                 spans.append((span, m_lo, m_hi))
-            elif raw and raw[-1][1] == m_lo:
-                raw[-1] = (raw[-1][0], m_hi)
             else:
-                raw.append((m_lo, m_hi))
+                logs.add_range(raw, m_lo, m_hi)
     # one read of the feedback both need: since the watermark (for the indexes) and since the first raw row;
     # raw ranges where no prediction was logged (quiet minutes have no index) have nothing to label
     logged = any(_logged(store, model, lo, hi) for lo, hi in raw)

@@ -52,6 +52,15 @@ def from_us(us: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=int(us))
 
 
+def add_range(ranges: list[tuple[int, int]], lo: int, hi: int) -> None:
+    """Append [lo, hi) (microseconds) to the ranges to read, joined to the last one where it ends at `lo`,
+    so that adjacent stretches of the log are read in one scan."""
+    if ranges and ranges[-1][1] == lo:
+        ranges[-1] = (ranges[-1][0], hi)
+    else:
+        ranges.append((lo, hi))
+
+
 def partition(hour: int) -> str:
     """`date=YYYY-MM-DD/hour=HH` of an hour counted from the epoch."""
     t = time.gmtime(hour * 3600)
