@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from mloncall.access import grants
 from mloncall.access import service as access
@@ -52,6 +53,12 @@ Form = Annotated[dict[str, str], Depends(form_fields)]
 def checked(user: auth.WebUser, form: dict[str, str]) -> auth.WebUser:
     auth.check_csrf(user, form.get(auth.CSRF_FIELD))
     return user
+
+
+def permitted(session: Session, user: auth.WebUser, form: dict[str, str], permission: str) -> None:
+    """What a button's POST checks before it acts: its form's CSRF token, then the user's permission."""
+    checked(user, form)
+    auth.require(session, user, permission)
 
 
 def _back(url: str) -> RedirectResponse:
@@ -162,8 +169,7 @@ def alert_action(
     form: Form,
     tasks: BackgroundTasks,
 ) -> Response:
-    checked(user, form)
-    auth.require(session, user, "alerts:manage")
+    permitted(session, user, form, "alerts:manage")
     note = form.get("note", "").strip()
     if action == "ack":
         alerts.acknowledge(session=session, alert_id=alert_id, actor=user.name, reason=note)
@@ -194,8 +200,7 @@ def alert_action(
 def post_update(
     incident_id: int, session: DbSession, ctx: CurrentContext, user: User, form: Form, tasks: BackgroundTasks
 ) -> Response:
-    checked(user, form)
-    auth.require(session, user, "incidents:manage")
+    permitted(session, user, form, "incidents:manage")
     incidents.post_update(
         session=session,
         incident_id=incident_id,
@@ -216,8 +221,7 @@ def post_update(
 def confirm_step(
     run_id: int, session: DbSession, ctx: CurrentContext, user: User, form: Form, tasks: BackgroundTasks
 ) -> Response:
-    checked(user, form)
-    auth.require(session, user, "runbooks:run")
+    permitted(session, user, form, "runbooks:run")
     root = engine.resumable(ctx, run_id)
     tasks.add_task(engine.execute_after_answer, ctx, root, actor=user.name, yes=True, resumed=True)
     return _back(f"/runbooks/runs/{run_id}")
@@ -227,8 +231,7 @@ def confirm_step(
 def start_run(
     name: str, session: DbSession, ctx: CurrentContext, user: User, form: Form, tasks: BackgroundTasks
 ) -> Response:
-    checked(user, form)
-    auth.require(session, user, "runbooks:run")
+    permitted(session, user, form, "runbooks:run")
     runbook = get_runbook(name)
     params = {
         p.name: form[f"param_{p.name}"] for p in runbook.params if form.get(f"param_{p.name}", "").strip()
@@ -253,16 +256,14 @@ def start_run(
 
 @router.post("/pipelines/quarantine/{batch_id}/release")
 def release_batch(batch_id: int, session: DbSession, ctx: CurrentContext, user: User, form: Form) -> Response:
-    checked(user, form)
-    auth.require(session, user, "pipelines:run")
+    permitted(session, user, form, "pipelines:run")
     quarantine.release(ctx, batch_id=batch_id, actor=user.name)
     return _back("/pipelines")
 
 
 @router.post("/access/requests/{request_id}/{answer}")
 def answer_request(request_id: int, answer: str, session: DbSession, user: User, form: Form) -> Response:
-    checked(user, form)
-    auth.require(session, user, "access:approve")
+    permitted(session, user, form, "access:approve")
     if answer not in ("approve", "deny"):
         raise InvalidInput(f"unknown answer {answer!r}: use approve or deny")
     approver = access.get_principal_or_raise(session=session, name=user.name)
