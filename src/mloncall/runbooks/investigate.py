@@ -209,19 +209,21 @@ def _window_of(
     return now - span, now
 
 
-def _alert_dict(alert: Alert) -> dict[str, Any]:
+def alert_facts(alert: Alert) -> dict[str, Any]:
+    """An alert as the oncall engineer reviews it: rule, model, state, severity, when it fired, what it said."""
     return {
-        "id": alert.id,
         "rule": alert.rule,
         "model": alert.model,
         "state": alert.state,
         "severity": alert.severity,
-        "runbook": alert.runbook,
-        "value": alert.value,
         "fired_at": alert.fired_at.isoformat() if alert.fired_at else None,
         "summary": (alert.annotations or {}).get("summary"),
         "reason": (alert.last_check or {}).get("reason"),
     }
+
+
+def _alert_dict(alert: Alert) -> dict[str, Any]:
+    return {"id": alert.id, **alert_facts(alert), "runbook": alert.runbook, "value": alert.value}
 
 
 def _production_version(ctx: Context, model: str) -> int | None:

@@ -14,7 +14,7 @@ from mloncall.incidents import service as incidents
 from mloncall.incidents.states import OPEN_STATES, IncidentState
 from mloncall.runbooks import report
 from mloncall.runbooks.engine import RunContext
-from mloncall.runbooks.investigate import Investigation, investigate
+from mloncall.runbooks.investigate import Investigation, alert_facts, investigate
 from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
 
@@ -42,16 +42,7 @@ def _alert(rc: RunContext) -> Any:
 def review(rc: RunContext) -> Check:
     """1. The alert: rule, state, severity, when it fired and what it said."""
     a = _alert(rc)
-    evidence = {
-        "alert": a.id,
-        "rule": a.rule,
-        "model": a.model,
-        "state": a.state,
-        "severity": a.severity,
-        "fired_at": a.fired_at.isoformat() if a.fired_at else None,
-        "summary": (a.annotations or {}).get("summary"),
-        "reason": (a.last_check or {}).get("reason"),
-    }
+    evidence = {"alert": a.id, **alert_facts(a)}
     if a.state == "closed":
         return Check("review", Outcome.FAILED, f"alert {a.id} is already closed: {a.root_cause}", evidence)
     return Check(
