@@ -69,6 +69,16 @@ def _assume(
     return row
 
 
+def _record_change(
+    session: Session, incident_id: int, role: Role, principal: str, change: str, actor: str
+) -> None:
+    """The timeline entry of a principal who assumed or renounced a role."""
+    add_entry(
+        session=session, incident_id=incident_id, kind=TimelineKind.ROLE, actor=actor,
+        text=f"{principal} {change} {role}", detail={"role": role, "principal": principal, "change": change},
+    )  # fmt: skip
+
+
 def _role_change(
     session: Session, incident_id: int, role: str, principal: str, doing: str
 ) -> tuple[Incident, Role, Principal, RoleAssignment | None]:
@@ -93,10 +103,7 @@ def assign(
             f"use `mloncall incident handoff {incident_id} {wanted} {person.name}`"
         )
     row = _assume(session, incident, wanted, person.name, actor, note)
-    add_entry(
-        session=session, incident_id=incident_id, kind=TimelineKind.ROLE, actor=actor,
-        text=f"{person.name} assumed {wanted}", detail={"role": wanted, "principal": person.name, "change": "assumed"},
-    )  # fmt: skip
+    _record_change(session, incident_id, wanted, person.name, "assumed", actor)
     return row
 
 
@@ -129,10 +136,7 @@ def renounce(*, session: Session, incident_id: int, role: str, actor: str) -> Ro
     if current is None:
         raise Conflict(f"nobody holds {wanted} of incident {incident_id}")
     current.renounced_at, current.holder_key = clock.now(), None
-    add_entry(
-        session=session, incident_id=incident_id, kind=TimelineKind.ROLE, actor=actor,
-        text=f"{current.principal} renounced {wanted}", detail={"role": wanted, "principal": current.principal, "change": "renounced"},
-    )  # fmt: skip
+    _record_change(session, incident_id, wanted, current.principal, "renounced", actor)
     return current
 
 
