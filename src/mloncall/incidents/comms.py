@@ -19,7 +19,7 @@ from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.incidents import escalation, outbox
 from mloncall.incidents.config import IncidentSettings
-from mloncall.incidents.lifecycle import MAX_CADENCE, get_incident_or_raise, require_open
+from mloncall.incidents.lifecycle import MAX_CADENCE, get_incident_or_raise, require_open, rows_of
 from mloncall.incidents.models import EscalationPolicy, Incident, StatusUpdate
 from mloncall.incidents.roles import current_roles
 from mloncall.incidents.states import OPEN_STATES, MessageKind, Role, TimelineKind
@@ -166,10 +166,7 @@ def post_update(
 
 
 def list_updates(*, session: Session, incident_id: int) -> Sequence[StatusUpdate]:
-    get_incident_or_raise(session=session, incident_id=incident_id)
-    return session.scalars(
-        sa.select(StatusUpdate).where(StatusUpdate.incident_id == incident_id).order_by(StatusUpdate.id)
-    ).all()
+    return rows_of(session, StatusUpdate, incident_id)
 
 
 # --- overdue updates -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,7 +20,15 @@ from mloncall.core.durations import format_duration, parse_duration
 from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.incidents import escalation, outbox
 from mloncall.incidents.config import IncidentSettings, parse_severity
-from mloncall.incidents.models import GroupClaim, Incident, IncidentAlert, IncidentEvent, Postmortem
+from mloncall.incidents.models import (
+    GroupClaim,
+    Incident,
+    IncidentAlert,
+    IncidentEvent,
+    Postmortem,
+    RoleAssignment,
+    StatusUpdate,
+)
 from mloncall.incidents.states import (
     OPEN_STATES,
     TRANSITIONS,
@@ -35,9 +43,19 @@ from mloncall.stores.db import get_or_raise
 MAX_CADENCE = dt.timedelta(days=7)
 
 
+#: The tables of an incident's records that `rows_of` lists.
+Owned = TypeVar("Owned", IncidentEvent, RoleAssignment, StatusUpdate)
+
+
 def get_incident_or_raise(*, session: Session, incident_id: int) -> Incident:
     """The incident with this id; NotFound otherwise."""
     return get_or_raise(session, Incident, incident_id, what="incident")
+
+
+def rows_of(session: Session, table: type[Owned], incident_id: int) -> Sequence[Owned]:
+    """The rows of `table` that belong to an incident, oldest first; NotFound for an unknown incident."""
+    get_incident_or_raise(session=session, incident_id=incident_id)
+    return session.scalars(sa.select(table).where(table.incident_id == incident_id).order_by(table.id)).all()
 
 
 def require_open(incident: Incident, doing: str) -> None:
@@ -256,7 +274,4 @@ def close(*, session: Session, incident_id: int, actor: str) -> Incident:
 
 def history(*, session: Session, incident_id: int) -> Sequence[IncidentEvent]:
     """Every transition, oldest first."""
-    get_incident_or_raise(session=session, incident_id=incident_id)
-    return session.scalars(
-        sa.select(IncidentEvent).where(IncidentEvent.incident_id == incident_id).order_by(IncidentEvent.id)
-    ).all()
+    return rows_of(session, IncidentEvent, incident_id)

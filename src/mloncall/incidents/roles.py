@@ -16,7 +16,7 @@ from mloncall.core.durations import format_duration
 from mloncall.core.errors import Conflict, InvalidInput
 from mloncall.incidents import outbox
 from mloncall.incidents.config import IncidentSettings
-from mloncall.incidents.lifecycle import get_incident_or_raise, require_open
+from mloncall.incidents.lifecycle import get_incident_or_raise, require_open, rows_of
 from mloncall.incidents.models import Incident, RoleAssignment
 from mloncall.incidents.states import OPEN_STATES, MessageKind, Role, TimelineKind
 from mloncall.incidents.timeline import add_entry, clip
@@ -51,10 +51,7 @@ def current_roles(*, session: Session, incident_id: int) -> dict[str, str | None
 
 def role_history(*, session: Session, incident_id: int) -> Sequence[RoleAssignment]:
     """Every assignment, oldest first (assumed and, once handed off or renounced, renounced)."""
-    get_incident_or_raise(session=session, incident_id=incident_id)
-    return session.scalars(
-        sa.select(RoleAssignment).where(RoleAssignment.incident_id == incident_id).order_by(RoleAssignment.id)
-    ).all()
+    return rows_of(session, RoleAssignment, incident_id)
 
 
 def _assume(
