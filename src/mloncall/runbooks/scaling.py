@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +26,7 @@ from mloncall.incidents import timeline
 from mloncall.incidents.models import Incident
 from mloncall.incidents.states import OPEN_STATES, TimelineKind
 from mloncall.runbooks.runcontext import RunContext
-from mloncall.runbooks.spec import Criterion, Param, Runbook, Step
+from mloncall.runbooks.spec import Criterion, Param, Runbook, Step, model_target
 from mloncall.runbooks.states import StepKind
 from mloncall.scaling import contention, jobs, loadtest, service, workers
 from mloncall.scaling.models import SloProbe
@@ -43,10 +42,6 @@ WAIT_FOR_CLEANUP = dt.timedelta(seconds=60)
 
 def _model(rc: RunContext) -> str:
     return str(rc.params["model"])
-
-
-def _target(params: Mapping[str, Any]) -> str:
-    return f"model:{params['model']}"
 
 
 def _url(rc: RunContext) -> str:
@@ -388,7 +383,7 @@ RUNBOOK = Runbook(
         Criterion("cost impact reviewed", cost_reviewed),
     ),
     contacts=("Primary: ML Platform", "Secondary: Infrastructure"),
-    target=_target,
+    target=model_target,
     troubleshooting=(
         "Scaling doesn't reduce latency: `mloncall scale explain MODEL` shows the CPU evidence.",
         "Misconfigured autoscaler: every decision is recorded with its metric values.",
