@@ -14,7 +14,7 @@ import typer
 
 from mloncall.access import service
 from mloncall.access.schemas import TokenCreated, TokenOut
-from mloncall.cli.support import audited_change, id_argument, installation
+from mloncall.cli.support import JsonOption, audited_change, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 
@@ -23,9 +23,6 @@ app = typer.Typer(name="tokens", help="Issue, list and revoke API tokens.", no_a
 
 def _when(value: dt.datetime | None) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @app.command("create")

@@ -8,7 +8,7 @@ import typer
 
 from mloncall.access import audit as service
 from mloncall.access.schemas import AuditRecordOut, AuditVerifyOut
-from mloncall.cli.support import installation, limit_option
+from mloncall.cli.support import JsonOption, installation, limit_option
 from mloncall.core import console
 from mloncall.core.errors import IntegrityError
 
@@ -17,7 +17,6 @@ audit_app = typer.Typer()
 group = typer.Typer(invoke_without_command=True)
 audit_app.add_typer(group, name="audit")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 WHEN = "an ISO time (UTC unless it has an offset) or a duration ago: 30m, 2h, 7d"
 #: Left out first, in this order, when the table is wider than the terminal.
 DROP_FIRST = ("request id", "reason", "resource")

@@ -21,7 +21,7 @@ from mloncall.access import authorize, grants, roles, service
 from mloncall.access.models import Principal
 from mloncall.access.permissions import PERMISSIONS, check_scope, scope_label
 from mloncall.access.schemas import AccessRequestOut, ExplanationOut
-from mloncall.cli.support import audited_change, id_argument, installation
+from mloncall.cli.support import JsonOption, audited_change, id_argument, installation
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput, PermissionDenied
@@ -32,7 +32,6 @@ app = typer.Typer(
     help="Who may do what and why: explain a decision, grant roles, deny, teams, break-glass requests.",
     no_args_is_help=True,
 )
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ScopeOption = Annotated[str | None, typer.Option("--scope", help="One model's name; default: everywhere.")]
 
 

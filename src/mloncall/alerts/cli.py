@@ -22,7 +22,14 @@ from mloncall.alerts.channels import channels_from_settings
 from mloncall.alerts.models import Alert, Silence
 from mloncall.alerts.schemas import AlertDetail, AlertOut, GroupOut, RuleSetOut, SilenceOut
 from mloncall.alerts.states import NotificationStatus
-from mloncall.cli.support import audited_change, id_argument, installation, limit_option, report_sending
+from mloncall.cli.support import (
+    JsonOption,
+    audited_change,
+    id_argument,
+    installation,
+    limit_option,
+    report_sending,
+)
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput
@@ -38,7 +45,6 @@ app.add_typer(rules_app, name="rules")
 #: Mounted as `mloncall monitor` (or its commands added to the monitoring domain's `monitor` group).
 monitor_app = typer.Typer(help="Evaluate the alert rules; write Prometheus rules.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 AlertIdArgument = Annotated[int, id_argument("The alert's id.")]
 #: A row of a listing the commands print (a response model, as the API answers).
 Out = TypeVar("Out", bound=BaseModel)

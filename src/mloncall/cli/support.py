@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.orm import Session
@@ -22,6 +22,8 @@ from mloncall.stores.context import Context
 
 #: What a send of queued messages returns for each message.
 Sent = TypeVar("Sent")
+#: `--json`: the command prints its result as JSON instead of text or a table.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import audited_change, installation, report_sending
+from mloncall.cli.support import JsonOption, audited_change, installation, report_sending
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
 from mloncall.incidents import jobs, outbox, render, service
@@ -35,8 +35,6 @@ app = typer.Typer(
 )
 action_app = typer.Typer(help="Action items of post-mortems.", no_args_is_help=True)
 app.add_typer(action_app, name="action")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import audited_change, installation, report_sending
+from mloncall.cli.support import JsonOption, audited_change, installation, report_sending
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
 from mloncall.incidents import outbox, render, service
@@ -37,9 +37,6 @@ def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, C
 
 def _send(ctx: Context) -> None:
     report_sending(partial(outbox.send_pending, ctx), what="messages", failure=render.message_failure)
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @oncall_app.command("now")

@@ -3,11 +3,9 @@ show what the log holds per model."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from mloncall.cli.support import installation
+from mloncall.cli.support import JsonOption, installation
 from mloncall.core import clock, console
 from mloncall.monitoring import jobs
 from mloncall.stores.predlog import compact as compaction
@@ -15,8 +13,6 @@ from mloncall.stores.predlog import compact as compaction
 app = typer.Typer(
     help="The prediction log: compaction, summaries, retention and what it holds.", no_args_is_help=True
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @app.command("compact")

@@ -11,6 +11,7 @@ import typer
 import yaml
 
 from mloncall.cli.support import (
+    JsonOption,
     audited_change,
     confirm,
     id_argument,
@@ -26,7 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 BatchId = Annotated[int, id_argument("The quarantine batch id (from `mloncall quarantine list`).")]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from mloncall.cli.support import audited_change, installation, limit_option
+from mloncall.cli.support import JsonOption, audited_change, installation, limit_option
 from mloncall.core import clock, console
 from mloncall.core.durations import parse_duration, parse_seconds
 from mloncall.core.errors import InvalidInput, MloncallError
@@ -17,7 +17,6 @@ from mloncall.scaling import autoscaler, jobs, loadtest, render, service, worker
 from mloncall.scaling.slo import Objectives
 from mloncall.stores.context import Context
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ModelArg = Annotated[str, typer.Argument(help="The model's name.")]
 
 slo_app = typer.Typer(
