@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import json
 import math
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from mloncall.core import clock
 from mloncall.core.errors import InvalidInput, StoreUnavailable
+from mloncall.core.net import unanswered
 from mloncall.core.records import Record
 from mloncall.scaling.loadgen import MAX_REQUESTS, PacedLoad, Sample, raw_request
 from mloncall.scaling.service import ProbeSecond
@@ -156,13 +156,9 @@ def target_of(url: str, *, model: str | None, body: bytes | None, timeout_s: flo
 
 
 def _check_listening(host: str, port: int, url: str, timeout_s: float) -> None:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise StoreUnavailable(
-            f"nothing answers at {url} ({exc.strerror or exc}): is the server running on {host}:{port}?"
-        ) from None
+    why = unanswered(host, port, timeout_s)
+    if why is not None:
+        raise StoreUnavailable(f"nothing answers at {url} ({why}): is the server running on {host}:{port}?")
 
 
 def _default_body(host: str, port: int, model: str, path: str, timeout_s: float) -> bytes:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from mloncall.core.config import Settings
 from mloncall.core.errors import ClusterUnavailable, InvalidInput
+from mloncall.core.net import unanswered
 from mloncall.serving.ray_config import APP_NAME, RayAutoscaling, RayServeOptions, parse_address
 
 log = logging.getLogger("mloncall.serving.ray")
@@ -50,14 +50,12 @@ def probe(address: str, timeout: float) -> None:
     """
     host, port = parse_address(address)
     deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
+    why = unanswered(host, port, timeout)
+    if why is not None:
         raise ClusterUnavailable(
-            f"the Ray cluster at {address} does not answer: {exc.strerror or exc}; is `ray start --head "
-            f"--port {port}` running there?"
-        ) from None
+            f"the Ray cluster at {address} does not answer: {why}; is `ray start --head --port {port}` running "
+            "there?"
+        )
     if os.environ.get("RAY_USE_TLS", "0") not in ("", "0"):
         return  # the call below is plaintext; a TLS head answered the TCP connection
     import grpc
