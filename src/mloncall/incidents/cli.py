@@ -6,18 +6,16 @@ Changes are audited with the actor `cli:<user>`; messages a change queues are se
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import AbstractContextManager
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import JsonOption, audited_change, installation, report_sending
+from mloncall.cli.support import JsonOption, installation
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
-from mloncall.incidents import jobs, outbox, render, service
+from mloncall.incidents import jobs, render, service
 from mloncall.incidents.schemas import (
     ActionItemOut,
     IncidentDetail,
@@ -35,15 +33,6 @@ app = typer.Typer(
 )
 action_app = typer.Typer(help="Action items of post-mortems.", no_args_is_help=True)
 app.add_typer(action_app, name="action")
-
-
-def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:
-    """One audited change; the messages it queued go out after it commits."""
-    return audited_change(action, target, then=_send)
-
-
-def _send(ctx: Context) -> None:
-    report_sending(partial(outbox.send_pending, ctx), what="messages", failure=render.message_failure)
 
 
 Id = Annotated[int, typer.Argument(help="The incident's id.", min=1)]
@@ -74,7 +63,7 @@ def open_(
     as_json: JsonOption = False,
 ) -> None:
     """Open an incident by hand."""
-    with _change("incident.open", title) as (session, ctx, _):
+    with render.change("incident.open", title) as (session, ctx, _):
         incident = service.open_incident(
             session=session, settings=_settings(ctx), title=title, severity=severity, actor=console.actor(),
             model=model, cadence=cadence, policy=policy,
@@ -115,7 +104,7 @@ def ack(
     incident_id: Id, note: Annotated[str, typer.Option("--note")] = "", as_json: JsonOption = False
 ) -> None:
     """Acknowledge: you are on it; escalation stops."""
-    with _change("incident.ack", str(incident_id)) as (session, _, _d):
+    with render.change("incident.ack", str(incident_id)) as (session, _, _d):
         out = IncidentOut.model_validate(
             service.acknowledge(session=session, incident_id=incident_id, actor=console.actor(), note=note)
         )
@@ -125,7 +114,7 @@ def ack(
 @app.command("assign")
 def assign(incident_id: Id, role: str, principal: str, as_json: JsonOption = False) -> None:
     """Give a role (commander, communications, operations, scribe) to a principal."""
-    with _change("incident.assign", str(incident_id)) as (session, _, _d):
+    with render.change("incident.assign", str(incident_id)) as (session, _, _d):
         out = RoleOut.model_validate(
             service.assign(
                 session=session,
@@ -147,7 +136,7 @@ def handoff(
     as_json: JsonOption = False,
 ) -> None:
     """Hand a held role to someone else."""
-    with _change("incident.handoff", str(incident_id)) as (session, _, _d):
+    with render.change("incident.handoff", str(incident_id)) as (session, _, _d):
         out = RoleOut.model_validate(
             service.handoff(
                 session=session, incident_id=incident_id, role=role, to=to, actor=console.actor(), note=note
@@ -163,7 +152,7 @@ def bridge(
     as_json: JsonOption = False,
 ) -> None:
     """The incident's one bridge: recorded the first time, the same one every time after."""
-    with _change("incident.bridge", str(incident_id)) as (session, ctx, _d):
+    with render.change("incident.bridge", str(incident_id)) as (session, ctx, _d):
         incident, created = service.open_bridge(
             session=session,
             settings=_settings(ctx),
@@ -187,7 +176,7 @@ def update(
     as_json: JsonOption = False,
 ) -> None:
     """Post a status update to the subscribers and the timeline."""
-    with _change("incident.update", str(incident_id)) as (session, _, _d):
+    with render.change("incident.update", str(incident_id)) as (session, _, _d):
         row = service.post_update(
             session=session, incident_id=incident_id, status=status, actor=console.actor(), impact=impact, next_steps=next_, next_update=next_update,
         )  # fmt: skip
@@ -204,7 +193,7 @@ def escalate(
     reason: Annotated[str, typer.Option("--reason")] = "escalated by hand",
 ) -> None:
     """Page the next escalation step (or someone named) now."""
-    with _change("incident.escalate", str(incident_id)) as (session, ctx, _d):
+    with render.change("incident.escalate", str(incident_id)) as (session, ctx, _d):
         incident = service.get_incident_or_raise(session=session, incident_id=incident_id)
         to = to or service.next_target(session=session, incident=incident)
         page = service.page(
@@ -224,7 +213,7 @@ def mitigate(
     incident_id: Id, note: Annotated[str, typer.Option("--note", help="What contained the impact.")]
 ) -> None:
     """The impact is contained."""
-    with _change("incident.mitigate", str(incident_id)) as (session, _, _d):
+    with render.change("incident.mitigate", str(incident_id)) as (session, _, _d):
         service.mitigate(session=session, incident_id=incident_id, actor=console.actor(), note=note)
     console.out.print(f"incident #{incident_id} mitigated")
 
@@ -236,7 +225,7 @@ def resolve(
     cause: Annotated[str, typer.Option("--cause", help="The root cause, if known.")] = "",
 ) -> None:
     """Resolve: no more pages or reminders; subscribers are told."""
-    with _change("incident.resolve", str(incident_id)) as (session, _, _d):
+    with render.change("incident.resolve", str(incident_id)) as (session, _, _d):
         service.resolve(
             session=session, incident_id=incident_id, actor=console.actor(), summary=summary, cause=cause
         )
@@ -246,7 +235,7 @@ def resolve(
 @app.command("close")
 def close(incident_id: Id) -> None:
     """Close the loop (only once the post-mortem is complete)."""
-    with _change("incident.close", str(incident_id)) as (session, _, _d):
+    with render.change("incident.close", str(incident_id)) as (session, _, _d):
         service.close(session=session, incident_id=incident_id, actor=console.actor())
     console.out.print(f"incident #{incident_id} closed")
 
@@ -258,7 +247,7 @@ def merge(
     reason: Annotated[str, typer.Option("--reason")] = "",
 ) -> None:
     """Merge a duplicate into another incident (it keeps its id and points to the survivor)."""
-    with _change("incident.merge", str(duplicate)) as (session, _, _d):
+    with render.change("incident.merge", str(duplicate)) as (session, _, _d):
         service.merge(
             session=session, duplicate_id=duplicate, into_id=into, actor=console.actor(), reason=reason
         )
@@ -268,7 +257,7 @@ def merge(
 @app.command("unmerge")
 def unmerge(incident_id: Id, reason: Annotated[str, typer.Option("--reason")] = "") -> None:
     """Undo a merge."""
-    with _change("incident.unmerge", str(incident_id)) as (session, _, _d):
+    with render.change("incident.unmerge", str(incident_id)) as (session, _, _d):
         row = service.unmerge(session=session, incident_id=incident_id, actor=console.actor(), reason=reason)
         state = row.state
     console.out.print(f"incident #{incident_id} unmerged ({state})")
@@ -277,7 +266,7 @@ def unmerge(incident_id: Id, reason: Annotated[str, typer.Option("--reason")] = 
 @app.command("detach")
 def detach(incident_id: Id, alert_id: int, reason: Annotated[str, typer.Option("--reason")] = "") -> None:
     """Undo an alert's join (it is not joined again automatically)."""
-    with _change("incident.detach", str(incident_id)) as (session, _, _d):
+    with render.change("incident.detach", str(incident_id)) as (session, _, _d):
         service.detach(
             session=session, incident_id=incident_id, alert_id=alert_id, actor=console.actor(), reason=reason
         )
@@ -287,7 +276,7 @@ def detach(incident_id: Id, alert_id: int, reason: Annotated[str, typer.Option("
 @app.command("note")
 def note(incident_id: Id, text: str) -> None:
     """Add a note to the timeline."""
-    with _change("incident.note", str(incident_id)) as (session, _, _d):
+    with render.change("incident.note", str(incident_id)) as (session, _, _d):
         service.add_note(session=session, incident_id=incident_id, text=text, actor=console.actor())
     console.out.print("noted")
 
@@ -315,7 +304,7 @@ def postmortem(
     as_json: JsonOption = False,
 ) -> None:
     """Draft the post-mortem from the timeline and the evidence (or mark it complete)."""
-    with _change("incident.postmortem", str(incident_id)) as (session, ctx, _d):
+    with render.change("incident.postmortem", str(incident_id)) as (session, ctx, _d):
         if complete:
             pm = service.complete(
                 session=session, store=ctx.store, incident_id=incident_id, actor=console.actor(),
@@ -358,7 +347,7 @@ def action_add(
         day = dt.date.fromisoformat(due)
     except ValueError:
         raise InvalidInput(f"bad due date {due!r}: use YYYY-MM-DD") from None
-    with _change("incident.update", str(incident_id)) as (session, _, _d):
+    with render.change("incident.update", str(incident_id)) as (session, _, _d):
         item = service.add_action_item(
             session=session, incident_id=incident_id, title=title, owner=owner, due=day, actor=console.actor()
         )
@@ -369,7 +358,7 @@ def action_add(
 @action_app.command("done")
 def action_done(item_id: int) -> None:
     """Mark an action item done."""
-    with _change("incident.update", f"action-item {item_id}") as (session, _, _d):
+    with render.change("incident.update", f"action-item {item_id}") as (session, _, _d):
         service.finish_action_item(session=session, item_id=item_id, actor=console.actor())
     console.out.print(f"action item #{item_id} done")
 

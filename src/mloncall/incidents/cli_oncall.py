@@ -6,20 +6,16 @@ Changes are audited with the actor `cli:<user>`; messages a change queues are se
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import AbstractContextManager
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
-from mloncall.cli.support import JsonOption, audited_change, installation, report_sending
+from mloncall.cli.support import JsonOption, installation
 from mloncall.core import console
 from mloncall.core.errors import InvalidInput
-from mloncall.incidents import outbox, render, service
+from mloncall.incidents import render, service
 from mloncall.incidents.schemas import OnCallOut, PolicyOut, ScheduleOut
-from mloncall.stores.context import Context
 
 oncall_app = typer.Typer(
     help="On call: who is on call, schedules, overrides, escalation policies.", no_args_is_help=True
@@ -28,15 +24,6 @@ schedule_app = typer.Typer(help="On-call rotations.", no_args_is_help=True)
 policy_app = typer.Typer(help="Escalation policies.", no_args_is_help=True)
 oncall_app.add_typer(schedule_app, name="schedule")
 oncall_app.add_typer(policy_app, name="policy")
-
-
-def _change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:
-    """One audited change; the messages it queued go out after it commits."""
-    return audited_change(action, target, then=_send)
-
-
-def _send(ctx: Context) -> None:
-    report_sending(partial(outbox.send_pending, ctx), what="messages", failure=render.message_failure)
 
 
 @oncall_app.command("now")
@@ -65,7 +52,7 @@ def schedule_create(
         day = dt.date.fromisoformat(start) if start else None
     except ValueError:
         raise InvalidInput(f"bad start {start!r}: use YYYY-MM-DD") from None
-    with _change("oncall.manage", name) as (session, _, _d):
+    with render.change("oncall.manage", name) as (session, _, _d):
         service.create_schedule(
             session=session, name=name, members=[m.strip() for m in members.split(",") if m.strip()], time_zone=time_zone,
             handoff=handoff, shift=shift, start=day, actor=console.actor(),
@@ -95,7 +82,7 @@ def schedule_override(
         raise InvalidInput(
             "--from and --until take ISO times with an offset, e.g. 2026-01-05T09:00+01:00"
         ) from None
-    with _change("oncall.override", name) as (session, _, _d):
+    with render.change("oncall.override", name) as (session, _, _d):
         service.add_override(
             session=session,
             schedule=name,
@@ -138,7 +125,7 @@ def policy_create(
     repeat: Annotated[int, typer.Option("--repeat", help="Repeat all steps this many more times.")] = 0,
 ) -> None:
     """Create an escalation policy."""
-    with _change("oncall.manage", name) as (session, _, _d):
+    with render.change("oncall.manage", name) as (session, _, _d):
         row = service.create_policy(
             session=session, name=name, steps=step, repeat=repeat, actor=console.actor()
         )

@@ -1,13 +1,20 @@
-"""Tables and text the incident and on-call commands print (80 columns)."""
+"""Tables and text the incident and on-call commands print (80 columns), and the audited change both make.
+
+Both command modules import it and never each other, so what they share lives here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from mloncall.cli.support import audited_change, report_sending
 from mloncall.core import console
 from mloncall.incidents import outbox
 from mloncall.incidents.schemas import (
@@ -19,6 +26,7 @@ from mloncall.incidents.schemas import (
     ScheduleOut,
     TimelineOut,
 )
+from mloncall.stores.context import Context
 
 
 def _t(value: object) -> str:
@@ -127,3 +135,12 @@ def message_failure(r: outbox.SendResult) -> str | None:
     if r.status != "failed":
         return None
     return f"incident #{r.incident_id}: the {r.kind} message failed on some channels"
+
+
+def change(action: str, target: str) -> AbstractContextManager[tuple[Session, Context, dict[str, Any]]]:
+    """One audited change; the messages it queued go out after it commits."""
+    return audited_change(action, target, then=_send)
+
+
+def _send(ctx: Context) -> None:
+    report_sending(partial(outbox.send_pending, ctx), what="messages", failure=message_failure)
