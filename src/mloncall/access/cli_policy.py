@@ -21,7 +21,7 @@ from mloncall.access import authorize, grants, roles, service
 from mloncall.access.models import Principal
 from mloncall.access.permissions import PERMISSIONS, check_scope, scope_label
 from mloncall.access.schemas import AccessRequestOut, ExplanationOut
-from mloncall.cli.support import JsonOption, audited_change, id_argument, installation
+from mloncall.cli.support import JsonOption, audited_change, id_argument, installation, print_json_if_asked
 from mloncall.core import console
 from mloncall.core.durations import parse_duration
 from mloncall.core.errors import InvalidInput, PermissionDenied
@@ -202,9 +202,7 @@ def request(
 
 
 def _print_request(out: AccessRequestOut, as_json: bool, line: str) -> None:
-    if as_json:
-        console.print_json(out.model_dump(mode="json"))
-    else:
+    if not print_json_if_asked(out, as_json):
         console.out.print(line)
 
 

@@ -28,6 +28,7 @@ from mloncall.cli.support import (
     id_argument,
     installation,
     limit_option,
+    print_json_if_asked,
     report_sending,
 )
 from mloncall.core import console
@@ -70,23 +71,11 @@ def _change(action: str, target: str, *, send: bool = False) -> Iterator[tuple[S
         yield session, detail
 
 
-def _answer(out: BaseModel | Sequence[BaseModel], as_json: bool) -> bool:
-    """Print the answer as JSON if asked; whether it was."""
-    if as_json:
-        dumped = (
-            [o.model_dump(mode="json") for o in out]
-            if isinstance(out, Sequence)
-            else out.model_dump(mode="json")
-        )
-        console.print_json(dumped)
-    return as_json
-
-
 def _listing(
     found: Sequence[Out], as_json: bool, *, none: str, table: Callable[[Sequence[Out]], Table]
 ) -> None:
     """Print a listing: as JSON if asked, else as its table, or say that there is nothing to list."""
-    if _answer(found, as_json):
+    if print_json_if_asked(found, as_json):
         return
     if not found:
         console.out.print(none)
@@ -129,7 +118,7 @@ def show(alert_id: AlertIdArgument, as_json: JsonOption = False) -> None:
         alert = service.get_alert_or_raise(session=session, alert_id=alert_id)
         silence = service.silenced_by(session=session, alert=alert)
         detail = AlertDetail.from_alert(alert, silenced_by=silence.id if silence else None)
-    if not _answer(detail, as_json):
+    if not print_json_if_asked(detail, as_json):
         render.print_alert(detail)
 
 
@@ -146,7 +135,7 @@ def ack(
         )
         detail.update(changed=transition is not None)
         out = _alert_out(session, alert)
-    if _answer(out, as_json):
+    if print_json_if_asked(out, as_json):
         return
     if transition is None:
         console.out.print(f"alert #{alert_id} was already acknowledged by {out.acknowledged_by}")
@@ -165,7 +154,7 @@ def resolve(
         detail.update(note=note)
         alert, _ = service.resolve(session=session, alert_id=alert_id, note=note, actor=console.actor())
         out = _alert_out(session, alert)
-    if not _answer(out, as_json):
+    if not print_json_if_asked(out, as_json):
         console.out.print(f"resolved alert #{alert_id} ({out.rule})")
 
 
@@ -187,7 +176,7 @@ def close(
             actor=console.actor(),
         )  # fmt: skip
         out = _alert_out(session, alert)
-    if not _answer(out, as_json):
+    if not print_json_if_asked(out, as_json):
         console.out.print(f"closed alert #{alert_id} ({out.rule}): {root_cause} -> {action}")
 
 
@@ -212,7 +201,7 @@ def silence(
         )
         detail.update(silence_id=created.id)
         out = SilenceOut.model_validate(created)
-    if not _answer(out, as_json):
+    if not print_json_if_asked(out, as_json):
         console.out.print(
             f"silence #{out.id}: {', '.join(out.matchers)} until {render.when(out.ends_at)} UTC"
             f" (end it early with `mloncall alerts expire {out.id}`)"
@@ -242,7 +231,7 @@ def expire(silence_id: Annotated[int, id_argument("The silence's id.")], as_json
         out = SilenceOut.model_validate(
             service.expire_silence(session=session, silence_id=silence_id, actor=console.actor())
         )
-    if not _answer(out, as_json):
+    if not print_json_if_asked(out, as_json):
         console.out.print(f"silence #{silence_id} expired at {render.when(out.ends_at)} UTC")
 
 
@@ -342,7 +331,7 @@ def rules_show(
     if as_yaml:
         typer.echo(text, nl=not text.endswith("\n"))
         return
-    if not _answer(out, as_json):
+    if not print_json_if_asked(out, as_json):
         render.print_rules(out)
 
 

@@ -7,11 +7,12 @@ lives in the domain's `render.py`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from mloncall.access import audit
@@ -66,6 +67,19 @@ def id_argument(help: str, *, metavar: str = "ID") -> Any:
 def limit_option(help: str) -> Any:
     """`--limit`: at least 1 and no more than an id can be (a larger one is a usage error, exit 2)."""
     return typer.Option(min=1, max=MAX_ID, help=help)
+
+
+def print_json_if_asked(result: BaseModel | Sequence[BaseModel], as_json: bool) -> bool:
+    """Print the result as JSON if `--json` asked for it (a list as an array of its items); whether it did.
+
+    What a command prints otherwise (a line, a table, a page of text) and how it prints it stay its own."""
+    if as_json:
+        console.print_json(
+            [r.model_dump(mode="json") for r in result]
+            if isinstance(result, Sequence)
+            else result.model_dump(mode="json")
+        )
+    return as_json
 
 
 def confirm(question: str, *, yes: bool) -> None:

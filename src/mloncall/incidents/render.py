@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from mloncall.cli.support import audited_change, report_sending
+from mloncall.cli.support import audited_change, print_json_if_asked, report_sending
 from mloncall.core import console
 from mloncall.incidents import outbox
 from mloncall.incidents.schemas import (
@@ -118,13 +118,9 @@ def out(
     table: Callable[[list[Any]], Table] | None = None,
 ) -> None:
     """A result as JSON, or as its text, or (for a list) as its table."""
-    if as_json:
-        console.print_json(
-            [m.model_dump(mode="json") for m in model]
-            if isinstance(model, list)
-            else model.model_dump(mode="json")
-        )
-    elif text is not None:
+    if print_json_if_asked(model, as_json):
+        return
+    if text is not None:
         console.out.print(text, highlight=False, soft_wrap=True)
     elif table is not None and isinstance(model, list):
         console.out.print(table(model))
