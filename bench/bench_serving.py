@@ -9,6 +9,10 @@ moves all traffic back to stable.
    shared with other work that figure moves less than req/s, which also counts the cores others took.
    The floor: a minimal ASGI app (reads the body, answers a constant JSON) on uvicorn with mloncall's own
    settings (2 workers, uvloop, httptools, no access log, the same keep-alive timeout).
+   The model floor: that app plus what any Python server running this model pays per 1-row OIP request
+   (JSON decode, the float32 row, the ONNX Runtime call mloncall's predictor makes, the OIP answer encoded),
+   over the deployed v1's verified ONNX bytes; nothing else. Between it and mloncall lies mloncall's own
+   per-request work (validation, routing, the prediction log, metrics, limits).
    Ours: `mloncall server --workers 2` with validation, metrics and prediction logging on (the defaults),
    POST /v2/models/iris/infer with a 1-row OIP body, and POST /predict with one instance; the model is
    trained, registered and deployed with the CLI (`init`, `train`, `deploy --strategy direct`).
@@ -115,6 +119,67 @@ async def app(scope, receive, send):
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+"""
+
+#: The model floor: the floor's app plus what any Python server that runs this model must do for a 1-row OIP
+#: request, and nothing else: decode the JSON body, build the float32 row, run the ONNX Runtime session
+#: through the same binding mloncall's predictor calls, and encode the OIP answer (labels as class names and
+#: probabilities). No validation, routing, logging or metrics: what is left between it and mloncall is
+#: mloncall's own per-request work.
+MODEL_FLOOR_APP = r"""
+import os
+import numpy as np
+import onnxruntime as ort
+import orjson
+
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = 1
+opts.inter_op_num_threads = 1
+SESSION = ort.InferenceSession(os.environ["BENCH_ONNX"], opts, providers=["CPUExecutionProvider"])
+RUN = SESSION._sess.run
+CLASSES = os.environ["BENCH_CLASSES"].split(",")
+OUTPUTS = ["label", "probabilities"]
+JSON = b"application/json"
+# as mloncall's predictor: string classes come out as strings, integer ones as positions
+BY_INDEX = {o.name: o.type for o in SESSION.get_outputs()}["label"] != "tensor(string)"
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].replace("lifespan.", "")
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    if not body:  # the readiness probe's GET
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    tensor = orjson.loads(body)["inputs"][0]
+    x = np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+    labels, probs = RUN(OUTPUTS, {"input": x}, None)
+    names = [CLASSES[int(i)] for i in labels] if BY_INDEX else labels.tolist()
+    body = orjson.dumps(
+        {
+            "model_name": "iris",
+            "outputs": [
+                {"name": "label", "datatype": "BYTES", "shape": [len(names)], "data": names},
+                {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
+                 "data": probs.ravel().tolist()},
+            ],
+        }
+    )
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 """
 
 MLFLOW_TRAIN = r"""
@@ -612,14 +677,46 @@ def mlflow_server(tmp: Path, stack: contextlib.ExitStack) -> Server | None:
 
 def floor_server(tmp: Path, stack: contextlib.ExitStack) -> Server:
     """The minimal ASGI app on uvicorn, with the settings `mloncall server` gives uvicorn."""
+    return _bare_server("floor", FLOOR_APP, {}, tmp, stack)
+
+
+def model_floor_server(home: Path, tmp: Path, stack: contextlib.ExitStack) -> Server:
+    """The model floor (MODEL_FLOOR_APP) on the same uvicorn settings, over v1's verified ONNX bytes."""
+    from mloncall.registry import service as registry
+    from mloncall.stores.db import Database
+
+    settings = Settings.load(env={"MLONCALL_HOME": str(home)})
+    db = Database(settings.db_url)
+    with db.session() as session:
+        mv = registry.get_version_or_raise(session=session, name=MODEL, version=1)
+        onnx = registry.read_file(
+            store=ArtifactStore(settings.artifacts), model_version=mv, name=registry.ONNX_FILE
+        )
+        classes = [str(c) for c in (mv.signature or {})["classes"]]
+    db.engine.dispose()
+    (tmp / "model_floor.onnx").write_bytes(onnx)
+    env = {"BENCH_ONNX": str(tmp / "model_floor.onnx"), "BENCH_CLASSES": ",".join(classes)}
+    server = _bare_server("model floor", MODEL_FLOOR_APP, env, tmp, stack)
+    status, body = post(server.url("/"), OIP_BODY)
+    if status != 200:
+        sys.exit(f"the model floor answered {status}: {body[:400]!r}")
+    return server
+
+
+def _bare_server(
+    name: str, source: str, env: dict[str, str], tmp: Path, stack: contextlib.ExitStack
+) -> Server:
     from mloncall.api.connections import ServerLimits
 
-    (tmp / "floor_app.py").write_text(FLOOR_APP)
+    module = name.replace(" ", "_") + "_app"
+    (tmp / f"{module}.py").write_text(source)
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "floor_app:app", "--workers", str(WORKERS), "--port", str(port)]
+    argv = [sys.executable, "-m", "uvicorn", f"{module}:app", "--workers", str(WORKERS), "--port", str(port)]
     argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
     argv += ["--timeout-keep-alive", str(int(ServerLimits().keep_alive_timeout))]
-    server = stack.enter_context(serving("floor", argv, {**os.environ, "PYTHONPATH": str(tmp)}, tmp, port))
+    server = stack.enter_context(
+        serving(name, argv, {**os.environ, **env, "PYTHONPATH": str(tmp)}, tmp, port)
+    )
     server.wait_ready("/", timeout_s=60)
     return server
 
@@ -711,6 +808,7 @@ class Round:
     """One round of throughput figures, every server measured in turn."""
 
     floor: WrkResult
+    model_floor: WrkResult
     oip: WrkResult
     predict: WrkResult
     mlflow: WrkResult | None
@@ -724,6 +822,7 @@ def report_round(i: int, r: Round) -> None:
     )
     rows = [
         ("floor (minimal ASGI app)", r.floor),
+        ("model floor (+ parse, ORT)", r.model_floor),
         ("mloncall OIP infer", r.oip),
         ("mloncall /predict", r.predict),
     ]
@@ -740,6 +839,11 @@ def report_round(i: int, r: Round) -> None:
         print(
             f"  mloncall {name}: {part:.1%} of the floor (target >= 50%: {'met' if part >= 0.5 else 'MISSED'})"
         )
+    print(
+        f"  mloncall OIP: {r.oip.rps / r.model_floor.rps:.1%} of the model floor's req/s, "
+        f"{r.model_floor.cpu_us / r.oip.cpu_us:.1%} by CPU; the model floor is "
+        f"{r.model_floor.rps / r.floor.rps:.1%} of the floor's req/s, {r.floor.cpu_us / r.model_floor.cpu_us:.1%} by CPU"
+    )
     if r.mlflow is not None:
         ratio = r.oip.rps / r.mlflow.rps
         print(f"  mloncall OIP / MLflow: {ratio:.1f}x (target >= 10x: {'met' if ratio >= 10 else 'MISSED'})")
@@ -819,6 +923,9 @@ def summary(rounds: list[Round]) -> None:
         print(f"  {name:<34} {fmt.format(v[0])} / {fmt.format(v[len(v) // 2])} / {fmt.format(v[-1])}")
 
     line("floor req/s", [r.floor.rps for r in rounds], "{:,.0f}")
+    line("model floor req/s", [r.model_floor.rps for r in rounds], "{:,.0f}")
+    line("model floor share (req/s)", [r.model_floor.rps / r.floor.rps for r in rounds], "{:.1%}")
+    line("model floor share (CPU/req)", [r.floor.cpu_us / r.model_floor.cpu_us for r in rounds], "{:.1%}")
     line("mloncall OIP req/s", [r.oip.rps for r in rounds], "{:,.0f}")
     line("mloncall /predict req/s", [r.predict.rps for r in rounds], "{:,.0f}")
     line("OIP share of floor (req/s)", [r.oip.rps / r.floor.rps for r in rounds], "{:.1%}")
@@ -852,6 +959,7 @@ def main() -> int:
         print(f"mloncall: {MODEL} v1 deployed (holdout accuracy {accuracy:.4f}), v2 trained for the canary")
         anchor = None if args.no_mlflow else mlflow_server(tmp, stack)
         floor = floor_server(tmp, stack)
+        model_floor = model_floor_server(home, tmp, stack)
         ours = mloncall_server(env, tmp, stack)
         path = f"/v2/models/{MODEL}/infer"
         rounds: list[Round] = []
@@ -862,10 +970,11 @@ def main() -> int:
             # The paced run comes before MLflow's: measured just after MLflow's run, the paced client fell up
             # to 0.8 s behind its own schedule while the server's answers stayed fast (p99 from the write
             # 5.7-7.5 ms), a stall of the client's, not of the server it measures.
-            waited = settle([floor] + ([anchor] if anchor else []))
+            waited = settle([floor, model_floor] + ([anchor] if anchor else []))
             paced = uvloop.run(half_peak(ours.port, oip.rps / 2))
             r = Round(
                 floor=measure(wrk_bin, floor, "/", OIP_BODY, tmp),
+                model_floor=measure(wrk_bin, model_floor, "/", OIP_BODY, tmp),
                 oip=oip,
                 predict=predict,
                 mlflow=measure(wrk_bin, anchor, "/invocations", MLFLOW_BODY, tmp) if anchor else None,
