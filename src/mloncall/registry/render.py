@@ -9,15 +9,13 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from mloncall.core import console
-from mloncall.registry import schemas
 from mloncall.registry import service as registry
 from mloncall.registry.models import ModelVersion
 from mloncall.stores.artifacts import ArtifactStore
 
 
 def version_json(*, session: Session, store: ArtifactStore, model_version: ModelVersion) -> dict[str, Any]:
-    aliases = registry.aliases_of(session=session, model_version=model_version)
-    out = schemas.ModelVersionOut.of(model_version, aliases=aliases, artifact_root=store.root)
+    out = registry.version_out(session=session, store=store, model_version=model_version)
     return out.model_dump(mode="json")
 
 

@@ -23,6 +23,7 @@ from mloncall.core.names import ModelRef, check_name
 from mloncall.core.outcome import Check, Outcome
 from mloncall.registry import formats
 from mloncall.registry.models import Alias, AliasEvent, ArtifactFile, Model, ModelVersion
+from mloncall.registry.schemas import ModelVersionOut
 from mloncall.stores.artifacts import ArtifactStore, StoredFile, staged
 from mloncall.stores.db import Database, find_one, find_one_or_raise, on_commit
 
@@ -70,6 +71,12 @@ def aliases_of(*, session: Session, model_version: ModelVersion) -> list[str]:
     """The alias names that point at this version."""
     rows = session.scalars(sa.select(Alias.name).where(Alias.model_version_id == model_version.id))
     return sorted(rows)
+
+
+def version_out(*, session: Session, store: ArtifactStore, model_version: ModelVersion) -> ModelVersionOut:
+    """A version as the API answers it: with its aliases and where its artifacts are."""
+    aliases = aliases_of(session=session, model_version=model_version)
+    return ModelVersionOut.of(model_version, aliases=aliases, artifact_root=store.root)
 
 
 def resolve(*, session: Session, ref: ModelRef | str) -> ModelVersion:

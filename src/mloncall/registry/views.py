@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy.orm import Session
 
 from mloncall.access.models import Principal
 from mloncall.api.deps import Change, CurrentContext, DbSession, VersionPath, allow, change
 from mloncall.core.errors import IntegrityError, NotFound
 from mloncall.registry import service
-from mloncall.registry.models import AliasEvent, ModelVersion
+from mloncall.registry.models import AliasEvent
 from mloncall.registry.schemas import (
     AliasEventOut,
     AliasSet,
@@ -21,16 +20,8 @@ from mloncall.registry.schemas import (
     VerifyReportOut,
     VersionDeleted,
 )
-from mloncall.stores.context import Context
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
-
-
-def _version_out(session: Session, ctx: Context, mv: ModelVersion) -> ModelVersionOut:
-    """A version as the API answers it: with its aliases and where its artifacts are."""
-    return ModelVersionOut.of(
-        mv, aliases=service.aliases_of(session=session, model_version=mv), artifact_root=ctx.store.root
-    )
 
 
 @router.get("", summary="Every model with its latest version and aliases")
@@ -56,7 +47,7 @@ def show_version(
     _: Principal = allow("registry:read", model="name"),
 ) -> ModelVersionOut:
     mv = service.get_version_or_raise(session=session, name=name, version=version)
-    return _version_out(session, ctx, mv)
+    return service.version_out(session=session, store=ctx.store, model_version=mv)
 
 
 @router.get("/{name}/aliases/{alias}", summary="The version an alias points at")
@@ -71,7 +62,7 @@ def resolve_alias(
     if current is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}")
     mv = current.model_version
-    return _version_out(session, ctx, mv)
+    return service.version_out(session=session, store=ctx.store, model_version=mv)
 
 
 @router.get("/{name}/alias-history", summary="Every alias move of a model, oldest first")

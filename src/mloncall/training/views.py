@@ -32,9 +32,7 @@ class TrainRequest(BaseModel):
 def _version_out(ctx: CurrentContext, name: str, version: int) -> ModelVersionOut:
     with ctx.db.session() as session:
         mv = registry.get_version_or_raise(session=session, name=name, version=version)
-        return ModelVersionOut.of(
-            mv, aliases=registry.aliases_of(session=session, model_version=mv), artifact_root=ctx.store.root
-        )
+        return registry.version_out(session=session, store=ctx.store, model_version=mv)
 
 
 @router.post("/{name}/versions", status_code=201, summary="Train and register the model's next version")
