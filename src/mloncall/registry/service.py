@@ -67,6 +67,14 @@ def get_alias(*, session: Session, name: str, alias: str) -> Alias | None:
     ).one_or_none()
 
 
+def get_alias_or_raise(*, session: Session, name: str, alias: str) -> Alias:
+    """One alias of a model; NotFound says whether the model or the alias is missing."""
+    current = get_alias(session=session, name=name, alias=alias)
+    if current is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    return current
+
+
 def aliases_of(*, session: Session, model_version: ModelVersion) -> list[str]:
     """The alias names that point at this version."""
     rows = session.scalars(sa.select(Alias.name).where(Alias.model_version_id == model_version.id))
@@ -85,10 +93,7 @@ def resolve(*, session: Session, ref: ModelRef | str) -> ModelVersion:
     if ref.version is not None:
         return get_version_or_raise(session=session, name=ref.name, version=ref.version)
     if ref.alias is not None:
-        alias = get_alias(session=session, name=ref.name, alias=ref.alias)
-        if alias is None:
-            raise NotFound(f"model {ref.name!r} has no alias {ref.alias!r}")
-        return alias.model_version
+        return get_alias_or_raise(session=session, name=ref.name, alias=ref.alias).model_version
     alias = get_alias(session=session, name=ref.name, alias="production")
     if alias is not None:
         return alias.model_version
@@ -280,9 +285,7 @@ def set_alias(
 
 def remove_alias(*, session: Session, name: str, alias: str, actor: str, reason: str = "") -> AliasEvent:
     """Remove an alias and record the move."""
-    current = get_alias(session=session, name=name, alias=alias)
-    if current is None:
-        raise NotFound(f"model {name!r} has no alias {alias!r}")
+    current = get_alias_or_raise(session=session, name=name, alias=alias)
     event = AliasEvent(
         model_id=current.model_id,
         alias=alias,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from mloncall.access.models import Principal
 from mloncall.api.deps import Change, CurrentContext, DbSession, VersionPath, allow, change
-from mloncall.core.errors import IntegrityError, NotFound
+from mloncall.core.errors import IntegrityError
 from mloncall.registry import service
 from mloncall.registry.models import AliasEvent
 from mloncall.registry.schemas import (
@@ -58,10 +58,7 @@ def resolve_alias(
     ctx: CurrentContext,
     _: Principal = allow("registry:read", model="name"),
 ) -> ModelVersionOut:
-    current = service.get_alias(session=session, name=name, alias=alias)
-    if current is None:
-        raise NotFound(f"model {name!r} has no alias {alias!r}")
-    mv = current.model_version
+    mv = service.get_alias_or_raise(session=session, name=name, alias=alias).model_version
     return service.version_out(session=session, store=ctx.store, model_version=mv)
 
 
