@@ -3,7 +3,8 @@
 **Kinds.** Three append-only logs share one layout, `<kind>/model=<m>/date=YYYY-MM-DD/hour=HH/*.parquet`:
 `predictions` (id, ts, model, version, route, f_<feature>... (float64), label, probabilities
 (list<float32>, the version's class order), latency_ms, flags (list<string>), shadow_version, shadow_label,
-request_id, status (200), error (null)), `feedback` (prediction_id, label, ts, model) and `rejections`
+request_id, status (200), error (null), synthetic (true for a request sent with `x-mloncall-synthetic: 1`, a
+load test's; absent from files written before it, whose rows are not synthetic)), `feedback` (prediction_id, label, ts, model) and `rejections`
 (ts, model, reason, field). A request that reached a version and then failed (its input did not fit that
 version's signature, or the model raised) is one prediction row with its status and error, no features and
 no label, so error rates compare per version.
@@ -21,7 +22,9 @@ manifest, the commit point readers trust; retention by age; per-model statistics
 the hour partitions it overlaps, the files whose footer `ts` range overlaps it (footers are cached by key:
 files are immutable once written), and only the requested columns. A file that cannot be read (truncated,
 corrupt, vanished) is skipped, listed with the reason in the result, and counted in
-`mloncall_monitor_log_files_skipped_total`; it never stops a reader.
+`mloncall_monitor_log_files_skipped_total`; it never stops a reader. `synthetic=False` leaves out the rows of
+synthetic requests (`synthetic_mask`): what the monitors of the inputs read, while latency, errors and
+request counts keep them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from mloncall.stores.predlog.kinds import (
     METRICS,
     PREDICTIONS,
     REJECTIONS,
+    SYNTHETIC,
     add_range,
     from_us,
     partition,
@@ -48,6 +52,7 @@ from mloncall.stores.predlog.reader import (
     iter_window,
     read_log,
     read_window,
+    synthetic_mask,
     ts_us,
 )
 from mloncall.stores.predlog.writer import (
@@ -67,6 +72,7 @@ __all__ = [
     "METRICS",
     "PREDICTIONS",
     "REJECTIONS",
+    "SYNTHETIC",
     "FeedbackBatch",
     "LogWindow",
     "PredictionLog",
@@ -84,6 +90,7 @@ __all__ = [
     "read_log",
     "read_window",
     "rejection_table",
+    "synthetic_mask",
     "to_us",
     "ts_us",
 ]

@@ -20,6 +20,9 @@ FEEDBACK = "feedback"
 #: ts, model, reason, field. The data-quality monitors read them (runbook 6).
 REJECTIONS = "rejections"
 KINDS = (PREDICTIONS, FEEDBACK, REJECTIONS)
+#: The predictions' column marking the rows of a synthetic request (a load test's, sent with the
+#: `x-mloncall-synthetic: 1` header). Files written before it existed lack it: their rows are not synthetic.
+SYNTHETIC = "synthetic"
 
 HOUR_US = 3_600_000_000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

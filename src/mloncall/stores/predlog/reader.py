@@ -25,6 +25,7 @@ from mloncall.stores.predlog.kinds import (
     OPEN_SINCE,
     OPEN_UNTIL,
     PARTITION_PATTERN,
+    SYNTHETIC,
     from_us,
     log,
     partition,
@@ -42,6 +43,8 @@ class _Footer:
     ts_max: int | None
     #: (min, max) ts of each row group when there are several (a compacted hour), for reading a slice of it
     groups: tuple[tuple[int, int], ...] = ()
+    #: whether rows may be synthetic: the file has the column and its statistics do not rule them out
+    marked: bool = False
 
 
 @dataclass
@@ -240,12 +243,28 @@ def _footer(store: ArtifactStore, key: str, stamp: str) -> _Footer:
         if lows:
             ts_min, ts_max = min(lows), max(highs)
     groups = tuple(zip(lows, highs, strict=True)) if "ts" in names and meta.num_row_groups > 1 else ()
-    footer = _Footer(num_rows=meta.num_rows, names=names, ts_min=ts_min, ts_max=ts_max, groups=groups)
+    footer = _Footer(
+        num_rows=meta.num_rows, names=names, ts_min=ts_min, ts_max=ts_max, groups=groups,
+        marked=_may_be_synthetic(meta, names),
+    )  # fmt: skip
     with _footers_lock:
         _footers[cache_key] = footer
         if len(_footers) > FOOTER_CACHE_SIZE:
             _footers.popitem(last=False)
     return footer
+
+
+def _may_be_synthetic(meta: Any, names: tuple[str, ...]) -> bool:
+    """Whether a file may hold synthetic rows: it has the column and some row group's statistics do not show
+    every value false."""
+    if SYNTHETIC not in names:
+        return False
+    j = names.index(SYNTHETIC)
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(j).statistics
+        if stats is None or not stats.has_min_max or stats.max_raw is not False:
+            return True
+    return False
 
 
 def _overlap(footer: _Footer, since_us: int, until_us: int) -> str:
@@ -290,6 +309,15 @@ def ts_us(table: pa.Table) -> np.ndarray:
     return np.asarray(pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def synthetic_mask(table: pa.Table) -> np.ndarray:
+    """True for the rows of synthetic requests (a load test's); all False in a file written before the
+    `synthetic` column existed, and for its nulls (such a file's rows in a compacted hour)."""
+    if SYNTHETIC not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    marked = pc.fill_null(table.column(SYNTHETIC), False)
+    return np.asarray(marked.to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _in_window(table: pa.Table, since_us: int, until_us: int) -> pa.Table:
     t = ts_us(table)
     return table.filter(pa.array((t >= since_us) & (t < until_us)))
@@ -304,14 +332,18 @@ def read_window(
     until: dt.datetime,
     columns: Sequence[str] | None = None,
     prefixes: Sequence[str] = (),
+    synthetic: bool = True,
 ) -> LogWindow:
     """Rows of `kind` for `model` with since <= ts < until: the named columns plus every column starting with
-    one of `prefixes` (all columns when both are empty). Unreadable files are skipped and listed."""
+    one of `prefixes` (all columns when both are empty). With `synthetic=False`, the rows of synthetic
+    requests are left out (what the monitors of the inputs read). Unreadable files are skipped and listed."""
     result = LogWindow(kind=kind, since=since, until=until, table=None)
     since_us, until_us = to_us(since), to_us(until)
     if until_us > since_us:
         counter = [0]
-        batches = _batches(store, kind, model, since_us, until_us, columns, prefixes, result.skipped, counter)
+        batches = _batches(
+            store, kind, model, since_us, until_us, columns, prefixes, result.skipped, counter, synthetic
+        )
         result.table = _concat(list(batches))
         result.files_read = counter[0]
     return result
@@ -324,7 +356,7 @@ def read_log(
     its hour on are read, and only rows at or after it kept. Unreadable files are skipped as by
     `read_window` (the same scan)."""
     since_us = OPEN_SINCE if since is None else to_us(since)
-    return _concat(list(_batches(store, kind, model, since_us, OPEN_UNTIL, None, (), [], [0])))
+    return _concat(list(_batches(store, kind, model, since_us, OPEN_UNTIL, None, (), [], [0], True)))
 
 
 def _batches(
@@ -337,9 +369,11 @@ def _batches(
     prefixes: Sequence[str],
     skipped: list[dict[str, str]],
     counter: list[int],
+    synthetic: bool,
 ) -> Iterator[pa.Table]:
     """The rows of one log in [since, until), one file (or a compacted file's row groups in the window) at a
-    time: the one code path that reads log files, skipping, listing and counting the unreadable ones."""
+    time: the one code path that reads log files, skipping, listing and counting the unreadable ones; without
+    `synthetic`, the rows of synthetic requests left out."""
     wanted = set(columns or ())
     for key, footer, overlap in _overlapping(store, kind, model, since_us, until_us, skipped):
         if wanted or prefixes:
@@ -348,6 +382,11 @@ def _batches(
                 cols.append("ts")
         else:
             cols = list(footer.names)
+        # the marks are read to drop the rows they mark, and kept only when asked for
+        unmark = not synthetic and SYNTHETIC in footer.names
+        extra_mark = unmark and SYNTHETIC not in cols
+        if extra_mark:
+            cols.append(SYNTHETIC)
         groups = _groups_in(footer, since_us, until_us)
         # a compacted hour is read a row group at a time, so a fold holds one group's rows, not the hour's
         chunks: list[list[int] | None] = [None] if groups is None else [[g] for g in groups]
@@ -363,6 +402,12 @@ def _batches(
                 break
             if overlap == "some":
                 table = _in_window(table, since_us, until_us)
+            if unmark:
+                marked = synthetic_mask(table)
+                if marked.any():
+                    table = table.filter(pa.array(~marked))
+                if extra_mark:
+                    table = table.drop_columns([SYNTHETIC])
             if table.num_rows:
                 yield table
 
@@ -377,14 +422,16 @@ def iter_window(
     columns: Sequence[str] | None = None,
     prefixes: Sequence[str] = (),
     skipped: list[dict[str, str]] | None = None,
+    synthetic: bool = True,
 ) -> Iterator[pa.Table]:
     """The rows `read_window` returns, one file at a time, so a caller that folds them holds one file's rows
     in memory; unreadable files are appended to `skipped`."""
     since_us, until_us = to_us(since), to_us(until)
     if until_us > since_us:
         yield from _batches(
-            store, kind, model, since_us, until_us, columns, prefixes, [] if skipped is None else skipped, [0]
-        )
+            store, kind, model, since_us, until_us, columns, prefixes,
+            [] if skipped is None else skipped, [0], synthetic,
+        )  # fmt: skip
 
 
 def _concat(parts: list[pa.Table]) -> pa.Table | None:
@@ -399,25 +446,39 @@ def _concat(parts: list[pa.Table]) -> pa.Table | None:
 
 
 def count_rows(
-    store: ArtifactStore, *, kind: str, model: str, since: dt.datetime, until: dt.datetime
+    store: ArtifactStore,
+    *,
+    kind: str,
+    model: str,
+    since: dt.datetime,
+    until: dt.datetime,
+    synthetic: bool = True,
 ) -> RowCount:
     """Rows with since <= ts < until, and the earliest ts among them: files wholly inside the window are
-    counted from their footer alone, only files straddling an edge have their ts column read."""
+    counted from their footer alone, only files straddling an edge have their ts column read. Without
+    `synthetic`, the rows of synthetic requests are not counted (a file that may hold some is read for its
+    marks)."""
     since_us, until_us = to_us(since), to_us(until)
     count = RowCount(0, None, 0, [])
     if until_us <= since_us:
         return count
     for key, footer, overlap in _overlapping(store, kind, model, since_us, until_us, count.skipped):
         low: int | None
-        if overlap == "all" and footer.ts_min is not None:
+        unmark = not synthetic and footer.marked
+        if overlap == "all" and footer.ts_min is not None and not unmark:
             n, low = footer.num_rows, footer.ts_min
         else:
             try:
-                t = ts_us(_read(store, key, ["ts"], _groups_in(footer, since_us, until_us)))
+                cols = ["ts", SYNTHETIC] if unmark else ["ts"]
+                table = _read(store, key, cols, _groups_in(footer, since_us, until_us))
             except Exception as exc:
                 _skip(store, kind, key, exc, count.skipped)
                 continue
-            inside = t[(t >= since_us) & (t < until_us)]
+            t = ts_us(table)
+            kept = (t >= since_us) & (t < until_us)
+            if unmark:
+                kept &= ~synthetic_mask(table)
+            inside = t[kept]
             n, low = int(inside.size), (int(inside.min()) if inside.size else None)
         count.files_read += 1
         count.rows += n

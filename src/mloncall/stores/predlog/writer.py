@@ -22,6 +22,7 @@ from mloncall.stores.predlog.kinds import (
     FEEDBACK,
     PREDICTIONS,
     REJECTIONS,
+    SYNTHETIC,
     TS_TYPE,
     UNSAFE_NAME,
     log,
@@ -32,8 +33,8 @@ from mloncall.stores.predlog.kinds import (
 
 
 #: What a request shares by all its rows: (rows, ts, version, route, latency_ms, shadow_version, request_id,
-#: status, error); buffered once a request, spread over its rows when the group is written.
-_Request = tuple[int, float, int, str, float, int | None, str | None, int, str | None]
+#: status, error, synthetic); buffered once a request, spread over its rows when the group is written.
+_Request = tuple[int, float, int, str, float, int | None, str | None, int, str | None, bool]
 
 
 class _Rows:
@@ -148,8 +149,10 @@ class PredictionLog:
         shadow_version: int | None,
         shadow_labels: list[str] | None,
         request_id: str | None,
+        synthetic: bool = False,
     ) -> None:
-        """Buffer one request's rows (called before the response is sent)."""
+        """Buffer one request's rows (called before the response is sent); `synthetic` marks a request sent
+        by a load test, which the monitors of the inputs leave out."""
         n = len(ids)
         rows_x = X.tolist()
         rows_p = probabilities.tolist()
@@ -168,7 +171,9 @@ class PredictionLog:
             else:
                 g.flags.extend(flags if flags is not None else repeat(_NO_FLAGS, n))
                 g.shadow_label.extend(shadow_labels if shadow_labels is not None else repeat(None, n))
-            g.requests.append((n, ts, version, route, latency_ms, shadow_version, request_id, 200, None))
+            g.requests.append(
+                (n, ts, version, route, latency_ms, shadow_version, request_id, 200, None, synthetic)
+            )
             self._rows += n
             full = self._rows >= self.flush_rows
         if full:
@@ -185,6 +190,7 @@ class PredictionLog:
         error: str,
         latency_ms: float,
         request_id: str | None,
+        synthetic: bool = False,
     ) -> None:
         """Buffer one failed request that had been routed to a version: a row with no features or label."""
         key = (model, int(ts // 3600), ())
@@ -197,7 +203,7 @@ class PredictionLog:
             g.probabilities.append(None)
             g.flags.append(_NO_FLAGS)
             g.shadow_label.append(None)
-            g.requests.append((1, ts, version, route, latency_ms, None, request_id, status, error))
+            g.requests.append((1, ts, version, route, latency_ms, None, request_id, status, error, synthetic))
             self._rows += 1
 
     def record_feedback(self, batch: FeedbackBatch) -> None:
@@ -317,8 +323,8 @@ def prediction_table(model: str, features: tuple[str, ...], rows: _Rows) -> pa.T
     """The Arrow table of one group's buffered rows."""
     n = len(rows.ids)
     X = np.asarray(rows.X, dtype=np.float64).reshape(len(rows.X), len(features))
-    counts, ts, version, route, latency_ms, shadow_version, request_id, status, error = (
-        zip(*rows.requests, strict=True) if rows.requests else ((),) * 9
+    counts, ts, version, route, latency_ms, shadow_version, request_id, status, error, synthetic = (
+        zip(*rows.requests, strict=True) if rows.requests else ((),) * 10
     )
     # each request's values, repeated over its rows (requests of one row, the usual case, need no take)
     spread = None if counts.count(1) == len(counts) else pa.array(np.repeat(np.arange(len(counts)), counts))
@@ -346,6 +352,7 @@ def prediction_table(model: str, features: tuple[str, ...], rows: _Rows) -> pa.T
     cols["request_id"] = per_row(request_id, pa.string())
     cols["status"] = per_row(status, pa.int16())
     cols["error"] = per_row(error, pa.string())
+    cols[SYNTHETIC] = per_row(synthetic, pa.bool_())
     return pa.table(cols)
 
 
