@@ -68,8 +68,10 @@ def write_predictions(
     flags: list[list[str]] | None = None,
     id_prefix: str = "p",
     features: tuple[str, ...] = FEATURES,
+    synthetic: bool = False,
 ) -> list[str]:
-    """Log one row per frame row through PredictionLog (one request each) and flush; returns the ids."""
+    """Log one row per frame row through PredictionLog (one request each, synthetic ones if asked) and
+    flush; returns the ids."""
     log = PredictionLog(ctx.store, writer_id=f"{id_prefix}-{uuid.uuid4().hex[:6]}")
     n = len(frame)
     X = frame[list(features)].to_numpy(np.float64)
@@ -81,7 +83,7 @@ def write_predictions(
             ts=float(ts[i]), model=model, version=version, route="stable", features=features,
             X=X[i : i + 1], ids=[ids[i]], labels=[preds[i]], probabilities=np.full((1, 3), 1 / 3, np.float32),
             latency_ms=float(lat[i]), flags=[flags[i]] if flags is not None else None,
-            shadow_version=None, shadow_labels=None, request_id=None,
+            shadow_version=None, shadow_labels=None, request_id=None, synthetic=synthetic,
         )  # fmt: skip
     log.flush()
     return ids

@@ -1,5 +1,6 @@
 """The drift report of a window: from the summaries when the scope is incremental (and the parameters are
-the summaries' bins), else exact from the log's answered rows; and the exact reports of consecutive slices of
+the summaries' bins), else exact from the log's answered rows (of real requests: a load test's synthetic rows
+are no traffic to judge); and the exact reports of consecutive slices of
 a window from one read of the log, each the report its own window would give."""
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def evaluate(scope: Scope, params: DriftParams) -> DriftReport:
             scope, params, inc.drift_versions(ws.summary, scope.grids(), params),
             sum(v.served for v in ws.summary.values()), ws.evidence(),
         )  # fmt: skip
-    window = scope.predictions(COLUMNS, features=True)
+    window = scope.predictions(COLUMNS, features=True, synthetic=False)
     return _exact(scope, params, _answered(window), {"path": "exact", **logs_evidence(window)})
 
 
@@ -54,7 +55,7 @@ def sliced(scope: Scope, params: DriftParams, slices: int) -> list[DriftReport]:
                      params)
             for since, until in bounds
         ]  # fmt: skip
-    window = scope.predictions(["ts", *COLUMNS], features=True)
+    window = scope.predictions(["ts", *COLUMNS], features=True, synthetic=False)
     table = _answered(window)
     ts = None if table is None else ts_us(table)
     evidence = {"path": "exact", **logs_evidence(window)}

@@ -161,7 +161,7 @@ def _count_raw(
 ) -> None:  # fmt: skip
     preds = logs.read_window(
         store, kind=logs.PREDICTIONS, model=model, since=logs.from_us(lo), until=logs.from_us(hi),
-        columns=["id", "version", "label", "error"],
+        columns=["id", "version", "label", "error"], synthetic=False,
     )  # fmt: skip
     out.windows.append(preds)
     if preds.table is None or preds.rows == 0:

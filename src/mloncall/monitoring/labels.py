@@ -128,7 +128,7 @@ def read_meta(store: ArtifactStore, span: Span) -> HourIndex | None:
 
 
 #: The prediction-log columns an index is built from.
-INDEX_COLUMNS = ["id", "version", "label", "error", "route", "shadow_label"]
+INDEX_COLUMNS = ["id", "version", "label", "error", "route", "shadow_label", logs.SYNTHETIC]
 #: Per answered prediction, in one order: what an index stores besides the hash and the true class.
 ROW_ARRAYS = ("ids", "ts", "version", "predicted", "shadow", "routed")
 
@@ -136,15 +136,16 @@ ROW_ARRAYS = ("ids", "ts", "version", "predicted", "shadow", "routed")
 def rows_arrays(table: pa.Table, classes: dict[str, int]) -> dict[str, np.ndarray] | None:
     """The answered predictions of one batch of log rows as index arrays: id (bytes), ts (us), version
     (NO_VERSION when none), predicted and shadow class codes into `classes` (-1: none) and whether the router
-    sent the request (route stable or canary; every row of a log without routes). None without ids.
+    sent the request (route stable or canary; every row of a log without routes). None without ids. The rows
+    of synthetic requests (a load test's) are left out: their labels say nothing of the model.
 
     The one row-to-index step: label indexes are built with it, and the rows of a span without an index are
     counted through it (`monitoring.served`)."""
     if "id" not in table.column_names:
         return None
-    failed = error_mask(table)
-    if failed.any():
-        table = table.filter(pa.array(~failed))
+    dropped = error_mask(table) | logs.synthetic_mask(table)
+    if dropped.any():
+        table = table.filter(pa.array(~dropped))
     n = table.num_rows
 
     def column(name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:

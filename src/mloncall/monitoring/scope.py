@@ -71,12 +71,14 @@ class Scope:
         features: bool = False,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
+        synthetic: bool = True,
     ) -> LogWindow:
-        """The prediction log over the scope (or [since, until)), with the feature columns if asked."""
+        """The prediction log over the scope (or [since, until)), with the feature columns if asked; without
+        `synthetic`, the rows of synthetic requests (a load test's) left out."""
         return read_window(
             self.ctx.store, kind=logs.PREDICTIONS, model=self.model,
             since=self.since if since is None else since, until=self.until if until is None else until,
-            columns=columns, prefixes=("f_",) if features else (),
+            columns=columns, prefixes=("f_",) if features else (), synthetic=synthetic,
         )  # fmt: skip
 
     def rejections(self) -> LogWindow:
@@ -85,11 +87,13 @@ class Scope:
             columns=["reason", "field"],
         )  # fmt: skip
 
-    def served(self, since: dt.datetime, until: dt.datetime) -> logs.RowCount:
-        """How many predictions were logged in [since, until), without reading them."""
+    def served(self, since: dt.datetime, until: dt.datetime, *, synthetic: bool = True) -> logs.RowCount:
+        """How many predictions were logged in [since, until), without reading them (without `synthetic`,
+        those of real requests: the files that may hold synthetic rows have their marks read)."""
         return logs.count_rows(
-            self.ctx.store, kind=logs.PREDICTIONS, model=self.model, since=since, until=until
-        )
+            self.ctx.store, kind=logs.PREDICTIONS, model=self.model, since=since, until=until,
+            synthetic=synthetic,
+        )  # fmt: skip
 
 
 def scope_of(ctx: Context, model: str, window: Any, now: dt.datetime | None, mode: str = "auto") -> Scope:

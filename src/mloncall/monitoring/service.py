@@ -314,10 +314,10 @@ def _run_missing(scope: Scope, params: MissingFeaturesParams) -> Check:
     if scope.incremental:
         ws = scope.summary()
         parts = inc.missing_parts(ws.summary, params) + quality.refused_missing(
-            rejections=rejected, total_rows=sum(v.rows for v in ws.summary.values()), params=params
+            rejections=rejected, total_rows=sum(v.real_rows for v in ws.summary.values()), params=params
         )
         return _summary_check("missing_features", parts, ws, rejected)
-    preds = scope.predictions(["version", "error"], features=True)
+    preds = scope.predictions(["version", "error"], features=True, synthetic=False)
     parts = quality.missing_features(
         predictions=preds, rejections=rejected, versions=scope.versions, params=params
     )
@@ -329,10 +329,10 @@ def _run_out_of_range(scope: Scope, params: OutOfRangeParams) -> Check:
     if scope.incremental:
         ws = scope.summary()
         parts = inc.out_of_range_parts(ws.summary, scope.grids(), params) + quality.refused_out_of_range(
-            rejections=rejected, total_rows=sum(v.rows for v in ws.summary.values()), params=params
+            rejections=rejected, total_rows=sum(v.real_rows for v in ws.summary.values()), params=params
         )
         return _summary_check("out_of_range", parts, ws, rejected)
-    preds = scope.predictions(["version", "flags", "error"], features=True)
+    preds = scope.predictions(["version", "flags", "error"], features=True, synthetic=False)
     parts = quality.out_of_range(
         predictions=preds, rejections=rejected, versions=scope.versions, params=params
     )
@@ -347,7 +347,8 @@ def _summary_check(kind: str, parts: list[Part], ws: WindowSummary, rejected: Lo
 
 
 def _run_validation(scope: Scope, params: ValidationFailuresParams) -> Check:
-    served = scope.served(scope.since, scope.until)
+    # a load test's requests would dilute the share refused: real requests only
+    served = scope.served(scope.since, scope.until, synthetic=False)
     rejected = scope.rejections()
     parts = quality.validation_failures(served=served, rejections=rejected, params=params)
     return _quality_check("validation_failures", parts, served, rejected)
@@ -387,7 +388,8 @@ def _run_accuracy(scope: Scope, params: AccuracyParams) -> Check:
             "indexed_hours": found.indexed_hours, "raw_hours": found.raw_hours, **logs_evidence(*found.windows),
         }  # fmt: skip
         return combine("accuracy", parts, evidence, empty_reason=f"{_EMPTY} (0 predictions to judge)")
-    preds = scope.predictions(["id", "version", "label", "error"], since=start, until=end)
+    # a synthetic request's label says nothing of the model: its rows are left out with their feedback
+    preds = scope.predictions(["id", "version", "label", "error"], since=start, until=end, synthetic=False)
     # labels for these predictions may have arrived at any time since they were made, up to now
     feedback = read_window(
         scope.ctx.store, kind=logs.FEEDBACK, model=scope.model, since=start,

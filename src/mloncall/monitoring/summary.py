@@ -1,14 +1,16 @@
 """Per-interval summaries of the prediction log: what every monitor needs from a minute or an hour, stored once.
 
-A summary holds, per model version: rows, failed rows, a latency sketch, the predicted-class counts, and
-for the rows that were answered, per feature, the missing and out-of-range counts and a sketch on the
-version's reference grid (`monitoring.sketches`); and, of the version's routed requests only
-(`RoutedSummary`: route stable or canary, so explicit `/versions/{v}` calls such as smoke tests do not
-count), what canary analysis and acceptance compare: rows, server errors, a latency sketch, predicted classes,
-and the requests the stable version shadow-scored with how many it answered differently. Summaries of
-neighbouring intervals merge by adding, so a window is the merge of the closed hours and minutes inside it
-plus the rows of its ragged edges and of the open minute, summarised on the fly from the log by the same
-builder (`monitoring.incremental`).
+A summary holds, per model version: rows, failed rows, synthetic rows (a load test's), a latency sketch, and
+for the rows of real requests that were answered, the predicted-class counts and, per feature, the missing
+and out-of-range counts and a sketch on the version's reference grid (`monitoring.sketches`); and, of the
+version's routed requests only (`RoutedSummary`: route stable or canary, so explicit `/versions/{v}` calls
+such as smoke tests do not count), what canary analysis and acceptance compare: rows, server errors, a
+latency sketch, and of the real requests, predicted classes and those the stable version shadow-scored with
+how many it answered differently. Synthetic rows count where the service is judged (rows, errors, latency)
+and nowhere the inputs or the answers are: a load test's constant rows are no traffic to judge for drift.
+Summaries of neighbouring intervals merge by adding, so a window is the merge of the closed hours and minutes
+inside it plus the rows of its ragged edges and of the open minute, summarised on the fly from the log by the
+same builder (`monitoring.incremental`).
 
 Files live beside the log: `summaries/model=<m>/date=YYYY-MM-DD/hour=HH/minute=MM.v2.npz` and
 `.../hour.v2.npz` (`v2`: with the routed requests; the background pass writes these beside any earlier
@@ -37,11 +39,11 @@ from mloncall.monitoring.sketches import FeatureSketch, LatencySketch, grid_for
 from mloncall.monitoring.stats import error_mask, float_column, routed_mask, server_errors, value_counts
 from mloncall.monitoring.verdict import by_version
 from mloncall.stores.artifacts import ArtifactStore
-from mloncall.stores.predlog import partition
+from mloncall.stores.predlog import SYNTHETIC, partition, synthetic_mask
 
 SUMMARIES = "summaries"
 #: The columns a summary reads from the prediction log (plus every f_ column).
-COLUMNS = ["version", "label", "error", "latency_ms", "flags", "route", "status", "shadow_label"]
+COLUMNS = ["version", "label", "error", "latency_ms", "flags", "route", "status", "shadow_label", SYNTHETIC]
 
 
 @dataclass
@@ -89,16 +91,20 @@ class RoutedSummary:
     shadowed: int = 0
     disagreed: int = 0
 
-    def add(self, rows: pa.Table) -> None:
-        """Fold one version's rows in, keeping those the router sent (all of them in a log without routes)."""
+    def add(self, rows: pa.Table, synthetic: np.ndarray) -> None:
+        """Fold one version's rows in, keeping those the router sent (all of them in a log without routes);
+        the answers of synthetic requests (`synthetic`, per row) are not compared."""
         mask = routed_mask(rows)
         if not mask.all():
             rows = rows.filter(pa.array(mask))
+            synthetic = synthetic[mask]
         if rows.num_rows == 0:
             return
         self.rows += rows.num_rows
         self.server_errors += server_errors(rows)
         self.latency.add(float_column(rows, "latency_ms"))
+        if synthetic.any():
+            rows = rows.filter(pa.array(~synthetic))
         if "label" not in rows.column_names:
             return
         label = rows.column("label")
@@ -140,8 +146,11 @@ class VersionSummary:
 
     rows: int = 0
     errors: int = 0
+    #: rows of synthetic requests (a load test's), failed or answered: in `rows`, `errors` and `latency` only
+    synthetic: int = 0
     latency: LatencySketch = field(default_factory=LatencySketch)
     predicted: dict[str, int] = field(default_factory=dict)
+    #: answered rows of real requests: what the predicted classes and the features are counted over
     served: int = 0
     features: dict[str, FeatureSketch] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
@@ -154,15 +163,23 @@ class VersionSummary:
     error_column: bool = False
     routed: RoutedSummary = field(default_factory=RoutedSummary)
 
+    @property
+    def real_rows(self) -> int:
+        """Rows of real requests, failed or answered (what refused requests are a share of)."""
+        return self.rows - self.synthetic
+
     def add(self, rows: pa.Table, grid: Grid) -> None:
         """Fold one version's rows of one file in."""
-        self.routed.add(rows)
+        marked = synthetic_mask(rows)
+        self.routed.add(rows, marked)
         failed = error_mask(rows)
         self.rows += rows.num_rows
+        self.synthetic += int(np.count_nonzero(marked))
         self.error_column = self.error_column or "error" in rows.column_names
         self.errors += int(np.count_nonzero(failed))
         self.latency.add(float_column(rows, "latency_ms"))
-        served = rows.filter(pa.array(~failed)) if failed.any() else rows
+        dropped = failed | marked
+        served = rows.filter(pa.array(~dropped)) if dropped.any() else rows
         self.served += served.num_rows
         if "label" in served.column_names:
             _add_counts(self.predicted, value_counts(served.column("label").drop_null()))
@@ -201,7 +218,7 @@ class VersionSummary:
         self.out_of_range += int(np.count_nonzero(flagged | recomputed))
 
     def merge(self, other: VersionSummary) -> None:
-        for name in ("rows", "errors", "served", "any_missing", "flagged", "recomputed", "out_of_range"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency.merge(other.latency)
         self.routed.merge(other.routed)
@@ -221,6 +238,10 @@ class VersionSummary:
                     sketch.at.copy(), sketch.between.copy(), sketch.offsets.copy(), sketch.missing,
                     sketch.present, None if sketch.distinct is None else dict(sketch.distinct),
                 )  # fmt: skip
+
+
+#: The counts of a `VersionSummary`, merged by adding.
+_COUNTS = ("rows", "errors", "synthetic", "served", "any_missing", "flagged", "recomputed", "out_of_range")
 
 
 def _latency_dict(sketch: LatencySketch) -> dict[str, Any]:
@@ -284,8 +305,9 @@ def to_bytes(summary: Summary) -> bytes:
     for version, s in summary.items():
         label = "none" if version is None else str(version)
         header[label] = {
-            "rows": s.rows, "errors": s.errors, "served": s.served, "predicted": s.predicted,
-            "missing": s.missing, "any_missing": s.any_missing, "flagged": s.flagged,
+            "rows": s.rows, "errors": s.errors, "synthetic": s.synthetic, "served": s.served,
+            "predicted": s.predicted, "missing": s.missing, "any_missing": s.any_missing,
+            "flagged": s.flagged,
             "flagged_per_feature": s.flagged_per_feature, "recomputed": s.recomputed,
             "recomputed_per_feature": s.recomputed_per_feature, "out_of_range": s.out_of_range, "error_column": s.error_column,
             "latency": _latency_dict(s.latency), "routed": s.routed.to_dict(),
@@ -316,7 +338,7 @@ def from_bytes(data: bytes) -> Summary:
                 missing=h["missing"], any_missing=h["any_missing"], flagged=h["flagged"],
                 flagged_per_feature=h["flagged_per_feature"], recomputed=h["recomputed"],
                 recomputed_per_feature=h["recomputed_per_feature"], out_of_range=h["out_of_range"],
-                error_column=h.get("error_column", False),
+                error_column=h.get("error_column", False), synthetic=h.get("synthetic", 0),
             )  # fmt: skip
             s.latency = _latency_of(h["latency"])
             s.routed = RoutedSummary.from_dict(h["routed"])

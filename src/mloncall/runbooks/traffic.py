@@ -1,6 +1,7 @@
 """What runbook 6 reads off the logs: per feature of the production version, how many requests were refused
 for it and how many served rows lacked it, held a value outside its training range, or had it imputed; the
-share of traffic affected; and accuracy on affected against unaffected rows where labels arrived.
+share of traffic affected; and accuracy on affected against unaffected rows where labels arrived. The rows of
+synthetic requests (a load test's) are no traffic to judge: only the server errors count them.
 
 It reads the prediction, rejections and feedback logs through `stores.predlog`'s reader only.
 """
@@ -150,7 +151,7 @@ def scan(ctx: Context, *, model: str, since: dt.datetime, until: dt.datetime) ->
     version, features = _signature(ctx, model)
     preds = predlog.read_window(
         ctx.store, kind=predlog.PREDICTIONS, model=model, since=since, until=until,
-        columns=["id", "version", "label", "flags", "error", "status"], prefixes=("f_",),
+        columns=["id", "version", "label", "flags", "error", "status", predlog.SYNTHETIC], prefixes=("f_",),
     )  # fmt: skip
     rejected = predlog.read_window(
         ctx.store, kind=predlog.REJECTIONS, model=model, since=since, until=until, columns=["reason", "field"]
@@ -169,7 +170,7 @@ def scan(ctx: Context, *, model: str, since: dt.datetime, until: dt.datetime) ->
     table = preds.table
     errors = server_errors(table)
     if table is not None and table.num_rows:
-        table = table.filter(pa.array(~error_mask(table)))
+        table = table.filter(pa.array(~(error_mask(table) | predlog.synthetic_mask(table))))
     n = 0 if table is None else table.num_rows
     affected = np.zeros(n, dtype=bool)
     flags = [set(x or []) for x in _column(table, "flags")]
