@@ -613,3 +613,51 @@ def test_oip_input_names_are_strict_and_control_characters_are_escaped(
     assert "\u202e" not in message and "\\u202e" in message
     fields = [field or "" for _, field in _rejections(app, sctx)]
     assert all("\u202e" not in f for f in fields) and any("\\u202e" in f for f in fields)
+
+
+def test_a_synthetic_request_is_logged_as_synthetic_and_a_normal_one_is_not(
+    app: InferenceApp, client: TestClient, sctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`x-mloncall-synthetic: 1` marks every row a request logs, its failure too; without it (or with
+    another value) the rows are real traffic."""
+    load = {"x-mloncall-synthetic": "1"}
+    assert client.post(INFER, json=oip([VALUES, VALUES], id="load-oip"), headers=load).status_code == 200
+    predict = {"model": "iris", "instances": [ROW]}
+    assert (
+        client.post("/predict", json=predict, headers={**load, "x-request-id": "load-predict"}).status_code
+        == 200
+    )
+    assert client.post(INFER, json=oip(id="real-oip")).status_code == 200
+    assert client.post("/predict", json=predict, headers={"x-request-id": "real-predict"}).status_code == 200
+    other = {"x-mloncall-synthetic": "0", "x-request-id": "real-zero"}
+    assert client.post("/predict", json=predict, headers=other).status_code == 200
+    stable = app.router.routes["iris"].stable
+    assert stable is not None
+
+    def broken(outputs: Any, feed: Any, options: Any = None) -> Any:
+        raise RuntimeError("onnx exploded")
+
+    monkeypatch.setattr(stable, "_run", broken)
+    assert (
+        client.post(
+            INFER, json=oip(id="load-failed"), headers={**load, "x-request-id": "load-failed"}
+        ).status_code
+        == 500
+    )
+    assert client.post(INFER, json=oip(), headers={"x-request-id": "real-failed"}).status_code == 500
+    app.prediction_log.flush()
+    table = read_log(sctx.store, "predictions", "iris")
+    assert table is not None
+    marks = sorted(
+        zip(table.column("request_id").to_pylist(), table.column("synthetic").to_pylist(), strict=True)
+    )
+    assert marks == [
+        ("load-failed", True),
+        ("load-oip", True),
+        ("load-oip", True),
+        ("load-predict", True),
+        ("real-failed", False),
+        ("real-oip", False),
+        ("real-predict", False),
+        ("real-zero", False),
+    ]

@@ -21,7 +21,13 @@ from mloncall.core import clock
 from mloncall.serving.asgi import Receive, Scope
 from mloncall.serving.info import JSON, Answer, InfoHandlers, Labels, error
 from mloncall.serving.predictor import Predictor
-from mloncall.serving.protocol import infer_response, parse_json, requested_outputs, split_infer_body
+from mloncall.serving.protocol import (
+    SYNTHETIC_HEADER,
+    infer_response,
+    parse_json,
+    requested_outputs,
+    split_infer_body,
+)
 from mloncall.serving.router import CANARY, EXPLICIT, ModelRoute, choose
 from mloncall.serving.tensors import rows_from_oip
 from mloncall.serving.validation import (
@@ -45,6 +51,7 @@ _MAX_FEEDBACK = 10_000
 _MAX_ID = 128
 _HUGE = 1e30  # far past any sum of probabilities; NaN compares false with it, so it fails the check too
 _error = error
+_SYNTHETIC = SYNTHETIC_HEADER.encode()
 
 #: The rejections log's model for a refused request that never said which model it was for (an unreadable
 #: /predict body): no model name starts with '_'.
@@ -201,7 +208,14 @@ class Handlers(InfoHandlers):
             binary=binary_out,
             parameters=parameters,
         )
-        self._record(model, scored, X, t0, request_id or _header(headers, b"x-request-id"))
+        self._record(
+            model,
+            scored,
+            X,
+            t0,
+            request_id or _header(headers, b"x-request-id"),
+            headers.get(_SYNTHETIC) == b"1",
+        )
         if json_length is None:
             return 200, out, JSON, None
         return 200, out, OCTETS, [(b"inference-header-content-length", str(json_length).encode())]
@@ -254,7 +268,7 @@ class Handlers(InfoHandlers):
             )
         ]
         out = orjson.dumps({"predictions": predictions, "model": model, "version": predictor.version})
-        self._record(model, scored, X, t0, _header(headers, b"x-request-id"))
+        self._record(model, scored, X, t0, _header(headers, b"x-request-id"), headers.get(_SYNTHETIC) == b"1")
         return 200, out, JSON, None
 
     def _score(
@@ -305,7 +319,15 @@ class Handlers(InfoHandlers):
                 log.exception("shadow scoring by %s failed", stable)
         return scored
 
-    def _record(self, model: str, scored: _Scored, X: np.ndarray, t0: float, request_id: str | None) -> None:
+    def _record(
+        self,
+        model: str,
+        scored: _Scored,
+        X: np.ndarray,
+        t0: float,
+        request_id: str | None,
+        synthetic: bool,
+    ) -> None:
         """Log the rows and count the request, before the response is sent: nothing served is lost."""
         seconds = time.perf_counter() - t0
         predictor = scored.predictor
@@ -324,6 +346,7 @@ class Handlers(InfoHandlers):
             shadow_version=scored.shadow_version,
             shadow_labels=scored.shadow_labels,
             request_id=request_id,
+            synthetic=synthetic,
         )
         self.metrics.served(model, str(predictor.version), scored.route, seconds, scored.labels)
 
@@ -342,6 +365,7 @@ class Handlers(InfoHandlers):
                 field=error.field,
             )
         if labels.version:
+            headers = dict(scope["headers"])
             self.prediction_log.record_error(
                 ts=clock.timestamp(),
                 model=labels.model,
@@ -350,7 +374,8 @@ class Handlers(InfoHandlers):
                 status=status,
                 error=message,
                 latency_ms=(time.perf_counter() - t0) * 1000.0,
-                request_id=_header(dict(scope["headers"]), b"x-request-id"),
+                request_id=_header(headers, b"x-request-id"),
+                synthetic=headers.get(_SYNTHETIC) == b"1",
             )
 
     # --- feedback ---

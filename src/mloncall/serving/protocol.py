@@ -12,6 +12,9 @@ import orjson
 from mloncall.serving.validation import bad, kind_of
 
 OUTPUT_NAMES = ("label", "probabilities")
+#: The request header that marks an inference request as synthetic (a load test's) when it is `1`: its rows
+#: are logged with `synthetic` true, and the monitors of the inputs and the labels leave them out.
+SYNTHETIC_HEADER = "x-mloncall-synthetic"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
