@@ -12,17 +12,23 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mloncall.core.errors import InvalidInput
 from mloncall.demo.traffic import LocalServer
+from mloncall.registry.models import ModelVersion
 from mloncall.scaling import loadtest
 from mloncall.scaling.loadgen import PacedLoad, raw_request
+from mloncall.serving.app import create_inference_app
+from mloncall.stores.context import Context
+from mloncall.stores.predlog import read_log
 from tests.conftest import free_port
 from tests.helpers import run_cli
 from tests.scaling.conftest import MODEL, live, ok
+from tests.serving.conftest import ROW, ThreadServer, fast_config, iris_v1, sctx, server_env
 
-__all__ = ["live"]
+__all__ = ["iris_v1", "live", "sctx"]
 
 
 def test_shapes_are_finite_schedules_at_their_rates() -> None:
@@ -65,6 +71,31 @@ def test_a_load_test_reports_percentiles_and_draws_latency(
     assert set(report["percentiles_ms"]) == {"p50", "p90", "p99", "p99.9"}
     assert report["within_slo"] is None and "no SLO" in report["verdict"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_load_tests_requests_are_logged_as_synthetic(sctx: Context, iris_v1: ModelVersion) -> None:
+    """`mloncall loadtest` marks every request it sends (OIP and /predict), so the server logs its rows as
+    synthetic while a client's request beside it stays real; its --help says so."""
+    app = create_inference_app(sctx, config=fast_config())
+    env = server_env(sctx)
+    with ThreadServer(app) as srv:
+        sent = 0
+        for url in (f"{srv.url}/v2/models/iris/infer", f"{srv.url}/predict"):
+            res = run_cli("loadtest", url, "--model", "iris", "--rate", "40", "--duration", "500ms",
+                          "--connections", "2", "--no-record", "--json", env=env)  # fmt: skip
+            assert res.returncode == 0, res.stderr
+            report = json.loads(res.stdout)
+            assert report["answered"] == report["sent"] == 20
+            sent += report["sent"]
+        real = httpx.post(f"{srv.url}/predict", json={"model": "iris", "instances": [ROW]}, timeout=10)
+        assert real.status_code == 200
+    table = read_log(sctx.store, "predictions", "iris")  # the server's shutdown wrote every row
+    assert table is not None and table.num_rows == sent + 1
+    marks = table.column("synthetic").to_pylist()
+    assert marks.count(True) == sent and marks.count(False) == 1
+    assert set(table.filter(table.column("synthetic")).column("route").to_pylist()) == {"stable"}
+    help_text = " ".join(run_cli("loadtest", "--help", env=env).stdout.split())
+    assert "x-mloncall-synthetic: 1" in help_text
 
 
 def _load(server: LocalServer, rate: float, seconds: float) -> PacedLoad:

@@ -99,7 +99,10 @@ def loadtest_command(
     ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Open-loop load at a controlled rate, latency corrected for coordinated omission, judged against the SLO."""
+    """Open-loop load at a controlled rate, latency corrected for coordinated omission, judged against the SLO.
+
+    Every request is sent with x-mloncall-synthetic: 1, so its rows count toward latency, errors and
+    throughput but never toward drift, data quality or accuracy."""
     timeout_s = parse_seconds(timeout, what="--timeout", maximum=dt.timedelta(minutes=5))
     rates = [float(v) for v in steps.split(",")] if steps else []
     chosen = loadtest.make_shape(

@@ -5,7 +5,9 @@ A shape is a finite schedule of due times: `constant` (the rate for the whole du
 `--steps` for an equal share of it) or `spike` (the rate, then `--spike-rate` for `--spike-for` from
 `--spike-at`, then the rate again). Latency is counted from each request's due time (`loadgen`), so it is
 corrected for coordinated omission. A run is bounded in requests (`loadgen.MAX_REQUESTS`) and in time (its
-duration plus one timeout for the last answers).
+duration plus one timeout for the last answers). Every request carries `x-mloncall-synthetic: 1`: the server
+logs its rows as synthetic, so the load's rows count toward latency, errors and throughput but never toward
+drift, data quality or accuracy.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from mloncall.core.records import Record
 from mloncall.scaling.loadgen import MAX_REQUESTS, PacedLoad, Sample, raw_request
 from mloncall.scaling.service import ProbeSecond
 from mloncall.scaling.slo import Objectives
+from mloncall.serving.protocol import SYNTHETIC_HEADER
 
 SHAPES = ("constant", "steps", "spike")
 MAX_DURATION_S = 3600.0
 MAX_RATE = 50_000.0
 PERCENTILES = (50, 90, 99, 99.9)
+#: Sent with every request: a load test's requests are synthetic by definition.
+SYNTHETIC = f"{SYNTHETIC_HEADER}: 1"
 
 
 @dataclass(frozen=True)
@@ -230,9 +235,10 @@ def run_load(
     """Run the shape against the target; the report and every request's sample."""
     due = schedule(shape)
     started = clock.now()
+    request = raw_request(target.host, target.port, target.path, target.body, headers=(SYNTHETIC,))
     load = PacedLoad(
-        target.host, target.port, raw_request(target.host, target.port, target.path, target.body),
-        due, connections=max(1, min(connections, len(due))), timeout_s=timeout_s,
+        target.host, target.port, request, due, connections=max(1, min(connections, len(due))),
+        timeout_s=timeout_s,
     )  # fmt: skip
     run_loop(load.run())
     return summarize(target, shape, load, started, slo), sorted(load.samples, key=lambda s: s.due_s)
