@@ -110,7 +110,7 @@ def _p99(side: VersionServed | None) -> float | None:
 
 def class_counts(side: VersionServed | None, classes: list[str]) -> np.ndarray:
     """Predicted-class counts of a side's routed requests in the given class order (failed requests have no
-    class and are not counted)."""
+    class, and a load test's synthetic requests no meaningful one: neither is counted)."""
     predicted = side.summary.routed.predicted if side is not None else {}
     return np.array([predicted.get(c, 0) for c in classes], dtype=np.int64)
 
