@@ -105,14 +105,18 @@ BODY = b'{"ok":true}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
 
+async def lifespan(receive, send):
+    while True:
+        message = await receive()
+        kind = message["type"].replace("lifespan.", "")
+        await send({"type": f"lifespan.{kind}.complete"})
+        if kind == "shutdown":
+            return
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            kind = message["type"].replace("lifespan.", "")
-            await send({"type": f"lifespan.{kind}.complete"})
-            if kind == "shutdown":
-                return
+        return await lifespan(receive, send)
     more = True
     while more:
         message = await receive()
@@ -131,6 +135,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import orjson
+from floor_app import lifespan  # the floor's module, beside this one
 
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
@@ -146,12 +151,7 @@ BY_INDEX = {o.name: o.type for o in SESSION.get_outputs()}["label"] != "tensor(s
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            kind = message["type"].replace("lifespan.", "")
-            await send({"type": f"lifespan.{kind}.complete"})
-            if kind == "shutdown":
-                return
+        return await lifespan(receive, send)
     chunks = []
     more = True
     while more:
