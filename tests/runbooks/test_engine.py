@@ -141,6 +141,17 @@ def test_bad_input_is_refused_before_anything_runs(any_ctx: Context) -> None:
             engine.start(any_ctx, runbook="test-book", params=params, positional=positional, confirmer=yes)
     with pytest.raises(InvalidInput, match=r"strategy=.*use one of canary, direct"):
         catalog.get_runbook("deployment").parse_params({"strategy": "yolo"}, ["m:2"])
+    deployment = catalog.get_runbook("deployment")
+    for text, message in [
+        ("latency_slack=5", "unknown threshold 'latency_slack': known are"),
+        ("latency_slack_ms", "invalid parameter thresholds 'latency_slack_ms': use NAME=VALUE"),
+        ("max_error_rate=-1", "threshold max_error_rate must be a finite number >= 0"),
+    ]:
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            deployment.parse_params({"thresholds": text}, ["m:2"])
+    parsed = deployment.parse_params({"thresholds": "latency_slack_ms=50, max_disagreement=0.2"}, ["m:2"])
+    assert parsed["thresholds"] == {"latency_slack_ms": "50", "max_disagreement": "0.2"}
+    assert deployment.parse_params({}, ["m:2"])["thresholds"] == {}
     assert CALLS == []
 
 

@@ -152,6 +152,7 @@ def roll_out(rc: RunContext) -> Check:
         steps=rc.params["steps"],
         step_duration_s=parse_seconds(rc.params["step_duration"]),
         min_requests=rc.params["min_requests"],
+        thresholds=dict(rc.params.get("thresholds") or {}),
     )
     with rc.ctx.db.session() as s:
         r = rollouts.deploy(session=s, store=rc.ctx.store, ref=rc.params["ref"], spec=spec, actor=rc.actor)
@@ -416,6 +417,12 @@ RUNBOOK = Runbook(
         Param("steps", "canary weights in percent, ending at 100", type="steps", default=[10, 25, 50, 100]),
         Param("step_duration", "how long each canary step runs", type="duration", default="30s"),
         Param("min_requests", "canary requests a step needs before it is judged", type="int", default=50),
+        Param(
+            "thresholds",
+            "canary analysis thresholds to override, NAME=VALUE[,NAME=VALUE] (as deploy --threshold)",
+            type="thresholds",
+            default={},
+        ),
         Param("health_window", "how long to watch health after the rollout", type="duration", default="30s"),
         Param("exercise_rollback", "roll back even when healthy (a drill)", type="bool", default=False),
         Param("timeout", "give up following the rollout after this long", type="duration", default="30m"),

@@ -55,6 +55,8 @@ class Param:
             from mloncall.rollout.service import parse_steps
 
             return parse_steps(text if isinstance(raw, str) else list(raw))
+        if self.type == "thresholds":
+            return _thresholds(raw, self.name)
         if not text:
             raise InvalidInput(f"{bad}: it may not be empty")
         return text
@@ -90,6 +92,21 @@ class Criterion:
 
     name: str
     check: StepFn
+
+
+def _thresholds(raw: Any, name: str) -> dict[str, Any]:
+    """Canary analysis thresholds to override, `NAME=VALUE[,NAME=VALUE]` (or a JSON object), checked now so a
+    bad one is refused before anything runs."""
+    from mloncall.core.names import parse_pairs
+    from mloncall.rollout.analysis import Thresholds
+
+    if isinstance(raw, Mapping):
+        pairs = {str(k): v for k, v in raw.items()}
+    else:
+        items = [item for item in str(raw).split(",") if item.strip()]
+        pairs = parse_pairs(items, option=f"parameter {name}", example="latency_slack_ms=50")
+    Thresholds.from_overrides(pairs)
+    return pairs
 
 
 def model_target(params: Mapping[str, Any]) -> str:
