@@ -282,6 +282,7 @@ def history_cmd(name: str = typer.Argument(..., help="Model name."), json_out: b
             f"{name}: rollout history",
             ["rollout", "kind", "versions", "at", "transition", "canary", "by", "reason"],
             rows,
+            drop_first=("kind", "by", "canary"),
         )
     )
 
