@@ -382,8 +382,9 @@ def _batches(
                 cols.append("ts")
         else:
             cols = list(footer.names)
-        # the marks are read to drop the rows they mark, and kept only when asked for
-        unmark = not synthetic and SYNTHETIC in footer.names
+        # the marks are read to drop the rows they mark, and kept only when asked for; a file whose statistics
+        # show no synthetic row (footer.marked false) is read as it is, as count_rows does
+        unmark = not synthetic and footer.marked
         extra_mark = unmark and SYNTHETIC not in cols
         if extra_mark:
             cols.append(SYNTHETIC)
